@@ -1,0 +1,267 @@
+"""The message contract: exchanges, event types, the envelope and every payload schema.
+
+Topology (nameko's convention, followed verbatim by the asyncio services)::
+
+    intake_email.events ─┐                          ┌─ dispatcher.events ──┐
+    intake_chat.events  ─┼─ ticket_received ──────▶ dispatcher            ├─▶ agent_desk, sla_watcher,
+    intake_phone.events ─┘  message_received        │ ticket_classified    │   notifier
+                                                    │ ticket_assigned      │
+    agent_desk.events ── agent_presence_changed ──▶ │ ticket_queued        ┘
+                         ticket_accepted, agent_replied, ticket_resolved
+    sla_watcher.events ─ sla_warning, sla_breached ─▶ notifier, agent_desk
+
+Each producing service publishes to one durable topic exchange ``<service>.events`` with the
+event type as routing key and a JSON body. Every body carries the envelope fields
+(``event_id``, ``occurred_at``, ``schema_version``, ``trace_id``, ``ticket_id``).
+
+Producers build bodies with :func:`make_event` (which validates and rejects unknown fields);
+consumers read them with :func:`parse_event` (which validates and raises :class:`InvalidEvent`
+with a reason that goes to the dead-letter queue). Consumers are tolerant readers: fields they
+do not know are ignored, so a producer may add optional fields without a coordinated release.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Literal, Mapping
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+
+Channel = Literal["email", "chat", "phone"]
+Presence = Literal["online", "away", "offline"]
+Priority = Literal["P1", "P2", "P3", "P4"]
+
+# Services that produce events (their exchanges are "<name>.events").
+INTAKE_EMAIL = "intake_email"
+INTAKE_CHAT = "intake_chat"
+INTAKE_PHONE = "intake_phone"
+DISPATCHER = "dispatcher"
+SLA_WATCHER = "sla_watcher"
+NOTIFIER = "notifier"
+AGENT_DESK = "agent_desk"
+INTAKE_SERVICES = (INTAKE_EMAIL, INTAKE_CHAT, INTAKE_PHONE)
+
+# Event types: past-tense facts.
+TICKET_RECEIVED = "ticket_received"
+MESSAGE_RECEIVED = "message_received"
+TICKET_CLASSIFIED = "ticket_classified"
+TICKET_ASSIGNED = "ticket_assigned"
+TICKET_QUEUED = "ticket_queued"
+AGENT_PRESENCE_CHANGED = "agent_presence_changed"
+TICKET_ACCEPTED = "ticket_accepted"
+AGENT_REPLIED = "agent_replied"
+TICKET_RESOLVED = "ticket_resolved"
+SLA_WARNING = "sla_warning"
+SLA_BREACHED = "sla_breached"
+NOTIFICATION_SENT = "notification_sent"
+
+
+def exchange_name(service: str) -> str:
+    return f"{service}.events"
+
+
+class InvalidEvent(ValueError):
+    """A body that does not match its schema; ``reason`` says why in one line."""
+
+    def __init__(self, source: str, event_type: str, reason: str):
+        super().__init__(f"{source}.{event_type}: {reason}")
+        self.source = source
+        self.event_type = event_type
+        self.reason = reason
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=1_000_000)
+
+    event_id: str = Field(min_length=1, max_length=64)
+    occurred_at: AwareDatetime
+    schema_version: int = Field(ge=1)
+    trace_id: str = Field(min_length=1, max_length=64)
+    ticket_id: str | None = Field(default=None, max_length=64)
+
+
+class Customer(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str = Field(default="", max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=32, description="E.164")
+    chat_visitor_id: str | None = Field(default=None, max_length=128)
+    language: str | None = Field(default=None, max_length=16)
+
+
+class TicketEvent(Envelope):
+    ticket_id: str = Field(min_length=1, max_length=64)
+
+
+class TicketReceived(TicketEvent):
+    """A new ticket was opened from a channel. ``source`` holds the channel's natural keys."""
+
+    channel: Channel
+    customer: Customer
+    subject: str = Field(max_length=1000)
+    text: str = Field(max_length=200_000)
+    received_at: AwareDatetime
+    source: dict[str, str] = Field(default_factory=dict)
+
+
+class MessageReceived(TicketEvent):
+    """A customer added a message to an existing ticket."""
+
+    channel: Channel
+    customer: Customer
+    text: str = Field(max_length=200_000)
+    message_id: str = Field(min_length=1, max_length=128)
+    received_at: AwareDatetime
+
+
+class TicketClassified(TicketEvent):
+    channel: Channel
+    priority: Priority
+    required_skills: list[str]
+    language: str
+    tags: list[str] = Field(default_factory=list)
+    received_at: AwareDatetime
+    customer_tier: str = "standard"
+
+
+class RoutingDecision(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    considered: int
+    eligible: int
+    reason: str
+    rejected: dict[str, str] = Field(default_factory=dict, description="agent_id -> why filtered")
+
+
+class TicketAssigned(TicketEvent):
+    agent_id: str = Field(min_length=1)
+    channel: Channel
+    priority: Priority
+    required_skills: list[str]
+    decision: RoutingDecision
+
+
+class TicketQueued(TicketEvent):
+    channel: Channel
+    priority: Priority
+    required_skills: list[str]
+    reason: str
+
+
+class AgentPresenceChanged(Envelope):
+    agent_id: str = Field(min_length=1)
+    presence: Presence
+
+
+class TicketAccepted(TicketEvent):
+    agent_id: str = Field(min_length=1)
+
+
+class AgentReplied(TicketEvent):
+    agent_id: str = Field(min_length=1)
+    channel: Channel
+    text: str = Field(min_length=1, max_length=100_000)
+    reply_id: str = Field(min_length=1, max_length=64)
+    customer: Customer
+
+
+class TicketResolved(TicketEvent):
+    agent_id: str = Field(min_length=1)
+    channel: Channel
+
+
+class SlaEvent(TicketEvent):
+    clock: Literal["first_response"]
+    policy: str
+    target_seconds: int
+    due_at: AwareDatetime
+    agent_id: str | None = None
+
+
+class SlaWarning(SlaEvent):
+    elapsed_fraction: float
+
+
+class SlaBreached(SlaEvent):
+    pass
+
+
+class NotificationSent(TicketEvent):
+    notification_id: str
+    kind: str
+    recipient: str = Field(description="masked")
+
+
+SCHEMAS: dict[tuple[str, str], type[Envelope]] = {
+    **{(svc, TICKET_RECEIVED): TicketReceived for svc in INTAKE_SERVICES},
+    **{(svc, MESSAGE_RECEIVED): MessageReceived for svc in INTAKE_SERVICES},
+    (DISPATCHER, TICKET_CLASSIFIED): TicketClassified,
+    (DISPATCHER, TICKET_ASSIGNED): TicketAssigned,
+    (DISPATCHER, TICKET_QUEUED): TicketQueued,
+    (AGENT_DESK, AGENT_PRESENCE_CHANGED): AgentPresenceChanged,
+    (AGENT_DESK, TICKET_ACCEPTED): TicketAccepted,
+    (AGENT_DESK, AGENT_REPLIED): AgentReplied,
+    (AGENT_DESK, TICKET_RESOLVED): TicketResolved,
+    (SLA_WATCHER, SLA_WARNING): SlaWarning,
+    (SLA_WATCHER, SLA_BREACHED): SlaBreached,
+    (NOTIFIER, NOTIFICATION_SENT): NotificationSent,
+}
+
+
+def schema_for(source: str, event_type: str) -> type[Envelope]:
+    try:
+        return SCHEMAS[(source, event_type)]
+    except KeyError:
+        raise InvalidEvent(source, event_type, "unknown event type for this source") from None
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def make_event(source: str, event_type: str, *, now: datetime, trace_id: str, **fields: Any) -> dict:
+    """Build a validated JSON-ready body for ``source``'s ``event_type``.
+
+    ``now`` stamps ``occurred_at``; ``event_id`` is fresh unless given (a producer that may
+    retry passes a stable one so consumers can dedupe).
+    """
+    schema = schema_for(source, event_type)
+    unknown = set(fields) - set(schema.model_fields)
+    if unknown:
+        raise InvalidEvent(source, event_type, f"unknown fields {sorted(unknown)}")
+    fields.setdefault("event_id", new_id())
+    try:
+        model = schema(
+            occurred_at=now.astimezone(timezone.utc),
+            schema_version=SCHEMA_VERSION,
+            trace_id=trace_id,
+            **fields,
+        )
+    except ValidationError as exc:
+        raise InvalidEvent(source, event_type, _one_line(exc)) from None
+    return model.model_dump(mode="json")
+
+
+def parse_event(source: str, event_type: str, body: Any) -> Envelope:
+    """Validate a consumed body; raise :class:`InvalidEvent` with a one-line reason."""
+    schema = schema_for(source, event_type)
+    if not isinstance(body, Mapping):
+        raise InvalidEvent(source, event_type, f"body is {type(body).__name__}, not a JSON object")
+    version = body.get("schema_version")
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise InvalidEvent(source, event_type, f"schema_version {version} is newer than {SCHEMA_VERSION}")
+    try:
+        return schema.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidEvent(source, event_type, _one_line(exc)) from None
