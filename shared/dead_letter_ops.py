@@ -1,0 +1,88 @@
+"""List, show and replay dead letters (blocking; used by the ``ticketmesh`` CLI and tests).
+
+Listing reads messages from the dead-letter queue and returns them to it (requeue) in one pass,
+so looking changes nothing. Replay takes messages off the queue one at a time and republishes
+each, body and headers unchanged but without the dead-letter headers, to the exchange and
+routing key it originally came from, with publisher confirms; the dead letter is acked only
+after the broker confirmed the republish, so a replay interrupted half-way loses nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import kombu
+
+from shared.topology import (DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, H_EXCHANGE, H_FAILED_AT, H_QUEUE,
+                             H_REASON, H_ROUTING_KEY, H_SERVICE)
+
+_DL_HEADERS = {H_REASON, H_EXCHANGE, H_ROUTING_KEY, H_QUEUE, H_SERVICE, H_FAILED_AT}
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    position: int
+    reason: str
+    exchange: str
+    routing_key: str
+    queue: str
+    service: str
+    failed_at: str
+    body: bytes
+    headers: dict
+
+
+def _declare(conn: kombu.Connection) -> kombu.Queue:
+    exchange = kombu.Exchange(DEAD_LETTER_EXCHANGE, type="fanout", durable=True)
+    queue = kombu.Queue(DEAD_LETTER_QUEUE, exchange=exchange, routing_key="", durable=True)
+    queue(conn.default_channel).declare()
+    return queue
+
+
+def _to_dead_letter(position: int, message: kombu.Message) -> DeadLetter:
+    headers = dict(message.headers or {})
+    body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+    return DeadLetter(position, str(headers.get(H_REASON, "")), str(headers.get(H_EXCHANGE, "")),
+                      str(headers.get(H_ROUTING_KEY, "")), str(headers.get(H_QUEUE, "")),
+                      str(headers.get(H_SERVICE, "")), str(headers.get(H_FAILED_AT, "")), body, headers)
+
+
+def list_dead_letters(amqp_uri: str, limit: int = 100) -> list[DeadLetter]:
+    found: list[DeadLetter] = []
+    with kombu.Connection(amqp_uri) as conn:
+        queue = _declare(conn)
+        bound = queue(conn.default_channel)
+        held = []
+        for position in range(1, limit + 1):
+            message = bound.get(no_ack=False)
+            if message is None:
+                break
+            held.append(message)
+            found.append(_to_dead_letter(position, message))
+        for message in held:
+            message.requeue()
+    return found
+
+
+def replay_dead_letters(amqp_uri: str, limit: int | None = None) -> Iterator[DeadLetter]:
+    """Republish up to ``limit`` dead letters (all if None); yields each one once it is replayed."""
+    with kombu.Connection(amqp_uri, transport_options={"confirm_publish": True}) as conn:
+        queue = _declare(conn)
+        bound = queue(conn.default_channel)
+        producer = conn.Producer(channel=conn.channel())
+        replayed = 0
+        while limit is None or replayed < limit:
+            message = bound.get(no_ack=False)
+            if message is None:
+                return
+            letter = _to_dead_letter(replayed + 1, message)
+            if not letter.exchange:
+                message.requeue()
+                raise ValueError(f"dead letter {letter.position} has no original exchange; left in the queue")
+            headers = {k: v for k, v in letter.headers.items() if k not in _DL_HEADERS}
+            producer.publish(letter.body, exchange=letter.exchange, routing_key=letter.routing_key,
+                             headers=headers, content_type=message.content_type or "application/json",
+                             content_encoding=message.content_encoding or "utf-8", delivery_mode=2)
+            message.ack()
+            replayed += 1
+            yield letter

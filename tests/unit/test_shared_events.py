@@ -1,0 +1,50 @@
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from shared import events as ev
+from shared.intake_ledger import stable_event_id
+
+NOW = datetime(2026, 11, 22, 16, 0, tzinfo=timezone(timedelta(hours=8)))
+
+
+def test_make_event_stamps_envelope_in_utc():
+    body = ev.make_event("agent_desk", "agent_presence_changed", now=NOW, trace_id="t", agent_id="li.na", presence="online")
+    assert body["occurred_at"] == "2026-11-22T08:00:00Z"
+    assert body["schema_version"] == ev.SCHEMA_VERSION and len(body["event_id"]) == 32
+    assert body["ticket_id"] is None
+
+
+def test_make_event_rejects_unknown_fields_and_bad_values():
+    with pytest.raises(ev.InvalidEvent, match="unknown fields \\['agnet_id'\\]"):
+        ev.make_event("agent_desk", "agent_presence_changed", now=NOW, trace_id="t", agnet_id="x", presence="online")
+    with pytest.raises(ev.InvalidEvent, match="presence"):
+        ev.make_event("agent_desk", "agent_presence_changed", now=NOW, trace_id="t", agent_id="x", presence="busy")
+
+
+def test_unknown_source_or_type_is_invalid():
+    with pytest.raises(ev.InvalidEvent, match="unknown event type"):
+        ev.parse_event("intake_fax", "ticket_received", {})
+
+
+def test_parse_event_is_a_tolerant_reader_but_checks_types_and_versions():
+    body = ev.make_event("intake_phone", "ticket_received", now=NOW, trace_id="t", ticket_id="TM-1", channel="phone",
+                         customer={"phone": "+8613800000000"}, subject="s", text="t", received_at=NOW)
+    parsed = ev.parse_event("intake_phone", "ticket_received", {**body, "added_later": 1})
+    assert parsed.customer.phone == "+8613800000000"
+    with pytest.raises(ev.InvalidEvent, match="schema_version 9 is newer"):
+        ev.parse_event("intake_phone", "ticket_received", {**body, "schema_version": 9})
+    with pytest.raises(ev.InvalidEvent, match="not a JSON object"):
+        ev.parse_event("intake_phone", "ticket_received", ["x"])
+    with pytest.raises(ev.InvalidEvent, match="channel"):
+        ev.parse_event("intake_phone", "ticket_received", {**body, "channel": "fax"})
+
+
+def test_every_schema_round_trips_through_json_fields():
+    for (source, event_type), schema in ev.SCHEMAS.items():
+        assert issubclass(schema, ev.Envelope), (source, event_type)
+
+
+def test_stable_event_id_is_deterministic_per_input():
+    assert stable_event_id("ticket_received", "TM-1") == stable_event_id("ticket_received", "TM-1")
+    assert stable_event_id("ticket_received", "TM-1") != stable_event_id("ticket_received", "TM-2")

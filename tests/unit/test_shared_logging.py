@@ -1,0 +1,28 @@
+import json
+import logging
+
+from shared.logging import bound_event_context, configure_logging, get_logger, mask_email, mask_phone
+
+
+def test_masks_keep_enough_to_recognise_but_not_to_contact():
+    assert mask_email("zhang.wei@example.com") == "z***@example.com"
+    assert mask_phone("+8613812345678") == "+86138****5678"
+    assert "2345" not in mask_phone("010-6234-5678")
+
+
+def test_json_lines_carry_context_and_never_bodies_secrets_or_addresses(capsys):
+    configure_logging("dispatcher", level="INFO", fmt="json", replica="r1")
+    try:
+        with bound_event_context(trace_id="trace-9", ticket_id="TM-10009"):
+            get_logger("t").info("ticket_assigned", email="li.na@example.com", phone="+8613812345678",
+                                 text="我的订单没有收到", password="hunter2", agent_id="li.na")
+            logging.getLogger("nameko.containers").warning("foreign line")
+    finally:
+        logging.getLogger().handlers[:] = []
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    first = lines[0]
+    assert first["event"] == "ticket_assigned" and first["trace_id"] == "trace-9" and first["ticket_id"] == "TM-10009"
+    assert first["service"] == "dispatcher" and first["replica"] == "r1" and first["level"] == "info"
+    assert first["email"] == "l***@example.com" and first["phone"] == "+86138****5678"
+    assert first["text"] == "<8 chars>" and first["password"] == "***"
+    assert lines[1]["event"] == "foreign line" and lines[1]["trace_id"] == "trace-9"
