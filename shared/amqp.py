@@ -82,7 +82,7 @@ class EventPublisher:
         )
         await self._exchange.publish(message, routing_key=event_type, mandatory=False)
 
-    async def emit(self, event_type: str, *, now: datetime, trace_id: str, **fields: Any) -> dict:
+    async def emit(self, event_type: str, /, *, now: datetime, trace_id: str, **fields: Any) -> dict:
         """Validate, publish and return the body (``make_event`` + ``publish``)."""
         body = ev.make_event(self.service, event_type, now=now, trace_id=trace_id, **fields)
         await self.publish(event_type, body)

@@ -230,7 +230,7 @@ def _one_line(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def make_event(source: str, event_type: str, *, now: datetime, trace_id: str, **fields: Any) -> dict:
+def make_event(source: str, event_type: str, /, *, now: datetime, trace_id: str, **fields: Any) -> dict:
     """Build a validated JSON-ready body for ``source``'s ``event_type``.
 
     ``now`` stamps ``occurred_at``; ``event_id`` is fresh unless given (a producer that may

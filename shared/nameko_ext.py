@@ -150,7 +150,7 @@ class Emitter(EventDispatcher):
         dispatch = super().get_dependency(worker_ctx)
         service = self.container.service_name
 
-        def emit(event_type: str, *, now: datetime, trace_id: str, **fields: Any) -> dict:
+        def emit(event_type: str, /, *, now: datetime, trace_id: str, **fields: Any) -> dict:
             body = ev.make_event(service, event_type, now=now, trace_id=trace_id, **fields)
             dispatch(event_type, body)
             return body

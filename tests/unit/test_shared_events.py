@@ -48,3 +48,9 @@ def test_every_schema_round_trips_through_json_fields():
 def test_stable_event_id_is_deterministic_per_input():
     assert stable_event_id("ticket_received", "TM-1") == stable_event_id("ticket_received", "TM-1")
     assert stable_event_id("ticket_received", "TM-1") != stable_event_id("ticket_received", "TM-2")
+
+
+def test_a_payload_field_named_source_does_not_collide_with_the_producer_argument():
+    body = ev.make_event("intake_phone", "ticket_received", now=NOW, trace_id="t", ticket_id="TM-1", channel="phone",
+                         customer={}, subject="s", text="t", received_at=NOW, source={"call_id": "c-1"})
+    assert body["source"] == {"call_id": "c-1"}
