@@ -106,6 +106,12 @@ async def read_json(request: web.Request) -> dict:
     return data
 
 
+def _route(request: web.Request) -> str:
+    """The matched route pattern, not the path: paths can carry secrets (``/cti/{token}``)."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
 async def publish_confirmed(publisher: EventPublisher, event_type: str, body: dict,
                             timeout: float = PUBLISH_TIMEOUT_SECONDS) -> None:
     """Publish and wait for the confirm; BrokerUnavailable if it fails or takes too long.
@@ -132,15 +138,15 @@ async def json_errors_middleware(request: web.Request, handler: Callable) -> web
             raise
         return json_error(exc.status, _STATUS_CODES.get(exc.status, "http_error"), exc.reason)
     except BrokerUnavailable as exc:
-        log.warning("broker_unavailable", path=request.path, error=str(exc))
+        log.warning("broker_unavailable", route=_route(request), error=str(exc))
         return json_error(503, "service_unavailable", "the message broker is unavailable, retry later")
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - the client gets JSON, the log gets the traceback
         if is_transient(exc):
-            log.warning("dependency_unavailable", path=request.path, error=repr(exc))
+            log.warning("dependency_unavailable", route=_route(request), error=repr(exc))
             return json_error(503, "service_unavailable", "a backing service is unavailable, retry later")
-        log.exception("request_failed", path=request.path, method=request.method)
+        log.exception("request_failed", route=_route(request), method=request.method)
         return json_error(500, "internal_error", "internal error")
 
 
