@@ -1,0 +1,227 @@
+"""The mails the notifier sends, built from events (pure: no broker, no SMTP, no clock).
+
+Three kinds:
+
+- ``ticket_ack``: "we received your request, your ticket is TM-10001" to the customer;
+  automatic (``Auto-Submitted: auto-replied``);
+- ``agent_reply``: an agent's reply to an email customer; written by a person, so *not* marked
+  automatic, and threaded (In-Reply-To/References) onto what we know of the conversation;
+- ``sla_breached``: a notice to the supervisor; automatic (``Auto-Submitted: auto-generated``).
+
+Every subject carries the ticket tag ``[#TM-10001]`` so a customer's answer finds its ticket
+even when a mail client drops the threading headers. Every Message-ID is ours
+(``<tm.TM-10001.<notification id>@<our domain>>``), so intake can tell our own mail (and
+replies to it) from everything else. Automatic mail also carries ``X-Auto-Response-Suppress:
+All`` and ``Precedence: bulk`` so well-behaved auto-responders stay quiet, and is never sent to
+system addresses (mailer-daemon, postmaster, noreply, …): that is how mail loops start.
+
+Texts are Jinja2 templates under ``templates/``, one file per kind and locale (``zh-CN`` or
+``en``), each with a ``subject`` and a ``body`` block.
+"""
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from email.errors import MessageError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from shared.events import AgentReplied, SlaBreached, TicketReceived
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+
+KIND_TICKET_ACK = "ticket_ack"
+KIND_AGENT_REPLY = "agent_reply"
+KIND_SLA_BREACHED = "sla_breached"
+
+ZH_CN = "zh-CN"
+EN = "en"
+
+AUTO_REPLIED = "auto-replied"      # an answer to the customer's own mail (RFC 3834)
+AUTO_GENERATED = "auto-generated"  # not caused by a mail from the recipient
+
+# Zammad's send_no_auto_response_reg_exp default: automatic mail to these goes nowhere good.
+NO_AUTOMATIC_MAIL_TO = re.compile(
+    r"(mailer-daemon|postmaster|abuse|root|noreply|noreply.+?|no-reply|no-reply.+?)@.+?", re.IGNORECASE
+)
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|回复|答复|转发)\s*[:：]\s*)+", re.IGNORECASE)
+_TICKET_TAG = re.compile(r"\[#TM-\d+\]\s*")
+MAX_REFERENCES = 10
+
+_templates = Environment(
+    loader=FileSystemLoader(TEMPLATES_DIR), undefined=StrictUndefined, autoescape=False,
+    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+)
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who our mail is from; ``address``'s domain names our Message-IDs."""
+
+    address: str
+    name: str = ""
+
+    @property
+    def domain(self) -> str:
+        return self.address.rsplit("@", 1)[1]
+
+
+@dataclass(frozen=True)
+class Thread:
+    """What we know of one ticket's mail conversation, to thread what we send next."""
+
+    subject: str = ""
+    customer_message_id: str | None = None
+    ack_message_id: str | None = None
+    last_reply_message_id: str | None = None
+
+    def references(self) -> list[str]:
+        ids = [self.customer_message_id, self.ack_message_id, self.last_reply_message_id]
+        return [i for i in ids if i][-MAX_REFERENCES:]
+
+    def parent(self) -> str | None:
+        """The mail ours answers: our last reply, else the ack, else the customer's mail."""
+        return self.last_reply_message_id or self.ack_message_id or self.customer_message_id
+
+
+def notification_id(event_id: str, kind: str) -> str:
+    """Same event, same kind → same id: a redelivered event is recognisably the same mail."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"ticketmesh:notification:{kind}:{event_id}").hex
+
+
+def make_message_id(ticket_id: str, notification: str, domain: str) -> str:
+    return f"<tm.{ticket_id}.{notification}@{domain}>"
+
+
+def normalize_message_id(raw: str | None) -> str | None:
+    """``abc@x`` or ``<abc@x>`` → ``<abc@x>``; anything with spaces or no ``@`` → None."""
+    if not raw:
+        return None
+    value = raw.strip().strip("<>")
+    if "@" not in value or any(c.isspace() or c in "<>" for c in value):
+        return None
+    return f"<{value}>"
+
+
+def choose_locale(language: str | None, sample: str = "") -> str:
+    """zh-CN for Chinese speakers, English for the rest; unknown → guess from the text."""
+    if language:
+        return ZH_CN if language.lower().startswith("zh") else EN
+    return ZH_CN if _CJK.search(sample) else EN
+
+
+def skip_reason(address: str | None, *, automatic: bool) -> str | None:
+    """Why this address must not get this mail, or None if it may."""
+    if not address:
+        return "no_address"
+    if _recipient("", address) is None:
+        return "invalid_address"
+    if automatic and NO_AUTOMATIC_MAIL_TO.fullmatch(address.strip()):
+        return "system_address"
+    return None
+
+
+def clean_subject(subject: str) -> str:
+    """The customer's subject without reply prefixes or our tag, on one line."""
+    one_line = " ".join(subject.split())
+    return _TICKET_TAG.sub("", _REPLY_PREFIX.sub("", one_line)).strip()
+
+
+def ticket_ack(ticket: TicketReceived, *, sender: Sender, notification: str, now: datetime) -> EmailMessage:
+    locale = choose_locale(ticket.customer.language, f"{ticket.subject} {ticket.text[:500]}")
+    subject, body = _render(KIND_TICKET_ACK, locale, ticket_id=ticket.ticket_id, channel=ticket.channel,
+                            customer_name=_one_line(ticket.customer.name), subject=clean_subject(ticket.subject))
+    msg = _envelope(sender, _required_recipient(ticket.customer.name, ticket.customer.email), subject, body,
+                    ticket.ticket_id, notification, now)
+    _mark_automatic(msg, AUTO_REPLIED)
+    customer_message_id = normalize_message_id(ticket.source.get("message_id"))
+    if customer_message_id:
+        msg["In-Reply-To"] = customer_message_id
+        msg["References"] = customer_message_id
+    return msg
+
+
+def agent_reply(reply: AgentReplied, *, agent_name: str, thread: Thread, sender: Sender, notification: str,
+                now: datetime) -> EmailMessage:
+    locale = choose_locale(reply.customer.language, f"{thread.subject} {reply.text[:500]}")
+    subject, body = _render(KIND_AGENT_REPLY, locale, ticket_id=reply.ticket_id, subject=clean_subject(thread.subject),
+                            text=reply.text, agent_name=_one_line(agent_name))
+    msg = _envelope(sender, _required_recipient(reply.customer.name, reply.customer.email), subject, body,
+                    reply.ticket_id, notification, now)
+    parent = thread.parent()
+    if parent:
+        msg["In-Reply-To"] = parent
+        msg["References"] = " ".join(thread.references())
+    return msg
+
+
+def sla_breach_notice(breach: SlaBreached, *, to: str, locale: str, assignee_name: str | None, sender: Sender,
+                      notification: str, now: datetime, zone: tzinfo) -> EmailMessage:
+    subject, body = _render(
+        KIND_SLA_BREACHED, locale, ticket_id=breach.ticket_id, policy=breach.policy, clock=breach.clock,
+        target_minutes=f"{breach.target_seconds / 60:g}", due_at=_local_time(breach.due_at, zone),
+        breached_at=_local_time(breach.occurred_at, zone), agent_id=breach.agent_id,
+        assignee_name=_one_line(assignee_name or ""),
+    )
+    msg = _envelope(sender, _required_recipient("", to), subject, body, breach.ticket_id, notification, now)
+    _mark_automatic(msg, AUTO_GENERATED)
+    return msg
+
+
+# -- building blocks -------------------------------------------------------------------------
+
+def _render(kind: str, locale: str, **values: Any) -> tuple[str, str]:
+    template = _templates.get_template(f"{kind}.{locale}.txt.j2")
+    context = template.new_context(values)
+    subject = "".join(template.blocks["subject"](context))
+    body = "".join(template.blocks["body"](context))
+    return _one_line(subject), body.strip() + "\n"
+
+
+def _envelope(sender: Sender, to: Address, subject: str, body: str, ticket_id: str, notification: str,
+              now: datetime) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = Address(display_name=sender.name, addr_spec=sender.address)
+    msg["To"] = to
+    msg["Reply-To"] = sender.address
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = make_message_id(ticket_id, notification, sender.domain)
+    msg.set_content(body, charset="utf-8")
+    return msg
+
+
+def _mark_automatic(msg: EmailMessage, auto_submitted: str) -> None:
+    msg["Auto-Submitted"] = auto_submitted
+    msg["X-Auto-Response-Suppress"] = "All"
+    msg["Precedence"] = "bulk"
+
+
+def _recipient(name: str, address: str) -> Address | None:
+    try:
+        return Address(display_name=_one_line(name), addr_spec=address.strip())
+    except (ValueError, IndexError, MessageError):  # what the stdlib raises for a malformed address
+        return None
+
+
+def _required_recipient(name: str, address: str | None) -> Address:
+    recipient = _recipient(name, address or "")
+    if recipient is None:
+        raise ValueError("recipient address is missing or malformed (check skip_reason first)")
+    return recipient
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())
+
+
+def _local_time(moment: datetime, zone: tzinfo) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -1,0 +1,186 @@
+"""The notifier's event handlers: event → mail (messages.py) → SMTP (mailer.py) → record.
+
+Consumes (handler name = queue name, wire contract):
+
+- ``intake_<channel>.ticket_received`` → ``ack_<channel>_ticket_received``: acknowledge the
+  new ticket to a customer who has an email address;
+- ``agent_desk.agent_replied`` → ``send_agent_reply``: email channel only (chat replies are
+  relayed by intake_chat, phone has no mail);
+- ``sla_watcher.sla_breached`` → ``notify_sla_breached``: notice to the supervisor.
+
+Emits ``notification_sent`` (recipient masked) once per mail.
+
+Failure policy, per mail: each has a deterministic id (triggering event_id + kind), claimed
+in Redis before sending, so a redelivered event sends nothing twice. SMTP away or answering
+4xx → TransientError: the claim is released and the event returns to its queue after a pause.
+SMTP answering 5xx → ``notification_rejected`` is logged, the claim released and
+NotificationRejected raised, which dead-letters the event with the server's answer (replay it
+once the cause, e.g. relay configuration, is fixed). If the process dies between the SMTP
+server's "250" and the record, the claim expires and the mail goes out again: at-least-once,
+with the same Message-ID, so mail clients show it once.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timezone, tzinfo
+from email.message import EmailMessage
+from typing import Callable, Mapping
+
+from aiohttp import web
+
+from services.notifier import messages
+from services.notifier.config import Settings
+from services.notifier.mailer import NotificationRejected, SmtpMailer
+from services.notifier.store import ANNOUNCED, CLAIMED, SENDING, NotificationStore
+from shared import events as ev
+from shared.aio_service import AioService, BrokerUnavailable, ServiceContext, publish_confirmed
+from shared.amqp import EventConsumer, EventPublisher
+from shared.errors import TransientError
+from shared.logging import get_logger, mask
+from shared.roster import RosterError, load_roster
+
+log = get_logger(__name__)
+
+SERVICE_NAME = ev.NOTIFIER
+_INTAKES = ((ev.INTAKE_EMAIL, "email"), (ev.INTAKE_CHAT, "chat"), (ev.INTAKE_PHONE, "phone"))
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Notifier:
+    store: NotificationStore
+    mailer: SmtpMailer
+    publisher: EventPublisher
+    sender: messages.Sender
+    supervisor_email: str
+    supervisor_locale: str
+    zone: tzinfo
+    agent_names: Mapping[str, str] = field(default_factory=dict)
+    clock: Callable[[], datetime] = _utcnow
+
+    def subscribe(self, consumer: EventConsumer) -> None:
+        for source, channel in _INTAKES:
+            consumer.subscribe(source, ev.TICKET_RECEIVED, f"ack_{channel}_ticket_received", self.ack_ticket_received)
+        consumer.subscribe(ev.AGENT_DESK, ev.AGENT_REPLIED, "send_agent_reply", self.send_agent_reply)
+        consumer.subscribe(ev.SLA_WATCHER, ev.SLA_BREACHED, "notify_sla_breached", self.notify_sla_breached)
+
+    async def ack_ticket_received(self, ticket: ev.TicketReceived) -> None:
+        customer_message_id = messages.normalize_message_id(ticket.source.get("message_id"))
+        await self.store.remember_ticket(ticket.ticket_id, subject=ticket.subject, customer_message_id=customer_message_id)
+        kind = messages.KIND_TICKET_ACK
+        if not self._may_send(kind, ticket.customer.email, automatic=True):
+            return
+        nid = messages.notification_id(ticket.event_id, kind)
+        mail = messages.ticket_ack(ticket, sender=self.sender, notification=nid, now=self.clock())
+        await self._deliver(ticket, kind, nid, mail)
+        await self.store.remember_ack(ticket.ticket_id, mail["Message-ID"])  # same id on every attempt
+
+    async def send_agent_reply(self, reply: ev.AgentReplied) -> None:
+        if reply.channel != "email":
+            return
+        kind = messages.KIND_AGENT_REPLY
+        if not self._may_send(kind, reply.customer.email, automatic=False):
+            return
+        nid = messages.notification_id(reply.event_id, kind)
+        mail = messages.agent_reply(
+            reply, agent_name=self.agent_names.get(reply.agent_id, reply.agent_id),
+            thread=await self.store.thread(reply.ticket_id), sender=self.sender, notification=nid, now=self.clock(),
+        )
+        if await self._deliver(reply, kind, nid, mail):
+            # Only a mail that just went out becomes the thread's newest; a redelivered older
+            # reply must not overwrite a later one.
+            await self.store.remember_reply(reply.ticket_id, mail["Message-ID"])
+
+    async def notify_sla_breached(self, breach: ev.SlaBreached) -> None:
+        kind = messages.KIND_SLA_BREACHED
+        if not self._may_send(kind, self.supervisor_email, automatic=True):
+            return
+        nid = messages.notification_id(breach.event_id, kind)
+        assignee = self.agent_names.get(breach.agent_id) if breach.agent_id else None
+        mail = messages.sla_breach_notice(
+            breach, to=self.supervisor_email, locale=self.supervisor_locale, assignee_name=assignee,
+            sender=self.sender, notification=nid, now=self.clock(), zone=self.zone,
+        )
+        await self._deliver(breach, kind, nid, mail)
+
+    def _may_send(self, kind: str, address: str | None, *, automatic: bool) -> bool:
+        reason = messages.skip_reason(address, automatic=automatic)
+        if reason is not None:
+            log.info("notification_skipped", kind=kind, reason=reason, recipient=mask(address or ""))
+        return reason is None
+
+    async def _deliver(self, event: ev.TicketEvent, kind: str, nid: str, mail: EmailMessage) -> bool:
+        """Send ``mail`` unless it already went out; True if it was sent by this call."""
+        recipient = mask(str(mail["To"].addresses[0].addr_spec))
+        state = await self.store.claim(nid)
+        if state == SENDING:
+            raise TransientError(f"notification {nid} is being sent by another worker")
+        sent_now = state == CLAIMED
+        if sent_now:
+            try:
+                await self.mailer.send(mail)
+            except NotificationRejected as exc:
+                log.warning("notification_rejected", kind=kind, notification_id=nid, recipient=recipient,
+                            smtp_code=exc.code, smtp_reply=exc.reply)
+                await self.store.release(nid)
+                raise
+            except BaseException:
+                await asyncio.shield(self.store.release(nid))
+                raise
+            await self.store.mark_sent(nid)
+            log.info("notification_sent", kind=kind, notification_id=nid, recipient=recipient)
+        else:
+            log.info("notification_already_sent", kind=kind, notification_id=nid)
+        if state != ANNOUNCED:
+            await self._announce(event, kind, nid, recipient)
+        return sent_now
+
+    async def _announce(self, event: ev.TicketEvent, kind: str, nid: str, recipient: str) -> None:
+        body = ev.make_event(SERVICE_NAME, ev.NOTIFICATION_SENT, now=self.clock(), trace_id=event.trace_id,
+                             event_id=nid, ticket_id=event.ticket_id, notification_id=nid, kind=kind,
+                             recipient=recipient)
+        try:
+            await publish_confirmed(self.publisher, ev.NOTIFICATION_SENT, body)
+        except BrokerUnavailable as exc:
+            raise TransientError(str(exc)) from exc
+        await self.store.mark_announced(nid)
+
+
+def agent_names(roster_file: str) -> dict[str, str]:
+    """Display names for mails; without a readable roster, agent ids stand in."""
+    try:
+        return {a.agent_id: a.name for a in load_roster(roster_file).agents}
+    except RosterError as exc:
+        log.warning("roster_unavailable", error=str(exc))
+        return {}
+
+
+NOTIFIER_KEY = web.AppKey("notifier", Notifier)
+
+
+def create_service(settings: Settings) -> AioService:
+    """The notifier as an AioService: consumers plus a /healthz endpoint for probes."""
+    names = agent_names(settings.roster_file)
+
+    def build_app(ctx: ServiceContext) -> web.Application:
+        notifier = Notifier(
+            store=NotificationStore(ctx.redis),
+            mailer=SmtpMailer(settings.smtp_host, settings.smtp_port, settings.smtp_user, settings.smtp_password,
+                              settings.smtp_starttls, settings.smtp_timeout),
+            publisher=ctx.publisher,
+            sender=messages.Sender(settings.mail_from, settings.mail_from_name),
+            supervisor_email=settings.supervisor_email,
+            supervisor_locale=settings.supervisor_language,
+            zone=settings.mail_timezone,
+            agent_names=names,
+        )
+        notifier.subscribe(ctx.consumer)
+        app = ctx.new_app()
+        app[NOTIFIER_KEY] = notifier
+        return app
+
+    return AioService(SERVICE_NAME, settings.common, build_app, host=settings.host, port=settings.port)

@@ -1,0 +1,99 @@
+"""The notifier's Redis state (keys ``tm:notifier:*``; this class is their only owner).
+
+- ``tm:notifier:notification:<notification id>`` – how far one mail got: ``sending`` (claimed
+  by a worker, expires if that worker dies), ``sent`` (the SMTP server accepted it),
+  ``announced`` (``notification_sent`` was published too). A redelivered event finds the key
+  and sends nothing twice.
+- ``tm:notifier:thread:<ticket id>`` – hash of what we know of the ticket's mail conversation
+  (subject, the customer's Message-ID, our ack's and our last reply's), to thread replies.
+"""
+from __future__ import annotations
+
+import redis.asyncio
+
+from services.notifier.messages import Thread
+
+# Longer than one SMTP attempt (connect + a few commands, TM_SMTP_TIMEOUT each), so a live
+# sender never loses its claim, yet a crashed sender's claim frees itself soon.
+SENDING_TTL_SECONDS = 120
+# Longer than any redelivery or dead-letter replay window: within it a mail is sent once.
+SENT_TTL_SECONDS = 30 * 24 * 3600
+# Customers answer old tickets; keep threading data for half a year after the last change.
+THREAD_TTL_SECONDS = 180 * 24 * 3600
+
+CLAIMED = "claimed"
+SENDING = "sending"
+SENT = "sent"
+ANNOUNCED = "announced"
+
+_CLAIM = """
+local state = redis.call('GET', KEYS[1])
+if state then return state end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+return ARGV[3]
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class NotificationStore:
+    def __init__(self, client: redis.asyncio.Redis):
+        self._client = client
+        self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
+
+    @staticmethod
+    def _notification_key(notification_id: str) -> str:
+        return f"tm:notifier:notification:{notification_id}"
+
+    @staticmethod
+    def _thread_key(ticket_id: str) -> str:
+        return f"tm:notifier:thread:{ticket_id}"
+
+    async def claim(self, notification_id: str) -> str:
+        """``claimed`` if this caller may send now; otherwise the state someone else left."""
+        return await self._claim(keys=[self._notification_key(notification_id)],
+                                 args=[SENDING, SENDING_TTL_SECONDS, CLAIMED])
+
+    async def release(self, notification_id: str) -> None:
+        """Give up a claim after a failed attempt, so the retry can claim it at once."""
+        await self._release(keys=[self._notification_key(notification_id)], args=[SENDING])
+
+    async def mark_sent(self, notification_id: str) -> None:
+        await self._client.set(self._notification_key(notification_id), SENT, ex=SENT_TTL_SECONDS)
+
+    async def mark_announced(self, notification_id: str) -> None:
+        await self._client.set(self._notification_key(notification_id), ANNOUNCED, ex=SENT_TTL_SECONDS)
+
+    async def state(self, notification_id: str) -> str | None:
+        return await self._client.get(self._notification_key(notification_id))
+
+    async def thread(self, ticket_id: str) -> Thread:
+        fields = await self._client.hgetall(self._thread_key(ticket_id))
+        return Thread(
+            subject=fields.get("subject", ""),
+            customer_message_id=fields.get("customer_message_id") or None,
+            ack_message_id=fields.get("ack_message_id") or None,
+            last_reply_message_id=fields.get("last_reply_message_id") or None,
+        )
+
+    async def remember_ticket(self, ticket_id: str, *, subject: str, customer_message_id: str | None) -> None:
+        fields = {"subject": subject}
+        if customer_message_id:
+            fields["customer_message_id"] = customer_message_id
+        await self._update_thread(ticket_id, fields)
+
+    async def remember_ack(self, ticket_id: str, message_id: str) -> None:
+        await self._update_thread(ticket_id, {"ack_message_id": message_id})
+
+    async def remember_reply(self, ticket_id: str, message_id: str) -> None:
+        await self._update_thread(ticket_id, {"last_reply_message_id": message_id})
+
+    async def _update_thread(self, ticket_id: str, fields: dict[str, str]) -> None:
+        key = self._thread_key(ticket_id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, THREAD_TTL_SECONDS)
+            await pipe.execute()

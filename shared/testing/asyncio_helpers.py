@@ -1,0 +1,37 @@
+"""Small helpers for asyncio service tests: a free loopback port, and waiting on a condition.
+
+``wait_until`` polls a condition with a deadline; use it where no event or future exists to
+await (a file appearing, a Redis key being written). It is not a sleep: it returns as soon as
+the condition holds and fails with ``message`` when the deadline passes.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import time
+from typing import Any, Awaitable, Callable
+
+POLL_INTERVAL_SECONDS = 0.02
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (for servers that refuse port 0, like aiosmtpd)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+async def wait_until(condition: Callable[[], Any | Awaitable[Any]], timeout: float = 10.0,
+                     message: str = "condition") -> Any:
+    """Return the condition's first truthy value; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} not met within {timeout}s")
+        await asyncio.sleep(POLL_INTERVAL_SECONDS)
