@@ -1,0 +1,222 @@
+"""Process supervisor: every service as its own OS process, ``python -m services.<svc>``.
+
+``Mesh(env, log_dir).start(services=...)`` starts the services in two waves — the consumers
+first, so their queues exist before an intake publishes its first ticket — and waits until each
+is ready: an HTTP service answers ``GET /healthz``; a service without a port has written its
+``service_started`` log line (or, failing that, the management API shows consumers on its
+queues). ``stop()`` sends SIGTERM, waits, then SIGKILLs what is left. ``kill(svc)`` and
+``restart(svc)`` are for fault tests. Usable as a context manager, by ``./dev up`` and by tests.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+from urllib.parse import quote, unquote, urlsplit
+
+from devenv.config import REPO_ROOT, DevSettings
+from devenv.process import signal_group, spawn_logged, stop_processes, tail
+from devenv.servers import http_get
+
+SERVICES = ("intake_email", "intake_chat", "intake_phone", "dispatcher", "sla_watcher", "notifier", "agent_desk")
+# Consumers start before the intakes: a topic exchange drops what no queue is bound to yet.
+START_WAVES = (("dispatcher", "sla_watcher", "notifier", "agent_desk"), ("intake_email", "intake_chat", "intake_phone"))
+HTTP_PORT_VARS = {"agent_desk": "TM_DESK_PORT", "intake_chat": "TM_CHAT_PORT", "intake_phone": "TM_PHONE_PORT",
+                  "notifier": "TM_NOTIFIER_PORT"}
+HTTP_HOST_VARS = {"agent_desk": "TM_DESK_HOST", "intake_chat": "TM_CHAT_HOST", "intake_phone": "TM_PHONE_HOST",
+                  "notifier": "TM_NOTIFIER_HOST"}
+DEFAULT_PORTS = {"agent_desk": 8080, "intake_chat": 8081, "intake_phone": 8082, "notifier": 8083}
+READY_LOG_MARK = b"service_started"
+READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 15.0
+POLL_SECONDS = 0.1
+DEFAULT_MGMT_URL = "http://guest:guest@127.0.0.1:15672"
+
+
+class MeshError(RuntimeError):
+    """A service would not start or become ready; the message carries the tail of its log."""
+
+
+def mesh_env(settings: DevSettings, **overrides: str) -> dict[str, str]:
+    """The environment ``./dev up`` gives every service (tests pass their own values)."""
+    data_dir = settings.var_dir / "data"
+    env = {
+        "TM_AMQP_URI": settings.amqp_uri,
+        "TM_REDIS_URL": settings.redis_url,
+        "TM_RABBIT_MGMT_URL": settings.rabbit_mgmt_url,
+        "TM_LOG_FORMAT": "json",
+        "TM_LOG_LEVEL": "INFO",
+        "TM_DATA_DIR": str(data_dir),
+        "TM_ROSTER_FILE": str(settings.roster_file),
+        "TM_CTI_TOKEN": settings.cti_token,
+        "TM_DESK_PORT": str(settings.desk_port),
+        "TM_CHAT_PORT": str(settings.chat_port),
+        "TM_PHONE_PORT": str(settings.phone_port),
+        "TM_NOTIFIER_PORT": str(settings.notifier_port),
+        "TM_IMAP_HOST": "127.0.0.1",
+        "TM_IMAP_PORT": str(settings.imap_port),
+        "TM_IMAP_USER": "support",
+        "TM_IMAP_PASSWORD": "support-demo",
+        "TM_SMTP_HOST": "127.0.0.1",
+        "TM_SMTP_PORT": str(settings.smtp_port),
+    }
+    # Optional files: a service falls back to its own default when the variable is unset.
+    for name, path in (("TM_ROUTING_RULES_FILE", settings.routing_rules_file), ("TM_SLA_POLICY_FILE", settings.sla_policy_file)):
+        if path.exists():
+            env[name] = str(path)
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+    log_offset: int          # where this run's lines start in the (appended) log file
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+class Mesh:
+    def __init__(self, env: Mapping[str, str], log_dir: Path | str, *, cwd: Path = REPO_ROOT,
+                 python: str = sys.executable, ready_timeout: float = READY_TIMEOUT_SECONDS,
+                 stop_timeout: float = STOP_TIMEOUT_SECONDS, quiet: bool = True):
+        self.env = {**os.environ, **env}
+        self.log_dir = Path(log_dir)
+        self.cwd = cwd
+        self.python = python
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        self.quiet = quiet
+        self.processes: dict[str, ServiceProcess] = {}
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self, services: Iterable[str] = SERVICES) -> "Mesh":
+        wanted = list(dict.fromkeys(services))
+        unknown = [s for s in wanted if s not in SERVICES]
+        if unknown:
+            raise ValueError(f"unknown services {unknown}; known: {', '.join(SERVICES)}")
+        waves = [[s for s in wave if s in wanted] for wave in START_WAVES]
+        try:
+            for wave in waves:
+                for name in wave:
+                    if name not in self.processes or not self.processes[name].alive():
+                        self._spawn(name)
+                self._wait_ready(wave)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, services: Iterable[str] | None = None) -> None:
+        """SIGTERM (all at once), wait up to ``stop_timeout``, then SIGKILL the rest."""
+        names = list(self.processes) if services is None else [s for s in services if s in self.processes]
+        stop_processes([self.processes[n].proc for n in names], self.stop_timeout)
+        for name in names:
+            self._say(f"{name} stopped (exit {self.processes[name].proc.returncode})")
+            del self.processes[name]
+
+    def kill(self, service: str) -> None:
+        """SIGKILL one service, as a crash would; it stays down until ``restart``."""
+        process = self.processes[service]
+        signal_group(process.proc, signal.SIGKILL)
+        process.proc.wait()
+
+    def restart(self, service: str) -> None:
+        if service in self.processes:
+            self.stop([service])
+        self._spawn(service)
+        self._wait_ready([service])
+
+    def __enter__(self) -> "Mesh":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- inspection --------------------------------------------------------------------------------
+
+    def url(self, service: str) -> str:
+        host = self.env.get(HTTP_HOST_VARS[service], "127.0.0.1")
+        port = self.env.get(HTTP_PORT_VARS[service], str(DEFAULT_PORTS[service]))
+        return f"http://{host}:{port}"
+
+    def log_path(self, service: str) -> Path:
+        return self.log_dir / f"{service}.log"
+
+    def pid(self, service: str) -> int:
+        return self.processes[service].pid
+
+    def exited(self) -> dict[str, int]:
+        """Services that were started and have exited since, with their exit codes."""
+        return {n: p.proc.returncode for n, p in self.processes.items() if not p.alive()}
+
+    # --- internals ---------------------------------------------------------------------------------
+
+    def _say(self, message: str) -> None:
+        if not self.quiet:
+            print(f"    {message}", flush=True)
+
+    def _spawn(self, name: str) -> ServiceProcess:
+        log_path = self.log_path(name)
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        env = {**self.env, "TM_REPLICA_ID": self.env.get("TM_REPLICA_ID") or f"{name}-1"}
+        proc = spawn_logged([self.python, "-m", f"services.{name}"], log_path, env=env, cwd=self.cwd)
+        process = ServiceProcess(name, proc, log_path, offset)
+        self.processes[name] = process
+        self._say(f"{name} starting (pid {proc.pid}, log {log_path})")
+        return process
+
+    def _wait_ready(self, names: list[str]) -> None:
+        pending = set(names)
+        deadline = time.monotonic() + self.ready_timeout
+        while pending:
+            for name in sorted(pending):
+                process = self.processes[name]
+                if not process.alive():
+                    raise MeshError(f"{name} exited with code {process.proc.returncode} before it was ready. "
+                                    f"Last lines of {process.log_path}:\n{tail(process.log_path)}")
+                if self._ready(process):
+                    pending.discard(name)
+                    self._say(f"{name} ready")
+            if pending and time.monotonic() > deadline:
+                details = "\n".join(f"--- {n} ({self.log_path(n)}):\n{tail(self.log_path(n))}" for n in sorted(pending))
+                raise MeshError(f"not ready within {self.ready_timeout:.0f} s: {', '.join(sorted(pending))}\n{details}")
+            if pending:
+                time.sleep(POLL_SECONDS)
+
+    def _ready(self, process: ServiceProcess) -> bool:
+        if process.name in HTTP_PORT_VARS:
+            return http_get(f"{self.url(process.name)}/healthz", timeout=1.0) is not None
+        return self._logged_started(process) or self._queues_consumed(process.name)
+
+    def _logged_started(self, process: ServiceProcess) -> bool:
+        try:
+            with open(process.log_path, "rb") as handle:
+                handle.seek(process.log_offset)
+                return READY_LOG_MARK in handle.read()
+        except OSError:
+            return False
+
+    def _queues_consumed(self, service: str) -> bool:
+        """True when the service's handler queues (``evt-…--<svc>.<handler>``) all have consumers."""
+        mgmt = self.env.get("TM_RABBIT_MGMT_URL", DEFAULT_MGMT_URL).rstrip("/")
+        vhost = unquote(urlsplit(self.env.get("TM_AMQP_URI", "")).path.lstrip("/")) or "/"
+        raw = http_get(f"{mgmt}/api/queues/{quote(vhost, safe='')}?columns=name,consumers", timeout=1.0)
+        if raw is None:
+            return False
+        queues = [q for q in json.loads(raw) if f"--{service}." in q.get("name", "")]
+        return bool(queues) and all(q.get("consumers", 0) > 0 for q in queues)
