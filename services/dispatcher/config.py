@@ -1,0 +1,39 @@
+"""Dispatcher settings: the common ones plus the two files it routes by."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from shared.config import CommonSettings, Variable, read
+
+# Container-config keys (``__main__`` fills them from the environment; tests pass them directly).
+ROSTER_FILE_KEY = "TM_ROSTER_FILE"
+ROUTING_RULES_FILE_KEY = "TM_ROUTING_RULES_FILE"
+
+DEFAULT_ROSTER_FILE = "deploy/demo/roster.yaml"
+DEFAULT_ROUTING_RULES_FILE = "deploy/config/routing.yaml"
+
+VARIABLES = (
+    Variable(ROSTER_FILE_KEY, DEFAULT_ROSTER_FILE, "agent roster: skills, languages, capacity per channel"),
+    Variable(ROUTING_RULES_FILE_KEY, DEFAULT_ROUTING_RULES_FILE, "classification rules: keywords → skills, priority, tags"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    common: CommonSettings
+    roster_file: str
+    routing_rules_file: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        return cls(
+            common=CommonSettings.from_env(environ),
+            roster_file=read(environ, ROSTER_FILE_KEY, DEFAULT_ROSTER_FILE),
+            routing_rules_file=read(environ, ROUTING_RULES_FILE_KEY, DEFAULT_ROUTING_RULES_FILE),
+        )
+
+    def container_config(self) -> dict[str, str]:
+        """The extra nameko config keys the service's providers read."""
+        return {ROSTER_FILE_KEY: self.roster_file, ROUTING_RULES_FILE_KEY: self.routing_rules_file}

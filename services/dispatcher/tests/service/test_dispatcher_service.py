@@ -1,0 +1,245 @@
+"""The dispatcher in a nameko container against a real RabbitMQ vhost and Redis database."""
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+from nameko.standalone.events import event_dispatcher
+from nameko.testing.services import entrypoint_waiter
+
+from services.dispatcher.classify import RulesError
+from services.dispatcher.service import DispatcherService
+from services.dispatcher.store import DispatchStore
+from shared import events as ev
+from shared.roster import hash_password
+
+NOW = datetime(2026, 11, 22, 8, 0, tzinfo=timezone.utc)
+PASSWORD_HASH = hash_password("not-used-here", salt=b"fixed-test-salt!")
+RULES_FILE = Path(__file__).resolve().parents[4] / "deploy" / "config" / "routing.yaml"
+
+
+def write_roster(tmp_path, agents):
+    path = tmp_path / "roster.yaml"
+    entries = []
+    for a in agents:
+        entry = {"agent_id": a["agent_id"], "name": a["agent_id"], "password_hash": PASSWORD_HASH,
+                 "skills": a.get("skills", {"general": 3}), "languages": a.get("languages", ["zh", "en"]),
+                 "capacity": a.get("capacity", {"email": 2, "chat": 2, "phone": 1})}
+        entries.append(entry)
+    path.write_text(yaml.safe_dump({"agents": entries}, allow_unicode=True), encoding="utf-8")
+    return str(path)
+
+
+def received(ticket_id, *, channel="email", subject="咨询", text="你好", received_at=NOW):
+    source = {"intake_email": "intake_email", "chat": "intake_chat", "phone": "intake_phone"}
+    return ev.make_event(
+        source.get(channel, "intake_email"), ev.TICKET_RECEIVED, now=NOW, trace_id=f"trace-{ticket_id}",
+        event_id=f"rx-{ticket_id}", ticket_id=ticket_id, channel=channel,
+        customer={"name": "张伟", "email": "zhang.wei@example.com"}, subject=subject, text=text, received_at=received_at,
+    )
+
+
+def presence(agent_id, state, at):
+    return ev.make_event(ev.AGENT_DESK, ev.AGENT_PRESENCE_CHANGED, now=at, trace_id="trace-presence",
+                         agent_id=agent_id, presence=state)
+
+
+def resolved(ticket_id, agent_id, channel="email"):
+    return ev.make_event(ev.AGENT_DESK, ev.TICKET_RESOLVED, now=NOW, trace_id=f"trace-{ticket_id}",
+                         ticket_id=ticket_id, agent_id=agent_id, channel=channel)
+
+
+def wait_until(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        time.sleep(0.02)
+
+
+def collect(listener, done, timeout=15.0):
+    """Every event the listener sees until ``done(events)`` holds."""
+    seen = []
+
+    def predicate(event_type, body):
+        seen.append((event_type, body))
+        return done(seen)
+
+    listener.wait_for(predicate, timeout=timeout)
+    return seen
+
+
+def of(events, event_type, ticket_id=None):
+    return [b for t, b in events if t == event_type and (ticket_id is None or b["ticket_id"] == ticket_id)]
+
+
+@pytest.fixture
+def publish(amqp_uri):
+    dispatch = event_dispatcher({"AMQP_URI": amqp_uri})
+
+    def send(source, event_type, body):
+        dispatch(source, event_type, body)
+
+    return send
+
+
+@pytest.fixture
+def store(redis_client):
+    return DispatchStore(redis_client)
+
+
+def start_dispatcher(service_container, roster_file):
+    container = service_container(DispatcherService, TM_ROSTER_FILE=roster_file, TM_ROUTING_RULES_FILE=str(RULES_FILE))
+    container.start()
+    return container
+
+
+def go_online(publish, store, *agent_ids, at=NOW):
+    for agent_id in agent_ids:
+        publish(ev.AGENT_DESK, ev.AGENT_PRESENCE_CHANGED, presence(agent_id, "online", at))
+    wait_until(lambda: all(store.presence(a) == "online" for a in agent_ids), what="agents online")
+
+
+def test_online_agent_with_capacity_gets_a_classified_ticket(service_container, tmp_path, publish, store, event_listener):
+    roster = write_roster(tmp_path, [
+        {"agent_id": "li.na", "skills": {"general": 3, "billing": 5}},
+        {"agent_id": "sam.taylor", "skills": {"general": 5}, "languages": ["en"]},
+    ])
+    start_dispatcher(service_container, roster)
+    listener = event_listener(ev.DISPATCHER)
+    go_online(publish, store, "li.na", "sam.taylor")
+
+    publish(ev.INTAKE_EMAIL, ev.TICKET_RECEIVED, received("TM-10001", subject="申请退款", text="上个月重复扣费了"))
+    events = collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED))
+
+    assert [t for t, _ in events] == [ev.TICKET_CLASSIFIED, ev.TICKET_ASSIGNED]
+    classified, assigned = events[0][1], events[1][1]
+    assert classified["priority"] == "P3" and classified["required_skills"] == ["billing"]
+    assert classified["language"] == "zh" and classified["tags"] == ["billing"]
+    assert classified["trace_id"] == "trace-TM-10001"
+    assert assigned["agent_id"] == "li.na" and assigned["channel"] == "email"
+    decision = assigned["decision"]
+    assert (decision["considered"], decision["eligible"]) == (2, 1)
+    assert decision["rejected"] == {"sam.taylor": "skill: lacks billing"}
+    assert "most spare email capacity (2/2 free)" in decision["reason"]
+    assert store.load_of("li.na", "email") == 1
+    assert store.open_tickets("li.na") == {"TM-10001"}
+
+
+def test_ticket_waits_until_an_agent_comes_online(service_container, tmp_path, publish, store, event_listener):
+    start_dispatcher(service_container, write_roster(tmp_path, [{"agent_id": "chen.wei"}]))
+    listener = event_listener(ev.DISPATCHER)
+
+    publish(ev.INTAKE_CHAT, ev.TICKET_RECEIVED, received("TM-10002", channel="chat", text="在吗"))
+    events = collect(listener, lambda seen: of(seen, ev.TICKET_QUEUED))
+    [queued] = of(events, ev.TICKET_QUEUED)
+    assert queued["reason"] == "no eligible agent: 1 presence"
+    assert store.waiting_ids() == ["TM-10002"]
+
+    publish(ev.AGENT_DESK, ev.AGENT_PRESENCE_CHANGED, presence("chen.wei", "online", NOW))
+    events = collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED))
+    [assigned] = of(events, ev.TICKET_ASSIGNED)
+    assert assigned["ticket_id"] == "TM-10002" and assigned["agent_id"] == "chen.wei"
+    assert assigned["trace_id"] == "trace-TM-10002"
+    assert store.waiting_ids() == []
+
+
+def test_full_agent_gets_the_next_ticket_when_one_is_resolved_once(service_container, tmp_path, publish, store,
+                                                                      event_listener):
+    container = start_dispatcher(service_container, write_roster(tmp_path, [
+        {"agent_id": "li.na", "capacity": {"email": 1}}]))
+    listener = event_listener(ev.DISPATCHER)
+    go_online(publish, store, "li.na")
+
+    publish(ev.INTAKE_EMAIL, ev.TICKET_RECEIVED, received("TM-1"))
+    events = collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED))
+    assert [b["ticket_id"] for b in of(events, ev.TICKET_ASSIGNED)] == ["TM-1"]
+    publish(ev.INTAKE_EMAIL, ev.TICKET_RECEIVED, received("TM-2", received_at=NOW.replace(minute=5)))
+    events = collect(listener, lambda seen: of(seen, ev.TICKET_QUEUED))
+    [queued] = of(events, ev.TICKET_QUEUED)
+    assert queued["ticket_id"] == "TM-2" and queued["reason"] == "no eligible agent: 1 capacity"
+
+    publish(ev.AGENT_DESK, ev.TICKET_RESOLVED, resolved("TM-1", "li.na"))
+    events = collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED))
+    assert [(b["ticket_id"], b["agent_id"]) for b in of(events, ev.TICKET_ASSIGNED)] == [("TM-2", "li.na")]
+    assert store.load_of("li.na", "email") == 1
+
+    # A redelivered ticket_resolved must not free the slot TM-2 now holds.
+    with entrypoint_waiter(container, "handle_ticket_resolved", timeout=10):
+        publish(ev.AGENT_DESK, ev.TICKET_RESOLVED, resolved("TM-1", "li.na"))
+    assert store.load_of("li.na", "email") == 1
+    assert store.open_tickets("li.na") == {"TM-2"}
+
+
+def handled_ok(ticket_id, times):
+    """entrypoint_waiter callback: the ticket's handler completed without error ``times`` times."""
+    done = []
+
+    def callback(worker_ctx, result, exc_info):
+        if exc_info is None and worker_ctx.args[0].ticket_id == ticket_id:
+            done.append(1)
+        return len(done) >= times
+
+    return callback
+
+
+def test_redelivered_ticket_received_is_assigned_once(service_container, tmp_path, publish, store, event_listener):
+    container = start_dispatcher(service_container, write_roster(tmp_path, [
+        {"agent_id": "li.na", "capacity": {"email": 5}}]))
+    listener = event_listener(ev.DISPATCHER)
+    go_online(publish, store, "li.na")
+
+    body = received("TM-7")
+    with entrypoint_waiter(container, "handle_email_ticket_received", timeout=10, callback=handled_ok("TM-7", 1)):
+        publish(ev.INTAKE_EMAIL, ev.TICKET_RECEIVED, body)
+    with entrypoint_waiter(container, "handle_email_ticket_received", timeout=10, callback=handled_ok("TM-7", 1)):
+        publish(ev.INTAKE_EMAIL, ev.TICKET_RECEIVED, body)  # a redelivery after the first was acked
+    # Two copies of a new ticket at once (a producer's retried publish): one routes, the other
+    # waits for it and then finds everything done.
+    twin = received("TM-9")
+    with entrypoint_waiter(container, "handle_email_ticket_received", timeout=10, callback=handled_ok("TM-9", 2)):
+        publish(ev.INTAKE_EMAIL, ev.TICKET_RECEIVED, twin)
+        publish(ev.INTAKE_EMAIL, ev.TICKET_RECEIVED, twin)
+    # A later ticket as a marker: anything the copies emitted arrives before its events.
+    publish(ev.INTAKE_EMAIL, ev.TICKET_RECEIVED, received("TM-8"))
+    events = collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED, "TM-8"))
+
+    for ticket_id in ("TM-7", "TM-9"):
+        assert len(of(events, ev.TICKET_CLASSIFIED, ticket_id)) == 1, ticket_id
+        assert len(of(events, ev.TICKET_ASSIGNED, ticket_id)) == 1, ticket_id
+    assert store.load_of("li.na", "email") == 3
+    assert store.open_tickets("li.na") == {"TM-7", "TM-8", "TM-9"}
+
+
+def test_two_replicas_assign_each_ticket_once_and_respect_capacity(service_container, tmp_path, publish, store,
+                                                                      event_listener):
+    roster = write_roster(tmp_path, [{"agent_id": f"agent{i}", "capacity": {"email": 5}} for i in range(3)])
+    start_dispatcher(service_container, roster)
+    start_dispatcher(service_container, roster)  # same service name: the two share every queue
+    listener = event_listener(ev.DISPATCHER, [ev.TICKET_ASSIGNED, ev.TICKET_QUEUED])
+    go_online(publish, store, "agent0", "agent1", "agent2")
+
+    for n in range(30):
+        publish(ev.INTAKE_EMAIL, ev.TICKET_RECEIVED, received(f"TM-{100 + n}", received_at=NOW.replace(second=n)))
+    events = collect(listener, lambda seen: len({b["ticket_id"] for _, b in seen}) == 30, timeout=30)
+
+    assigned = of(events, ev.TICKET_ASSIGNED)
+    queued = of(events, ev.TICKET_QUEUED)
+    assert len(assigned) == 15 and len({b["ticket_id"] for b in assigned}) == 15
+    assert len(queued) == 15 and not ({b["ticket_id"] for b in queued} & {b["ticket_id"] for b in assigned})
+    per_agent = {}
+    for body in assigned:
+        per_agent[body["agent_id"]] = per_agent.get(body["agent_id"], 0) + 1
+    assert per_agent == {"agent0": 5, "agent1": 5, "agent2": 5}
+    assert [store.load_of(f"agent{i}", "email") for i in range(3)] == [5, 5, 5]
+    assert sorted(store.waiting_ids()) == sorted(b["ticket_id"] for b in queued)
+
+
+def test_bad_rules_file_stops_the_start(service_container, tmp_path):
+    rules = tmp_path / "routing.yaml"
+    rules.write_text("rules:\n  - name: billing\n    then: {priority: urgent}\n", encoding="utf-8")
+    container = service_container(DispatcherService, TM_ROSTER_FILE=write_roster(tmp_path, [{"agent_id": "li.na"}]),
+                                  TM_ROUTING_RULES_FILE=str(rules))
+    with pytest.raises(RulesError, match="rule 1 'billing': then.priority"):
+        container.start()
