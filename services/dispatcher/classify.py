@@ -48,8 +48,6 @@ TEXT_FIELDS = ("subject", "text")
 TEXT_SCAN_LIMIT = 20_000
 LANGUAGE_SAMPLE_LIMIT = 5_000
 
-# Phone intake marks a ticket that asks for a call back in ``source`` (see is_phone_callback).
-CALLBACK_SOURCE_KINDS = frozenset({"missed_call", "voicemail", "callback", "abandoned_call"})
 CALLBACK_TAG = "callback"
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -249,12 +247,9 @@ def normalize_language(tag: str | None) -> str | None:
 
 
 def is_phone_callback(channel: str, source: Mapping[str, str]) -> bool:
-    """A phone ticket that asks for a call back (missed call, voicemail)."""
-    if channel != "phone":
-        return False
-    if str(source.get("callback", "")).lower() in ("1", "true", "yes"):
-        return True
-    return source.get("kind", "") in CALLBACK_SOURCE_KINDS
+    """A phone ticket asks for a call back: intake_phone opens one only for a missed call or a
+    voicemail. A producer may say otherwise with ``source["callback"] = "false"``."""
+    return channel == "phone" and str(source.get("callback", "")).lower() not in ("0", "false", "no")
 
 
 def _most_urgent(priorities: list[str]) -> str:

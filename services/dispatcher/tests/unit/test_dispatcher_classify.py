@@ -50,12 +50,14 @@ def test_defaults_when_nothing_matches(rules):
 
 
 def test_phone_callback_is_p2_unless_a_rule_is_more_urgent(rules):
-    callback = classify(rules, channel="phone", subject="Missed call", text="", source={"kind": "missed_call"})
+    missed = {"call_id": "c-1", "to": "+861088886666", "queue": "", "cause": "no_answer"}
+    callback = classify(rules, channel="phone", subject="未接来电 / Missed call", text="", source=missed)
     assert callback.priority == "P2" and "callback" in callback.tags
-    plain_call = classify(rules, channel="phone", subject="Call", text="", source={"kind": "answered"})
-    assert plain_call.priority == "P3"
-    angry = classify(rules, channel="phone", subject="", text="投诉", source={"callback": "true"})
+    not_a_callback = classify(rules, channel="phone", subject="Call", text="", source={"callback": "false"})
+    assert not_a_callback.priority == "P3" and not_a_callback.tags == ()
+    angry = classify(rules, channel="phone", subject="", text="投诉", source=missed)
     assert angry.priority == "P1"
+    assert classify(rules, channel="email", subject="", text="", source={"callback": "true"}).priority == "P3"
 
 
 def test_language_from_customer_wins_else_detected():
