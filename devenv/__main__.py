@@ -19,7 +19,7 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
 def run_up() -> int:
     from devenv.config import DevSettings
     from devenv.demo import banner, play
-    from devenv.mesh import Mesh, MeshError, mesh_env
+    from devenv.mesh import Mesh, MeshError, dev_desk_secret, mesh_env
     from devenv.servers import ServerSet, SetupError, ensure_for_up, say
 
     settings = DevSettings.from_env()
@@ -44,7 +44,7 @@ def run_up() -> int:
         say("checking servers (reused when running, started otherwise)")
         ensure_for_up(settings, servers)
         say("starting the services")
-        mesh = Mesh(mesh_env(settings), settings.log_dir, quiet=False)
+        mesh = Mesh(mesh_env(settings, TM_DESK_SECRET=dev_desk_secret(settings.var_dir)), settings.log_dir, quiet=False)
         mesh.start()
         print(banner(settings), flush=True)
         play(settings, wait=watch)

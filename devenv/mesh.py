@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from devenv.config import REPO_ROOT, DevSettings
 from devenv.process import signal_group, spawn_logged, stop_processes, tail
-from devenv.servers import http_get
+from devenv.servers import http_get, port_open
 
 SERVICES = ("intake_email", "intake_chat", "intake_phone", "dispatcher", "sla_watcher", "notifier", "agent_desk")
 # Consumers start before the intakes: a topic exchange drops what no queue is bound to yet.
@@ -37,6 +38,7 @@ READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
 POLL_SECONDS = 0.1
 DEFAULT_MGMT_URL = "http://guest:guest@127.0.0.1:15672"
+TEST_CTI_TOKEN = "test-cti-token-0123456789"
 
 
 class MeshError(RuntimeError):
@@ -70,6 +72,31 @@ def mesh_env(settings: DevSettings, **overrides: str) -> dict[str, str]:
     for name, path in (("TM_ROUTING_RULES_FILE", settings.routing_rules_file), ("TM_SLA_POLICY_FILE", settings.sla_policy_file)):
         if path.exists():
             env[name] = str(path)
+    env.update(overrides)
+    return env
+
+
+def dev_desk_secret(var_dir: Path) -> str:
+    """The agent console's cookie key for ./dev up, kept in var/ so sign-ins survive a restart."""
+    path = var_dir / "desk-secret"
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def isolated_env(*, amqp_uri: str, redis_url: str, work_dir: Path, imap_port: int, smtp_port: int,
+                 **overrides: str) -> dict[str, str]:
+    """Environment for a mesh inside a test: the test's vhost and Redis DB, free HTTP ports,
+    the test's own Dovecot and SMTP sink, files under ``work_dir``."""
+    from shared.testing.asyncio_helpers import free_port
+
+    settings = DevSettings.from_env({"TM_VAR_DIR": str(work_dir)})
+    env = mesh_env(settings, TM_AMQP_URI=amqp_uri, TM_REDIS_URL=redis_url, TM_IMAP_PORT=str(imap_port),
+                   TM_SMTP_PORT=str(smtp_port), TM_CTI_TOKEN=TEST_CTI_TOKEN, TM_DESK_SECRET=secrets.token_hex(16))
+    for service, var in HTTP_PORT_VARS.items():
+        env[var] = str(free_port())
     env.update(overrides)
     return env
 
@@ -110,6 +137,10 @@ class Mesh:
         if unknown:
             raise ValueError(f"unknown services {unknown}; known: {', '.join(SERVICES)}")
         waves = [[s for s in wave if s in wanted] for wave in START_WAVES]
+        for name in wanted:
+            if name in HTTP_PORT_VARS and name not in self.processes and self._port_taken(name):
+                raise MeshError(f"{name}'s port is in use ({self.url(name)}): is another ./dev up running? "
+                                f"Stop it, or set {HTTP_PORT_VARS[name]} to a free port")
         try:
             for wave in waves:
                 for name in wave:
@@ -165,6 +196,10 @@ class Mesh:
         return {n: p.proc.returncode for n, p in self.processes.items() if not p.alive()}
 
     # --- internals ---------------------------------------------------------------------------------
+
+    def _port_taken(self, service: str) -> bool:
+        parts = urlsplit(self.url(service))
+        return port_open(parts.hostname or "127.0.0.1", parts.port or 0, timeout=0.3)
 
     def _say(self, message: str) -> None:
         if not self.quiet:

@@ -5,16 +5,17 @@ against it too, so ./dev up's traffic matches the service's CTI contract.
 """
 import json
 import signal
+import socket
 
 import pytest
 
 from devenv.config import DevSettings
 from devenv.demo import CALLS, send_missed_call
-from devenv.mesh import Mesh, MeshError
+from devenv.mesh import TEST_CTI_TOKEN, Mesh, MeshError
 from devenv.servers import http_get, port_open
 from shared.testing.asyncio_helpers import free_port
 
-CTI_TOKEN = "test-cti-token-0123456789"
+CTI_TOKEN = TEST_CTI_TOKEN
 
 
 @pytest.fixture
@@ -75,3 +76,14 @@ def test_demo_missed_call_becomes_a_ticket(phone_env, tmp_path, event_listener):
     assert body["customer"]["phone"] == CALLS[0].caller
     assert body["ticket_id"].startswith("TM-")
     assert CALLS[0].caller in line
+
+
+def test_a_port_already_in_use_is_refused_before_anything_starts(phone_env, tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(phone_env["TM_PHONE_PORT"])))
+        squatter.listen(1)
+        mesh = Mesh(phone_env, tmp_path / "log")
+        with pytest.raises(MeshError, match="port is in use.*TM_PHONE_PORT"):
+            mesh.start(["intake_phone"])
+    assert mesh.processes == {}
+    assert not (tmp_path / "log" / "intake_phone.log").exists()
