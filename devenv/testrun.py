@@ -17,7 +17,11 @@ import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from devenv.config import DevSettings
 
 ASYNCIO_SERVICES = ("intake_chat", "intake_phone", "agent_desk", "notifier")
 NAMEKO_SERVICES = ("intake_email", "dispatcher", "sla_watcher")
@@ -152,11 +156,20 @@ def pytest_command(group: TestGroup, paths: Sequence[str], options: Sequence[str
             "--continue-on-collection-errors", *options, *paths]
 
 
-def pytest_env(base: Mapping[str, str], test_redis_db: int) -> dict[str, str]:
+def pytest_env(base: Mapping[str, str], settings: "DevSettings") -> dict[str, str]:
+    """The tests' environment: the servers just ensured (unless the caller chose others)."""
     env = dict(base)
-    env.setdefault("TM_TEST_REDIS_DB", str(test_redis_db))
+    env.setdefault("TM_TEST_REDIS_DB", str(settings.test_redis_db))
+    env.setdefault("TM_TEST_REDIS_BASE", _without_path(settings.redis_url))
+    env.setdefault("TM_TEST_AMQP_BASE", _without_path(settings.amqp_uri))
+    env.setdefault("TM_TEST_RABBIT_MGMT", settings.rabbit_mgmt_url.rstrip("/"))
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def _without_path(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def run_groups(root: Path, results_dir: Path, args: Sequence[str], env: Mapping[str, str],
@@ -214,6 +227,6 @@ def run_tests(args: Sequence[str]) -> int:
             print("0 passed, 0 failed")
             return 2
         results, ok = run_groups(settings.repo_root, settings.var_dir / "test-results", args,
-                                 pytest_env(os.environ, settings.test_redis_db))
-        print(report(results), flush=True)
+                                 pytest_env(os.environ, settings))
+    print(report(results), flush=True)  # after the servers stopped: the totals stay the last line
     return 0 if ok else 1

@@ -99,3 +99,15 @@ def test_asyncio_tier_disables_the_nameko_plugin_and_nameko_tier_does_not(tmp_pa
     assert asyncio_cmd[:5] == ["py", "-m", "pytest", "-p", "no:pytest_nameko"]
     assert f"--junitxml={tmp_path / 'a.xml'}" in asyncio_cmd and asyncio_cmd[-2:] == ["-x", "tests/unit"]
     assert "no:pytest_nameko" not in nameko_cmd
+
+
+def test_tests_are_pointed_at_the_servers_that_were_ensured():
+    from devenv.config import DevSettings
+    from devenv.testrun import pytest_env
+
+    settings = DevSettings.from_env({"TM_REDIS_URL": "redis://127.0.0.1:6391/0", "TM_TEST_REDIS_DB": "7"})
+    env = pytest_env({"TM_TEST_AMQP_BASE": "amqp://u:p@elsewhere:5672"}, settings)
+    assert env["TM_TEST_REDIS_BASE"] == "redis://127.0.0.1:6391"
+    assert env["TM_TEST_REDIS_DB"] == "7"
+    assert env["TM_TEST_AMQP_BASE"] == "amqp://u:p@elsewhere:5672"  # the caller's choice wins
+    assert env["TM_TEST_RABBIT_MGMT"] == "http://guest:guest@127.0.0.1:15672"
