@@ -1,0 +1,50 @@
+"""agent_desk settings: where the console listens, who may sign in, how sessions are signed."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from shared.config import CommonSettings, Variable, as_bool, read
+
+# Only for a laptop demo: anyone who reads this file can forge a session with it.
+DEV_SECRET = "dev-only-agent-desk-secret-change-me"
+
+VARIABLES = (
+    Variable("TM_DESK_HOST", "127.0.0.1", "address the agent console listens on"),
+    Variable("TM_DESK_PORT", "8080", "port of the agent console (HTTP + WebSocket)"),
+    Variable("TM_DESK_SECRET", None, "key that signs session cookies (required in production; a dev default logs a warning)"),
+    Variable("TM_DESK_SECURE_COOKIE", "false", "mark the session cookie Secure (set true behind HTTPS)"),
+    Variable("TM_DESK_SESSION_HOURS", "12", "hours a sign-in lasts"),
+    Variable("TM_ROSTER_FILE", "deploy/demo/roster.yaml", "agent roster: logins, names, roles"),
+)
+_DEFAULTS = {v.name: v.default for v in VARIABLES}
+
+
+@dataclass(frozen=True)
+class Settings:
+    common: CommonSettings
+    host: str
+    port: int
+    secret: str = field(repr=False)
+    secret_is_dev_default: bool
+    secure_cookie: bool
+    session_seconds: int
+    roster_file: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        def get(name, cast=str):  # type: ignore[no-untyped-def]
+            return read(environ, name, _DEFAULTS[name], cast)
+
+        secret = environ.get("TM_DESK_SECRET", "")
+        return cls(
+            common=CommonSettings.from_env(environ),
+            host=get("TM_DESK_HOST"),
+            port=get("TM_DESK_PORT", int),
+            secret=secret or DEV_SECRET,
+            secret_is_dev_default=not secret,
+            secure_cookie=get("TM_DESK_SECURE_COOKIE", as_bool),
+            session_seconds=int(get("TM_DESK_SESSION_HOURS", float) * 3600),
+            roster_file=get("TM_ROSTER_FILE"),
+        )
