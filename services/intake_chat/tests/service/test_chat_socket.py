@@ -1,0 +1,141 @@
+"""The chat WebSocket: hello/welcome, acks after confirm, dedupe, errors, agent replies."""
+import asyncio
+from datetime import datetime, timezone
+
+import aiohttp
+from aiohttp import WSMsgType
+
+from shared import events as ev
+from shared.testing.plugin import AsyncEventListener
+
+from services.intake_chat.tests.conftest import VISITOR
+
+RECEIVE_TIMEOUT = 10
+
+
+async def receive(ws, frame_type):
+    """Next frame of ``frame_type`` (others are skipped), or fail after the timeout."""
+    async def next_matching():
+        while True:
+            frame = await ws.receive_json()
+            if frame["type"] == frame_type:
+                return frame
+    return await asyncio.wait_for(next_matching(), RECEIVE_TIMEOUT)
+
+
+async def open_chat(chat_app, visitor_id=VISITOR, **hello):
+    ws = await chat_app.http.ws_connect("/ws")
+    await ws.send_json({"type": "hello", "visitor_id": visitor_id, "name": "Ann", "language": "en", **hello})
+    return ws, await receive(ws, "welcome")
+
+
+async def test_hello_message_ack_and_resend_is_deduplicated(chat_app, amqp_uri):
+    async with AsyncEventListener(amqp_uri, "intake_chat") as bus:
+        ws, welcome = await open_chat(chat_app)
+        assert welcome == {"type": "welcome", "visitor_id": VISITOR, "ticket_id": None, "history": []}
+        await ws.send_json({"type": "message", "client_message_id": "m-1", "text": "Where is my parcel?"})
+        ack = await receive(ws, "ack")
+        assert ack == {"type": "ack", "client_message_id": "m-1", "ticket_id": "TM-10001", "message_id": "m-1"}
+        # the ack came after the confirm: the event is already routed
+        _, opened = await bus.wait_for(lambda t, b: t == "ticket_received")
+        assert opened["customer"]["name"] == "Ann"
+        await ws.send_json({"type": "message", "client_message_id": "m-1", "text": "Where is my parcel?"})
+        assert await receive(ws, "ack") == ack
+        await ws.send_json({"type": "message", "client_message_id": "m-2", "text": "Hello?"})
+        await receive(ws, "ack")
+        await bus.wait_for(lambda t, b: t == "message_received")
+        assert [t for t, _ in bus.events] == ["ticket_received", "message_received"]
+        await ws.close()
+
+
+async def test_bad_frames_get_error_frames_and_the_socket_stays_open(chat_app, redis_client):
+    ws = await chat_app.http.ws_connect("/ws")
+    await ws.send_json({"type": "message", "client_message_id": "m-1", "text": "too early"})
+    assert (await receive(ws, "error"))["code"] == "hello_required"
+    await ws.send_str("{oops")
+    assert (await receive(ws, "error"))["code"] == "invalid_json"
+    await ws.send_json({"type": "dance"})
+    assert (await receive(ws, "error"))["code"] == "unknown_type"
+    await ws.send_json({"type": "hello", "visitor_id": "bad id"})
+    assert (await receive(ws, "error"))["code"] == "invalid_visitor_id"
+    assert sorted(redis_client.scan_iter("tm:*")) == []
+    await ws.send_json({"type": "hello", "visitor_id": VISITOR})
+    await receive(ws, "welcome")
+    await ws.send_json({"type": "message", "client_message_id": "m-1", "text": "x" * 5001})
+    error = await receive(ws, "error")
+    assert error["code"] == "text_too_long" and error["client_message_id"] == "m-1"
+    await ws.send_json({"type": "message", "client_message_id": "m-2", "text": "fine"})
+    assert (await receive(ws, "ack"))["ticket_id"] == "TM-10001"
+    await ws.close()
+
+
+async def test_oversized_frame_closes_the_socket(chat_app):
+    ws, _ = await open_chat(chat_app)
+    await ws.send_str('{"type":"message","text":"' + "x" * 70_000 + '"}')
+    msg = await asyncio.wait_for(ws.receive(), RECEIVE_TIMEOUT)
+    assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
+    assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+
+
+async def test_foreign_origin_cannot_open_the_socket(chat_app):
+    async with chat_app.http.get("/ws", headers={"Origin": "https://evil.example", "Connection": "Upgrade",
+                                                 "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                                                 "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}) as resp:
+        assert resp.status == 403
+
+
+async def test_agent_reply_reaches_the_socket_and_the_history(chat_app):
+    ws, _ = await open_chat(chat_app)
+    other_visitor, _ = await open_chat(chat_app, visitor_id="v_someone0123456789else")
+    await ws.send_json({"type": "message", "client_message_id": "m-1", "text": "我要退款"})
+    ticket_id = (await receive(ws, "ack"))["ticket_id"]
+    await chat_app.publish_agent_reply(ticket_id, "您好，我是李娜，马上为您处理。", reply_id="r-1")
+    frame = await receive(ws, "agent_message")
+    assert frame["reply_id"] == "r-1" and frame["text"] == "您好，我是李娜，马上为您处理。"
+    assert frame["agent_name"] == "李娜" and frame["sent_at"]
+    # the same reply delivered again (redelivery) is kept once in the transcript
+    await chat_app.publish_agent_reply(ticket_id, "您好，我是李娜，马上为您处理。", reply_id="r-1")
+    await chat_app.publish_agent_reply(ticket_id, "已退款。", reply_id="r-2")
+    assert (await receive(ws, "agent_message"))["reply_id"] == "r-1"
+    assert (await receive(ws, "agent_message"))["reply_id"] == "r-2"
+    # reconnecting shows the conversation so far, in order, once the pooled consumer has it
+    async def history():
+        while True:
+            again, welcome = await open_chat(chat_app)
+            await again.close()
+            if len(welcome["history"]) >= 3:
+                return welcome
+    welcome = await asyncio.wait_for(history(), RECEIVE_TIMEOUT)
+    assert welcome["ticket_id"] == ticket_id
+    assert [(e["from"], e.get("reply_id") or e.get("client_message_id")) for e in welcome["history"]] == [
+        ("customer", "m-1"), ("agent", "r-1"), ("agent", "r-2")]
+    other_visitor_frames = []
+    while not other_visitor.closed:
+        try:
+            other_visitor_frames.append(await asyncio.wait_for(other_visitor.receive_json(), 0.05))
+        except asyncio.TimeoutError:
+            break
+    assert other_visitor_frames == []
+    await ws.close()
+    await other_visitor.close()
+
+
+async def test_resolved_ticket_closes_the_conversation_and_the_next_message_opens_a_new_ticket(chat_app, amqp_uri):
+    ws, _ = await open_chat(chat_app)
+    await ws.send_json({"type": "message", "client_message_id": "m-1", "text": "first problem"})
+    first = (await receive(ws, "ack"))["ticket_id"]
+    resolved = ev.make_event(ev.AGENT_DESK, ev.TICKET_RESOLVED, now=datetime.now(timezone.utc), trace_id="t",
+                             ticket_id=first, agent_id="li.na", channel="chat")
+    await chat_app.publish(ev.AGENT_DESK, ev.TICKET_RESOLVED, resolved)
+
+    async def next_ticket():
+        while True:
+            again, welcome = await open_chat(chat_app)
+            await again.close()
+            if welcome["ticket_id"] is None:
+                return
+    await asyncio.wait_for(next_ticket(), RECEIVE_TIMEOUT)
+    await ws.send_json({"type": "message", "client_message_id": "m-2", "text": "another problem"})
+    ack = await receive(ws, "ack")
+    assert ack["ticket_id"] != first
+    await ws.close()

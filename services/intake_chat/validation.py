@@ -1,0 +1,155 @@
+"""What a chat client may send, checked before anything is written.
+
+The same rules serve the WebSocket frames and ``POST /api/chat/messages``. Identifiers are
+client-made (the widget keeps them in localStorage), so they are restricted to a safe
+alphabet and length: a visitor id is also what lets a browser see its own transcript, hence
+the 16-character minimum (the widget uses 34 random characters).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+TEXT_MAX_CHARS = 5000
+NAME_MAX_CHARS = 200
+EMAIL_MAX_CHARS = 320
+PHONE_MAX_CHARS = 32
+LANGUAGES = ("zh", "en")
+DEFAULT_LANGUAGE = "zh"
+
+_VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_CLIENT_MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]{4,30}$")
+_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$")
+# C0/C1 controls other than tab and newline: invisible, and trouble in subjects and logs.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class InvalidInput(ValueError):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What the visitor told us about themselves; empty strings mean "not given"."""
+
+    name: str = ""
+    email: str = ""
+    phone: str = ""
+    language: str = ""
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    visitor_id: str
+    client_message_id: str
+    text: str
+    profile: Profile
+
+
+def _optional_str(data: Mapping[str, Any], key: str, max_chars: int) -> str:
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"invalid_{key}", f"{key} must be a string")
+    value = _CONTROLS.sub("", value).strip()
+    if len(value) > max_chars:
+        raise InvalidInput(f"invalid_{key}", f"{key} must be at most {max_chars} characters")
+    return value
+
+
+def visitor_id(value: Any) -> str:
+    if not isinstance(value, str) or not _VISITOR_ID.match(value):
+        raise InvalidInput("invalid_visitor_id", "visitor_id must be 16-64 letters, digits, '-' or '_'")
+    return value
+
+
+def client_message_id(value: Any) -> str:
+    if not isinstance(value, str) or not _CLIENT_MESSAGE_ID.match(value):
+        raise InvalidInput("invalid_client_message_id", "client_message_id must be 1-64 letters, digits, '-' or '_'")
+    return value
+
+
+def message_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput("invalid_text", "text must be a string")
+    text = _CONTROLS.sub("", value.replace("\r\n", "\n").replace("\r", "\n")).strip()
+    if not text:
+        raise InvalidInput("empty_text", "text must not be empty")
+    if len(text) > TEXT_MAX_CHARS:
+        raise InvalidInput("text_too_long", f"text must be at most {TEXT_MAX_CHARS} characters")
+    return text
+
+
+def profile(data: Mapping[str, Any]) -> Profile:
+    email = _optional_str(data, "email", EMAIL_MAX_CHARS)
+    if email and not _EMAIL.match(email):
+        raise InvalidInput("invalid_email", "email is not an email address")
+    phone = _optional_str(data, "phone", PHONE_MAX_CHARS)
+    if phone and not _PHONE.match(phone):
+        raise InvalidInput("invalid_phone", "phone is not a phone number")
+    language = _optional_str(data, "language", 16)
+    if language and not _LANGUAGE_TAG.match(language):
+        raise InvalidInput("invalid_language", "language must be a language tag such as zh or en")
+    return Profile(name=_optional_str(data, "name", NAME_MAX_CHARS), email=email, phone=phone, language=language)
+
+
+def api_message(data: Mapping[str, Any]) -> IncomingMessage:
+    """The body of ``POST /api/chat/messages``."""
+    return IncomingMessage(
+        visitor_id=visitor_id(data.get("visitor_id")),
+        client_message_id=client_message_id(data.get("client_message_id")),
+        text=message_text(data.get("text")),
+        profile=profile(data),
+    )
+
+
+def origin_allowed(origin: str | None, own_host: str, patterns: tuple[str, ...]) -> bool:
+    """May a browser page at ``origin`` talk to us?
+
+    No Origin header (a server-side client) is allowed; the chat page's own host always is;
+    otherwise an exact origin or a pattern ending in ``:*`` (any port), or ``*`` for anyone.
+    """
+    if not origin:
+        return True
+    origin = origin.strip().rstrip("/").lower()
+    scheme_sep = origin.find("://")
+    if scheme_sep > 0 and origin[scheme_sep + 3:] == own_host.lower():
+        return True
+    for pattern in patterns:
+        pattern = pattern.strip().rstrip("/").lower()
+        if pattern == "*" or pattern == origin:
+            return True
+        if pattern.endswith(":*"):
+            prefix = pattern[:-2]
+            port = origin[len(prefix) + 1:] if origin.startswith(prefix + ":") else ""
+            if origin == prefix or port.isdigit():
+                return True
+    return False
+
+
+def pick_language(requested: str | None, accept_language: str | None) -> str:
+    """``?lang=`` if it is one we speak, else the first of Accept-Language we speak, else zh."""
+    if requested in LANGUAGES:
+        return requested
+    candidates: list[tuple[float, int, str]] = []
+    for index, part in enumerate((accept_language or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        primary = tag.strip().lower().split("-")[0]
+        if primary not in LANGUAGES:
+            continue
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                quality = 0.0
+        if quality > 0:
+            candidates.append((-quality, index, primary))
+    return min(candidates)[2] if candidates else DEFAULT_LANGUAGE
