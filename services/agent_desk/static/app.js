@@ -176,6 +176,7 @@ function handleFrame(frame) {
       if (!state.tickets.has(state.selected)) state.selected = frame.tickets.length ? frame.tickets[0].ticket_id : null;
       renderWorklist();
       renderTicket();
+      $("worklist").dataset.loaded = "true";  // the push channel is live from here on
       break;
     case "ticket_assigned":
       upsert(frame.ticket, true);
