@@ -69,15 +69,19 @@ class Notifier:
         consumer.subscribe(ev.SLA_WATCHER, ev.SLA_BREACHED, "notify_sla_breached", self.notify_sla_breached)
 
     async def ack_ticket_received(self, ticket: ev.TicketReceived) -> None:
-        customer_message_id = messages.normalize_message_id(ticket.source.get("message_id"))
-        await self.store.remember_ticket(ticket.ticket_id, subject=ticket.subject, customer_message_id=customer_message_id)
+        threaded = ticket.channel == "email"  # only email tickets get agent replies by mail
+        if threaded:
+            customer_message_id = messages.normalize_message_id(ticket.source.get("message_id"))
+            await self.store.remember_ticket(ticket.ticket_id, subject=ticket.subject,
+                                             customer_message_id=customer_message_id)
         kind = messages.KIND_TICKET_ACK
         if not self._may_send(kind, ticket.customer.email, automatic=True):
             return
         nid = messages.notification_id(ticket.event_id, kind)
         mail = messages.ticket_ack(ticket, sender=self.sender, notification=nid, now=self.clock())
         await self._deliver(ticket, kind, nid, mail)
-        await self.store.remember_ack(ticket.ticket_id, mail["Message-ID"])  # same id on every attempt
+        if threaded:
+            await self.store.remember_ack(ticket.ticket_id, mail["Message-ID"])  # same id on every attempt
 
     async def send_agent_reply(self, reply: ev.AgentReplied) -> None:
         if reply.channel != "email":
