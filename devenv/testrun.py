@@ -103,7 +103,7 @@ def group_result(group: TestGroup, returncode: int, junit: Path) -> GroupResult:
     except ET.ParseError as exc:
         return GroupResult(group, Counts(), returncode or 1, f"unreadable JUnit report {junit}: {exc}")
     if counts.total == 0 or returncode == PYTEST_NO_TESTS_COLLECTED:
-        return GroupResult(group, counts, returncode or 1, "collected no tests")
+        return GroupResult(group, counts, returncode or 1, "ran no tests (none collected, or all deselected)")
     if returncode != 0 and counts.failed == 0:
         return GroupResult(group, counts, returncode, f"pytest exited with code {returncode}")
     return GroupResult(group, counts, returncode)
