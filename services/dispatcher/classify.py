@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.config_files import ConfigFileError, describe_validation_error, read_yaml, repeated_names
 
 Priority = Literal["P1", "P2", "P3", "P4"]
 PRIORITIES = ("P1", "P2", "P3", "P4")  # most urgent first
@@ -54,7 +55,7 @@ _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 
 
-class RulesError(ValueError):
+class RulesError(ConfigFileError):
     """The routing rules file cannot be used; the message names the file and the rule."""
 
 
@@ -176,22 +177,6 @@ def _compile(rule: _Rule) -> Rule:
     )
 
 
-def _describe_error(data: Any, exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = list(err["loc"])
-    where = ".".join(str(p) for p in loc) or "file"
-    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-        index = loc[1]
-        name = None
-        rules = data.get("rules") if isinstance(data, Mapping) else None
-        if isinstance(rules, list) and index < len(rules) and isinstance(rules[index], Mapping):
-            name = rules[index].get("name")
-        label = f"rule {index + 1}" + (f" {name!r}" if name else "")
-        field = ".".join(str(p) for p in loc[2:]) or "rule"
-        return f"{label}: {field}: {err['msg']}"
-    return f"{where}: {err['msg']}"
-
-
 def parse_rules(data: Any, *, origin: str = "routing rules") -> RuleSet:
     """Validate already-parsed YAML; raise :class:`RulesError` naming the offending rule."""
     if data is None:
@@ -201,9 +186,8 @@ def parse_rules(data: Any, *, origin: str = "routing rules") -> RuleSet:
     try:
         parsed = _RulesFile.model_validate(data)
     except ValidationError as exc:
-        raise RulesError(f"{origin}: {_describe_error(data, exc)}") from None
-    names = [r.name for r in parsed.rules]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+        raise RulesError(f"{origin}: {describe_validation_error(data, exc, list_key='rules', entry_label='rule')}") from None
+    duplicates = repeated_names([r.name for r in parsed.rules])
     if duplicates:
         raise RulesError(f"{origin}: rule names must be unique, repeated: {', '.join(duplicates)}")
     return RuleSet(
@@ -215,15 +199,7 @@ def parse_rules(data: Any, *, origin: str = "routing rules") -> RuleSet:
 
 
 def load_rules(path: str | Path) -> RuleSet:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RulesError(f"cannot read routing rules {path}: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RulesError(f"routing rules {path} is not valid YAML: {exc}") from None
+    data = read_yaml(path, "routing rules", RulesError)
     return parse_rules(data, origin=f"routing rules {path}")
 
 

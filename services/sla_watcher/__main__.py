@@ -1,0 +1,17 @@
+"""``python -m services.sla_watcher``: run the SLA watcher until SIGTERM."""
+import eventlet
+
+eventlet.monkey_patch()
+
+from services.sla_watcher.config import Settings  # noqa: E402
+from services.sla_watcher.service import SlaWatcherService  # noqa: E402
+from shared.nameko_ext import run_service  # noqa: E402
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    run_service(SlaWatcherService, settings.common, **settings.container_config())
+
+
+if __name__ == "__main__":
+    main()
