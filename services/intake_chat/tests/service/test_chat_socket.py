@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp import WSMsgType
 
 from shared import events as ev
+from shared.testing.asyncio_helpers import wait_until
 from shared.testing.plugin import AsyncEventListener
 
 from services.intake_chat.tests.conftest import VISITOR
@@ -99,23 +100,17 @@ async def test_agent_reply_reaches_the_socket_and_the_history(chat_app):
     assert (await receive(ws, "agent_message"))["reply_id"] == "r-1"
     assert (await receive(ws, "agent_message"))["reply_id"] == "r-2"
     # reconnecting shows the conversation so far, in order, once the pooled consumer has it
-    async def history():
-        while True:
-            again, welcome = await open_chat(chat_app)
-            await again.close()
-            if len(welcome["history"]) >= 3:
-                return welcome
-    welcome = await asyncio.wait_for(history(), RECEIVE_TIMEOUT)
+    async def welcome_with_history():
+        again, welcome = await open_chat(chat_app)
+        await again.close()
+        return welcome if len(welcome["history"]) >= 3 else None
+    welcome = await wait_until(welcome_with_history, RECEIVE_TIMEOUT, "three transcript entries")
     assert welcome["ticket_id"] == ticket_id
     assert [(e["from"], e.get("reply_id") or e.get("client_message_id")) for e in welcome["history"]] == [
         ("customer", "m-1"), ("agent", "r-1"), ("agent", "r-2")]
-    other_visitor_frames = []
-    while not other_visitor.closed:
-        try:
-            other_visitor_frames.append(await asyncio.wait_for(other_visitor.receive_json(), 0.05))
-        except asyncio.TimeoutError:
-            break
-    assert other_visitor_frames == []
+    # the other visitor's socket got nothing: its next frame is the answer to a probe sent now
+    await other_visitor.send_json({"type": "probe"})
+    assert (await asyncio.wait_for(other_visitor.receive_json(), RECEIVE_TIMEOUT))["code"] == "unknown_type"
     await ws.close()
     await other_visitor.close()
 
@@ -128,13 +123,11 @@ async def test_resolved_ticket_closes_the_conversation_and_the_next_message_open
                              ticket_id=first, agent_id="li.na", channel="chat")
     await chat_app.publish(ev.AGENT_DESK, ev.TICKET_RESOLVED, resolved)
 
-    async def next_ticket():
-        while True:
-            again, welcome = await open_chat(chat_app)
-            await again.close()
-            if welcome["ticket_id"] is None:
-                return
-    await asyncio.wait_for(next_ticket(), RECEIVE_TIMEOUT)
+    async def conversation_closed():
+        again, welcome = await open_chat(chat_app)
+        await again.close()
+        return welcome["ticket_id"] is None
+    await wait_until(conversation_closed, RECEIVE_TIMEOUT, "conversation closed")
     await ws.send_json({"type": "message", "client_message_id": "m-2", "text": "another problem"})
     ack = await receive(ws, "ack")
     assert ack["ticket_id"] != first

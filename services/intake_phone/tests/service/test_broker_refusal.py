@@ -1,21 +1,17 @@
 """When RabbitMQ will not take the event, the PBX gets 503 and its retry is published once."""
-import asyncio
-import time
-
 import aio_pika
 
 from shared.intake_ledger import stable_event_id
+from shared.testing.asyncio_helpers import wait_until
 from shared.testing.plugin import AsyncEventListener
 
 
 async def retry_until_ok(send, timeout=10.0):
     """What the PBX does: repeat the same request until it is accepted."""
-    deadline = time.monotonic() + timeout
-    while True:
+    async def accepted():
         status, body = await send()
-        if status == 200 or time.monotonic() > deadline:
-            return status, body
-        await asyncio.sleep(0.1)
+        return (status, body) if status == 200 else None
+    return await wait_until(accepted, timeout, "request accepted")
 
 
 async def test_unconfirmed_publish_is_503_and_the_retry_publishes_the_same_ticket_once(phone_app, amqp_uri):
