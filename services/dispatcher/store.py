@@ -152,6 +152,7 @@ class TicketRecord:
     agent_id: str | None = None
     decision: dict | None = None
     announced: frozenset[str] = field(default_factory=frozenset)
+    accepted_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def _record(fields: dict[str, str]) -> TicketRecord | None:
     announced = frozenset(k.removeprefix("announced_") for k in fields if k.startswith("announced_"))
     decision = json.loads(fields["decision"]) if fields.get("decision") else None
     return TicketRecord(facts=facts, state=fields.get("state", NEW), agent_id=fields.get("agent_id"),
-                        decision=decision, announced=announced)
+                        decision=decision, announced=announced, accepted_by=fields.get("accepted_by"))
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

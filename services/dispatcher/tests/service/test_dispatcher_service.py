@@ -10,9 +10,9 @@ from nameko.testing.services import entrypoint_waiter
 
 from services.dispatcher.classify import RulesError
 from services.dispatcher.service import DispatcherService
-from services.dispatcher.store import DispatchStore
+from services.dispatcher.store import DispatchStore, TicketFacts
 from shared import events as ev
-from shared.roster import hash_password
+from shared.roster import AgentProfile, hash_password
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=timezone.utc)
 PASSWORD_HASH = hash_password("not-used-here", salt=b"fixed-test-salt!")
@@ -106,7 +106,7 @@ def test_online_agent_with_capacity_gets_a_classified_ticket(service_container, 
         {"agent_id": "li.na", "skills": {"general": 3, "billing": 5}},
         {"agent_id": "sam.taylor", "skills": {"general": 5}, "languages": ["en"]},
     ])
-    start_dispatcher(service_container, roster)
+    container = start_dispatcher(service_container, roster)
     listener = event_listener(ev.DISPATCHER)
     go_online(publish, store, "li.na", "sam.taylor")
 
@@ -125,6 +125,12 @@ def test_online_agent_with_capacity_gets_a_classified_ticket(service_container, 
     assert "most spare email capacity (2/2 free)" in decision["reason"]
     assert store.load_of("li.na", "email") == 1
     assert store.open_tickets("li.na") == {"TM-10001"}
+
+    accepted = ev.make_event(ev.AGENT_DESK, ev.TICKET_ACCEPTED, now=NOW, trace_id="trace-TM-10001",
+                             ticket_id="TM-10001", agent_id="li.na")
+    with entrypoint_waiter(container, "handle_ticket_accepted", timeout=10):
+        publish(ev.AGENT_DESK, ev.TICKET_ACCEPTED, accepted)
+    assert store.ticket("TM-10001").accepted_by == "li.na"
 
 
 def test_ticket_waits_until_an_agent_comes_online(service_container, tmp_path, publish, store, event_listener):
@@ -243,3 +249,52 @@ def test_bad_rules_file_stops_the_start(service_container, tmp_path):
                                   TM_ROUTING_RULES_FILE=str(rules))
     with pytest.raises(RulesError, match="rule 1 'billing': then.priority"):
         container.start()
+
+
+def test_store_claim_is_idempotent_and_checks_presence_capacity_and_order(store):
+    store.load_roster([AgentProfile(agent_id="a", name="A", password_hash=PASSWORD_HASH, capacity={"chat": 1}),
+                       AgentProfile(agent_id="b", name="B", password_hash=PASSWORD_HASH, capacity={"chat": 1})])
+    now = NOW.timestamp()
+    for ticket_id in ("T-1", "T-2"):
+        store.register_ticket(TicketFacts(ticket_id=ticket_id, trace_id="t", channel="chat", priority="P3",
+                                          required_skills=("general",), language="zh", tags=(), received_at=NOW))
+    assert store.claim("T-1", "a", "chat", now=now, decision={}).detail == "presence: unknown"
+    assert store.set_presence("a", "online", at=now)
+    assert not store.set_presence("a", "offline", at=now - 1)  # an older change arriving late
+    assert store.presence("a") == "online"
+
+    assert store.claim("T-1", "a", "chat", now=now, decision={}).status == "assigned"
+    again = store.claim("T-1", "b", "chat", now=now, decision={})
+    assert (again.status, again.detail) == ("existing", "a")
+    full = store.claim("T-2", "a", "chat", now=now, decision={})
+    assert (full.status, full.detail) == ("no", "capacity: chat full (1/1)")
+
+    assert store.resolve("T-1", now=now).freed_capacity
+    assert store.resolve("T-1", now=now).status == "already"
+    assert store.load_of("a", "chat") == 0
+    assert store.claim("T-1", "a", "chat", now=now, decision={}).status == "closed"
+    assert store.claim("T-2", "a", "chat", now=now, decision={}).status == "assigned"
+
+
+def test_waiting_queue_pages_in_priority_then_age_order_without_skipping_ties(store):
+    def queue(ticket_id, priority, minute):
+        facts = TicketFacts(ticket_id=ticket_id, trace_id="t", channel="email", priority=priority,
+                            required_skills=("general",), language="en", tags=(), received_at=NOW.replace(minute=minute))
+        store.register_ticket(facts)
+        assert store.enqueue(facts) == "queued"
+
+    queue("late-p1", "P1", 30)
+    for n in range(4):
+        queue(f"tie-{n}", "P3", 10)  # same priority, same second: equal scores
+    queue("early-p3", "P3", 1)
+    queue("p2", "P2", 59)
+    queue("tie-0", "P3", 10)  # a redelivery does not queue twice
+
+    order, cursor = [], None
+    while True:
+        ids, cursor = store.waiting_page(cursor, limit=2)
+        if not ids:
+            break
+        order += ids
+    assert order == ["late-p1", "p2", "early-p3", "tie-0", "tie-1", "tie-2", "tie-3"]
+    assert store.waiting_count() == 7
