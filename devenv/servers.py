@@ -372,6 +372,23 @@ def rabbit_management(settings: DevSettings) -> Server:
     return Server("RabbitMQ management", where, lambda: probe_http(overview), start)
 
 
+def dovecot_workdir(var_dir: Path, fallback: Path = Path("/var/tmp/ticketmesh-dovecot")) -> Path:
+    """``var/dovecot``, unless the mail user could not reach it.
+
+    As root, Dovecot stores mail as the ``mail`` user, which must be able to pass through every
+    parent folder; a checkout under /root (mode 700) does not allow that.
+    """
+    preferred = var_dir / "dovecot"
+    if os.geteuid() != 0:
+        return preferred
+    var_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (var_dir.resolve(), *var_dir.resolve().parents):
+        if not folder.stat().st_mode & 0o001:
+            say(f"Dovecot: {folder} is private (mode {folder.stat().st_mode & 0o777:o}), so its mail lives in {fallback}")
+            return fallback
+    return preferred
+
+
 def dovecot_server(settings: DevSettings) -> Server:
     host, port = "127.0.0.1", settings.imap_port
     where = f"imap://{host}:{port} (user support / support-demo)"
@@ -379,11 +396,14 @@ def dovecot_server(settings: DevSettings) -> Server:
     def start() -> Owned:
         from devenv.dovecot import DovecotServer
 
-        dovecot = DovecotServer(settings.var_dir / "dovecot", port=port)
-        dovecot.start()
+        dovecot = DovecotServer(dovecot_workdir(settings.var_dir), port=port)
+        try:
+            dovecot.start()
+        except Exception as exc:  # noqa: BLE001 - its own message says what went wrong
+            raise SetupError(f"Dovecot could not start on {host}:{port}: {exc}") from None
         if not wait_until(lambda: probe_imap(host, port), DOVECOT_START_TIMEOUT):
             dovecot.stop()
-            raise SetupError(f"Dovecot did not answer IMAP on {host}:{port}; see {settings.var_dir / 'dovecot'}")
+            raise SetupError(f"Dovecot did not answer IMAP on {host}:{port}; see {dovecot.log_path}")
         return Owned("Dovecot", dovecot.stop)
 
     return Server("Dovecot", where, lambda: probe_imap(host, port), start)

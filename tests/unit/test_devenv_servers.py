@@ -130,3 +130,19 @@ def test_server_set_reuses_running_servers_and_stops_only_what_it_started_in_rev
 def test_a_server_that_starts_but_never_answers_is_an_error():
     with ServerSet() as servers, pytest.raises(SetupError, match="does not answer"):
         servers.ensure(Server("ghost", "nowhere", lambda: False, lambda: None))
+
+
+def test_dovecot_mail_moves_out_of_a_private_checkout(tmp_path):
+    import os
+
+    from devenv.servers import dovecot_workdir
+
+    private = tmp_path / "home"
+    (private / "repo").mkdir(parents=True)
+    private.chmod(0o700)
+    fallback = tmp_path / "fallback"
+    chosen = dovecot_workdir(private / "repo" / "var", fallback)
+    if os.geteuid() == 0:
+        assert chosen == fallback
+    else:  # unprivileged Dovecot runs as us: any folder of ours works
+        assert chosen == private / "repo" / "var" / "dovecot"
