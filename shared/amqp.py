@@ -65,14 +65,19 @@ class EventPublisher:
         self._connection = connection
         self.service = service
         self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
 
     async def start(self) -> None:
-        channel = await self._connection.channel(publisher_confirms=True)
-        self._exchange = await declare_events_exchange(channel, self.service)
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        self._exchange = await declare_events_exchange(self._channel, self.service)
 
     async def publish(self, event_type: str, body: dict) -> None:
         """Return once the broker confirmed; raise if it refused or the link is down."""
-        assert self._exchange is not None, "start() first"
+        assert self._exchange is not None and self._channel is not None, "start() first"
+        if self._channel.is_closed and not self._connection.is_closed:
+            # The broker closed the channel (a refused publish) and aio-pika's one attempt to
+            # restore it failed: without a new channel every later publish would fail too.
+            await self.start()
         message = aio_pika.Message(
             json.dumps(body, ensure_ascii=False).encode(),
             content_type="application/json",
