@@ -1,46 +1,13 @@
 """The whole mesh as ./dev up runs it: seven processes, a private Dovecot and the SMTP sink,
 and the demo's traffic on all three channels becoming tickets the dispatcher routes."""
-import json
-import shutil
-import tempfile
 import time
 from datetime import datetime, timezone
-from pathlib import Path
-
-import pytest
 
 from devenv.config import DevSettings
 from devenv.demo import CALLS, CHATS, EMAILS, send_chat, send_email, send_missed_call
-from devenv.dovecot import DovecotServer
 from devenv.mesh import SERVICES, Mesh, isolated_env
-from devenv.servers import ServerSet, http_get, smtp_sink, wait_until
-from shared.testing.asyncio_helpers import free_port
-
-
-@pytest.fixture
-def dovecot():
-    # Under /tmp, not pytest's private tmp_path: Dovecot's mail processes run as the `mail` user.
-    workdir = Path(tempfile.mkdtemp(prefix="tm-devenv-dovecot-"))
-    server = DovecotServer(workdir)
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
-
-
-@pytest.fixture
-def sink_settings(tmp_path):
-    settings = DevSettings.from_env({"TM_VAR_DIR": str(tmp_path / "var"), "TM_SMTP_PORT": str(free_port()),
-                                     "TM_SINK_WEB_PORT": str(free_port())})
-    with ServerSet() as servers:
-        servers.ensure(smtp_sink(settings))  # the same code path as ./dev up
-        assert [o.name for o in servers.owned] == ["SMTP sink"]
-        yield settings
-
-
-def sink_messages(settings: DevSettings) -> list[dict]:
-    raw = http_get(f"http://127.0.0.1:{settings.sink_web_port}/api/messages")
-    return json.loads(raw) if raw else []
+from devenv.servers import wait_until
+from shared.testing.mesh_fixtures import sink_messages
 
 
 def test_demo_traffic_on_all_three_channels_becomes_routed_tickets(amqp_uri, redis_url, tmp_path, dovecot,

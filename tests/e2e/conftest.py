@@ -1,0 +1,1 @@
+pytest_plugins = ["shared.testing.plugin", "shared.testing.mesh_fixtures"]
