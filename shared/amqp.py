@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from shared import events as ev
@@ -66,18 +67,28 @@ class EventPublisher:
         self.service = service
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
+        self._channel_dead = False
 
     async def start(self) -> None:
         self._channel = await self._connection.channel(publisher_confirms=True)
         self._exchange = await declare_events_exchange(self._channel, self.service)
+        self._channel_dead = False
+
+    async def _replace_channel(self) -> None:
+        # aio-pika restores a channel the broker closed (e.g. after a refused publish) once; if
+        # that restore fails the channel stays dead and every later publish would fail too.
+        if self._channel is not None:
+            try:
+                await self._channel.close()
+            except Exception:  # noqa: BLE001 - it is already unusable
+                pass
+        await self.start()
 
     async def publish(self, event_type: str, body: dict) -> None:
         """Return once the broker confirmed; raise if it refused or the link is down."""
-        assert self._exchange is not None and self._channel is not None, "start() first"
-        if self._channel.is_closed and not self._connection.is_closed:
-            # The broker closed the channel (a refused publish) and aio-pika's one attempt to
-            # restore it failed: without a new channel every later publish would fail too.
-            await self.start()
+        assert self._exchange is not None, "start() first"
+        if self._channel_dead:
+            await self._replace_channel()
         message = aio_pika.Message(
             json.dumps(body, ensure_ascii=False).encode(),
             content_type="application/json",
@@ -85,7 +96,11 @@ class EventPublisher:
             message_id=body.get("event_id"),
             headers={"trace_id": body.get("trace_id", "")},
         )
-        await self._exchange.publish(message, routing_key=event_type, mandatory=False)
+        try:
+            await self._exchange.publish(message, routing_key=event_type, mandatory=False)
+        except aiormq.exceptions.ChannelInvalidStateError:
+            self._channel_dead = True
+            raise
 
     async def emit(self, event_type: str, /, *, now: datetime, trace_id: str, **fields: Any) -> dict:
         """Validate, publish and return the body (``make_event`` + ``publish``)."""

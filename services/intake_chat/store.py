@@ -130,13 +130,16 @@ class ChatStore:
         )
 
     async def remember_profile(self, visitor_id: str, profile: Profile) -> None:
-        """Store what the visitor told us; fields they left empty keep what we knew."""
+        """Store what the visitor told us; fields they left empty keep what we knew.
+
+        A hello that tells nothing writes nothing, so page views alone do not fill Redis.
+        """
         given = {f: getattr(profile, f) for f in _PROFILE_FIELDS if getattr(profile, f)}
+        if not given:
+            return
         key = self._visitor_key(visitor_id)
         async with self._client.pipeline(transaction=True) as pipe:
-            if given:
-                pipe.hset(key, mapping=given)
-            pipe.hsetnx(key, "conversation", 0)
+            pipe.hset(key, mapping=given)
             pipe.expire(key, VISITOR_TTL_SECONDS)
             await pipe.execute()
 
