@@ -2,6 +2,7 @@
 runs the test suite. ``./dev`` prepares the venv and calls these."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -44,7 +45,10 @@ def run_up() -> int:
         say("checking servers (reused when running, started otherwise)")
         ensure_for_up(settings, servers)
         say("starting the services")
-        mesh = Mesh(mesh_env(settings, TM_DESK_SECRET=dev_desk_secret(settings.var_dir)), settings.log_dir, quiet=False)
+        # The demo runs on minutes-long SLA targets (deploy/demo/sla.yaml) unless the variable says otherwise.
+        demo_sla = os.environ.get("TM_SLA_POLICY_FILE", str(settings.repo_root / "deploy/demo/sla.yaml"))
+        mesh = Mesh(mesh_env(settings, TM_DESK_SECRET=dev_desk_secret(settings.var_dir), TM_SLA_POLICY_FILE=demo_sla),
+                    settings.log_dir, quiet=False)
         mesh.start()
         print(banner(settings), flush=True)
         play(settings, wait=watch)

@@ -104,7 +104,9 @@ def banner(settings: DevSettings) -> str:
 {logins}
 
   Sign in, click Online, and watch tickets arrive: a demo email, chat message or missed
-  call every {DEMO_INTERVAL_SECONDS:.0f} s, in Chinese and English.
+  call every {DEMO_INTERVAL_SECONDS:.0f} s, in Chinese and English. Leave one unanswered:
+  its first-response clock warns at half time and breaches after 2-5 min (deploy/demo/sla.yaml),
+  and the supervisor's breach notice shows up under "Sent mail".
 
   Logs: {settings.log_dir}/<service>.log (one JSON object per line)
   Stop: Ctrl-C (stops everything ./dev up started, and only that)
