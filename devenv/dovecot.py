@@ -16,6 +16,7 @@ runs it in the foreground for the demo (Ctrl-C stops it).
 from __future__ import annotations
 
 import argparse
+import grp
 import os
 import pwd
 import re
@@ -162,11 +163,12 @@ class DovecotServer:
         major, minor = _dovecot_version(binary)
         cleartext = "auth_allow_cleartext = yes" if (major, minor) >= (2, 4) else "disable_plaintext_auth = no"
         # Unprivileged runs cannot chroot or switch users: every process runs as us.
+        group = grp.getgrgid(account.pw_gid).gr_name
         unprivileged_lines = (
             f"default_login_user = {account.pw_name}\ndefault_internal_user = {account.pw_name}\n"
-            "service anvil {\n  chroot =\n}\n" if unprivileged else ""
+            f"default_internal_group = {group}\n" if unprivileged else ""
         )
-        login_chroot = "  chroot =\n" if unprivileged else ""
+        no_chroot = "  chroot =\n" if unprivileged else ""
         self.config_path.write_text(f"""# Written by devenv/dovecot.py: a private loopback IMAP server for tests and the demo.
 base_dir = {self.workdir / 'run'}
 state_dir = {self.workdir / 'state'}
@@ -177,6 +179,9 @@ listen = 127.0.0.1
 ssl = no
 {cleartext}
 auth_mechanisms = plain login
+# Loopback test/demo server: answer a wrong password quickly (no failure delay here, and no
+# growing per-IP penalty: the anvil-auth-penalty listener is off below), so retries are cheap.
+auth_failure_delay = 0
 mail_location = maildir:{mail_root}/%u
 first_valid_uid = {account.pw_uid}
 last_valid_uid = {account.pw_uid}
@@ -191,8 +196,13 @@ userdb {{
   driver = static
   args = uid={account.pw_uid} gid={account.pw_gid} home={mail_root}/%u
 }}
+service anvil {{
+{no_chroot}  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 service imap-login {{
-{login_chroot}  inet_listener imap {{
+{no_chroot}  inet_listener imap {{
     address = 127.0.0.1
     port = {self.port}
   }}

@@ -1,0 +1,99 @@
+"""intake_email settings: the common ones plus the watched mailbox.
+
+One mailbox for now (``TM_IMAP_*``). Everything downstream — the watcher, the checkpoint and
+lease keys, quarantine folders — is keyed by the mailbox's *name*, and the nameko config holds
+a list of mailboxes, so watching several is a matter of reading more of them here.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+from shared.config import CommonSettings, ConfigError, Variable, as_bool, read
+
+VARIABLES = (
+    Variable("TM_IMAP_MAILBOX_NAME", "support", "name of the mailbox in keys, logs and quarantine paths "
+             "([A-Za-z0-9_.-]); keep it when moving the account, change it for a different one"),
+    Variable("TM_IMAP_HOST", "127.0.0.1", "IMAP server"),
+    Variable("TM_IMAP_PORT", "1143", "IMAP port (993 with TM_IMAP_SSL=true)"),
+    Variable("TM_IMAP_USER", "support", "IMAP login"),
+    Variable("TM_IMAP_PASSWORD", "support-demo", "IMAP password"),
+    Variable("TM_IMAP_FOLDER", "INBOX", "folder to watch"),
+    Variable("TM_IMAP_SSL", "false", "connect with TLS (IMAPS)"),
+    Variable("TM_IMAP_POLL_SECONDS", "30", "IDLE is re-issued this often; servers without IDLE are polled this often"),
+    Variable("TM_IMAP_MAX_MESSAGE_BYTES", str(25 * 1024 * 1024), "larger messages are quarantined unread"),
+)
+_DEFAULTS = {v.name: v.default for v in VARIABLES}
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAILBOXES_CONFIG_KEY = "INTAKE_EMAIL_MAILBOXES"
+DATA_DIR_CONFIG_KEY = "TM_DATA_DIR"
+REPLICA_CONFIG_KEY = "TM_REPLICA_ID"
+
+
+@dataclass(frozen=True)
+class MailboxSettings:
+    name: str
+    host: str
+    port: int
+    user: str
+    password: str
+    folder: str = "INBOX"
+    ssl: bool = False
+    poll_seconds: float = 30.0
+    max_message_bytes: int = 25 * 1024 * 1024
+    reconnect_max_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError(f"mailbox name {self.name!r} must match {_NAME.pattern}")
+        if self.poll_seconds <= 0:
+            raise ConfigError("TM_IMAP_POLL_SECONDS must be positive")
+
+    @property
+    def account(self) -> str:
+        """Which account a checkpoint belongs to (a UID means nothing in another account)."""
+        return f"{self.user}@{self.host}:{self.port}/{self.folder}"
+
+    def __repr__(self) -> str:  # never print the password
+        return f"MailboxSettings(name={self.name!r}, host={self.host!r}, port={self.port}, folder={self.folder!r})"
+
+    def to_config(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any]) -> "MailboxSettings":
+        return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
+
+
+@dataclass(frozen=True)
+class Settings:
+    common: CommonSettings
+    mailboxes: tuple[MailboxSettings, ...]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        def get(name: str, cast: Any = str) -> Any:
+            return read(environ, name, _DEFAULTS[name], cast)
+
+        mailbox = MailboxSettings(
+            name=get("TM_IMAP_MAILBOX_NAME"),
+            host=get("TM_IMAP_HOST"),
+            port=get("TM_IMAP_PORT", int),
+            user=get("TM_IMAP_USER"),
+            password=get("TM_IMAP_PASSWORD"),
+            folder=get("TM_IMAP_FOLDER"),
+            ssl=get("TM_IMAP_SSL", as_bool),
+            poll_seconds=get("TM_IMAP_POLL_SECONDS", float),
+            max_message_bytes=get("TM_IMAP_MAX_MESSAGE_BYTES", int),
+        )
+        return cls(common=CommonSettings.from_env(environ), mailboxes=(mailbox,))
+
+    def nameko_extra(self) -> dict[str, Any]:
+        """What the service reads from its nameko config besides AMQP_URI and TM_REDIS_URL."""
+        return {
+            MAILBOXES_CONFIG_KEY: [m.to_config() for m in self.mailboxes],
+            DATA_DIR_CONFIG_KEY: self.common.data_dir,
+            REPLICA_CONFIG_KEY: self.common.replica_id,
+        }

@@ -1,0 +1,181 @@
+"""One IMAP session on one mailbox folder (imapclient), in the verbs the watcher needs.
+
+Blocking calls throughout: the service runs under eventlet, whose monkey patching makes these
+sockets (and ``select``) cooperative. Bodies are fetched with ``BODY.PEEK[]`` so that reading a
+message never marks it ``\\Seen`` — the flag is set explicitly, only once the message was
+handled. Every failure of the connection surfaces as one of :data:`CONNECTION_ERRORS`.
+"""
+from __future__ import annotations
+
+import select
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable
+
+from imapclient import SEEN, IMAPClient, SocketTimeout
+from imapclient.exceptions import IMAPClientError
+
+from services.intake_email.config import MailboxSettings
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+READ_TIMEOUT_SECONDS = 60.0  # a server that stops answering mid-command is dropped, not waited on forever
+LOGOUT_TIMEOUT_SECONDS = 5.0
+IDLE_SETTLE_SECONDS = 1.0  # first IDLE of each wait: its end reports mail that raced our entering IDLE
+META_FETCH_CHUNK = 500
+
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (IMAPClientError, OSError)
+
+
+@dataclass(frozen=True)
+class FetchedMail:
+    """A message as fetched; ``raw`` is the header section only when ``header_only`` (over the size limit)."""
+
+    mailbox: str
+    uidvalidity: int
+    uid: int
+    raw: bytes
+    internal_date: datetime
+    size: int
+    header_only: bool = False
+
+    def __repr__(self) -> str:  # workers and logs may print it: never the content
+        return f"FetchedMail({self.mailbox}, uidvalidity={self.uidvalidity}, uid={self.uid}, size={self.size})"
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    size: int
+    internal_date: datetime
+
+
+class MailboxConnection:
+    def __init__(self, settings: MailboxSettings, client: IMAPClient, uidvalidity: int, can_idle: bool):
+        self.settings = settings
+        self.client = client
+        self.uidvalidity = uidvalidity
+        self.can_idle = can_idle
+
+    @classmethod
+    def open(cls, settings: MailboxSettings) -> "MailboxConnection":
+        """Connect, log in and select the folder (read-write, so flags can be set)."""
+        client = IMAPClient(settings.host, port=settings.port, ssl=settings.ssl, use_uid=True,
+                            timeout=SocketTimeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS))
+        client.normalise_times = False  # keep INTERNALDATE's offset: we want aware datetimes
+        try:
+            client.login(settings.user, settings.password)
+            selected = client.select_folder(settings.folder)
+            uidvalidity = int(selected[b"UIDVALIDITY"])
+            can_idle = client.has_capability("IDLE")
+        except BaseException:
+            client.shutdown()
+            raise
+        return cls(settings, client, uidvalidity, can_idle)
+
+    # -- finding mail --------------------------------------------------------------------------
+
+    def highest_uid(self) -> int:
+        """UID of the newest message now in the folder (0 when empty)."""
+        return max(self.client.search(["UID", "*"]), default=0)
+
+    def uids_after(self, uid: int) -> list[int]:
+        # "UID n:*" always matches the newest message, even when its UID is below n: filter here.
+        return sorted(u for u in self.client.search(["UID", f"{uid + 1}:*", "NOT", "DELETED"]) if u > uid)
+
+    def unseen_uids(self, up_to: int) -> list[int]:
+        return sorted(u for u in self.client.search(["UNSEEN", "NOT", "DELETED"]) if u <= up_to)
+
+    def take_new_mail_notices(self) -> bool:
+        """True if the server announced new mail (``* n EXISTS``) during our commands since the last call.
+
+        Such a notice can arrive inside the reply to a SEARCH that was already computed without
+        the new message; the server will not repeat it when we IDLE next, so the watcher asks
+        here before it idles. (imapclient keeps unsolicited responses in imaplib's dict.)
+        """
+        untagged = getattr(self.client._imap, "untagged_responses", None)
+        return bool(untagged.pop("EXISTS", None)) if isinstance(untagged, dict) else False
+
+    # -- reading and flagging ------------------------------------------------------------------
+
+    def fetch_meta(self, uids: Iterable[int]) -> dict[int, MessageMeta]:
+        uids = list(uids)
+        meta: dict[int, MessageMeta] = {}
+        for start in range(0, len(uids), META_FETCH_CHUNK):
+            chunk = uids[start:start + META_FETCH_CHUNK]
+            for uid, data in self.client.fetch(chunk, ["RFC822.SIZE", "INTERNALDATE"]).items():
+                if b"RFC822.SIZE" in data:
+                    meta[uid] = MessageMeta(int(data[b"RFC822.SIZE"]), _utc(data.get(b"INTERNALDATE")))
+        return meta
+
+    def fetch(self, uid: int, meta: MessageMeta) -> FetchedMail | None:
+        """The message (its header section only when over the size limit); None if it is gone."""
+        header_only = meta.size > self.settings.max_message_bytes
+        item, key = ("BODY.PEEK[HEADER]", b"BODY[HEADER]") if header_only else ("BODY.PEEK[]", b"BODY[]")
+        data = self.client.fetch([uid], [item]).get(uid)
+        if not data or data.get(key) is None:
+            return None
+        return FetchedMail(self.settings.name, self.uidvalidity, uid, bytes(data[key]), meta.internal_date,
+                           meta.size, header_only)
+
+    def mark_seen(self, uid: int) -> None:
+        self.client.add_flags([uid], [SEEN], silent=True)
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    def wait_for_change(self, timeout: float, wake_fd: int) -> None:
+        """Return when the folder may have changed, after ``timeout`` at most, or when ``wake_fd`` is readable.
+
+        With IDLE the server tells us about new mail; without it this is one poll interval.
+        The caller searches again afterwards either way.
+
+        Servers do not report everything to a client entering IDLE: Dovecot reports a message
+        that lands just before or while IDLE starts only when the IDLE ends. So: a NOOP first
+        (a sync point for what arrived since our last command), then a short first IDLE whose
+        end reports anything that slipped into that window, then IDLE for the rest of the time.
+        """
+        _text, responses = self.client.noop()
+        if _announces_new_mail(responses) or self.take_new_mail_notices():
+            return
+        if not self.can_idle:
+            select.select([wake_fd], [], [], timeout)
+            return
+        settle = min(IDLE_SETTLE_SECONDS, timeout)
+        for period in (settle, timeout - settle):
+            if period <= 0 or self._idle_for(period, wake_fd):
+                return
+
+    def _idle_for(self, seconds: float, wake_fd: int) -> bool:
+        """IDLE up to ``seconds``; True when the server said something or we were woken."""
+        self.client.idle()
+        try:
+            readable, _, _ = select.select([self.client.socket(), wake_fd], [], [], seconds)
+            if self.client.socket() in readable:
+                self.client.idle_check(timeout=0)
+        finally:
+            # Ending IDLE is also the liveness check: a dead server fails here and we reconnect.
+            _text, responses = self.client.idle_done()
+        return bool(readable) or _announces_new_mail(responses)
+
+    def close(self, *, graceful: bool) -> None:
+        """Log out politely when stopping; just drop the socket when the session already failed."""
+        if graceful:
+            try:
+                self.client.socket().settimeout(LOGOUT_TIMEOUT_SECONDS)
+                self.client.logout()
+                return
+            except (*CONNECTION_ERRORS, socket.timeout):
+                pass
+        try:
+            self.client.shutdown()
+        except OSError:
+            pass
+
+
+def _announces_new_mail(responses: Iterable[object]) -> bool:
+    return any(isinstance(r, tuple) and len(r) >= 2 and r[1] == b"EXISTS" for r in responses)
+
+
+def _utc(value: object) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return datetime.now(timezone.utc)

@@ -1,0 +1,79 @@
+"""What one normalized mail becomes: keys, ids and event fields. Pure (no I/O, no clock).
+
+Identity of a message, in the order it is trusted:
+- its Message-ID (hashed): kind ``msgid``. The same message delivered twice — two copies in
+  a mailbox, the same mail sent to two of our mailboxes, a re-fetch after a crash — has one key;
+- without a Message-ID: kind ``nomsgid``, a hash of mailbox + UIDVALIDITY + UID + the Date,
+  From and Subject headers as sent. Only the checkpoint and the \\Seen flag protect such mail
+  across a UIDVALIDITY change; nothing better is knowable about it.
+
+Ids derived from the ticket number are stable, so a republished event is the same event:
+``event_id = stable_event_id("ticket_received", ticket_id)``, and the ticket's trace id is derived
+from its number too, so follow-ups carry the trace of the ticket they belong to.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shared.intake_ledger import natural_key_hash, stable_event_id
+from services.intake_email.imap import FetchedMail
+from services.intake_email.normalize import NormalizedMail
+
+KIND_MESSAGE_ID = "msgid"
+KIND_NO_MESSAGE_ID = "nomsgid"
+MESSAGE_ID_FIELD_MAX = 128  # MessageReceived.message_id
+
+
+@dataclass(frozen=True)
+class ContactKey:
+    kind: str
+    key: str
+
+
+def contact_key(mail: NormalizedMail, fetched: FetchedMail) -> ContactKey:
+    if mail.message_id:
+        return ContactKey(KIND_MESSAGE_ID, message_id_key(mail.message_id))
+    parts = [fetched.mailbox, str(fetched.uidvalidity), str(fetched.uid), mail.fingerprint]
+    return ContactKey(KIND_NO_MESSAGE_ID, natural_key_hash("\0".join(parts)))
+
+
+def message_id_key(message_id: str) -> str:
+    return natural_key_hash(message_id.strip())
+
+
+def trace_id_for(ticket_id: str) -> str:
+    return stable_event_id("trace", ticket_id)
+
+
+def customer(mail: NormalizedMail) -> dict[str, Any]:
+    return {"name": mail.from_name, "email": mail.from_email, "language": mail.language}
+
+
+def ticket_received_fields(mail: NormalizedMail, fetched: FetchedMail, ticket_id: str) -> dict[str, Any]:
+    source = {"mailbox": fetched.mailbox, "uid": str(fetched.uid), "uidvalidity": str(fetched.uidvalidity),
+              "message_id": mail.message_id or ""}
+    if mail.attachments:
+        source["attachments"] = ", ".join(mail.attachments)[:1000]
+    return dict(
+        event_id=stable_event_id("ticket_received", ticket_id),
+        ticket_id=ticket_id,
+        channel="email",
+        customer=customer(mail),
+        subject=mail.subject,
+        text=mail.text,
+        received_at=mail.received_at,
+        source=source,
+    )
+
+
+def message_received_fields(mail: NormalizedMail, key: ContactKey, ticket_id: str) -> dict[str, Any]:
+    return dict(
+        event_id=stable_event_id("message_received", key.kind, key.key),
+        ticket_id=ticket_id,
+        channel="email",
+        customer=customer(mail),
+        text=mail.text,
+        message_id=f"email-{key.kind}-{key.key}"[:MESSAGE_ID_FIELD_MAX],
+        received_at=mail.received_at,
+    )

@@ -1,0 +1,124 @@
+"""intake_email's Redis state, behind domain verbs.
+
+Keys this store owns (besides the shared intake ledger's, which it drives through
+:class:`~shared.intake_ledger.IntakeLedger`):
+
+- ``tm:intake_email:checkpoint:<mailbox>`` – hash ``uidvalidity``, ``last_uid``, ``account``: the
+  highest UID whose handling is finished (published, flagged). Never expires: it is the
+  mailbox's high-water mark, and losing it only costs a re-scan of unread mail.
+- ``tm:intake_email:lease:<mailbox>`` – which replica watches the mailbox (``LEASE`` TTL, renewed
+  while watching), so N replicas never fetch the same mail twice at once.
+- ``tm:intake_email:reply:<kind>:<key>`` – ticket id a follow-up message was attached to;
+  ``tm:intake_email:reply_published:<kind>:<key>`` – its message_received was confirmed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from shared.intake_ledger import CONTACT_TTL_SECONDS, IntakeLedger
+
+SERVICE = "intake_email"
+REPLY_TTL_SECONDS = CONTACT_TTL_SECONDS  # as long as the ticket keys they point at
+
+_ADVANCE = """
+local key = KEYS[1]
+if redis.call('HGET', key, 'uidvalidity') == ARGV[1] and redis.call('HGET', key, 'account') == ARGV[3] then
+  local current = tonumber(redis.call('HGET', key, 'last_uid') or '0')
+  if tonumber(ARGV[2]) <= current then return current end
+end
+redis.call('HSET', key, 'uidvalidity', ARGV[1], 'last_uid', ARGV[2], 'account', ARGV[3])
+return tonumber(ARGV[2])
+"""
+_HOLD_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+  return 1
+end
+return 0
+"""
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_CLAIM_REPLY = """
+local existing = redis.call('GET', KEYS[1])
+if existing then return {existing, 0} end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+return {ARGV[1], 1}
+"""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    uidvalidity: int
+    last_uid: int
+    account: str
+
+
+class IntakeEmailStore:
+    def __init__(self, client: redis.Redis):
+        self._client = client
+        self.ledger = IntakeLedger(client, SERVICE)
+        self._advance = client.register_script(_ADVANCE)
+        self._hold = client.register_script(_HOLD_LEASE)
+        self._release = client.register_script(_RELEASE_LEASE)
+        self._claim_reply = client.register_script(_CLAIM_REPLY)
+
+    # -- mailbox checkpoints -------------------------------------------------------------------
+
+    def checkpoint(self, mailbox: str) -> Checkpoint | None:
+        raw = self._client.hgetall(f"tm:{SERVICE}:checkpoint:{mailbox}")
+        if not raw or "uidvalidity" not in raw:
+            return None
+        return Checkpoint(int(raw["uidvalidity"]), int(raw.get("last_uid", 0)), raw.get("account", ""))
+
+    def advance_checkpoint(self, mailbox: str, *, account: str, uidvalidity: int, uid: int) -> int:
+        """Raise the high-water mark to ``uid`` (never lower it); a new UIDVALIDITY or account starts over."""
+        return int(self._advance(keys=[f"tm:{SERVICE}:checkpoint:{mailbox}"], args=[uidvalidity, uid, account]))
+
+    # -- who watches a mailbox -----------------------------------------------------------------
+
+    def hold_lease(self, mailbox: str, holder: str, ttl_seconds: float) -> bool:
+        """Take or renew the mailbox lease; False while another replica holds it."""
+        return bool(self._hold(keys=[f"tm:{SERVICE}:lease:{mailbox}"], args=[holder, int(ttl_seconds * 1000)]))
+
+    def release_lease(self, mailbox: str, holder: str) -> None:
+        self._release(keys=[f"tm:{SERVICE}:lease:{mailbox}"], args=[holder])
+
+    # -- tickets and follow-ups by message -----------------------------------------------------
+
+    def ticket_opened_by(self, kind: str, key: str) -> str | None:
+        """The ticket this very message opened, if it did."""
+        return self.ledger.ticket_for(kind, key)
+
+    def ticket_replied_by(self, kind: str, key: str) -> str | None:
+        """The ticket this very message was added to as a follow-up, if it was."""
+        return self._client.get(f"tm:{SERVICE}:reply:{kind}:{key}")
+
+    def ticket_of_message(self, kind: str, key: str) -> str | None:
+        """The ticket a message belongs to, whether it opened it or followed up on it."""
+        return self.ticket_opened_by(kind, key) or self.ticket_replied_by(kind, key)
+
+    def claim_ticket(self, kind: str, key: str) -> tuple[str, bool]:
+        return self.ledger.claim_ticket(kind, key)
+
+    def is_ticket_published(self, ticket_id: str) -> bool:
+        return self.ledger.is_published(ticket_id)
+
+    def mark_ticket_published(self, ticket_id: str) -> None:
+        self.ledger.mark_published(ticket_id)
+
+    def claim_reply(self, kind: str, key: str, ticket_id: str) -> str:
+        """Attach a follow-up message to ``ticket_id``; a message attached before keeps its ticket."""
+        attached, _created = self._claim_reply(keys=[f"tm:{SERVICE}:reply:{kind}:{key}"],
+                                               args=[ticket_id, REPLY_TTL_SECONDS])
+        return attached
+
+    def is_reply_published(self, kind: str, key: str) -> bool:
+        return bool(self._client.exists(f"tm:{SERVICE}:reply_published:{kind}:{key}"))
+
+    def mark_reply_published(self, kind: str, key: str) -> None:
+        self._client.set(f"tm:{SERVICE}:reply_published:{kind}:{key}", "1", ex=REPLY_TTL_SECONDS)
