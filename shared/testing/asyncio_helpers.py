@@ -35,3 +35,18 @@ async def wait_until(condition: Callable[[], Any | Awaitable[Any]], timeout: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"{message} not met within {timeout}s")
         await asyncio.sleep(POLL_INTERVAL_SECONDS)
+
+
+async def wait_healthy(base_url: str, timeout: float = 20.0) -> None:
+    """Wait until ``GET <base_url>/healthz`` answers 200 (a service process that is starting)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async def healthy() -> bool:
+            try:
+                async with http.get(f"{base_url}/healthz") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientConnectionError:
+                return False
+
+        await wait_until(healthy, timeout, f"{base_url}/healthz answering 200")

@@ -114,6 +114,24 @@ def service_container(amqp_uri: str, redis_url: str, container_factory: Any) -> 
 
 
 @pytest.fixture
+async def publish_event(amqp_uri: str) -> Any:
+    """``await publish_event(source, event_type, body)``: publish as ``source`` would (confirmed)."""
+    from shared.amqp import EventPublisher, connect
+
+    connection = await connect(amqp_uri, name="test-publisher")
+    publishers: dict[str, EventPublisher] = {}
+
+    async def publish(source: str, event_type: str, body: dict) -> None:
+        if source not in publishers:
+            publishers[source] = EventPublisher(connection, source)
+            await publishers[source].start()
+        await publishers[source].publish(event_type, body)
+
+    yield publish
+    await connection.close()
+
+
+@pytest.fixture
 def redis_client(redis_url: str) -> Any:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client

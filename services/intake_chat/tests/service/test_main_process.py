@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType
 
-from shared.testing.asyncio_helpers import free_port, wait_until
+from shared.testing.asyncio_helpers import free_port, wait_healthy
 
 from services.intake_chat.tests.conftest import VISITOR
 
@@ -22,13 +22,7 @@ async def test_sigterm_closes_sockets_with_going_away_and_exits_zero(amqp_uri, r
                                                 stderr=asyncio.subprocess.DEVNULL)
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
-            async def healthy():
-                try:
-                    async with http.get("/healthz") as resp:
-                        return resp.status == 200
-                except aiohttp.ClientConnectionError:
-                    return False
-            await wait_until(healthy, 20, "healthz answering 200")
+            await wait_healthy(f"http://127.0.0.1:{port}")
             ws = await http.ws_connect("/ws")
             await ws.send_json({"type": "hello", "visitor_id": VISITOR})
             assert (await asyncio.wait_for(ws.receive_json(), 10))["type"] == "welcome"

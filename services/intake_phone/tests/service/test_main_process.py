@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 
-from shared.testing.asyncio_helpers import free_port, wait_until
+from shared.testing.asyncio_helpers import free_port, wait_healthy
 
 from services.intake_phone.tests.conftest import CTI_TOKEN
 
@@ -23,13 +23,7 @@ async def test_process_serves_then_exits_zero_on_sigterm(amqp_uri, redis_url):
                                                 stderr=asyncio.subprocess.PIPE)
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
-            async def healthy():
-                try:
-                    async with http.get("/healthz") as resp:
-                        return resp.status == 200
-                except aiohttp.ClientConnectionError:
-                    return False
-            await wait_until(healthy, 20, "healthz answering 200")
+            await wait_healthy(f"http://127.0.0.1:{port}")
             hangup = {"event": "hangup", "callId": "p-1", "from": "13812345678", "direction": "in", "cause": "cancel"}
             async with http.post(f"/api/v1/cti/{CTI_TOKEN}", json=hangup) as resp:
                 assert resp.status == 200

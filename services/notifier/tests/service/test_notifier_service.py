@@ -16,7 +16,6 @@ from services.notifier import messages
 from services.notifier.config import Settings
 from services.notifier.service import NOTIFIER_KEY, create_service
 from services.notifier.tests.factories import agent_replied, sla_breached, ticket_received
-from shared.amqp import EventPublisher, connect
 from shared.testing.asyncio_helpers import free_port, wait_until
 from shared.testing.plugin import AsyncEventListener, dead_letters
 
@@ -49,18 +48,8 @@ async def notifier(amqp_uri, redis_url, smtp_port):
 
 
 @pytest.fixture
-async def publish(amqp_uri):
-    connection = await connect(amqp_uri, name="notifier-test")
-    publishers: dict[str, EventPublisher] = {}
-
-    async def publish(source: str, event_type: str, body: dict) -> None:
-        if source not in publishers:
-            publishers[source] = EventPublisher(connection, source)
-            await publishers[source].start()
-        await publishers[source].publish(event_type, body)
-
-    yield publish
-    await connection.close()
+def publish(publish_event):
+    return publish_event
 
 
 def mails_to(sink: SmtpSink, address: str) -> list:
