@@ -138,6 +138,22 @@ def redis_client(redis_url: str) -> Any:
     client.close()
 
 
+def poll_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Blocking tests: return ``predicate()``'s first truthy value, AssertionError after ``timeout``.
+
+    For state with no event to wait on (a Redis key written by a worker); it returns as soon as
+    the state holds, so it is a bounded wait, not a sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        time.sleep(0.02)
+
+
 class EventListener:
     """Blocking listener (for nameko tests): binds an exclusive queue to ``<source>.events``."""
 

@@ -21,6 +21,7 @@ import aiohttp
 from devenv.mesh import TEST_CTI_TOKEN, Mesh, isolated_env
 from devenv.private_servers import PrivateRabbit, PrivateRedis
 from shared.roster import hash_password
+from shared.testing.asyncio_helpers import wait_until
 from shared.testing.plugin import AsyncEventListener
 
 OUTAGE_TIMEOUT = 60.0
@@ -83,16 +84,14 @@ async def worklist(http: aiohttp.ClientSession, desk_url: str) -> list[str]:
 
 
 async def wait_for_worklist_size(http, desk_url: str, size: int) -> list[str]:
-    deadline = time.monotonic() + OUTAGE_TIMEOUT
-    while True:
+    async def big_enough() -> list[str] | None:
         try:
             tickets = await worklist(http, desk_url)
         except (aiohttp.ClientError, AssertionError):
-            tickets = []
-        if len(tickets) >= size:
-            return tickets
-        assert time.monotonic() < deadline, f"worklist has {tickets}, expected {size} tickets"
-        await asyncio.sleep(0.2)
+            return None
+        return tickets if len(tickets) >= size else None
+
+    return await wait_until(big_enough, OUTAGE_TIMEOUT, f"{size} tickets in the agent's worklist")
 
 
 async def test_mesh_survives_rabbitmq_and_redis_restarts(tmp_path, dovecot, sink_settings):

@@ -1,5 +1,4 @@
 """The dispatcher in a nameko container against a real RabbitMQ vhost and Redis database."""
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from services.dispatcher.service import DispatcherService
 from services.dispatcher.store import DispatchStore, TicketFacts
 from shared import events as ev
 from shared.roster import AgentProfile, hash_password
+from shared.testing.plugin import poll_until
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=timezone.utc)
 PASSWORD_HASH = hash_password("not-used-here", salt=b"fixed-test-salt!")
@@ -48,14 +48,6 @@ def presence(agent_id, state, at):
 def resolved(ticket_id, agent_id, channel="email"):
     return ev.make_event(ev.AGENT_DESK, ev.TICKET_RESOLVED, now=NOW, trace_id=f"trace-{ticket_id}",
                          ticket_id=ticket_id, agent_id=agent_id, channel=channel)
-
-
-def wait_until(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        time.sleep(0.02)
 
 
 def collect(listener, done, timeout=15.0):
@@ -98,7 +90,7 @@ def start_dispatcher(service_container, roster_file):
 def go_online(publish, store, *agent_ids, at=NOW):
     for agent_id in agent_ids:
         publish(ev.AGENT_DESK, ev.AGENT_PRESENCE_CHANGED, presence(agent_id, "online", at))
-    wait_until(lambda: all(store.presence(a) == "online" for a in agent_ids), what="agents online")
+    poll_until(lambda: all(store.presence(a) == "online" for a in agent_ids), what="agents online")
 
 
 def test_online_agent_with_capacity_gets_a_classified_ticket(service_container, tmp_path, publish, store, event_listener):

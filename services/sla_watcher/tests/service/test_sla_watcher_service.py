@@ -12,6 +12,7 @@ from services.sla_watcher.clocks import FIRST_RESPONSE, due_items
 from services.sla_watcher.service import SlaWatcherService
 from services.sla_watcher.store import SlaStore
 from shared import events as ev
+from shared.testing.plugin import poll_until
 
 DEFAULT_POLICIES = Path(__file__).resolve().parents[4] / "deploy" / "config" / "sla.yaml"
 FIRE_TOLERANCE_SECONDS = 1.0
@@ -83,13 +84,6 @@ def collect(listener, done, timeout=10.0):
 
 def breached(ticket_id):
     return lambda seen: any(t == ev.SLA_BREACHED and b["ticket_id"] == ticket_id for t, b, _ in seen)
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def test_warning_then_breach_fire_on_time_once_naming_the_assignee(service_container, tmp_path, publish,
@@ -170,7 +164,7 @@ def test_items_overdue_before_start_fire_once_in_due_order(service_container, st
         (ev.SLA_WARNING, "TM-1"), (ev.SLA_BREACHED, "TM-1"),
         (ev.SLA_WARNING, "TM-2"), (ev.SLA_BREACHED, "TM-2"),
     ]
-    wait_until(lambda: store.due_members() == [])  # released once fired: nothing left to fire again
+    poll_until(lambda: store.due_members() == [])  # released once fired: nothing left to fire again
 
 
 def test_two_replicas_fire_each_item_exactly_once(service_container, tmp_path, store, event_listener):
