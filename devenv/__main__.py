@@ -40,7 +40,10 @@ def run_up() -> int:
             time.sleep(min(WATCH_STEP_SECONDS, max(0.0, deadline - time.monotonic())))
         return True
 
+    # Explicit for SIGINT too: a shell that starts us in the background sets SIGINT to ignored,
+    # and Python then installs no KeyboardInterrupt handler, so `kill -INT` would do nothing.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         say("checking servers (reused when running, started otherwise)")
         ensure_for_up(settings, servers)
@@ -72,7 +75,10 @@ def run_up() -> int:
 def run_test(args: Sequence[str]) -> int:
     from devenv.testrun import run_tests
 
+    # Explicit for SIGINT too: a shell that starts us in the background sets SIGINT to ignored,
+    # and Python then installs no KeyboardInterrupt handler, so `kill -INT` would do nothing.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         return run_tests(args)
     except KeyboardInterrupt:
