@@ -6,8 +6,9 @@ claim succeeds, and records an agent that lost its last slot to a concurrent cla
 rejected for that reason.
 
 Announcements (``ticket_classified``, ``ticket_assigned``, ``ticket_queued``) carry stable
-event ids and are marked in the ticket's record once the broker confirmed them, so a
-redelivered ``ticket_received`` re-announces what a crashed worker did not, and nothing twice.
+event ids and are marked in the ticket's record once the broker confirmed them (while routing
+a received ticket, when its lease is released, in that same round trip), so a redelivered
+``ticket_received`` re-announces what a crashed worker did not mark, with the same event ids.
 
 A ticket that finds no agent is queued, then offered once more from a fresh snapshot: an
 agent who came online between the first snapshot and the enqueue has already run their drain
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any, Callable, Iterable
 
 from services.dispatcher.routing import AgentSnapshot, Ranking, assigned_reason, queued_reason, rank_agents
@@ -28,6 +30,7 @@ from services.dispatcher.store import (
     QUEUED,
     RESOLVED,
     DispatchStore,
+    Routing,
     TicketFacts,
 )
 from shared import events as ev
@@ -42,6 +45,8 @@ DRAIN_PAGE_SIZE = 100
 ANNOUNCE_GRACE_SECONDS = 2.0
 
 Emit = Callable[..., dict]
+# Records that an announcement was confirmed by the broker (what: ANNOUNCED_*).
+Mark = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -61,28 +66,29 @@ class Assigner:
     # received tickets
     def receive(self, facts: TicketFacts) -> str:
         """Route a received ticket once; returns what happened (for the log)."""
-        with self.store.routing_lease(facts.ticket_id):
-            return self._receive(facts)
+        with self.store.routing(facts) as routing:
+            return self._receive(facts, routing)
 
-    def _receive(self, facts: TicketFacts) -> str:
-        record = self.store.register_ticket(facts)
+    def _receive(self, facts: TicketFacts, routing: Routing) -> str:
+        record = routing.record
         if record.state == RESOLVED:
             return "already_resolved"
         facts = record.facts  # the first delivery's facts win
+        mark = routing.note_announced  # written when the lease is released, in the same round trip
         if ANNOUNCED_CLASSIFIED not in record.announced:
-            self._announce_classified(facts)
+            self._announce_classified(facts, mark)
         if record.state == ASSIGNED:
             if ANNOUNCED_ASSIGNED not in record.announced:
-                self._announce_assigned(facts, record.agent_id or "", record.decision or {})
+                self._announce_assigned(facts, record.agent_id or "", record.decision or {}, mark)
             return "already_assigned"
-        attempt = self._offer(facts, self.store.agent_snapshots())
+        attempt = self._offer(facts, routing.snapshots, mark)
         if attempt.status == "none":
             state = self.store.enqueue(facts)
             if state != QUEUED:
                 return f"taken_while_queueing:{state}"
-            attempt = self._offer(facts, self.store.agent_snapshots())
+            attempt = self._offer(facts, self.store.agent_snapshots(), mark)
         if attempt.status == "none" and ANNOUNCED_QUEUED not in record.announced:
-            self._announce_queued(facts, queued_reason(attempt.ranking))
+            self._announce_queued(facts, queued_reason(attempt.ranking), mark)
         return "queued" if attempt.status == "none" else attempt.status
 
     # queue drain
@@ -102,7 +108,8 @@ class Assigner:
             for record in records:
                 if record is None or record.state != QUEUED or record.facts.channel not in room:
                     continue
-                attempt = self._offer(record.facts, snapshots.values())
+                mark = partial(self.store.mark_announced, record.facts.ticket_id)
+                attempt = self._offer(record.facts, snapshots.values(), mark)
                 if attempt.stale_snapshot:
                     snapshots = {a.agent_id: a for a in self.store.agent_snapshots()}
                 elif attempt.status == "assigned" and attempt.agent_id in snapshots:
@@ -118,7 +125,7 @@ class Assigner:
         return assigned
 
     # internals
-    def _offer(self, facts: TicketFacts, snapshots: Iterable[AgentSnapshot]) -> Attempt:
+    def _offer(self, facts: TicketFacts, snapshots: Iterable[AgentSnapshot], mark: Mark) -> Attempt:
         now = self.clock().timestamp()
         ranking = rank_agents(facts.needs(), snapshots, now)
         rejected = dict(ranking.rejected)
@@ -127,7 +134,7 @@ class Assigner:
             decision = _decision(ranking, rejected, assigned_reason(facts.needs(), candidate, len(ranking.ranked)))
             result = self.store.claim(facts.ticket_id, candidate.agent_id, facts.channel, now=now, decision=decision)
             if result.assigned:
-                self._announce_assigned(facts, candidate.agent_id, decision)
+                self._announce_assigned(facts, candidate.agent_id, decision, mark)
                 return Attempt("assigned", ranking, candidate.agent_id, stale)
             if result.status != "no":
                 return Attempt("taken", ranking, result.detail if result.status == "existing" else None, stale)
@@ -135,28 +142,28 @@ class Assigner:
             stale = True
         return Attempt("none", ranking, None, stale)
 
-    def _announce_classified(self, facts: TicketFacts) -> None:
+    def _announce_classified(self, facts: TicketFacts, mark: Mark) -> None:
         self.emit(ev.TICKET_CLASSIFIED, now=self.clock(), trace_id=facts.trace_id, ticket_id=facts.ticket_id,
                   event_id=stable_event_id(ev.DISPATCHER, ev.TICKET_CLASSIFIED, facts.ticket_id),
                   channel=facts.channel, priority=facts.priority, required_skills=list(facts.required_skills),
                   language=facts.language, tags=list(facts.tags), received_at=facts.received_at)
-        self.store.mark_announced(facts.ticket_id, ANNOUNCED_CLASSIFIED)
+        mark(ANNOUNCED_CLASSIFIED)
 
-    def _announce_assigned(self, facts: TicketFacts, agent_id: str, decision: dict) -> None:
+    def _announce_assigned(self, facts: TicketFacts, agent_id: str, decision: dict, mark: Mark) -> None:
         self.emit(ev.TICKET_ASSIGNED, now=self.clock(), trace_id=facts.trace_id, ticket_id=facts.ticket_id,
                   event_id=stable_event_id(ev.DISPATCHER, ev.TICKET_ASSIGNED, facts.ticket_id, agent_id),
                   agent_id=agent_id, channel=facts.channel, priority=facts.priority,
                   required_skills=list(facts.required_skills), decision=decision)
-        self.store.mark_announced(facts.ticket_id, ANNOUNCED_ASSIGNED)
+        mark(ANNOUNCED_ASSIGNED)
         log.info("ticket_assigned", ticket_id=facts.ticket_id, agent_id=agent_id, channel=facts.channel,
                  priority=facts.priority, reason=decision.get("reason"))
 
-    def _announce_queued(self, facts: TicketFacts, reason: str) -> None:
+    def _announce_queued(self, facts: TicketFacts, reason: str, mark: Mark) -> None:
         self.emit(ev.TICKET_QUEUED, now=self.clock(), trace_id=facts.trace_id, ticket_id=facts.ticket_id,
                   event_id=stable_event_id(ev.DISPATCHER, ev.TICKET_QUEUED, facts.ticket_id),
                   channel=facts.channel, priority=facts.priority, required_skills=list(facts.required_skills),
                   reason=reason)
-        self.store.mark_announced(facts.ticket_id, ANNOUNCED_QUEUED)
+        mark(ANNOUNCED_QUEUED)
         log.info("ticket_queued", ticket_id=facts.ticket_id, channel=facts.channel, priority=facts.priority,
                  reason=reason)
 
@@ -168,7 +175,8 @@ class Assigner:
                 self.store.forget_unannounced(ticket_id)
                 continue
             log.warning("orphaned_claim_announced", ticket_id=ticket_id, agent_id=record.agent_id)
-            self._announce_assigned(record.facts, record.agent_id or "", record.decision or {})
+            self._announce_assigned(record.facts, record.agent_id or "", record.decision or {},
+                                    partial(self.store.mark_announced, ticket_id))
 
 
 def _decision(ranking: Ranking, rejected: dict[str, str], reason: str) -> dict[str, Any]:

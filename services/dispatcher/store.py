@@ -3,14 +3,17 @@
 Keys (this class is their only owner):
 
 - ``agents`` hash agent_id → profile JSON (skills, languages) and ``capacity`` hash
-  ``<agent>:<channel>`` → cap: the roster, rewritten at start from the roster file;
+  ``<agent>:<channel>`` → cap: the roster, rewritten at start from the roster file, which also
+  bumps ``roster_version`` (so a snapshot re-reads the roster only when it changed);
 - ``presence`` / ``presence_at`` hashes agent_id → presence / epoch of the event that set it;
 - ``load`` hash ``<agent>:<channel>`` → open assigned tickets; ``last_assigned`` hash agent → epoch;
 - ``open:<agent>`` set of the agent's assigned, unresolved tickets;
 - ``ticket:<id>`` hash: routing facts, ``state`` (new → queued → assigned → resolved), assignee,
   decision and which events were already announced (``TICKET_TTL_SECONDS`` after last change);
 - ``waiting`` zset of queued tickets, scored by priority then received time;
-- ``routing:<id>`` lease (``ROUTING_LEASE_MS``): the worker currently routing a received ticket;
+- ``routing:<id>`` lease (``ROUTING_LEASE_MS``): the worker currently routing a received ticket
+  (taken together with the ticket's registration, and released together with the
+  announcements it confirmed, so routing a ticket costs three round trips: begin, claim, end);
 - ``unannounced`` zset of tickets claimed but whose ``ticket_assigned`` is not confirmed yet
   (an outbox: a drain that died between claim and publish is announced by the next drain).
 
@@ -24,7 +27,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import redis
 
@@ -43,6 +46,20 @@ PRIORITY_BAND = 1e10
 
 NEW, QUEUED, ASSIGNED, RESOLVED = "new", "queued", "assigned", "resolved"
 ANNOUNCED_CLASSIFIED, ANNOUNCED_QUEUED, ANNOUNCED_ASSIGNED = "classified", "queued", "assigned"
+
+# KEYS: routing lease, ticket   ARGV: token, lease ms, ttl, then field/value pairs of the facts
+# Returns nil when another worker holds the lease, else the ticket hash as it stands. The lease
+# already held with this token counts as taken, so a resend after a lost reply is harmless.
+_BEGIN_ROUTING = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return nil end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('HSETNX', KEYS[2], 'state', 'new') == 1 then
+  for i = 4, #ARGV - 1, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+return redis.call('HGETALL', KEYS[2])
+"""
 
 _REGISTER = """
 if redis.call('HSETNX', KEYS[1], 'state', 'new') == 1 then
@@ -155,6 +172,30 @@ class TicketRecord:
     accepted_by: str | None = None
 
 
+@dataclass
+class Routing:
+    """A received ticket being routed by this worker (it holds the ticket's routing lease).
+
+    Announcements confirmed meanwhile are noted here and written when the lease is released,
+    in the same round trip; a worker that dies first leaves them unmarked, so the redelivery
+    re-announces them with the same event ids (consumers dedupe), exactly as before.
+    """
+
+    record: TicketRecord
+    snapshots: list[AgentSnapshot]
+    announced: list[str] = field(default_factory=list)
+
+    def note_announced(self, what: str) -> None:
+        self.announced.append(what)
+
+
+@dataclass(frozen=True)
+class Roster:
+    version: str
+    profiles: dict[str, dict]
+    capacity: dict[str, dict[str, int]]
+
+
 @dataclass(frozen=True)
 class ClaimResult:
     status: str  # assigned | existing | no | closed
@@ -211,6 +252,8 @@ class DispatchStore:
         self._resolve = client.register_script(_RESOLVE)
         self._set_presence = client.register_script(_SET_PRESENCE)
         self._release = client.register_script(_RELEASE)
+        self._begin_routing = client.register_script(_BEGIN_ROUTING)
+        self._roster: Roster | None = None  # the roster as of ``roster_version``, decoded once
 
     # keys
     agents_key = PREFIX + "agents"
@@ -221,6 +264,7 @@ class DispatchStore:
     last_assigned_key = PREFIX + "last_assigned"
     waiting_key = PREFIX + "waiting"
     unannounced_key = PREFIX + "unannounced"
+    roster_version_key = PREFIX + "roster_version"
 
     @staticmethod
     def ticket_key(ticket_id: str) -> str:
@@ -246,6 +290,7 @@ class DispatchStore:
             pipe.hset(self.agents_key, mapping=profiles)
         if capacity:
             pipe.hset(self.capacity_key, mapping=capacity)
+        pipe.incr(self.roster_version_key)
         pipe.execute()
         return len(profiles)
 
@@ -261,25 +306,46 @@ class DispatchStore:
 
     def agent_snapshots(self) -> list[AgentSnapshot]:
         pipe = self.client.pipeline(transaction=False)
-        for key in (self.agents_key, self.capacity_key, self.presence_key, self.load_key, self.last_assigned_key):
+        self._queue_snapshot_reads(pipe)
+        return self._snapshots(*pipe.execute())
+
+    def _queue_snapshot_reads(self, pipe: redis.client.Pipeline) -> None:
+        """What changes per ticket; the roster itself is re-read only when its version moved."""
+        pipe.get(self.roster_version_key)
+        for key in (self.presence_key, self.load_key, self.last_assigned_key):
             pipe.hgetall(key)
-        profiles, capacity, presence, load, last_assigned = pipe.execute()
+
+    def _current_roster(self, version: str | None) -> Roster:
+        if self._roster is not None and version is not None and self._roster.version == version:
+            return self._roster
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(self.roster_version_key)
+        pipe.hgetall(self.agents_key)
+        pipe.hgetall(self.capacity_key)
+        read_version, profiles, capacity = pipe.execute()
         caps: dict[str, dict[str, int]] = {}
         for slot, value in capacity.items():
             agent_id, channel = slot.rsplit(":", 1)
             caps.setdefault(agent_id, {})[channel] = int(value)
+        roster = Roster(version=read_version, profiles={a: json.loads(raw) for a, raw in profiles.items()}, capacity=caps)
+        if read_version is not None:
+            self._roster = roster
+        return roster
+
+    def _snapshots(self, version: str | None, presence: dict[str, str], load: dict[str, str],
+                   last_assigned: dict[str, str]) -> list[AgentSnapshot]:
+        roster = self._current_roster(version)
         loads: dict[str, dict[str, int]] = {}
         for slot, value in load.items():
             agent_id, channel = slot.rsplit(":", 1)
             loads.setdefault(agent_id, {})[channel] = int(value)
         snapshots = []
-        for agent_id, raw in profiles.items():
-            profile = json.loads(raw)
+        for agent_id, profile in roster.profiles.items():
             last = last_assigned.get(agent_id)
             snapshots.append(AgentSnapshot(
                 agent_id=agent_id, presence=presence.get(agent_id, "offline"), skills=profile["skills"],
-                languages=tuple(profile["languages"]), capacity=caps.get(agent_id, {}), load=loads.get(agent_id, {}),
-                last_assigned_at=float(last) if last is not None else None,
+                languages=tuple(profile["languages"]), capacity=roster.capacity.get(agent_id, {}),
+                load=loads.get(agent_id, {}), last_assigned_at=float(last) if last is not None else None,
             ))
         snapshots.sort(key=lambda a: a.agent_id)
         return snapshots
@@ -292,15 +358,55 @@ class DispatchStore:
 
     # tickets
     @contextlib.contextmanager
-    def routing_lease(self, ticket_id: str) -> Iterator[None]:
-        """Hold the ticket while routing it; a duplicate delivery meanwhile is retried later."""
-        key, token = f"{PREFIX}routing:{ticket_id}", uuid.uuid4().hex
-        if not self.client.set(key, token, nx=True, px=ROUTING_LEASE_MS):
-            raise TransientError(f"ticket {ticket_id} is being routed by another worker")
+    def routing(self, facts: TicketFacts) -> Iterator[Routing]:
+        """Route a received ticket: lease it, register it once and snapshot the agents (one round
+        trip); on leaving, write the announcements noted meanwhile and release (one round trip).
+
+        A duplicate delivery while the lease is held raises a transient error (retried later).
+        """
+        lease_key, token = f"{PREFIX}routing:{facts.ticket_id}", uuid.uuid4().hex
+        args: list[str | int] = [token, ROUTING_LEASE_MS, TICKET_TTL_SECONDS]
+        for name, value in _facts_fields(facts).items():
+            args += [name, value]
+        keys = [lease_key, self.ticket_key(facts.ticket_id)]
+
+        def begin(pipe: redis.client.Pipeline) -> None:
+            pipe.evalsha(self._begin_routing.sha, len(keys), *keys, *args)
+            self._queue_snapshot_reads(pipe)
+
+        flat, *snapshot_reads = self._execute_with_scripts(begin)
+        if flat is None:
+            raise TransientError(f"ticket {facts.ticket_id} is being routed by another worker")
+        record = _record(_pairs(flat))
+        if record is None:  # a tombstone (resolved before it was received) has no facts
+            record = TicketRecord(facts=facts, state=_pairs(flat).get("state", RESOLVED))
+        routing = Routing(record=record, snapshots=self._snapshots(*snapshot_reads))
         try:
-            yield
+            yield routing
         finally:
-            self._release(keys=[key], args=[token])
+            def end(pipe: redis.client.Pipeline) -> None:
+                self._queue_mark_announced(pipe, facts.ticket_id, routing.announced)
+                pipe.evalsha(self._release.sha, 1, lease_key, token)
+
+            self._execute_with_scripts(end)
+
+    def _execute_with_scripts(self, queue_commands: Callable[[redis.client.Pipeline], None]) -> list:
+        """One round trip for a pipeline that calls scripts by EVALSHA (a Script object in a
+        pipeline costs a SCRIPT EXISTS round trip first). If Redis lost its scripts (a restart),
+        they are loaded and the pipeline sent again: every such pipeline here is safe to repeat,
+        and a script that met NOSCRIPT did not run.
+        """
+        def send() -> list:
+            pipe = self.client.pipeline(transaction=False)
+            queue_commands(pipe)
+            return pipe.execute()
+
+        try:
+            return send()
+        except redis.exceptions.NoScriptError:
+            for script in (self._begin_routing, self._release):
+                self.client.script_load(script.script)
+            return send()
 
     def register_ticket(self, facts: TicketFacts) -> TicketRecord:
         """Record a received ticket once; a redelivery gets the record as it stands."""
@@ -338,10 +444,14 @@ class DispatchStore:
 
     def mark_announced(self, ticket_id: str, what: str) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.ticket_key(ticket_id), f"announced_{what}", 1)
-        if what == ANNOUNCED_ASSIGNED:
-            pipe.zrem(self.unannounced_key, ticket_id)
+        self._queue_mark_announced(pipe, ticket_id, [what])
         pipe.execute()
+
+    def _queue_mark_announced(self, pipe: redis.client.Pipeline, ticket_id: str, announced: list[str]) -> None:
+        if announced:
+            pipe.hset(self.ticket_key(ticket_id), mapping={f"announced_{what}": 1 for what in announced})
+        if ANNOUNCED_ASSIGNED in announced:
+            pipe.zrem(self.unannounced_key, ticket_id)
 
     def unannounced_before(self, cutoff: float, limit: int = 100) -> list[str]:
         return self.client.zrangebyscore(self.unannounced_key, "-inf", cutoff, start=0, num=limit)

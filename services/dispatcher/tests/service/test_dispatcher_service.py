@@ -11,6 +11,7 @@ from services.dispatcher.classify import RulesError
 from services.dispatcher.service import DispatcherService
 from services.dispatcher.store import DispatchStore, TicketFacts
 from shared import events as ev
+from shared.errors import TransientError
 from shared.roster import AgentProfile, hash_password
 from shared.testing.plugin import poll_until
 
@@ -290,3 +291,30 @@ def test_waiting_queue_pages_in_priority_then_age_order_without_skipping_ties(st
         order += ids
     assert order == ["late-p1", "p2", "early-p3", "tie-0", "tie-1", "tie-2", "tie-3"]
     assert store.waiting_count() == 7
+
+
+def test_store_routing_leases_registers_and_marks_in_one_session_and_sees_a_new_roster(store, redis_client):
+    def profile(agent_id, skills):
+        return AgentProfile(agent_id=agent_id, name=agent_id, password_hash=PASSWORD_HASH, skills=skills,
+                            capacity={"chat": 1})
+
+    store.load_roster([profile("a", {"general": 3})])
+    facts = TicketFacts(ticket_id="T-1", trace_id="t", channel="chat", priority="P3", required_skills=("general",),
+                        language="zh", tags=(), received_at=NOW)
+    with store.routing(facts) as routing:
+        assert (routing.record.state, routing.record.facts) == ("new", facts)
+        assert [(a.agent_id, dict(a.skills)) for a in routing.snapshots] == [("a", {"general": 3})]
+        with pytest.raises(TransientError, match="being routed by another worker"):  # a duplicate delivery
+            with store.routing(facts):
+                pass
+        routing.note_announced("classified")
+        assert store.ticket("T-1").announced == frozenset()  # written when the lease is released
+    assert store.ticket("T-1").announced == {"classified"}
+
+    other = TicketFacts(**{**facts.__dict__, "channel": "email"})
+    with store.routing(other) as again:  # the lease is free again; the first delivery's facts win
+        assert again.record.facts.channel == "chat" and again.record.announced == {"classified"}
+
+    store.load_roster([profile("a", {"billing": 2}), profile("b", {"general": 1})])  # e.g. another replica restarted
+    assert [(a.agent_id, dict(a.skills)) for a in store.agent_snapshots()] == [("a", {"billing": 2}),
+                                                                               ("b", {"general": 1})]
