@@ -163,8 +163,8 @@ def nameko_config(settings: CommonSettings, **extra: Any) -> dict:
         "AMQP_URI": settings.amqp_uri,
         REDIS_URL_KEY: settings.redis_url,
         "serializer": "json",
-        "max_workers": 10,
-        "PREFETCH_COUNT": settings.prefetch,
+        # nameko's consumer prefetch *is* its worker pool size, so TM_PREFETCH sets that.
+        "max_workers": settings.prefetch,
         **extra,
     }
 
