@@ -12,7 +12,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -22,14 +22,21 @@ from devenv.servers import ServerSet, http_get, smtp_sink
 from shared.testing.asyncio_helpers import free_port
 
 
-@pytest.fixture
-def dovecot() -> Any:
-    workdir = Path(tempfile.mkdtemp(prefix="tm-mesh-dovecot-"))
+def running_dovecot(prefix: str = "tm-mesh-dovecot-") -> Iterator[DovecotServer]:
+    """A started DovecotServer in a fresh /tmp folder; stopped and removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     server = DovecotServer(workdir)
     server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def dovecot() -> Any:
+    yield from running_dovecot()
 
 
 @pytest.fixture

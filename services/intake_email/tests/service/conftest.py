@@ -4,35 +4,22 @@ eventlet.monkey_patch()  # nameko containers in this folder; asyncio tests run i
 
 pytest_plugins = ["shared.testing.plugin"]
 
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
 import uuid  # noqa: E402
 from email.message import EmailMessage  # noqa: E402
 from email.utils import make_msgid  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
 from devenv.dovecot import DovecotServer  # noqa: E402
+from shared.testing.mesh_fixtures import running_dovecot  # noqa: E402
+from shared.testing.plugin import poll_until as wait_until  # noqa: E402,F401 - the tests import it from here
 from services.intake_email.config import DATA_DIR_CONFIG_KEY, MAILBOXES_CONFIG_KEY, MailboxSettings  # noqa: E402
 from services.intake_email.service import IntakeEmailService  # noqa: E402
 from services.intake_email.store import IntakeEmailStore  # noqa: E402
 
 USER = "support"
 MAILBOX = "support"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        time.sleep(0.02)  # monkey-patched: yields to the container while we poll
 
 
 def make_mail(subject: str, body: str = "hello", *, sender: str = "Zhang Wei <zhang.wei@example.com>",
@@ -85,13 +72,9 @@ class Mailbox:
 
 @pytest.fixture(scope="session")
 def dovecot():
-    # Under /tmp, not pytest's private tmp_path: Dovecot's mail processes run as the `mail` user.
-    workdir = Path(tempfile.mkdtemp(prefix="tm-dovecot-test-"))
-    server = DovecotServer(workdir)
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    # One Dovecot for the session (each test gets its own folder); under /tmp because Dovecot's
+    # mail processes run as the `mail` user and cannot enter pytest's private tmp_path.
+    yield from running_dovecot("tm-dovecot-test-")
 
 
 @pytest.fixture
