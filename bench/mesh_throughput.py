@@ -32,7 +32,7 @@ BENCH_AGENTS = 20
 
 
 def write_roster(path: Path, tickets: int) -> None:
-    capacity = tickets // BENCH_AGENTS + 10
+    capacity = tickets  # room for the burst and the paced run on any agent
     pw = hash_password("bench-password", salt=b"bench-salt-bytes")
     lines = ["agents:"]
     for i in range(BENCH_AGENTS):
@@ -97,13 +97,17 @@ class AssignmentClock:
         await self._conn.close()
 
 
-async def inject(chat_url: str, count: int, concurrency: int, assigned: AssignmentClock) -> Measurement:
+async def inject(chat_url: str, count: int, concurrency: int, assigned: AssignmentClock,
+                 rate: float | None = None) -> Measurement:
+    """Post ``count`` first messages; all at once (bounded by ``concurrency``) or paced at ``rate``/s."""
     started_at: dict[str, float] = {}
     window = asyncio.Semaphore(concurrency)
     texts = ["我的订单还没有收到，能帮我查一下吗？", "Hi, I was charged twice for order 20261122, please refund.",
              "APP 登录不了，一直报错", "How do I change my delivery address?"]
 
     async def post_one(i: int, http: aiohttp.ClientSession) -> None:
+        if rate:
+            await asyncio.sleep(max(0.0, first + i / rate - time.perf_counter()))  # the arrival schedule
         body = {"visitor_id": f"bench-visitor-{uuid.uuid4().hex}", "client_message_id": uuid.uuid4().hex,
                 "text": texts[i % len(texts)], "name": f"访客 {i}", "language": "zh" if i % 2 == 0 else "en"}
         async with window:
@@ -120,11 +124,13 @@ async def inject(chat_url: str, count: int, concurrency: int, assigned: Assignme
         await assigned.wait_for_count(count, timeout=600)
     latencies = [assigned.seen_at[t] - t0 for t, t0 in started_at.items()]
     last = max(assigned.seen_at[t] for t in started_at)
-    return summarize("mesh chat POST→ticket_assigned (5 services as processes)", count, last - first, latencies,
-                     concurrency=concurrency)
+    name = f"mesh paced at {rate:g}/s: POST→ticket_assigned" if rate else "mesh burst: chat POST→ticket_assigned"
+    return summarize(name, count, last - first, latencies, concurrency=concurrency, offered_rate=rate)
 
 
-async def measure_mesh(count: int, concurrency: int, redis_db: int, work_dir: Path | None = None) -> Measurement:
+async def measure_mesh(count: int, concurrency: int, redis_db: int, paced_rate: float,
+                       work_dir: Path | None = None) -> tuple[Measurement, Measurement]:
+    """Throughput (a burst of ``count``) and latency when not saturated (paced at ``paced_rate``/s)."""
     work_dir = work_dir or Path(tempfile.mkdtemp(prefix="tm-bench-"))
     vhost = await asyncio.to_thread(create_vhost, "tm-bench")
     amqp_uri = f"{AMQP_BASE}/{vhost}"
@@ -142,10 +148,13 @@ async def measure_mesh(count: int, concurrency: int, redis_db: int, work_dir: Pa
             # Warm-up ticket: proves presence was applied and the path is hot before timing.
             await inject(mesh.url("intake_chat"), 1, 1, assigned)
             assigned.reset()
-            result = await inject(mesh.url("intake_chat"), count, concurrency, assigned)
+            burst = await inject(mesh.url("intake_chat"), count, concurrency, assigned)
+            assigned.reset()
+            paced = await inject(mesh.url("intake_chat"), max(50, int(paced_rate * 15)), concurrency, assigned,
+                                 rate=paced_rate)
         if mesh.exited():
             raise RuntimeError(f"a service died during the benchmark: {mesh.exited()}")
-        return result
+        return burst, paced
     finally:
         await asyncio.to_thread(mesh.stop)
         await asyncio.to_thread(delete_vhost, vhost)
