@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import orjson
 import structlog
+import structlog.tracebacks
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9.\-]+)")
 _MASKED_KEYS = {"email", "from_email", "to", "recipient", "customer_email", "phone", "caller", "from_number", "to_number"}
@@ -60,6 +61,14 @@ def redact(_logger: Any, _name: str, event: dict) -> dict:
     return event
 
 
+# Structured tracebacks *without* frame locals: structlog's default dict_tracebacks includes
+# every frame's local variables, which would put passwords, message bodies and addresses into
+# the log where `redact` (which sees only top-level keys) cannot reach them.
+_STRUCTURED_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
+
+
 def _shared_processors(service: str, replica: str) -> list:
     def add_service(_l: Any, _n: str, event: dict) -> dict:
         event.setdefault("service", service)
@@ -80,7 +89,7 @@ def configure_logging(service: str, *, level: str = "INFO", fmt: str = "json", r
     shared = _shared_processors(service, replica)
     if fmt == "json":
         renderer: Any = structlog.processors.JSONRenderer(serializer=lambda obj, **kw: orjson.dumps(obj, default=str).decode())
-        tail = [structlog.processors.dict_tracebacks, redact, renderer]
+        tail = [_STRUCTURED_TRACEBACKS, redact, renderer]
     else:
         tail = [redact, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     formatter = structlog.stdlib.ProcessorFormatter(

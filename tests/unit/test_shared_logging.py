@@ -26,3 +26,22 @@ def test_json_lines_carry_context_and_never_bodies_secrets_or_addresses(capsys):
     assert first["email"] == "l***@example.com" and first["phone"] == "+86138****5678"
     assert first["text"] == "<8 chars>" and first["password"] == "***"
     assert lines[1]["event"] == "foreign line" and lines[1]["trace_id"] == "trace-9"
+
+
+def test_exception_lines_carry_the_traceback_but_no_frame_locals(capsys):
+    configure_logging("agent_desk", level="INFO", fmt="json")
+    try:
+        def login(password, customer_email):
+            raise RuntimeError("store unavailable")
+
+        try:
+            login("Sup3r-Secret-Pass", "zhang.wei@example.com")
+        except RuntimeError:
+            get_logger("t").exception("request_failed")
+    finally:
+        logging.getLogger().handlers[:] = []
+    out = capsys.readouterr().err
+    line = json.loads(out.splitlines()[0])
+    assert line["exception"][0]["exc_value"] == "store unavailable"
+    assert any(frame["name"] == "login" for frame in line["exception"][0]["frames"])
+    assert "Sup3r-Secret-Pass" not in out and "zhang.wei@example.com" not in out
