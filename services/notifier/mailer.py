@@ -15,13 +15,15 @@ from email.message import EmailMessage
 import aiosmtplib
 
 from shared.errors import TransientError
+from shared.logging import mask
 
 
 class NotificationRejected(Exception):
     """The SMTP server refused the mail for good (5xx)."""
 
     def __init__(self, code: int, reply: str):
-        super().__init__(f"SMTP {code}: {reply}")
+        # The text becomes a dead letter's reason and log lines: servers quote the address.
+        super().__init__(f"SMTP {code}: {mask(reply)}")
         self.code = code
         self.reply = reply
 
@@ -53,5 +55,5 @@ class SmtpMailer:
 
 def _classify(code: int, reply: str) -> Exception:
     if 400 <= code < 500:
-        return TransientError(f"SMTP {code}: {reply}")
+        return TransientError(f"SMTP {code}: {mask(reply)}")
     return NotificationRejected(code, reply)

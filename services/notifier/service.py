@@ -25,7 +25,7 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 from email.message import EmailMessage
-from typing import Callable, Mapping
+from typing import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
@@ -69,19 +69,22 @@ class Notifier:
         consumer.subscribe(ev.SLA_WATCHER, ev.SLA_BREACHED, "notify_sla_breached", self.notify_sla_breached)
 
     async def ack_ticket_received(self, ticket: ev.TicketReceived) -> None:
-        threaded = ticket.channel == "email"  # only email tickets get agent replies by mail
-        if threaded:
-            customer_message_id = messages.normalize_message_id(ticket.source.get("message_id"))
-            await self.store.remember_ticket(ticket.ticket_id, subject=ticket.subject,
-                                             customer_message_id=customer_message_id)
         kind = messages.KIND_TICKET_ACK
+        if ticket.channel != "email":
+            # A chat or phone address is typed by whoever is on the other end, unverified: an
+            # automatic mail to it would let anyone make us mail anyone. Those customers see their
+            # ticket in the widget (chat) or are called back (phone).
+            log.info("notification_skipped", kind=kind, reason="address_not_verified", channel=ticket.channel)
+            return
+        customer_message_id = messages.normalize_message_id(ticket.source.get("message_id"))
+        await self.store.remember_ticket(ticket.ticket_id, subject=ticket.subject,
+                                         customer_message_id=customer_message_id)
         if not self._may_send(kind, ticket.customer.email, automatic=True):
             return
         nid = messages.notification_id(ticket.event_id, kind)
         mail = messages.ticket_ack(ticket, sender=self.sender, notification=nid, now=self.clock())
         await self._deliver(ticket, kind, nid, mail)
-        if threaded:
-            await self.store.remember_ack(ticket.ticket_id, mail["Message-ID"])  # same id on every attempt
+        await self.store.remember_ack(ticket.ticket_id, mail["Message-ID"])  # same id on every attempt
 
     async def send_agent_reply(self, reply: ev.AgentReplied) -> None:
         if reply.channel != "email":
@@ -94,10 +97,11 @@ class Notifier:
             reply, agent_name=self.agent_names.get(reply.agent_id, reply.agent_id),
             thread=await self.store.thread(reply.ticket_id), sender=self.sender, notification=nid, now=self.clock(),
         )
-        if await self._deliver(reply, kind, nid, mail):
-            # Only a mail that just went out becomes the thread's newest; a redelivered older
-            # reply must not overwrite a later one.
-            await self.store.remember_reply(reply.ticket_id, mail["Message-ID"])
+        # Only a mail that just went out becomes the thread's newest (a redelivered older reply
+        # must not overwrite a later one); it is recorded before the announcement, which may fail
+        # and be retried with the mail already sent.
+        await self._deliver(reply, kind, nid, mail,
+                            after_sent=lambda: self.store.remember_reply(reply.ticket_id, mail["Message-ID"]))
 
     async def notify_sla_breached(self, breach: ev.SlaBreached) -> None:
         kind = messages.KIND_SLA_BREACHED
@@ -117,8 +121,12 @@ class Notifier:
             log.info("notification_skipped", kind=kind, reason=reason, recipient=mask(address or ""))
         return reason is None
 
-    async def _deliver(self, event: ev.TicketEvent, kind: str, nid: str, mail: EmailMessage) -> bool:
-        """Send ``mail`` unless it already went out; True if it was sent by this call."""
+    async def _deliver(self, event: ev.TicketEvent, kind: str, nid: str, mail: EmailMessage,
+                       after_sent: Callable[[], Awaitable[None]] | None = None) -> bool:
+        """Send ``mail`` unless it already went out; True if it was sent by this call.
+
+        ``after_sent`` runs once the SMTP server accepted the mail, before it is announced.
+        """
         recipient = mask(str(mail["To"].addresses[0].addr_spec))
         state = await self.store.claim(nid)
         if state == SENDING:
@@ -129,13 +137,15 @@ class Notifier:
                 await self.mailer.send(mail)
             except NotificationRejected as exc:
                 log.warning("notification_rejected", kind=kind, notification_id=nid, recipient=recipient,
-                            smtp_code=exc.code, smtp_reply=exc.reply)
+                            smtp_code=exc.code, smtp_reply=mask(exc.reply))
                 await self.store.release(nid)
                 raise
             except BaseException:
                 await asyncio.shield(self.store.release(nid))
                 raise
             await self.store.mark_sent(nid)
+            if after_sent is not None:
+                await after_sent()
             log.info("notification_sent", kind=kind, notification_id=nid, recipient=recipient)
         else:
             log.info("notification_already_sent", kind=kind, notification_id=nid)

@@ -76,12 +76,14 @@ async def test_new_ticket_is_acknowledged_once_even_when_redelivered(sink, notif
     assert len(mails_to(sink, "zhang.wei@example.com")) == 1
 
 
-async def test_no_ack_without_an_address_or_to_system_addresses(sink, notifier, publish):
+async def test_no_ack_without_an_address_to_system_addresses_or_to_unverified_chat_addresses(sink, notifier, publish):
     await sink.start()
-    await publish("intake_chat", "ticket_received", ticket_received("TM-10003", channel="chat", email=None))
-    await publish("intake_chat", "ticket_received", ticket_received("TM-10004", channel="chat", email="noreply@shop.example"))
-    await publish("intake_chat", "ticket_received", ticket_received("TM-10005", channel="chat", email="sentinel@example.com",
-                                                                     language="en", name="Ann"))
+    await publish("intake_email", "ticket_received", ticket_received("TM-10003", email=None))
+    await publish("intake_email", "ticket_received", ticket_received("TM-10004", email="noreply@shop.example"))
+    # Typed into the chat widget by anyone: an automatic mail there would make us a spam relay.
+    await publish("intake_chat", "ticket_received", ticket_received("TM-10007", channel="chat", email="victim@example.com"))
+    await publish("intake_email", "ticket_received", ticket_received("TM-10005", email="sentinel@example.com",
+                                                                      language="en", name="Ann"))
     sentinel = await wait_until(lambda: sink.messages(), message="sentinel mail")
     assert [m.envelope_to for m in sink.messages()] == [["sentinel@example.com"]]
     assert sentinel[0].subject.startswith("[#TM-10005] We received your request")
