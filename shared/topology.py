@@ -22,7 +22,6 @@ H_ROUTING_KEY = "x-tm-original-routing-key"
 H_QUEUE = "x-tm-failed-queue"
 H_SERVICE = "x-tm-failed-service"
 H_FAILED_AT = "x-tm-failed-at"
-H_TRACE_ID = "x-tm-trace-id"
 
 
 def handler_queue_name(source: str, event_type: str, service: str, handler: str) -> str:
