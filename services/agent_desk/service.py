@@ -10,13 +10,15 @@ HTTP (every /api route but login, and /ws, needs a signed-in session; else 401 J
     GET  /api/tickets                    → the agent's work list (supervisors: ?agent_id=)
     GET  /api/tickets/{id}               → one ticket view
     POST /api/tickets/{id}/accept        → emits ticket_accepted (once)
-    POST /api/tickets/{id}/reply {text}  → emits agent_replied
+    POST /api/tickets/{id}/reply {text, client_reply_id}
+                                         → emits agent_replied (once per client_reply_id)
     POST /api/tickets/{id}/resolve       → emits ticket_resolved (once)
     GET  /ws                             → WebSocket: work list on connect, then pushes
 
 Only the assignee or a supervisor may act on a ticket (403). An action publishes its event
 (confirmed by the broker) before the view records it: if the publish fails the agent gets a
-503 and can retry, and accept/resolve carry a stable event_id so a retry is the same event.
+503 and can retry, and accept/resolve/reply carry a stable event_id so a retry is the same
+event (a reply's comes from the console's client_reply_id, one per draft).
 
 Consumed events (handler name = queue name, wire contract): ``store_*`` handlers share one
 queue across replicas and keep the ticket views; ``push_*`` handlers are broadcast (one queue
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -61,6 +64,7 @@ CONSOLE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect
 _INTAKES = ((ev.INTAKE_EMAIL, "email"), (ev.INTAKE_CHAT, "chat"), (ev.INTAKE_PHONE, "phone"))
 _MESSAGE_INTAKES = ((ev.INTAKE_EMAIL, "email"), (ev.INTAKE_CHAT, "chat"))
 _UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+CLIENT_REPLY_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
 AGENT = web.RequestKey("agent", AgentProfile)
@@ -257,12 +261,21 @@ class AgentDesk:
         agent: AgentProfile = request[AGENT]
         data = await read_json(request)
         view, now = await self._ticket_for(request), self.clock()
+        client_reply_id = data.get("client_reply_id")
+        if not isinstance(client_reply_id, str) or not CLIENT_REPLY_ID.fullmatch(client_reply_id):
+            raise ApiError(400, "invalid_client_reply_id", "client_reply_id is 8 to 64 characters of A-Z a-z 0-9 _ -")
+        # The console keeps one client_reply_id per draft, so a retry after a lost answer (or a
+        # publish confirmed but not recorded) is the same reply and the same event, not a second one.
+        reply_id = stable_event_id("agent_reply", view.ticket_id, client_reply_id)
+        if tickets.has_message(view, tickets.agent_message_id(reply_id)):
+            # Recorded, so its publish was confirmed before: answer as the first time did.
+            return json_response({"reply_id": reply_id, "ticket": view.for_console()}, status=201)
         text = tickets.reply_text(view, agent.agent_id, agent.role, data.get("text"))
-        reply_id = ev.new_id()
         with bound_event_context(trace_id=view.trace_id, ticket_id=view.ticket_id):
             await self._publish(
                 ev.AGENT_REPLIED, trace_id=view.trace_id, ticket_id=view.ticket_id, agent_id=agent.agent_id,
                 channel=view.channel, text=text, reply_id=reply_id, customer=view.customer.model_dump(),
+                event_id=stable_event_id(ev.AGENT_REPLIED, view.ticket_id, client_reply_id),
             )
             message = tickets.agent_message(reply_id, agent.agent_id, text, now)
             view = await self._record(view.ticket_id, lambda v: tickets.with_message(v, message))

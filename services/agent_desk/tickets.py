@@ -120,8 +120,12 @@ def with_queued(view: TicketView, event: ev.TicketQueued) -> TicketView:
     })
 
 
+def has_message(view: TicketView, message_id: str) -> bool:
+    return any(m.message_id == message_id for m in view.messages)
+
+
 def with_message(view: TicketView, message: Message) -> TicketView:
-    if any(m.message_id == message.message_id for m in view.messages):
+    if has_message(view, message.message_id):
         return view
     return view.model_copy(update={"messages": [*view.messages, message][-MAX_MESSAGES_KEPT:]})
 
@@ -178,5 +182,9 @@ def reply_text(view: TicketView, agent_id: str, role: str, text: Any) -> str:
     return text
 
 
+def agent_message_id(reply_id: str) -> str:
+    return f"reply:{reply_id}"
+
+
 def agent_message(reply_id: str, agent_id: str, text: str, now: datetime) -> Message:
-    return Message(message_id=f"reply:{reply_id}", author="agent", agent_id=agent_id, text=text, at=now)
+    return Message(message_id=agent_message_id(reply_id), author="agent", agent_id=agent_id, text=text, at=now)

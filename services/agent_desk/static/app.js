@@ -37,6 +37,9 @@ const state = {
   socket: null,
   retryDelay: 1000,
   audio: null,
+  // The reply being sent: the same ticket and text keep the same client_reply_id until the
+  // server accepts it, so a retry after a lost answer is one reply, not two.
+  replyDraft: null,     // {ticketId, text, clientReplyId}
 };
 
 const $ = (id) => document.getElementById(id);
@@ -295,14 +298,28 @@ async function act(path, body) {
   }
 }
 
+function newClientReplyId() {
+  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+  // randomUUID needs a secure context (https or localhost); getRandomValues does not.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 async function onReply(event) {
   event.preventDefault();
   const box = $("reply-text");
   const text = box.value.trim();
   if (!text) return;
   $("reply-send").disabled = true;
-  const result = await act("/reply", { text });
-  if (result) box.value = "";
+  const draft = state.replyDraft;
+  if (!draft || draft.ticketId !== state.selected || draft.text !== text) {
+    state.replyDraft = { ticketId: state.selected, text, clientReplyId: newClientReplyId() };
+  }
+  const result = await act("/reply", { text, client_reply_id: state.replyDraft.clientReplyId });
+  if (result) {
+    box.value = "";
+    state.replyDraft = null;
+  }
   $("reply-send").disabled = false;
 }
 

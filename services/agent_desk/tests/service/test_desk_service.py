@@ -4,9 +4,13 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import aio_pika
 import aiohttp
+import redis.exceptions
 
+from services.agent_desk.service import DESK_KEY
 from services.agent_desk.tests.factories import message_received, now, ticket_assigned, ticket_received
+from shared.intake_ledger import stable_event_id
 from shared.testing.asyncio_helpers import wait_until
 from shared.testing.plugin import AsyncEventListener, dead_letters
 
@@ -67,7 +71,8 @@ async def test_assignment_is_pushed_and_actions_emit_events(signed_in, publish, 
         again = await li_na.post("/api/tickets/TM-10001/accept")
         assert again.status == 200  # idempotent
 
-        reply = await li_na.post("/api/tickets/TM-10001/reply", json={"text": "  您好，已为您重开发票。  "})
+        reply = await li_na.post("/api/tickets/TM-10001/reply", json={"text": "  您好，已为您重开发票。  ",
+                                                                       "client_reply_id": "reply-draft-1"})
         assert reply.status == 201
         reply_id = (await reply.json())["reply_id"]
         _, replied = await desk_events.wait_for(lambda t, b: t == "agent_replied")
@@ -88,14 +93,15 @@ async def test_other_agents_get_403_and_bad_replies_400(signed_in, publish):
     li_na, sam, supervisor = await signed_in("li.na"), await signed_in("sam.taylor"), await signed_in("wang.fang")
     async with li_na.ws_connect("/ws") as ws:
         await assigned_ticket(publish, ws)
-    for path, body in [("/accept", None), ("/reply", {"text": "hi"}), ("/resolve", None)]:
+    for path, body in [("/accept", None), ("/reply", {"text": "hi", "client_reply_id": "reply-draft-1"}),
+                       ("/resolve", None)]:
         response = await sam.post(f"/api/tickets/TM-10001{path}", json=body)
         assert response.status == 403, path
         assert (await response.json())["error"]["code"] == "not_assignee"
     assert (await sam.get("/api/tickets/TM-10001")).status == 403
     assert (await sam.get("/api/tickets", params={"agent_id": "li.na"})).status == 403
     for body in ({"text": ""}, {"text": " \n "}, {"text": "长" * 10_001}, {"text": 42}, {}):
-        response = await li_na.post("/api/tickets/TM-10001/reply", json=body)
+        response = await li_na.post("/api/tickets/TM-10001/reply", json={**body, "client_reply_id": "reply-draft-1"})
         assert response.status == 400, body
     assert (await li_na.post("/api/tickets/TM-99999/accept")).status == 404
     # A supervisor may look and act on anyone's ticket.
@@ -186,3 +192,68 @@ async def test_assignment_for_a_ticket_that_never_came_is_dead_lettered(desk, pu
     headers, raw = letters[0]
     assert headers["x-tm-failed-queue"] == "evt-dispatcher-ticket_assigned--agent_desk.store_ticket_assigned"
     assert "TicketNotStored" in headers["x-tm-dead-reason"] and b"TM-404" in raw
+
+
+async def refuse_desk_publishes(amqp_uri):
+    """Swap the desk's exchange for an internal one: the broker refuses publishes to it."""
+    async with await aio_pika.connect(amqp_uri) as admin:
+        channel = await admin.channel()
+        await channel.exchange_delete("agent_desk.events")
+        await channel.declare_exchange("agent_desk.events", aio_pika.ExchangeType.TOPIC, durable=True, internal=True)
+
+
+async def test_a_retried_reply_is_one_reply_with_one_event_id(signed_in, publish, amqp_uri):
+    li_na = await signed_in("li.na")
+    async with li_na.ws_connect("/ws") as ws, AsyncEventListener(amqp_uri, "agent_desk", ["agent_replied"]) as bus:
+        await assigned_ticket(publish, ws)
+        body = {"text": "已为您重开发票。", "client_reply_id": "draft-0001-abcd"}
+        first = await li_na.post("/api/tickets/TM-10001/reply", json=body)
+        retry = await li_na.post("/api/tickets/TM-10001/reply", json=body)  # the answer to the first was lost
+        assert first.status == 201 and retry.status == 201
+        first_body, retry_body = await first.json(), await retry.json()
+        assert retry_body["reply_id"] == first_body["reply_id"]
+        assert [m["text"] for m in retry_body["ticket"]["messages"]] == ["已为您重开发票。"]
+        other = await li_na.post("/api/tickets/TM-10001/reply", json={"text": "还有别的问题吗？",
+                                                                      "client_reply_id": "draft-0002-abcd"})
+        assert other.status == 201
+        await bus.wait_for(lambda t, b: b["text"] == "还有别的问题吗？")
+    event_ids = {b["event_id"] for _, b in bus.events if b["text"] == "已为您重开发票。"}
+    assert event_ids == {stable_event_id("agent_replied", "TM-10001", "draft-0001-abcd")}
+    assert (await _messages(li_na)) == ["已为您重开发票。", "还有别的问题吗？"]
+
+
+async def test_a_reply_published_but_not_recorded_is_recorded_once_on_retry(desk, signed_in, publish, amqp_uri):
+    li_na = await signed_in("li.na")
+    desk_app = desk.app[DESK_KEY]
+    async with li_na.ws_connect("/ws") as ws, AsyncEventListener(amqp_uri, "agent_desk", ["agent_replied"]) as bus:
+        await assigned_ticket(publish, ws)
+        body = {"text": "您好", "client_reply_id": "draft-lost-0001"}
+        real_change = desk_app.store.change_ticket
+
+        async def redis_gone(*_args, **_kwargs):
+            raise redis.exceptions.ConnectionError("redis went away")
+
+        desk_app.store.change_ticket = redis_gone
+        try:
+            failed = await li_na.post("/api/tickets/TM-10001/reply", json=body)
+        finally:
+            desk_app.store.change_ticket = real_change
+        assert failed.status == 503
+        retry = await li_na.post("/api/tickets/TM-10001/reply", json=body)
+        assert retry.status == 201
+        await bus.wait_for(lambda t, b: len(bus.events) == 2)
+    assert {b["event_id"] for _, b in bus.events} == {stable_event_id("agent_replied", "TM-10001", "draft-lost-0001")}
+    assert len({b["reply_id"] for _, b in bus.events}) == 1
+    assert (await _messages(li_na)) == ["您好"]
+
+
+async def test_reply_needs_a_well_formed_client_reply_id(signed_in, publish):
+    li_na = await signed_in("li.na")
+    async with li_na.ws_connect("/ws") as ws:
+        await assigned_ticket(publish, ws)
+    for client_reply_id in (None, "", "short", "x" * 65, "has space in it", "中文中文中文中文中文", 12345678):
+        body = {"text": "hi"} if client_reply_id is None else {"text": "hi", "client_reply_id": client_reply_id}
+        response = await li_na.post("/api/tickets/TM-10001/reply", json=body)
+        assert response.status == 400, client_reply_id
+        assert (await response.json())["error"]["code"] == "invalid_client_reply_id"
+    assert (await _messages(li_na)) == []
