@@ -4,7 +4,7 @@ HTTP (every /api route but login, and /ws, needs a signed-in session; else 401 J
 
     GET  /                               the console page (static/)
     POST /api/login {agent_id,password}  → sets the session cookie (HttpOnly, SameSite=Lax)
-    POST /api/logout                     → presence offline, session ended everywhere
+    POST /api/logout                     → session ended everywhere, then presence offline (best-effort)
     GET  /api/me                         → {agent_id, name, role, presence}
     POST /api/presence {presence}        → emits agent_presence_changed when it changes
     GET  /api/tickets                    → the agent's work list (supervisors: ?agent_id=)
@@ -45,9 +45,10 @@ from services.agent_desk.sessions import COOKIE_NAME, Session, sign_session, ver
 from services.agent_desk.store import DeskStore
 from services.agent_desk.tickets import ActionRefused, TicketNotStored, TicketView
 from shared import events as ev
-from shared.aio_service import AioService, ApiError, ServiceContext, json_response, publish_confirmed, read_json
+from shared.aio_service import (AioService, ApiError, BrokerUnavailable, ServiceContext, json_response,
+                                publish_confirmed, read_json)
 from shared.amqp import EventConsumer, EventPublisher
-from shared.errors import TransientError
+from shared.errors import TRANSIENT_ERRORS, TransientError
 from shared.intake_ledger import stable_event_id
 from shared.logging import bound_event_context, get_logger
 from shared.roster import AgentProfile, hash_password, load_roster, verify_password
@@ -177,12 +178,18 @@ class AgentDesk:
     async def logout(self, request: web.Request) -> web.Response:
         agent: AgentProfile = request[AGENT]
         session: Session = request[SESSION]
-        await self._change_presence(agent, "offline")
+        # End the session first: signing out must work while the broker is away. Going
+        # offline is announced best-effort afterwards.
         await self.store.close_session(session.session_id)
         await self.hub.close_session(session.session_id)
         response = json_response({"signed_out": True})
         response.del_cookie(COOKIE_NAME, path="/")
         log.info("agent_signed_out", agent_id=agent.agent_id)
+        try:
+            await self._change_presence(agent, "offline")
+        except (BrokerUnavailable, *TRANSIENT_ERRORS) as exc:
+            # The store keeps the old presence, so the next presence change publishes again.
+            log.warning("presence_publish_failed", agent_id=agent.agent_id, presence="offline", error=repr(exc))
         return response
 
     async def me(self, request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ from datetime import timedelta
 import aio_pika
 import aiohttp
 import redis.exceptions
+import structlog.testing
 
 from services.agent_desk.service import DESK_KEY
 from services.agent_desk.tests.factories import message_received, now, ticket_assigned, ticket_received
@@ -257,3 +258,17 @@ async def test_reply_needs_a_well_formed_client_reply_id(signed_in, publish):
         assert response.status == 400, client_reply_id
         assert (await response.json())["error"]["code"] == "invalid_client_reply_id"
     assert (await _messages(li_na)) == []
+
+
+async def test_logout_works_while_the_broker_refuses_publishes(signed_in, base_url, amqp_uri):
+    li_na = await signed_in("li.na")
+    cookie = li_na.cookie_jar.filter_cookies(base_url)["tm_desk_session"].value
+    assert (await li_na.post("/api/presence", json={"presence": "online"})).status == 200
+    await refuse_desk_publishes(amqp_uri)
+    with structlog.testing.capture_logs() as logs:
+        response = await li_na.post("/api/logout")
+    assert response.status == 200
+    assert "tm_desk_session" not in li_na.cookie_jar.filter_cookies(base_url)
+    assert any(e["event"] == "presence_publish_failed" and e["presence"] == "offline" for e in logs)
+    async with aiohttp.ClientSession(base_url) as stranger:  # the session is over all the same
+        assert (await stranger.get("/api/me", cookies={"tm_desk_session": cookie})).status == 401
