@@ -8,6 +8,7 @@ customer's messages and the agents' replies as small JSON-ready dicts.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,12 @@ from services.intake_chat.validation import Profile
 
 SUBJECT_MAX_CHARS = 80
 _SPACES = re.compile(r"\s+")
+
+
+def visitor_ref(visitor_id: str) -> str:
+    """How logs name a visitor: the id itself reads the transcript, so never log it; this
+    short hash still lets one follow a visitor through the logs."""
+    return hashlib.sha256(visitor_id.encode("utf-8")).hexdigest()[:12]
 
 
 def subject_from_text(text: str) -> str:

@@ -186,9 +186,9 @@ class ChatIntake:
             await self.store.mark_published(record, entry)
             if record.event_type == ev.TICKET_RECEIVED:
                 await self.ledger.mark_published(record.ticket_id)
-                log.info("chat_ticket_opened", visitor_id=record.visitor_id)
+                log.info("chat_ticket_opened", visitor=conversation.visitor_ref(record.visitor_id))
             else:
-                log.info("chat_message_received", visitor_id=record.visitor_id)
+                log.info("chat_message_received", visitor=conversation.visitor_ref(record.visitor_id))
 
     async def history(self, ticket_id: str | None) -> list[dict[str, Any]]:
         return await self.store.transcript(ticket_id) if ticket_id else []

@@ -1,4 +1,8 @@
 """POST /api/chat/messages, the page and the widget script, against real RabbitMQ and Redis."""
+import hashlib
+
+import structlog.testing
+
 from shared.intake_ledger import stable_event_id
 from shared.testing.plugin import AsyncEventListener
 
@@ -81,3 +85,17 @@ async def test_page_speaks_the_visitors_language_and_loads_the_widget(chat_app):
 async def test_unknown_route_is_a_json_404(chat_app):
     async with chat_app.http.get("/nope") as resp:
         assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
+
+
+async def test_logs_name_the_visitor_by_a_hash_never_by_its_id(chat_app, amqp_uri):
+    # The visitor id is the credential that reads a transcript: it must not reach the logs.
+    with structlog.testing.capture_logs() as logs:
+        async with AsyncEventListener(amqp_uri, "intake_chat") as bus:
+            assert (await chat_app.post(message()))[0] == 202
+            assert (await chat_app.post(message("m-2", "还在吗？")))[0] == 202
+            await bus.wait_for(lambda t, b: t == "message_received")
+    facts = {e["event"]: e for e in logs}
+    expected = hashlib.sha256(VISITOR.encode()).hexdigest()[:12]
+    assert facts["chat_ticket_opened"]["visitor"] == expected
+    assert facts["chat_message_received"]["visitor"] == expected
+    assert not [e for e in logs if VISITOR in repr(e)]
