@@ -22,6 +22,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.BusyLoadingError,
     kombu.exceptions.OperationalError,
     amqp.exceptions.RecoverableConnectionError,
+    amqp.exceptions.MessageNacked,  # the broker refused a publish for now (e.g. a full disk)
     ConnectionError,
     TimeoutError,
 )

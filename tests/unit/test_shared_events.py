@@ -54,3 +54,12 @@ def test_a_payload_field_named_source_does_not_collide_with_the_producer_argumen
     body = ev.make_event("intake_phone", "ticket_received", now=NOW, trace_id="t", ticket_id="TM-1", channel="phone",
                          customer={}, subject="s", text="t", received_at=NOW, source={"call_id": "c-1"})
     assert body["source"] == {"call_id": "c-1"}
+
+
+def test_a_broker_nack_is_transient_so_the_message_is_retried_not_dead_lettered():
+    import amqp.exceptions
+
+    from shared.errors import is_transient
+
+    assert is_transient(amqp.exceptions.MessageNacked())
+    assert not is_transient(ValueError("bad data"))
