@@ -191,7 +191,7 @@ def print_hot_frames(folded: Path, top: int = 25) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.dispatcher_profile", description=__doc__)
     parser.add_argument("--tickets", type=int, default=1000)
-    parser.add_argument("--redis-db", type=int, default=12, help="scratch Redis database (flushed)")
+    parser.add_argument("--redis-db", type=int, default=7, help="scratch Redis database (flushed)")
     parser.add_argument("--py-spy", action="store_true", help="sample the drain with py-spy (on-CPU only) and list the hottest frames")
     args = parser.parse_args()
 

@@ -336,9 +336,17 @@ def rabbitmq_server(settings: DevSettings) -> Server:
             raise SetupError(f"`rabbitmq-server -detached` failed (exit {result.returncode}):\n{output}\n{rabbit_log_tail()}")
         if already:
             say("RabbitMQ: a node is already running (not ours); waiting for it")
-        wait_for_node()
-        if already:
+            wait_for_node()
             return None
+        try:
+            wait_for_node()
+        except SetupError:
+            # Ours, and it did not come up: stop it rather than leave a half-started node behind.
+            try:
+                _stop_rabbitmq(env)
+            except RuntimeError:
+                pass
+            raise
         return Owned("RabbitMQ", lambda: _stop_rabbitmq(env))
 
     return Server("RabbitMQ", where, lambda: probe_amqp(host, port), start)
