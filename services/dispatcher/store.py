@@ -9,7 +9,9 @@ Keys (this class is their only owner):
 - ``load`` hash ``<agent>:<channel>`` → open assigned tickets; ``last_assigned`` hash agent → epoch;
 - ``open:<agent>`` set of the agent's assigned, unresolved tickets;
 - ``ticket:<id>`` hash: routing facts, ``state`` (new → queued → assigned → resolved), assignee,
-  decision and which events were already announced (``TICKET_TTL_SECONDS`` after last change);
+  decision and which events were already announced. It never expires while queued or assigned
+  (an expired assigned ticket could no longer free its agent's capacity); it expires
+  ``TICKET_TTL_SECONDS`` after it is resolved, or after it was registered if never queued;
 - ``waiting`` zset of queued tickets, scored by priority then received time;
 - ``routing:<id>`` lease (``ROUTING_LEASE_MS``): the worker currently routing a received ticket
   (taken together with the ticket's registration, and released together with the
@@ -36,7 +38,9 @@ from shared.errors import TransientError
 from shared.roster import AgentProfile
 
 PREFIX = "tm:dispatcher:"
-TICKET_TTL_SECONDS = 30 * 24 * 3600  # outlives any redelivery; a ticket open longer keeps refreshing
+# How long a resolved (or never-routed) ticket is kept: outlives any redelivery. Queued and
+# assigned tickets have no TTL at all, however long they stay open.
+TICKET_TTL_SECONDS = 30 * 24 * 3600
 # One worker routes a given ticket at a time; a worker that died holding it blocks the ticket
 # for at most this long (its redelivery is retried until then).
 ROUTING_LEASE_MS = 10_000
@@ -70,7 +74,7 @@ return redis.call('HGETALL', KEYS[1])
 """
 
 # KEYS: ticket, presence, capacity, load, open(agent), waiting, last_assigned, unannounced
-# ARGV: ticket_id, agent_id, channel, now, ttl, decision_json
+# ARGV: ticket_id, agent_id, channel, now, decision_json
 _CLAIM = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'assigned' then return {'existing', redis.call('HGET', KEYS[1], 'agent_id')} end
@@ -82,8 +86,8 @@ local cap = tonumber(redis.call('HGET', KEYS[3], slot) or '0')
 local load = tonumber(redis.call('HGET', KEYS[4], slot) or '0')
 if load >= cap then return {'no', 'capacity: ' .. ARGV[3] .. ' full (' .. load .. '/' .. cap .. ')'} end
 redis.call('HINCRBY', KEYS[4], slot, 1)
-redis.call('HSET', KEYS[1], 'state', 'assigned', 'agent_id', ARGV[2], 'assigned_at', ARGV[4], 'decision', ARGV[6])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('HSET', KEYS[1], 'state', 'assigned', 'agent_id', ARGV[2], 'assigned_at', ARGV[4], 'decision', ARGV[5])
+redis.call('PERSIST', KEYS[1])
 redis.call('SADD', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[1])
 redis.call('HSET', KEYS[7], ARGV[2], ARGV[4])
@@ -91,12 +95,12 @@ redis.call('ZADD', KEYS[8], ARGV[4], ARGV[1])
 return {'assigned', ARGV[2]}
 """
 
-# KEYS: ticket, waiting   ARGV: ticket_id, score, ttl
+# KEYS: ticket, waiting   ARGV: ticket_id, score
 _ENQUEUE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'new' then
   redis.call('HSET', KEYS[1], 'state', 'queued')
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('PERSIST', KEYS[1])
   state = 'queued'
 end
 if state == 'queued' then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1]) end
@@ -433,14 +437,14 @@ class DispatchStore:
         status, detail = self._claim(
             keys=[self.ticket_key(ticket_id), self.presence_key, self.capacity_key, self.load_key,
                   self.open_key(agent_id), self.waiting_key, self.last_assigned_key, self.unannounced_key],
-            args=[ticket_id, agent_id, channel, repr(now), TICKET_TTL_SECONDS, json.dumps(decision, ensure_ascii=False)],
+            args=[ticket_id, agent_id, channel, repr(now), json.dumps(decision, ensure_ascii=False)],
         )
         return ClaimResult(status=status, detail=detail)
 
     def enqueue(self, facts: TicketFacts) -> str:
         """Put a new ticket in the waiting queue; returns the ticket's state afterwards."""
         return self._enqueue(keys=[self.ticket_key(facts.ticket_id), self.waiting_key],
-                             args=[facts.ticket_id, repr(facts.queue_score()), TICKET_TTL_SECONDS])
+                             args=[facts.ticket_id, repr(facts.queue_score())])
 
     def mark_announced(self, ticket_id: str, what: str) -> None:
         pipe = self.client.pipeline(transaction=True)

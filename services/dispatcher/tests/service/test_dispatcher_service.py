@@ -318,3 +318,27 @@ def test_store_routing_leases_registers_and_marks_in_one_session_and_sees_a_new_
     store.load_roster([profile("a", {"billing": 2}), profile("b", {"general": 1})])  # e.g. another replica restarted
     assert [(a.agent_id, dict(a.skills)) for a in store.agent_snapshots()] == [("a", {"billing": 2}),
                                                                                ("b", {"general": 1})]
+
+
+def test_open_ticket_never_expires_and_resolving_frees_the_slot_then_starts_the_ttl(store, redis_client):
+    """An assigned ticket whose hash expired could never give its agent's slot back."""
+    store.load_roster([AgentProfile(agent_id="a", name="A", password_hash=PASSWORD_HASH, capacity={"chat": 1})])
+    now = NOW.timestamp()
+    store.set_presence("a", "online", at=now)
+    claimed, queued = (TicketFacts(ticket_id=t, trace_id="t", channel="chat", priority="P3", required_skills=("general",),
+                                   language="zh", tags=(), received_at=NOW) for t in ("T-1", "T-2"))
+    for facts in (claimed, queued):
+        with store.routing(facts):
+            pass
+        assert redis_client.ttl(store.ticket_key(facts.ticket_id)) > 0  # a never-routed ticket still expires
+
+    assert store.claim("T-1", "a", "chat", now=now, decision={}).assigned
+    assert store.enqueue(queued) == "queued"
+    assert redis_client.ttl(store.ticket_key("T-1")) == -1
+    assert redis_client.ttl(store.ticket_key("T-2")) == -1
+
+    assert store.resolve("T-1", now=now).freed_capacity
+    assert redis_client.ttl(store.ticket_key("T-1")) > 0
+    assert store.load_of("a", "chat") == 0 and store.open_tickets("a") == set()
+    assert store.resolve("T-2", now=now).status == "closed"
+    assert redis_client.ttl(store.ticket_key("T-2")) > 0 and store.waiting_ids() == []
