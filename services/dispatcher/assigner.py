@@ -41,7 +41,8 @@ log = get_logger(__name__)
 
 REJECTED_REPORT_LIMIT = 50  # the decision names at most this many filtered agents (counts cover the rest)
 DRAIN_PAGE_SIZE = 100
-# A claim this old without a confirmed ticket_assigned belongs to a worker that died mid-way.
+# A claim this old without a confirmed ticket_assigned belongs to a worker that died mid-way
+# (or whose publish failed); the service's timer re-announces such claims this often.
 ANNOUNCE_GRACE_SECONDS = 2.0
 
 Emit = Callable[..., dict]
@@ -94,7 +95,7 @@ class Assigner:
     # queue drain
     def drain(self, trigger: str) -> int:
         """Offer waiting tickets, in queue order, while any online agent has room."""
-        self._announce_orphaned_claims()
+        self.announce_orphaned_claims()
         snapshots = {a.agent_id: a for a in self.store.agent_snapshots()}
         room = _channels_with_room(snapshots.values())
         assigned = 0
@@ -137,6 +138,9 @@ class Assigner:
                 self._announce_assigned(facts, candidate.agent_id, decision, mark)
                 return Attempt("assigned", ranking, candidate.agent_id, stale)
             if result.status != "no":
+                # "existing" may be our own claim whose reply was lost (a retried script): it is
+                # in the unannounced outbox, so the timer announces it with the decision on record;
+                # announcing here could race a concurrent worker still publishing its own claim.
                 return Attempt("taken", ranking, result.detail if result.status == "existing" else None, stale)
             rejected[candidate.agent_id] = f"{result.detail} (claimed concurrently)"
             stale = True
@@ -167,8 +171,11 @@ class Assigner:
         log.info("ticket_queued", ticket_id=facts.ticket_id, channel=facts.channel, priority=facts.priority,
                  reason=reason)
 
-    def _announce_orphaned_claims(self) -> None:
+    def announce_orphaned_claims(self) -> int:
+        """Announce claims older than the grace period whose ``ticket_assigned`` was never
+        confirmed; returns how many were announced."""
         cutoff = self.clock().timestamp() - ANNOUNCE_GRACE_SECONDS
+        announced = 0
         for ticket_id in self.store.unannounced_before(cutoff):
             record = self.store.ticket(ticket_id)
             if record is None or record.state != ASSIGNED or ANNOUNCED_ASSIGNED in record.announced:
@@ -177,6 +184,8 @@ class Assigner:
             log.warning("orphaned_claim_announced", ticket_id=ticket_id, agent_id=record.agent_id)
             self._announce_assigned(record.facts, record.agent_id or "", record.decision or {},
                                     partial(self.store.mark_announced, ticket_id))
+            announced += 1
+        return announced
 
 
 def _decision(ranking: Ranking, rejected: dict[str, str], reason: str) -> dict[str, Any]:

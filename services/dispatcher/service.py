@@ -10,8 +10,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from nameko.extensions import DependencyProvider
+from nameko.timer import timer
 
-from services.dispatcher.assigner import Assigner
+from services.dispatcher.assigner import ANNOUNCE_GRACE_SECONDS, Assigner
 from services.dispatcher.classify import RuleSet, classify, load_rules
 from services.dispatcher.config import (
     DEFAULT_ROSTER_FILE,
@@ -107,6 +108,17 @@ class DispatcherService:
         log.info("ticket_resolution_recorded", status=resolution.status, agent_id=resolution.agent_id)
         if resolution.status != "closed":
             self._assigner().drain(trigger=f"resolved:{event.ticket_id}")
+
+    @timer(interval=ANNOUNCE_GRACE_SECONDS)
+    def announce_orphaned_claims(self) -> None:
+        """Announce claims whose ``ticket_assigned`` publish failed or whose worker died.
+
+        Drains also do this, but they run only on presence/resolve events; without this
+        timer such an assignment could stay unknown to agent_desk and sla_watcher for good.
+        """
+        announced = self._assigner().announce_orphaned_claims()
+        if announced:
+            log.info("orphaned_claims_announced", count=announced)
 
     def _route(self, event: ev.TicketReceived) -> None:
         result = classify(self.rules, channel=event.channel, subject=event.subject, text=event.text,

@@ -342,3 +342,24 @@ def test_open_ticket_never_expires_and_resolving_frees_the_slot_then_starts_the_
     assert store.load_of("a", "chat") == 0 and store.open_tickets("a") == set()
     assert store.resolve("T-2", now=now).status == "closed"
     assert redis_client.ttl(store.ticket_key("T-2")) > 0 and store.waiting_ids() == []
+
+
+def test_claim_whose_announcement_failed_is_announced_by_the_timer_with_no_other_event(
+        service_container, tmp_path, store, event_listener):
+    start_dispatcher(service_container, write_roster(tmp_path, [{"agent_id": "li.na"}]))
+    listener = event_listener(ev.DISPATCHER, [ev.TICKET_ASSIGNED])
+    now = datetime.now(timezone.utc)
+    store.set_presence("li.na", "online", at=now.timestamp())
+    facts = TicketFacts(ticket_id="TM-55", trace_id="trace-TM-55", channel="email", priority="P3",
+                        required_skills=("general",), language="zh", tags=(), received_at=now)
+    with store.routing(facts):
+        pass
+    # A claim recorded, then the worker's ticket_assigned publish failed: nothing announced it.
+    decision = {"considered": 1, "eligible": 1, "reason": "only agent", "rejected": {}}
+    assert store.claim("TM-55", "li.na", "email", now=now.timestamp(), decision=decision).assigned
+
+    [(_, assigned)] = collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED), timeout=10)
+    assert (assigned["ticket_id"], assigned["agent_id"]) == ("TM-55", "li.na")
+    assert assigned["decision"] == decision and assigned["trace_id"] == "trace-TM-55"
+    poll_until(lambda: "assigned" in store.ticket("TM-55").announced, what="announcement recorded")
+    assert store.unannounced_before(now.timestamp() + 60) == []
