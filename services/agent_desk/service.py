@@ -22,7 +22,8 @@ event (a reply's comes from the console's client_reply_id, one per draft).
 
 Consumed events (handler name = queue name, wire contract): ``store_*`` handlers share one
 queue across replicas and keep the ticket views; ``push_*`` handlers are broadcast (one queue
-per replica) and deliver frames to the sockets this replica holds. A view missing because
+per replica) and deliver frames to the sockets this replica holds. A customer message on a
+resolved ticket reopens it for its last assignee and is pushed as ``ticket_assigned``. A view missing because
 events overtook each other raises TransientError (retried after a pause) for
 ``tickets.OUT_OF_ORDER_GRACE_SECONDS``, then dead-letters.
 """
@@ -335,7 +336,7 @@ class AgentDesk:
 
     async def store_message_received(self, event: ev.MessageReceived) -> None:
         message = tickets.customer_message(event)
-        await self._change_or_retry(event, lambda v: tickets.with_message(v, message))
+        await self._change_or_retry(event, lambda v: tickets.with_customer_message(v, message))
 
     async def store_ticket_assigned(self, event: ev.TicketAssigned) -> None:
         await self._change_or_retry(event, lambda v: tickets.with_assignment(v, event))
@@ -370,6 +371,16 @@ class AgentDesk:
     async def push_customer_message(self, event: ev.MessageReceived) -> None:
         view = await self.store.ticket(event.ticket_id)
         if view is None or not view.agent_id or not self.hub.has_agent(view.agent_id):
+            return
+        if view.status == "resolved":
+            # Reopen here too (idempotent, like push_ticket_assigned), so the console gets the
+            # ticket back whichever of this and store_message_received runs first.
+            message = tickets.customer_message(event)
+            _, view = await self.store.change_ticket(event.ticket_id,
+                                                     lambda v: tickets.with_customer_message(v, message))
+        if view.reopened_by_message == event.message_id and view.status != "resolved":
+            # The console dropped the ticket when it was resolved: send it whole, as new work.
+            await self.hub.send_to_agents({view.agent_id}, {"type": "ticket_assigned", "ticket": view.for_console()})
             return
         await self.hub.send_to_agents({view.agent_id}, {
             "type": "customer_message", "ticket_id": event.ticket_id, "message_id": event.message_id,

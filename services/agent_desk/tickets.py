@@ -5,7 +5,8 @@ the dispatcher's ``ticket_assigned``/``ticket_queued``, the customer's ``message
 and the agents' own actions. Every change is a function ``view -> new view`` that gives the
 same result when applied twice, because events are delivered at least once.
 
-Status: ``new`` → ``queued`` (no agent free) → ``assigned`` → ``accepted`` → ``resolved``.
+Status: ``new`` → ``queued`` (no agent free) → ``assigned`` → ``accepted`` → ``resolved``; a
+customer message on a resolved ticket reopens it (back to ``accepted``/``assigned``, same agent).
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ class TicketView(BaseModel):
     assigned_at: AwareDatetime | None = None
     accepted_at: AwareDatetime | None = None
     resolved_at: AwareDatetime | None = None
+    reopened_by_message: str | None = None  # the customer message that last reopened it
     messages: list[Message] = Field(default_factory=list)
 
     def for_console(self) -> dict[str, Any]:
@@ -128,6 +130,21 @@ def with_message(view: TicketView, message: Message) -> TicketView:
     if has_message(view, message.message_id):
         return view
     return view.model_copy(update={"messages": [*view.messages, message][-MAX_MESSAGES_KEPT:]})
+
+
+def with_customer_message(view: TicketView, message: Message) -> TicketView:
+    """Append a customer's message; one arriving on a resolved ticket reopens it for its last
+    assignee (else the work list, which hides resolved tickets, would swallow it). A
+    redelivered message is already there and changes nothing, even if resolved again since."""
+    if has_message(view, message.message_id):
+        return view
+    appended = with_message(view, message)
+    if view.status != "resolved" or not view.agent_id:
+        return appended
+    return appended.model_copy(update={
+        "status": "accepted" if view.accepted_at else "assigned", "resolved_at": None,
+        "reopened_by_message": message.message_id,
+    })
 
 
 def customer_message(event: ev.MessageReceived) -> Message:

@@ -47,9 +47,10 @@ def ticket_assigned(ticket_id: str = "TM-10001", agent_id: str = "li.na", *, at:
     )
 
 
-def message_received(ticket_id: str = "TM-10001", message_id: str = "m-2", text: str = "补充：税号是 123。") -> dict:
+def message_received(ticket_id: str = "TM-10001", message_id: str = "m-2", text: str = "补充：税号是 123。",
+                     *, channel: str = "email") -> dict:
     return ev.make_event(
-        ev.INTAKE_EMAIL, ev.MESSAGE_RECEIVED, now=now(), trace_id="trace-" + ticket_id, ticket_id=ticket_id,
-        channel="email", customer={"name": "张伟", "email": "zhang.wei@example.com"}, text=text, message_id=message_id,
+        f"intake_{channel}", ev.MESSAGE_RECEIVED, now=now(), trace_id="trace-" + ticket_id, ticket_id=ticket_id,
+        channel=channel, customer={"name": "张伟", "email": "zhang.wei@example.com"}, text=text, message_id=message_id,
         received_at=now().isoformat(),
     )

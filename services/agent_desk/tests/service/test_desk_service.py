@@ -272,3 +272,40 @@ async def test_logout_works_while_the_broker_refuses_publishes(signed_in, base_u
     assert any(e["event"] == "presence_publish_failed" and e["presence"] == "offline" for e in logs)
     async with aiohttp.ClientSession(base_url) as stranger:  # the session is over all the same
         assert (await stranger.get("/api/me", cookies={"tm_desk_session": cookie})).status == 401
+
+
+async def test_a_customer_message_after_resolution_reopens_the_ticket_live(signed_in, publish):
+    li_na = await signed_in("li.na")
+    async with li_na.ws_connect("/ws") as ws:
+        await assigned_ticket(publish, ws)
+        assert (await li_na.post("/api/tickets/TM-10001/accept")).status == 200
+        assert (await li_na.post("/api/tickets/TM-10001/resolve")).status == 200
+        assert await _worklist_ids(li_na) == []
+        late = message_received(text="还有一个问题：发票什么时候寄出？", message_id="chat-m-9", channel="chat")
+        await publish("intake_chat", "message_received", late)
+        pushed = await next_frame(ws, "ticket_assigned")
+        assert pushed["ticket"]["ticket_id"] == "TM-10001" and pushed["ticket"]["status"] == "accepted"
+        assert [m["text"] for m in pushed["ticket"]["messages"]] == ["还有一个问题：发票什么时候寄出？"]
+        assert await wait_until(lambda: _worklist_ids(li_na), message="reopened ticket back in the work list") \
+            == ["TM-10001"]
+        # Resolved again, then the same message redelivered: it stays resolved, the message once.
+        assert (await li_na.post("/api/tickets/TM-10001/resolve")).status == 200
+        await assigned_ticket(publish, ws, "TM-20002")
+        await publish("intake_chat", "message_received", late)
+        await publish("intake_chat", "message_received", message_received("TM-20002", message_id="m-sentinel",
+                                                                          channel="chat"))
+        frames = await frames_until(ws, lambda f: f.get("message_id") == "m-sentinel")
+    assert not [f for f in frames if f.get("ticket", {}).get("ticket_id") == "TM-10001"]
+    view = (await (await li_na.get("/api/tickets/TM-10001")).json())["ticket"]
+    assert view["status"] == "resolved" and len(view["messages"]) == 1
+    assert await _worklist_ids(li_na) == ["TM-20002"]
+
+
+async def frames_until(ws: aiohttp.ClientWebSocketResponse, last, timeout: float = 10.0) -> list[dict]:
+    async def read() -> list[dict]:
+        frames = []
+        while not frames or not last(frames[-1]):
+            frames.append(await ws.receive_json())
+        return frames
+
+    return await asyncio.wait_for(read(), timeout)
