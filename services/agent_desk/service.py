@@ -23,8 +23,8 @@ event (a reply's comes from the console's client_reply_id, one per draft).
 Consumed events (handler name = queue name, wire contract): ``store_*`` handlers share one
 queue across replicas and keep the ticket views; ``push_*`` handlers are broadcast (one queue
 per replica) and deliver frames to the sockets this replica holds. A customer message on a
-resolved ticket reopens it for its last assignee and is pushed as ``ticket_assigned``. A view missing because
-events overtook each other raises TransientError (retried after a pause) for
+resolved ticket reopens it for its last assignee and is pushed as ``ticket_assigned``. A view
+missing because events overtook each other raises TransientError (retried after a pause) for
 ``tickets.OUT_OF_ORDER_GRACE_SECONDS``, then dead-letters.
 """
 from __future__ import annotations
