@@ -215,7 +215,9 @@ class AgentReplies:
         assert isinstance(event, ev.AgentReplied)
         if event.channel != "chat":
             return
-        visitor_id = await self.store.visitor_of_ticket(event.ticket_id) or event.customer.chat_visitor_id
+        # The event names the visitor (agent_desk copies it from ticket_received): every replica
+        # gets every reply, so the store is asked only for an event that lacks it.
+        visitor_id = event.customer.chat_visitor_id or await self.store.visitor_of_ticket(event.ticket_id)
         if not visitor_id:
             return
         frame = conversation.agent_message_frame(self._entry(event))

@@ -132,3 +132,19 @@ async def test_resolved_ticket_closes_the_conversation_and_the_next_message_open
     ack = await receive(ws, "ack")
     assert ack["ticket_id"] != first
     await ws.close()
+
+
+async def test_relay_takes_the_visitor_from_the_event_and_asks_the_store_only_without_it(chat_app):
+    # The ticket's own visitor (kept in the store) and a second visitor the event names: the
+    # event decides, so no replica reads Redis per reply; an event without it falls back.
+    ws, _ = await open_chat(chat_app)
+    await ws.send_json({"type": "message", "client_message_id": "m-1", "text": "我要退款"})
+    ticket_id = (await receive(ws, "ack"))["ticket_id"]
+    named, _ = await open_chat(chat_app, visitor_id="v_named0123456789visitor")
+    await chat_app.publish_agent_reply(ticket_id, "给事件里的访客", reply_id="r-1",
+                                       visitor_id="v_named0123456789visitor")
+    assert (await receive(named, "agent_message"))["reply_id"] == "r-1"
+    await chat_app.publish_agent_reply(ticket_id, "事件里没有访客", reply_id="r-2", visitor_id=None)
+    assert (await receive(ws, "agent_message"))["reply_id"] == "r-2"  # r-1 never reached the store's visitor
+    await ws.close()
+    await named.close()
