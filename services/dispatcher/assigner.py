@@ -21,7 +21,14 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Callable, Iterable
 
-from services.dispatcher.routing import AgentSnapshot, Ranking, assigned_reason, queued_reason, rank_agents
+from services.dispatcher.routing import (
+    ONLINE,
+    AgentSnapshot,
+    Ranking,
+    assigned_reason,
+    queued_reason,
+    rank_agents,
+)
 from services.dispatcher.store import (
     ANNOUNCED_ASSIGNED,
     ANNOUNCED_CLASSIFIED,
@@ -94,10 +101,15 @@ class Assigner:
 
     # queue drain
     def drain(self, trigger: str) -> int:
-        """Offer waiting tickets, in queue order, while any online agent has room."""
+        """Offer waiting tickets, in queue order, while any online agent has room.
+
+        Each ticket is ranked against only the agents online with spare capacity on its channel
+        (kept per channel and updated as claims land), not the whole roster: a drain with a long
+        queue and one freed agent costs queue × agents-with-room, not queue × roster.
+        """
         self.announce_orphaned_claims()
         snapshots = {a.agent_id: a for a in self.store.agent_snapshots()}
-        room = _channels_with_room(snapshots.values())
+        room = _agents_with_room(snapshots.values())
         assigned = 0
         cursor: float | None = None
         while room:
@@ -109,30 +121,38 @@ class Assigner:
             for record in records:
                 if record is None or record.state != QUEUED or record.facts.channel not in room:
                     continue
+                channel = record.facts.channel
+                candidates = room[channel]
+                scope = (f"queue drain: ranked the {len(candidates)} of {len(snapshots)} agents "
+                         f"online with spare {channel} capacity")
                 mark = partial(self.store.mark_announced, record.facts.ticket_id)
-                attempt = self._offer(record.facts, snapshots.values(), mark)
+                attempt = self._offer(record.facts, list(candidates.values()), mark, scope=scope)
                 if attempt.stale_snapshot:
                     snapshots = {a.agent_id: a for a in self.store.agent_snapshots()}
+                    room = _agents_with_room(snapshots.values())
                 elif attempt.status == "assigned" and attempt.agent_id in snapshots:
-                    snapshots[attempt.agent_id] = _with_one_more(snapshots[attempt.agent_id], record.facts.channel,
-                                                                 self.clock().timestamp())
+                    updated = _with_one_more(snapshots[attempt.agent_id], channel, self.clock().timestamp())
+                    snapshots[attempt.agent_id] = updated
+                    _update_room(room, updated)
                 if attempt.status == "assigned":
                     assigned += 1
-                if attempt.status == "assigned" or attempt.stale_snapshot:
-                    room = _channels_with_room(snapshots.values())
-                    if not room:
-                        break
+                if not room:
+                    break
         log.info("queue_drained", trigger=trigger, assigned=assigned, still_waiting=self.store.waiting_count())
         return assigned
 
     # internals
-    def _offer(self, facts: TicketFacts, snapshots: Iterable[AgentSnapshot], mark: Mark) -> Attempt:
+    def _offer(self, facts: TicketFacts, snapshots: Iterable[AgentSnapshot], mark: Mark,
+               scope: str | None = None) -> Attempt:
+        """Claim for the best-ranked agent that still has room; ``scope`` says (in the decision's
+        reason) which agents were ranked when it was not the whole roster."""
         now = self.clock().timestamp()
         ranking = rank_agents(facts.needs(), snapshots, now)
         rejected = dict(ranking.rejected)
         stale = False
         for candidate in ranking.ranked:
-            decision = _decision(ranking, rejected, assigned_reason(facts.needs(), candidate, len(ranking.ranked)))
+            reason = assigned_reason(facts.needs(), candidate, len(ranking.ranked))
+            decision = _decision(ranking, rejected, f"{reason} ({scope})" if scope else reason)
             result = self.store.claim(facts.ticket_id, candidate.agent_id, facts.channel, now=now, decision=decision)
             if result.assigned:
                 self._announce_assigned(facts, candidate.agent_id, decision, mark)
@@ -195,8 +215,22 @@ def _decision(ranking: Ranking, rejected: dict[str, str], reason: str) -> dict[s
     return {"considered": ranking.considered, "eligible": len(ranking.ranked), "reason": reason, "rejected": shown}
 
 
-def _channels_with_room(agents: Iterable[AgentSnapshot]) -> set[str]:
-    return {ch for a in agents if a.presence == "online" for ch in a.capacity if a.spare(ch) > 0}
+def _agents_with_room(agents: Iterable[AgentSnapshot]) -> dict[str, dict[str, AgentSnapshot]]:
+    """channel → {agent_id: snapshot} of the online agents with spare capacity on it."""
+    room: dict[str, dict[str, AgentSnapshot]] = {}
+    for agent in agents:
+        _update_room(room, agent)
+    return room
+
+
+def _update_room(room: dict[str, dict[str, AgentSnapshot]], agent: AgentSnapshot) -> None:
+    for channel in agent.capacity:
+        if agent.presence == ONLINE and agent.spare(channel) > 0:
+            room.setdefault(channel, {})[agent.agent_id] = agent
+        elif channel in room:
+            room[channel].pop(agent.agent_id, None)
+            if not room[channel]:
+                del room[channel]
 
 
 def _with_one_more(agent: AgentSnapshot, channel: str, now: float) -> AgentSnapshot:

@@ -363,3 +363,28 @@ def test_claim_whose_announcement_failed_is_announced_by_the_timer_with_no_other
     assert assigned["decision"] == decision and assigned["trace_id"] == "trace-TM-55"
     poll_until(lambda: "assigned" in store.ticket("TM-55").announced, what="announcement recorded")
     assert store.unannounced_before(now.timestamp() + 60) == []
+
+
+def test_drain_ranks_only_agents_online_with_room_on_the_tickets_channel(service_container, tmp_path, publish, store,
+                                                                          event_listener):
+    start_dispatcher(service_container, write_roster(tmp_path, [
+        {"agent_id": "li.na", "capacity": {"email": 1}},
+        {"agent_id": "chat.only", "capacity": {"chat": 3}},  # online, but takes no email
+        {"agent_id": "off.duty", "capacity": {"email": 5}},  # never online
+        {"agent_id": "en.only", "capacity": {"email": 5}, "languages": ["en"]},  # room, wrong language
+    ]))
+    listener = event_listener(ev.DISPATCHER, [ev.TICKET_ASSIGNED, ev.TICKET_QUEUED])
+    go_online(publish, store, "li.na", "chat.only", "en.only")
+    publish(ev.INTAKE_EMAIL, ev.TICKET_RECEIVED, received("TM-1"))
+    collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED, "TM-1"))
+    publish(ev.INTAKE_EMAIL, ev.TICKET_RECEIVED, received("TM-2", received_at=NOW.replace(minute=5)))
+    collect(listener, lambda seen: of(seen, ev.TICKET_QUEUED, "TM-2"))
+
+    publish(ev.AGENT_DESK, ev.TICKET_RESOLVED, resolved("TM-1", "li.na"))
+    [assigned] = of(collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED, "TM-2")), ev.TICKET_ASSIGNED)
+    decision = assigned["decision"]
+    assert assigned["agent_id"] == "li.na"
+    # The full roster is 4; the drain ranked only the two online with spare email capacity.
+    assert (decision["considered"], decision["eligible"]) == (2, 1)
+    assert decision["rejected"] == {"en.only": "language: does not speak zh"}
+    assert "queue drain: ranked the 2 of 4 agents online with spare email capacity" in decision["reason"]
