@@ -65,14 +65,6 @@ end
 return redis.call('HGETALL', KEYS[2])
 """
 
-_REGISTER = """
-if redis.call('HSETNX', KEYS[1], 'state', 'new') == 1 then
-  for i = 1, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-  redis.call('EXPIRE', KEYS[1], ARGV[#ARGV])
-end
-return redis.call('HGETALL', KEYS[1])
-"""
-
 # KEYS: ticket, presence, capacity, load, open(agent), waiting, last_assigned, unannounced
 # ARGV: ticket_id, agent_id, channel, now, decision_json
 _CLAIM = """
@@ -250,7 +242,6 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 class DispatchStore:
     def __init__(self, client: redis.Redis):
         self.client = client
-        self._register = client.register_script(_REGISTER)
         self._claim = client.register_script(_CLAIM)
         self._enqueue = client.register_script(_ENQUEUE)
         self._resolve = client.register_script(_RESOLVE)
@@ -411,17 +402,6 @@ class DispatchStore:
             for script in (self._begin_routing, self._release):
                 self.client.script_load(script.script)
             return send()
-
-    def register_ticket(self, facts: TicketFacts) -> TicketRecord:
-        """Record a received ticket once; a redelivery gets the record as it stands."""
-        args: list[str | int] = []
-        for name, value in _facts_fields(facts).items():
-            args += [name, value]
-        flat = self._register(keys=[self.ticket_key(facts.ticket_id)], args=[*args, TICKET_TTL_SECONDS])
-        record = _record(_pairs(flat))
-        if record is None:  # a tombstone (resolved before it was received) has no facts
-            return TicketRecord(facts=facts, state=_pairs(flat).get("state", RESOLVED))
-        return record
 
     def ticket(self, ticket_id: str) -> TicketRecord | None:
         return _record(self.client.hgetall(self.ticket_key(ticket_id)))

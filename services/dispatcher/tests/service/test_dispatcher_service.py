@@ -82,6 +82,12 @@ def store(redis_client):
     return DispatchStore(redis_client)
 
 
+def register(store, facts):
+    """Record a received ticket the way routing does (lease, register, release)."""
+    with store.routing(facts):
+        pass
+
+
 def start_dispatcher(service_container, roster_file):
     container = service_container(DispatcherService, TM_ROSTER_FILE=roster_file, TM_ROUTING_RULES_FILE=str(RULES_FILE))
     container.start()
@@ -249,8 +255,8 @@ def test_store_claim_is_idempotent_and_checks_presence_capacity_and_order(store)
                        AgentProfile(agent_id="b", name="B", password_hash=PASSWORD_HASH, capacity={"chat": 1})])
     now = NOW.timestamp()
     for ticket_id in ("T-1", "T-2"):
-        store.register_ticket(TicketFacts(ticket_id=ticket_id, trace_id="t", channel="chat", priority="P3",
-                                          required_skills=("general",), language="zh", tags=(), received_at=NOW))
+        register(store, TicketFacts(ticket_id=ticket_id, trace_id="t", channel="chat", priority="P3",
+                                    required_skills=("general",), language="zh", tags=(), received_at=NOW))
     assert store.claim("T-1", "a", "chat", now=now, decision={}).detail == "presence: unknown"
     assert store.set_presence("a", "online", at=now)
     assert not store.set_presence("a", "offline", at=now - 1)  # an older change arriving late
@@ -273,7 +279,7 @@ def test_waiting_queue_pages_in_priority_then_age_order_without_skipping_ties(st
     def queue(ticket_id, priority, minute):
         facts = TicketFacts(ticket_id=ticket_id, trace_id="t", channel="email", priority=priority,
                             required_skills=("general",), language="en", tags=(), received_at=NOW.replace(minute=minute))
-        store.register_ticket(facts)
+        register(store, facts)
         assert store.enqueue(facts) == "queued"
 
     queue("late-p1", "P1", 30)
@@ -328,8 +334,7 @@ def test_open_ticket_never_expires_and_resolving_frees_the_slot_then_starts_the_
     claimed, queued = (TicketFacts(ticket_id=t, trace_id="t", channel="chat", priority="P3", required_skills=("general",),
                                    language="zh", tags=(), received_at=NOW) for t in ("T-1", "T-2"))
     for facts in (claimed, queued):
-        with store.routing(facts):
-            pass
+        register(store, facts)
         assert redis_client.ttl(store.ticket_key(facts.ticket_id)) > 0  # a never-routed ticket still expires
 
     assert store.claim("T-1", "a", "chat", now=now, decision={}).assigned
@@ -352,8 +357,7 @@ def test_claim_whose_announcement_failed_is_announced_by_the_timer_with_no_other
     store.set_presence("li.na", "online", at=now.timestamp())
     facts = TicketFacts(ticket_id="TM-55", trace_id="trace-TM-55", channel="email", priority="P3",
                         required_skills=("general",), language="zh", tags=(), received_at=now)
-    with store.routing(facts):
-        pass
+    register(store, facts)
     # A claim recorded, then the worker's ticket_assigned publish failed: nothing announced it.
     decision = {"considered": 1, "eligible": 1, "reason": "only agent", "rejected": {}}
     assert store.claim("TM-55", "li.na", "email", now=now.timestamp(), decision=decision).assigned
