@@ -69,7 +69,8 @@ class TicketView(BaseModel):
 
     def for_console(self) -> dict[str, Any]:
         """The JSON the console gets (the WebSocket ``ticket`` object and the API's body)."""
-        return self.model_dump(mode="json", exclude={"trace_id"})
+        # The chat visitor id is the visitor's credential for their transcript: agents never need it.
+        return self.model_dump(mode="json", exclude={"trace_id": True, "customer": {"chat_visitor_id"}})
 
 
 class ActionRefused(Exception):

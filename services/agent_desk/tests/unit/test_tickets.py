@@ -118,3 +118,10 @@ def test_missing_view_is_worth_waiting_for_only_briefly():
 def test_console_json_hides_the_trace_id():
     body = assigned_view().for_console()
     assert "trace_id" not in body and body["customer"]["name"] == "张伟"
+
+
+def test_console_json_never_carries_the_chat_visitors_credential():
+    view = assigned_view()
+    view = view.model_copy(update={"customer": view.customer.model_copy(update={"chat_visitor_id": "v-secret-0123456789"})})
+    body = view.for_console()
+    assert "chat_visitor_id" not in body["customer"] and "v-secret-0123456789" not in str(body)
