@@ -107,3 +107,18 @@ def load_roster(path: str | Path) -> Roster:
     if len(ids) != len(set(ids)):
         raise RosterError(f"roster {path}: duplicate agent_id")
     return roster
+
+
+def display_names(path: str | Path) -> dict[str, str]:
+    """agent_id → display name, for services that only show names (chat, mail).
+
+    Names are a nicety there: an unreadable roster logs a warning and yields no names (callers
+    fall back to ids or a generic label) instead of stopping the service.
+    """
+    try:
+        return {agent.agent_id: agent.name for agent in load_roster(path).agents}
+    except RosterError as exc:
+        from shared.logging import get_logger
+
+        get_logger(__name__).warning("roster_unavailable", error=str(exc))
+        return {}

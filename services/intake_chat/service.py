@@ -38,7 +38,7 @@ from shared.aio_service import (AioService, ApiError, BrokerUnavailable, Service
 from shared.errors import is_transient
 from shared.intake_ledger import AsyncIntakeLedger
 from shared.logging import bound_event_context, get_logger
-from shared.roster import RosterError, load_roster
+from shared.roster import display_names
 
 from services.intake_chat import conversation, validation
 from services.intake_chat.config import Settings
@@ -374,20 +374,12 @@ class ChatHttp:
                          "message_id": ack.message_id})
 
 
-def _agent_names(roster_file: str) -> dict[str, str]:
-    try:
-        return {agent.agent_id: agent.name for agent in load_roster(roster_file).agents}
-    except RosterError as exc:
-        log.warning("roster_unavailable", error=str(exc))
-        return {}
-
-
 def build_app(settings: Settings) -> Callable[[ServiceContext], web.Application]:
     def build(ctx: ServiceContext) -> web.Application:
         store = ChatStore(ctx.redis)
         sockets = SocketRegistry()
         intake = ChatIntake(store, AsyncIntakeLedger(ctx.redis, SERVICE_NAME), ctx)
-        AgentReplies(store, sockets, _agent_names(settings.roster_file)).subscribe(ctx)
+        AgentReplies(store, sockets, display_names(settings.roster_file)).subscribe(ctx)
         http = ChatHttp(settings, intake, sockets, ctx)
         app = ctx.new_app(client_max_size=API_MAX_BODY_BYTES)
         app.router.add_get("/", http.page)

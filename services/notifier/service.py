@@ -38,7 +38,7 @@ from shared.aio_service import AioService, BrokerUnavailable, ServiceContext, pu
 from shared.amqp import EventConsumer, EventPublisher
 from shared.errors import TransientError
 from shared.logging import get_logger, mask
-from shared.roster import RosterError, load_roster
+from shared.roster import display_names
 
 log = get_logger(__name__)
 
@@ -164,21 +164,12 @@ class Notifier:
         await self.store.mark_announced(nid)
 
 
-def agent_names(roster_file: str) -> dict[str, str]:
-    """Display names for mails; without a readable roster, agent ids stand in."""
-    try:
-        return {a.agent_id: a.name for a in load_roster(roster_file).agents}
-    except RosterError as exc:
-        log.warning("roster_unavailable", error=str(exc))
-        return {}
-
-
 NOTIFIER_KEY = web.AppKey("notifier", Notifier)
 
 
 def create_service(settings: Settings) -> AioService:
     """The notifier as an AioService: consumers plus a /healthz endpoint for probes."""
-    names = agent_names(settings.roster_file)
+    names = display_names(settings.roster_file)
 
     def build_app(ctx: ServiceContext) -> web.Application:
         notifier = Notifier(

@@ -24,3 +24,10 @@ def test_plain_password_and_bad_proficiency_are_refused_with_the_place(tmp_path)
     path.write_text(f"agents:\n  - {{agent_id: a1, name: A, password_hash: '{hash_password('x' * 8)}', skills: {{billing: 7}}}}\n")
     with pytest.raises(RosterError, match="proficiency of 'billing' must be 1-5"):
         load_roster(path)
+
+
+def test_display_names_come_from_the_roster_and_an_unreadable_one_yields_none(tmp_path):
+    from shared.roster import display_names
+
+    assert display_names("deploy/demo/roster.yaml")["li.na"] == "李娜"
+    assert display_names(tmp_path / "missing.yaml") == {}
