@@ -21,7 +21,7 @@ import aiohttp
 from devenv.mesh import TEST_CTI_TOKEN, Mesh, isolated_env
 from devenv.private_servers import PrivateRabbit, PrivateRedis
 from shared.roster import hash_password
-from shared.testing.asyncio_helpers import wait_until
+from shared.testing.asyncio_helpers import wait_healthy, wait_until
 from shared.testing.plugin import AsyncEventListener
 
 OUTAGE_TIMEOUT = 60.0
@@ -40,6 +40,8 @@ async def post_missed_call(http: aiohttp.ClientSession, phone_url: str, call_id:
                            on_refused: Callable[[], Awaitable[None]] | None = None) -> list[int]:
     """Send newCall + hangup like a PBX: retry each until 200; return every status seen.
 
+    A refusal is expected only during an outage the caller arranged (``on_refused`` given).
+
     ``on_refused`` runs (in the background) the first time the webhook refuses: the outage
     lasts until the phone system has actually been turned away, then the server comes back.
     """
@@ -57,10 +59,13 @@ async def post_missed_call(http: aiohttp.ClientSession, phone_url: str, call_id:
                     assert response.status == 503, await response.text()
             except aiohttp.ClientConnectionError:
                 statuses.append(0)
-            if on_refused is not None and recovery is None:
+            assert on_refused is not None, f"the webhook refused {call_id} outside an outage: {statuses[-3:]}"
+            if recovery is None:
                 recovery = asyncio.create_task(on_refused())
             assert time.monotonic() < deadline, f"the webhook never accepted {call_id}: {statuses[-10:]}"
-            await asyncio.sleep(0.2)  # the PBX's retry interval, not synchronisation
+            # Retry once there is a reason to: the server is back and the webhook reports healthy.
+            await asyncio.wait({recovery}, timeout=OUTAGE_TIMEOUT)
+            await wait_healthy(phone_url, timeout=OUTAGE_TIMEOUT)
     if recovery is not None:
         await recovery
     return statuses
