@@ -203,7 +203,7 @@ class EventConsumer:
     async def _dead_letter(self, sub: _Subscription, message: AbstractIncomingMessage, reason: str) -> None:
         headers = dict(message.headers or {})
         headers.update(dead_letter_headers(
-            reason=reason, exchange=ev.exchange_name(sub.source), routing_key=message.routing_key or sub.event_type,
+            reason=reason, exchange=ev.exchange_name(sub.source), routing_key=sub.event_type,  # a replay arrives by queue name
             queue=sub.queue_name, service=self.service, now=datetime.now(timezone.utc),
         ))
         await self._dead_letters.publish(

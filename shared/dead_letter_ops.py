@@ -2,15 +2,17 @@
 
 Listing reads messages from the dead-letter queue and returns them to it (requeue) in one pass,
 so looking changes nothing. Replay takes messages off the queue one at a time and republishes
-each, body and headers unchanged but without the dead-letter headers, to the exchange and
-routing key it originally came from, with publisher confirms; the dead letter is acked only
-after the broker confirmed the republish, so a replay interrupted half-way loses nothing.
+each, body and headers unchanged but without the dead-letter headers, to the queue that failed
+to process it (or, if that queue is gone, to the exchange and routing key it came from), with
+publisher confirms; the dead letter is acked only after the broker confirmed the republish, so
+a replay interrupted half-way loses nothing.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Iterator
 
+import amqp.exceptions
 import kombu
 
 from shared.topology import (DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, H_EXCHANGE, H_FAILED_AT, H_QUEUE,
@@ -64,6 +66,20 @@ def list_dead_letters(amqp_uri: str, limit: int = 100) -> list[DeadLetter]:
     return found
 
 
+def _queue_exists(conn: kombu.Connection, name: str) -> bool:
+    channel = conn.channel()  # a failed passive declare closes its channel: use a spare one
+    try:
+        channel.queue_declare(queue=name, passive=True)
+        return True
+    except amqp.exceptions.ChannelError:  # NotFound, or an exclusive queue of another connection
+        return False
+    finally:
+        try:
+            channel.close()
+        except Exception:  # noqa: BLE001 - already closed by the broker
+            pass
+
+
 def replay_dead_letters(amqp_uri: str, limit: int | None = None) -> Iterator[DeadLetter]:
     """Republish up to ``limit`` dead letters (all if None); yields each one once it is replayed."""
     with kombu.Connection(amqp_uri, transport_options={"confirm_publish": True}) as conn:
@@ -80,7 +96,14 @@ def replay_dead_letters(amqp_uri: str, limit: int | None = None) -> Iterator[Dea
                 message.requeue()
                 raise ValueError(f"dead letter {letter.position} has no original exchange; left in the queue")
             headers = {k: v for k, v in letter.headers.items() if k not in _DL_HEADERS}
-            producer.publish(letter.body, exchange=letter.exchange, routing_key=letter.routing_key,
+            # Back to the queue that failed (the default exchange routes by queue name), so the
+            # other consumers of the event do not get it a second time; if that queue is gone
+            # (a replica's broadcast queue), through the original exchange.
+            if letter.queue and _queue_exists(conn, letter.queue):
+                exchange, routing_key = "", letter.queue
+            else:
+                exchange, routing_key = letter.exchange, letter.routing_key
+            producer.publish(letter.body, exchange=exchange, routing_key=routing_key,
                              headers=headers, content_type=message.content_type or "application/json",
                              content_encoding=message.content_encoding or "utf-8", delivery_mode=2)
             message.ack()

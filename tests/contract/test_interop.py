@@ -32,6 +32,16 @@ class PhoneTicketsService:
                   channel="phone", priority="P2", required_skills=["general"], reason="test")
 
 
+class AuditService:
+    """A second consumer of the same event: a replay must not reach it again."""
+    name = "sla_watcher"
+    seen: list = []
+
+    @event_consumer("intake_phone", "ticket_received")
+    def audit_phone_ticket_received(self, event):
+        AuditService.seen.append(event.ticket_id)
+
+
 ASYNC_PUBLISH = textwrap.dedent("""
     import asyncio, sys
     from datetime import datetime, timezone
@@ -106,16 +116,20 @@ def test_nameko_emitter_reaches_asyncio_consumer(service_container, amqp_uri):
         consumer.kill()
 
 
-def test_replayed_dead_letter_reaches_the_handler_it_failed_in(service_container, amqp_uri):
+def test_replayed_dead_letter_reaches_only_the_handler_it_failed_in(service_container, amqp_uri):
     from nameko.standalone.events import event_dispatcher
 
     PhoneTicketsService.received.clear()
     PhoneTicketsService.fail_next = True
+    AuditService.seen.clear()
     container = service_container(PhoneTicketsService)
     container.start()
+    audit = service_container(AuditService)
+    audit.start()
     body = ev.make_event("intake_phone", "ticket_received", now=NOW, trace_id="trace-r", ticket_id="TM-20003",
                          channel="phone", customer={}, subject="s", text="t", received_at=NOW)
-    with entrypoint_waiter(container, "handle_phone_ticket_received", timeout=10):
+    with entrypoint_waiter(container, "handle_phone_ticket_received", timeout=10), \
+            entrypoint_waiter(audit, "audit_phone_ticket_received", timeout=10):
         event_dispatcher({"AMQP_URI": amqp_uri})("intake_phone", "ticket_received", body)
     assert PhoneTicketsService.received == []
     [letter] = list_dead_letters(amqp_uri)
@@ -125,3 +139,9 @@ def test_replayed_dead_letter_reaches_the_handler_it_failed_in(service_container
         assert [d.routing_key for d in replay_dead_letters(amqp_uri)] == ["ticket_received"]
     assert [e.ticket_id for e in PhoneTicketsService.received] == ["TM-20003"]
     assert list_dead_letters(amqp_uri) == []
+    # The audit consumer handled the original; the replay went to the failed queue only. A
+    # fresh event proves the audit is still consuming, so nothing replayed is merely late.
+    with entrypoint_waiter(audit, "audit_phone_ticket_received", timeout=10):
+        event_dispatcher({"AMQP_URI": amqp_uri})("intake_phone", "ticket_received",
+                                                 {**body, "event_id": "e-next", "ticket_id": "TM-20004"})
+    assert AuditService.seen == ["TM-20003", "TM-20004"]
