@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from shared.config import CommonSettings, ConfigError, Variable, as_bool, read
 
+DEFAULT_MAIL_FROM = "support@ticketmesh.test"
 VARIABLES = (
     Variable("TM_IMAP_MAILBOX_NAME", "support", "name of the mailbox in keys, logs and quarantine paths "
              "([A-Za-z0-9_.-]); keep it when moving the account, change it for a different one"),
@@ -24,12 +25,23 @@ VARIABLES = (
     Variable("TM_IMAP_SSL", "false", "connect with TLS (IMAPS)"),
     Variable("TM_IMAP_POLL_SECONDS", "30", "IDLE is re-issued this often; servers without IDLE are polled this often"),
     Variable("TM_IMAP_MAX_MESSAGE_BYTES", str(25 * 1024 * 1024), "larger messages are quarantined unread"),
+    # The same variable the notifier sends from: mail From this address is our own coming back.
+    Variable("TM_MAIL_FROM", DEFAULT_MAIL_FROM, "our support address (as the notifier's TM_MAIL_FROM); inbound "
+             "mail From it is our own mail looping back and never becomes a ticket"),
 )
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAILBOXES_CONFIG_KEY = "INTAKE_EMAIL_MAILBOXES"
 DATA_DIR_CONFIG_KEY = "TM_DATA_DIR"
 REPLICA_CONFIG_KEY = "TM_REPLICA_ID"
+MAIL_FROM_CONFIG_KEY = "TM_MAIL_FROM"
+
+
+def _address(raw: str) -> str:
+    raw = raw.strip()
+    if raw.count("@") != 1 or any(c.isspace() for c in raw):
+        raise ValueError("expected an email address")
+    return raw.lower()
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,7 @@ class MailboxSettings:
 class Settings:
     common: CommonSettings
     mailboxes: tuple[MailboxSettings, ...]
+    mail_from: str = DEFAULT_MAIL_FROM
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -88,7 +101,8 @@ class Settings:
             poll_seconds=get("TM_IMAP_POLL_SECONDS", float),
             max_message_bytes=get("TM_IMAP_MAX_MESSAGE_BYTES", int),
         )
-        return cls(common=CommonSettings.from_env(environ), mailboxes=(mailbox,))
+        return cls(common=CommonSettings.from_env(environ), mailboxes=(mailbox,),
+                   mail_from=get("TM_MAIL_FROM", _address))
 
     def nameko_extra(self) -> dict[str, Any]:
         """What the service reads from its nameko config besides AMQP_URI and TM_REDIS_URL."""
@@ -96,4 +110,5 @@ class Settings:
             MAILBOXES_CONFIG_KEY: [m.to_config() for m in self.mailboxes],
             DATA_DIR_CONFIG_KEY: self.common.data_dir,
             REPLICA_CONFIG_KEY: self.common.replica_id,
+            MAIL_FROM_CONFIG_KEY: self.mail_from,
         }

@@ -10,6 +10,12 @@ The :mod:`~services.intake_email.watcher` entrypoint hands each fetched message 
 - it answers a message we know (In-Reply-To / References) → ``message_received`` on that ticket;
 - otherwise → a new ticket number and ``ticket_received``.
 
+Mail from a machine — an out-of-office reply, a bounce, our own acknowledgement coming back
+(see :mod:`~services.intake_email.automatic`) — opens nothing and publishes nothing, or our
+acknowledgements and a careless autoresponder would answer each other forever. It is kept in
+quarantine under ``automatic:<kind>:<signal>`` (nothing lost; ops can look), logged as
+``mail_ignored_automatic`` and counts as handled, so the mailbox moves on.
+
 Unparseable mail is quarantined with its reason and counts as handled.
 """
 from __future__ import annotations
@@ -23,8 +29,8 @@ from nameko.extensions import DependencyProvider
 from shared import events as ev
 from shared.logging import bound_event_context, get_logger
 from shared.nameko_ext import Emitter, LogContext, StoreProvider
-from services.intake_email import intake
-from services.intake_email.config import DATA_DIR_CONFIG_KEY
+from services.intake_email import automatic, intake
+from services.intake_email.config import DATA_DIR_CONFIG_KEY, DEFAULT_MAIL_FROM, MAIL_FROM_CONFIG_KEY
 from services.intake_email.imap import FetchedMail
 from services.intake_email.normalize import MailRejected, NormalizedMail, normalize
 from services.intake_email.quarantine import Quarantine
@@ -39,6 +45,7 @@ TICKETED = "ticketed"
 FOLLOWED_UP = "followed_up"
 DUPLICATE = "duplicate"
 QUARANTINED = "quarantined"
+IGNORED_AUTOMATIC = "ignored_automatic"
 
 
 class QuarantineProvider(DependencyProvider):
@@ -49,17 +56,34 @@ class QuarantineProvider(DependencyProvider):
         return self.quarantine
 
 
+class OurAddressProvider(DependencyProvider):
+    """Our support address (``TM_MAIL_FROM``): mail From it is our own mail looping back."""
+
+    def setup(self) -> None:
+        self.address = str(self.container.config.get(MAIL_FROM_CONFIG_KEY) or DEFAULT_MAIL_FROM).strip().lower()
+
+    def get_dependency(self, worker_ctx: Any) -> str:
+        return self.address
+
+
 class IntakeEmailService:
     name = ev.INTAKE_EMAIL
 
     emit = Emitter()
     store: IntakeEmailStore = StoreProvider(IntakeEmailStore)
     quarantine: Quarantine = QuarantineProvider()
+    our_address: str = OurAddressProvider()
     log_context = LogContext()
 
     @watch_mailbox
     def handle_mail(self, fetched: FetchedMail) -> str:
         with bound_event_context(mailbox=fetched.mailbox, uid=fetched.uid):
+            # Before anything else: a machine's mail must not even be judged as a ticket (a bounce
+            # often has no usable sender), and over-size mail still has its headers to judge by.
+            parsed = automatic.parse(fetched.raw)
+            machine = automatic.classify(parsed, our_address=self.our_address) if parsed is not None else None
+            if machine is not None:
+                return self._ignore_automatic(fetched, machine)
             if fetched.header_only:
                 return self._quarantine(fetched, f"message is {fetched.size} bytes, over the mailbox's size limit")
             try:
@@ -111,6 +135,12 @@ class IntakeEmailService:
             self.store.mark_reply_published(key.kind, key.key)
             log.info("mail_followed_up", from_email=mail.from_email)
             return FOLLOWED_UP
+
+    def _ignore_automatic(self, fetched: FetchedMail, machine: automatic.Automatic) -> str:
+        path = self.quarantine.put(fetched, machine.label, now=datetime.now(timezone.utc))
+        log.info("mail_ignored_automatic", kind=machine.kind, reason=machine.reason, from_email=machine.sender,
+                 path=str(path))
+        return IGNORED_AUTOMATIC
 
     def _quarantine(self, fetched: FetchedMail, reason: str) -> str:
         path = self.quarantine.put(fetched, reason, now=datetime.now(timezone.utc))

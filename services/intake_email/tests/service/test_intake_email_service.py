@@ -6,6 +6,7 @@ import structlog
 
 from shared.errors import TransientError
 from shared.intake_ledger import stable_event_id
+from shared.logging import redact
 from services.intake_email.service import IntakeEmailService
 from services.intake_email.watcher import watch_mailbox
 
@@ -212,3 +213,50 @@ def test_two_replicas_share_a_mailbox_one_watching_and_the_other_taking_over(
         assert [e["event"] for e in logs].count("mailbox_connected") == 2
     assert events.subjects() == ["to the first replica", "still the first", "to the second replica"]
     second.stop()
+
+
+def test_out_of_office_reply_is_kept_aside_not_ticketed_and_the_next_mail_is(
+        start_intake, mailbox, event_listener, tmp_path):
+    events = Recorder(event_listener("intake_email"))
+    with structlog.testing.capture_logs() as logs:
+        start_intake()
+        ooo = (b"From: Wang Fang <wang.fang@contoso.com>\r\n"
+               b"To: support@ticketmesh.test\r\n"
+               b"Subject: Automatic reply: [TM-10001] We received your request\r\n"
+               b"Message-ID: <oof-1@contoso.com>\r\n"
+               b"In-Reply-To: <tm.TM-10001.n-1@ticketmesh.test>\r\n"
+               b"Auto-Submitted: auto-replied\r\n"
+               b"X-Auto-Response-Suppress: All\r\n"
+               b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+               b"I am out of the office until Monday.\r\n")
+        ooo_uid = mailbox.append(ooo)
+        normal_uid = mailbox.append(make_mail("after the out-of-office", sender="wang.fang@contoso.com"))
+        body = events.wait_for(subject_is("after the out-of-office"))
+        wait_until(lambda: mailbox.checkpoint_uid() == normal_uid, what="checkpoint past both mails")
+
+    assert events.subjects() == ["after the out-of-office"]
+    assert not [b for t, b in events.events if t == "message_received"]
+    assert mailbox.is_seen(ooo_uid)
+    folder = tmp_path / "quarantine" / "support"
+    stem = f"{body['source']['uidvalidity']}-{ooo_uid}"
+    assert json.loads((folder / f"{stem}.json").read_text())["reason"] == \
+        "automatic:auto_reply:auto-submitted=auto-replied"
+    assert (folder / f"{stem}.eml").read_bytes() == ooo
+    ignored = [e for e in logs if e["event"] == "mail_ignored_automatic"]
+    assert [(e["kind"], e["reason"]) for e in ignored] == [("auto_reply", "auto-submitted=auto-replied")]
+    # capture_logs skips the processors; the production chain masks the sender and logs no body.
+    assert redact(None, "info", dict(ignored[0]))["from_email"] == "w***@contoso.com"
+    assert "out of the office" not in repr(ignored)
+
+
+def test_our_own_acknowledgement_coming_back_opens_no_ticket(start_intake, mailbox, event_listener, tmp_path):
+    events = Recorder(event_listener("intake_email"))
+    start_intake()
+    ack = make_mail("[TM-10002] We received your request", sender="TicketMesh Support <support@ticketmesh.test>",
+                    message_id="<tm.TM-10002.n-5@ticketmesh.test>")
+    ack_uid = mailbox.append(ack)
+    mailbox.append(make_mail("a real question"))
+    body = events.wait_for(subject_is("a real question"))
+    note = tmp_path / "quarantine" / "support" / f"{body['source']['uidvalidity']}-{ack_uid}.json"
+    assert json.loads(note.read_text())["reason"] == "automatic:loop:from-our-address"
+    assert events.subjects() == ["a real question"]
