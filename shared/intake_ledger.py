@@ -73,6 +73,10 @@ class IntakeLedger:
     def ticket_for(self, kind: str, natural_key: str) -> str | None:
         return self._client.get(self._keys.contact(kind, natural_key))
 
+    def contact_keys(self, kind: str, natural_keys: list[str]) -> list[str]:
+        """The ledger's keys for these contacts, for a caller batching its reads (MGET)."""
+        return [self._keys.contact(kind, key) for key in natural_keys]
+
     def mark_published(self, ticket_id: str) -> None:
         self._client.set(self._keys.published(ticket_id), "1", ex=CONTACT_TTL_SECONDS)
 

@@ -105,11 +105,8 @@ class IntakeEmailService:
             return self._open_ticket(mail, fetched, ticket_id)
 
     def _ticket_answered_by(self, mail: NormalizedMail) -> str | None:
-        for message_id in mail.thread_candidates[:MAX_THREAD_LOOKUPS]:
-            ticket_id = self.store.ticket_of_message(intake.KIND_MESSAGE_ID, intake.message_id_key(message_id))
-            if ticket_id:
-                return ticket_id
-        return None
+        keys = [intake.message_id_key(m) for m in mail.thread_candidates[:MAX_THREAD_LOOKUPS]]
+        return self.store.first_ticket_of_messages(intake.KIND_MESSAGE_ID, keys)
 
     def _open_ticket(self, mail: NormalizedMail, fetched: FetchedMail, ticket_id: str) -> str:
         trace_id = intake.trace_id_for(ticket_id)

@@ -58,6 +58,10 @@ class Checkpoint:
     account: str
 
 
+def _reply_key(kind: str, key: str) -> str:
+    return f"tm:{SERVICE}:reply:{kind}:{key}"
+
+
 class IntakeEmailStore:
     def __init__(self, client: redis.Redis):
         self._client = client
@@ -96,11 +100,18 @@ class IntakeEmailStore:
 
     def ticket_replied_by(self, kind: str, key: str) -> str | None:
         """The ticket this very message was added to as a follow-up, if it was."""
-        return self._client.get(f"tm:{SERVICE}:reply:{kind}:{key}")
+        return self._client.get(_reply_key(kind, key))
 
-    def ticket_of_message(self, kind: str, key: str) -> str | None:
-        """The ticket a message belongs to, whether it opened it or followed up on it."""
-        return self.ticket_opened_by(kind, key) or self.ticket_replied_by(kind, key)
+    def first_ticket_of_messages(self, kind: str, keys: list[str]) -> str | None:
+        """The ticket of the first of these messages that has one (opened it or followed up on
+        it), in one round trip however long the thread."""
+        if not keys:
+            return None
+        pipe = self._client.pipeline(transaction=False)
+        pipe.mget(self.ledger.contact_keys(kind, keys))
+        pipe.mget([_reply_key(kind, key) for key in keys])
+        opened, replied = pipe.execute()
+        return next((a or b for a, b in zip(opened, replied) if a or b), None)
 
     def claim_ticket(self, kind: str, key: str) -> tuple[str, bool]:
         return self.ledger.claim_ticket(kind, key)
@@ -113,7 +124,7 @@ class IntakeEmailStore:
 
     def claim_reply(self, kind: str, key: str, ticket_id: str) -> str:
         """Attach a follow-up message to ``ticket_id``; a message attached before keeps its ticket."""
-        attached, _created = self._claim_reply(keys=[f"tm:{SERVICE}:reply:{kind}:{key}"],
+        attached, _created = self._claim_reply(keys=[_reply_key(kind, key)],
                                                args=[ticket_id, REPLY_TTL_SECONDS])
         return attached
 

@@ -30,7 +30,6 @@ import socket
 import time
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable
 
 import eventlet
@@ -41,11 +40,7 @@ from nameko.extensions import Entrypoint
 
 from shared.errors import TRANSIENT_ERRORS, is_transient
 from shared.logging import get_logger
-from shared.nameko_ext import REDIS_URL_KEY
-from shared.redis_store import sync_client
-from services.intake_email.config import (
-    DATA_DIR_CONFIG_KEY, MAILBOXES_CONFIG_KEY, REPLICA_CONFIG_KEY, MailboxSettings,
-)
+from services.intake_email.config import MAILBOXES_CONFIG_KEY, REPLICA_CONFIG_KEY, MailboxSettings
 from services.intake_email.imap import CONNECTION_ERRORS, FetchedMail, MailboxConnection, MessageMeta
 from services.intake_email.quarantine import Quarantine
 from services.intake_email.store import IntakeEmailStore
@@ -257,16 +252,18 @@ class MailboxWatcher(Entrypoint):
         super().__init__(**kwargs)
 
     def setup(self) -> None:
+        self.loops: list[MailboxLoop] = []
+
+    def start(self) -> None:
+        # The service's own store and quarantine (its providers are set up by now): one Redis
+        # pool and one quarantine folder per container, not a second set for the loops.
         config = self.container.config
-        self.redis = sync_client(config[REDIS_URL_KEY])
-        store = IntakeEmailStore(self.redis)
-        quarantine = Quarantine(Path(config.get(DATA_DIR_CONFIG_KEY, "var")) / "quarantine")
+        store = self._provided(IntakeEmailStore, "store")
+        quarantine = self._provided(Quarantine, "quarantine")
         replica = config.get(REPLICA_CONFIG_KEY) or f"{socket.gethostname()}:{os.getpid()}"
         holder = f"{replica}:{uuid.uuid4().hex[:8]}"  # unique even for two containers in one process
         self.loops = [MailboxLoop(MailboxSettings.from_config(raw), store, quarantine, holder, self._run_worker)
                       for raw in config.get(MAILBOXES_CONFIG_KEY, [])]
-
-    def start(self) -> None:
         for loop in self.loops:
             loop.thread = self.container.spawn_managed_thread(loop.run, identifier=f"mailbox:{loop.settings.name}")
 
@@ -279,7 +276,6 @@ class MailboxWatcher(Entrypoint):
             if loop.thread is not None:
                 loop.thread.kill()
             loop.close()
-        self.redis.close()
 
     def kill(self) -> None:
         for loop in self.loops:
@@ -288,7 +284,14 @@ class MailboxWatcher(Entrypoint):
                 loop.thread.kill()
                 _join(loop.thread, KILL_GRACE_SECONDS)  # its `finally` releases the lease
             loop.close()
-        self.redis.close()
+
+    def _provided(self, kind: type, attribute: str) -> Any:
+        for provider in self.container.dependencies:
+            value = getattr(provider, attribute, None)
+            if isinstance(value, kind):
+                return value
+        raise RuntimeError(f"{self.container.service_name} has no provider of {kind.__name__}; "
+                           "@watch_mailbox needs the service to declare one")
 
     def _run_worker(self, fetched: FetchedMail) -> tuple[Any, Any]:
         """Run the decorated method on ``fetched`` and wait: ``(result, exc_info)``."""
