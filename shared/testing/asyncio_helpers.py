@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 import socket
 import time
 from typing import Any, Awaitable, Callable
@@ -15,11 +16,33 @@ from typing import Any, Awaitable, Callable
 POLL_INTERVAL_SECONDS = 0.02
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (for servers that refuse port 0, like aiosmtpd)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on right now, for servers that refuse port 0 (like aiosmtpd).
+
+    Chosen outside the kernel's ephemeral range: a port from that range (what binding port 0
+    gives) is also handed to outgoing connections, so between picking it and the server binding
+    it a browser's or a client's socket could take it.
+    """
+    low, high = _ephemeral_range()
+    ranges = [r for r in ((20000, min(low, 32768) - 1), (high + 1, 65535)) if r[1] - r[0] > 1000]
+    for _ in range(200):
+        start, end = random.choice(ranges) if ranges else (1024, 65535)
+        port = random.randint(start, end)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found outside the ephemeral range")
 
 
 async def wait_until(condition: Callable[[], Any | Awaitable[Any]], timeout: float = 10.0,
