@@ -56,6 +56,8 @@ TICKET_RESOLVED = "ticket_resolved"
 SLA_WARNING = "sla_warning"
 SLA_BREACHED = "sla_breached"
 NOTIFICATION_SENT = "notification_sent"
+MAIL_BOUNCED = "mail_bounced"
+MAIL_REJECTED = "mail_rejected"
 
 
 def exchange_name(service: str) -> str:
@@ -96,8 +98,31 @@ class TicketEvent(Envelope):
     ticket_id: str = Field(min_length=1, max_length=64)
 
 
+class Attachment(BaseModel):
+    """A file that came with a message, stored content-addressed (``sha256``) by its intake.
+
+    ``stored`` is False when a size limit kept the content out (it is still listed, so an
+    agent knows it existed); ``content_id`` is set for inline images (``cid:`` in the HTML).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    filename: str = Field(default="", max_length=255)
+    content_type: str = Field(default="application/octet-stream", max_length=255)
+    size: int = Field(ge=0)
+    sha256: str = Field(default="", max_length=64)
+    content_id: str | None = Field(default=None, max_length=255)
+    stored: bool = True
+
+
 class TicketReceived(TicketEvent):
-    """A new ticket was opened from a channel. ``source`` holds the channel's natural keys."""
+    """A new ticket was opened from a channel. ``source`` holds the channel's natural keys.
+
+    ``text`` is what the customer wrote; for email, the new part without quoted history
+    (the whole message stays retrievable through ``source["raw_sha256"]``).
+    ``linked_ticket_id`` names an earlier ticket this one follows up (e.g. mail answering a
+    ticket closed too long ago to reopen).
+    """
 
     channel: Channel
     customer: Customer
@@ -105,6 +130,8 @@ class TicketReceived(TicketEvent):
     text: str = Field(max_length=200_000)
     received_at: AwareDatetime
     source: dict[str, str] = Field(default_factory=dict)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=200)
+    linked_ticket_id: str | None = Field(default=None, max_length=64)
 
 
 class MessageReceived(TicketEvent):
@@ -115,6 +142,8 @@ class MessageReceived(TicketEvent):
     text: str = Field(max_length=200_000)
     message_id: str = Field(min_length=1, max_length=128)
     received_at: AwareDatetime
+    source: dict[str, str] = Field(default_factory=dict)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=200)
 
 
 class TicketClassified(TicketEvent):
@@ -195,6 +224,40 @@ class NotificationSent(TicketEvent):
     recipient: str = Field(description="masked")
 
 
+class MailBounced(Envelope):
+    """Mail we sent could not be delivered (a delivery status notification came back).
+
+    ``ticket_id`` is the ticket of the bounced message when the report names one of ours
+    (None otherwise); ``hard`` is a permanent failure (status 5.x.x): the notifier stops
+    mailing those recipients. ``recipients`` are the failed addresses, lowercased.
+    """
+
+    recipients: list[str] = Field(min_length=1, max_length=50)
+    status: str = Field(default="", max_length=16, description="DSN status code, e.g. 5.1.1")
+    reason: str = Field(default="", max_length=500)
+    hard: bool
+    original_message_id: str | None = Field(default=None, max_length=998)
+    reporting_mta: str = Field(default="", max_length=255)
+    received_at: AwareDatetime
+
+
+class InboundMailRejected(Envelope):
+    """An inbound mail was refused (e.g. over the size limit) and its sender should be told.
+
+    The notifier sends the polite rejection to ``to`` unless it is a system or bounced address.
+    """
+
+    to: str = Field(min_length=3, max_length=320)
+    name: str = Field(default="", max_length=200)
+    reason: Literal["too_large"]
+    subject: str = Field(default="", max_length=1000)
+    size: int = Field(ge=0)
+    limit: int = Field(ge=0)
+    language: str | None = Field(default=None, max_length=16)
+    original_message_id: str | None = Field(default=None, max_length=998)
+    received_at: AwareDatetime
+
+
 SCHEMAS: dict[tuple[str, str], type[Envelope]] = {
     **{(svc, TICKET_RECEIVED): TicketReceived for svc in INTAKE_SERVICES},
     **{(svc, MESSAGE_RECEIVED): MessageReceived for svc in INTAKE_SERVICES},
@@ -208,6 +271,8 @@ SCHEMAS: dict[tuple[str, str], type[Envelope]] = {
     (SLA_WATCHER, SLA_WARNING): SlaWarning,
     (SLA_WATCHER, SLA_BREACHED): SlaBreached,
     (NOTIFIER, NOTIFICATION_SENT): NotificationSent,
+    (INTAKE_EMAIL, MAIL_BOUNCED): MailBounced,
+    (INTAKE_EMAIL, MAIL_REJECTED): InboundMailRejected,
 }
 
 
