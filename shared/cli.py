@@ -6,6 +6,7 @@
     ticketmesh roster hash-password              make a password_hash for the roster file
     ticketmesh roster validate FILE              check a roster file
     ticketmesh config                            every environment variable with its default
+    ticketmesh email parse FILE.eml [--json]     what intake makes of one raw message (- reads stdin)
 """
 from __future__ import annotations
 
@@ -93,6 +94,122 @@ def _cmd_config(_args: argparse.Namespace) -> int:
     return 0
 
 
+# --- email parse ---------------------------------------------------------------------------
+
+EMAIL_TEXT_LINES = 15  # of text and reply_text in the human-readable view; --json has all
+EMAIL_LINE_CHARS = 160
+
+
+def _cmd_email(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from services.intake_email.config import DEFAULT_MAIL_FROM
+    from services.intake_email.report import describe
+
+    try:
+        raw = sys.stdin.buffer.read() if args.file == "-" else open(args.file, "rb").read()
+    except OSError as exc:
+        print(f"cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    our_address = (args.our_address or os.environ.get("TM_MAIL_FROM") or DEFAULT_MAIL_FROM).strip().lower()
+    # The clock is read here, at the edge; describe() itself is pure.
+    report = describe(raw, our_address=our_address, received_at=datetime.now(timezone.utc))
+    if args.json:
+        out = json.dumps(report, ensure_ascii=False, indent=2)
+    else:
+        out = _email_report_text(args.file, report)
+    # Lone surrogates (undecodable bytes) cannot be written to a UTF-8 terminal: replace them.
+    print(out.encode("utf-8", "replace").decode("utf-8"))
+    return 0
+
+
+def _email_report_text(source: str, report: dict) -> str:
+    """Aligned ``key: value`` lines, the verdict first: what intake would do with this mail and why."""
+    lines: list[tuple[str, str]] = [("file", "<stdin>" if source == "-" else source)]
+    if "quarantined" in report:
+        lines.append(("verdict", f"quarantined: {report['quarantined']}"))
+    elif report.get("automatic"):
+        lines.append(("verdict", f"no ticket, kept in quarantine as {report['automatic']}"))
+    elif report.get("thread_candidates"):
+        lines.append(("verdict", "a follow-up if a thread candidate (or the subject tag) is one of our tickets, "
+                                 "else a new ticket"))
+    else:
+        lines.append(("verdict", "a new ticket unless the subject tag or the address names one of ours "
+                                 "(no thread candidates)"))
+    for key in ("from_email", "from_name", "subject", "message_id"):
+        if key in report:
+            lines.append((key, _one_line(report[key])))
+    for key in ("in_reply_to", "references"):
+        if key in report:
+            lines.append((key, ", ".join(report[key]) or "-"))
+    if "thread_candidates" in report:
+        candidates = report["thread_candidates"]
+        lines.append(("thread_candidates",
+                      " > ".join(f"<{c}>" for c in candidates) + "  (tried in this order)" if candidates else "none"))
+    if "auto_reply" in report:
+        lines.append(("auto_reply", f'"{report["auto_reply"]}"' if report["auto_reply"] else "false"))
+    if "bounce" in report:
+        lines.append(("bounce", _bounce_line(report["bounce"])))
+    if "attachments" in report:
+        attachments = report["attachments"]
+        lines.append(("attachments", f"{len(attachments)}" if attachments else "none"))
+        for item in attachments:
+            lines.append(("", "- " + _attachment_line(item)))
+    if "charset_flags" in report:
+        lines.append(("charset_flags", ", ".join(report["charset_flags"]) or "none (every label was right)"))
+    if "html_sanitized" in report:
+        html = report["html_sanitized"]
+        lines.append(("html_sanitized", "none (no HTML body)" if html is None else f"{len(html)} characters"))
+    for key in ("reply_text", "text"):
+        if key in report:
+            lines.extend(_text_block(key, report[key]))
+    width = max(len(key) for key, _ in lines) + 1
+    return "\n".join((f"{key}:" if key else "").ljust(width + 1) + value for key, value in lines)
+
+
+def _printable(value: object) -> str:
+    # Mail is written by strangers: no terminal escape sequences or other control characters.
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else "\ufffd" for ch in str(value))
+
+
+def _one_line(value: object) -> str:
+    if value is None:
+        return "-"
+    text = " ".join(_printable(value).split())
+    return text if len(text) <= EMAIL_LINE_CHARS * 2 else text[:EMAIL_LINE_CHARS * 2] + "…"
+
+
+def _bounce_line(bounce: object) -> str:
+    if not bounce:
+        return "false"
+    assert isinstance(bounce, dict)
+    hard = {True: "hard", False: "soft"}.get(bounce.get("hard"), "hard/soft unknown")
+    recipients = ", ".join(bounce.get("recipients") or []) or "recipients unknown"
+    return _one_line(f"{recipients}; status {bounce.get('status') or '-'} ({hard}); "
+                     f"original message <{bounce.get('original_message_id') or '?'}>; "
+                     f"reason: {bounce.get('reason') or '-'}")
+
+
+def _attachment_line(item: dict) -> str:
+    size = item.get("size")
+    details = [item.get("content_type") or "type unknown", f"{size} bytes" if size is not None else "size unknown"]
+    if item.get("content_id"):
+        details.append(f"cid:{item['content_id']}")
+    return _one_line(f"{item.get('filename') or '(no filename)'} ({', '.join(details)})")
+
+
+def _text_block(key: str, text: str) -> list[tuple[str, str]]:
+    if not text:
+        return [(key, "(empty)")]
+    all_lines = _printable(text).split("\n")
+    shown = [line if len(line) <= EMAIL_LINE_CHARS else line[:EMAIL_LINE_CHARS] + "…"
+             for line in all_lines[:EMAIL_TEXT_LINES]]
+    block = [(key if i == 0 else "", line) for i, line in enumerate(shown)]
+    if len(all_lines) > EMAIL_TEXT_LINES:
+        block.append(("", f"… {len(all_lines) - EMAIL_TEXT_LINES} more lines ({len(text)} characters; --json shows all)"))
+    return block
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ticketmesh", description="ticketmesh operations")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="list environment variables and defaults")
     config.set_defaults(func=_cmd_config)
+
+    email_cmd = sub.add_parser("email", help="email intake tools")
+    email_sub = email_cmd.add_subparsers(dest="action", required=True)
+    parse = email_sub.add_parser("parse", help="what intake makes of one raw message (never fails on its content)")
+    parse.add_argument("file", help="a raw RFC 5322 message (.eml), or - for standard input")
+    parse.add_argument("--json", action="store_true", help="every field, untruncated, as JSON")
+    parse.add_argument("--our-address", default=None,
+                       help="our support address, to recognise our own mail (default: TM_MAIL_FROM)")
+    email_cmd.set_defaults(func=_cmd_email)
     return parser
 
 
