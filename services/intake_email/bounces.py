@@ -12,7 +12,7 @@ machine mail from strangers' servers; whatever it contains, the answer is a repo
 2. A plain-text bounce from a mailer-daemon/postmaster (qmail, Exim without DSN, QQ/163's
    Chinese notices): best effort on the body: qmail's ``<addr>:`` lines, Exim's indented
    addresses after "address(es) failed", ``收件人：addr``, and the first SMTP reply line
-   (``550 …``) as the reason.
+   (``550 …``) as the reason; Exim's ``X-Failed-Recipients`` header when present.
 
 Hard or soft: ``Status`` 5.x.x is permanent (hard), 4.x.x transient (soft); without a status the
 failure is hard only when the diagnostic carries a 5xx SMTP reply code.
@@ -177,7 +177,7 @@ def _from_text(msg: Message) -> BounceReport | None:
         return None
     text = _body_text(msg)
     head = text[:_QUOTED_ORIGINAL.search(text).start()] if _QUOTED_ORIGINAL.search(text) else text
-    recipients = _text_recipients(head)
+    recipients = _failed_recipients_header(msg) or _text_recipients(head)
     if not recipients:
         return None
     reason = _text_reason(head)
@@ -195,7 +195,13 @@ def _from_text(msg: Message) -> BounceReport | None:
 def _looks_like_text_bounce(msg: Message) -> bool:
     sender = _sender(msg)
     local = sender.rpartition("@")[0] if "@" in sender else sender
-    return local in _BOUNCE_SENDERS or bool(_BOUNCE_SUBJECT.search(decode_header_value(_text(msg.get("Subject", "")))))
+    return local in _BOUNCE_SENDERS or msg.get("X-Failed-Recipients") is not None or bool(_BOUNCE_SUBJECT.search(decode_header_value(_text(msg.get("Subject", "")))))
+
+
+def _failed_recipients_header(msg: Message) -> tuple[str, ...]:
+    """Exim's ``X-Failed-Recipients: a@x, b@y`` (on every bounce it sends, DSN or not)."""
+    values = [_text(v) for v in msg.get_all("X-Failed-Recipients") or []]
+    return _unique(a.lower() for a in re.findall(_ADDRESS, " ".join(values).replace(",", " ")))
 
 
 def _text_recipients(text: str) -> tuple[str, ...]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+from shared import mail_tokens
 from shared.config import CommonSettings, ConfigError, Variable, as_bool, read
 
 DEFAULT_MAIL_FROM = "support@ticketmesh.test"
@@ -28,8 +29,17 @@ VARIABLES = (
     # The same variable the notifier sends from: mail From this address is our own coming back.
     Variable("TM_MAIL_FROM", DEFAULT_MAIL_FROM, "our support address (as the notifier's TM_MAIL_FROM); inbound "
              "mail From it is our own mail looping back and never becomes a ticket"),
+    Variable("TM_EMAIL_ATTACHMENT_MAX_BYTES", str(10 * 1024 * 1024), "an attachment or inline image larger than "
+             "this is listed on the ticket but not stored"),
+    Variable("TM_EMAIL_ATTACHMENTS_MAX_TOTAL_BYTES", str(25 * 1024 * 1024), "attachments of one message are "
+             "stored up to this many bytes in all; the rest are listed but not stored"),
+    # Reads the signed Message-IDs of our mail, so a bounce finds the ticket of the mail that bounced.
+    *mail_tokens.VARIABLES,
 )
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
+ATTACHMENT_MAX_BYTES_CONFIG_KEY = "TM_EMAIL_ATTACHMENT_MAX_BYTES"
+ATTACHMENTS_MAX_TOTAL_BYTES_CONFIG_KEY = "TM_EMAIL_ATTACHMENTS_MAX_TOTAL_BYTES"
+MAIL_TOKEN_SECRET_CONFIG_KEY = mail_tokens.SECRET_VARIABLE
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAILBOXES_CONFIG_KEY = "INTAKE_EMAIL_MAILBOXES"
 DATA_DIR_CONFIG_KEY = "TM_DATA_DIR"
@@ -42,6 +52,13 @@ def _address(raw: str) -> str:
     if raw.count("@") != 1 or any(c.isspace() for c in raw):
         raise ValueError("expected an email address")
     return raw.lower()
+
+
+def _size(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected a number of bytes, 0 or more")
+    return value
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,9 @@ class Settings:
     common: CommonSettings
     mailboxes: tuple[MailboxSettings, ...]
     mail_from: str = DEFAULT_MAIL_FROM
+    attachment_max_bytes: int = 10 * 1024 * 1024
+    attachments_max_total_bytes: int = 25 * 1024 * 1024
+    mail_token_secret: bytes = field(default=mail_tokens.DEV_SECRET.encode(), repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -102,7 +122,10 @@ class Settings:
             max_message_bytes=get("TM_IMAP_MAX_MESSAGE_BYTES", int),
         )
         return cls(common=CommonSettings.from_env(environ), mailboxes=(mailbox,),
-                   mail_from=get("TM_MAIL_FROM", _address))
+                   mail_from=get("TM_MAIL_FROM", _address),
+                   attachment_max_bytes=get("TM_EMAIL_ATTACHMENT_MAX_BYTES", _size),
+                   attachments_max_total_bytes=get("TM_EMAIL_ATTACHMENTS_MAX_TOTAL_BYTES", _size),
+                   mail_token_secret=mail_tokens.secret_from_env(environ)[0])
 
     def nameko_extra(self) -> dict[str, Any]:
         """What the service reads from its nameko config besides AMQP_URI and TM_REDIS_URL."""
@@ -111,4 +134,7 @@ class Settings:
             DATA_DIR_CONFIG_KEY: self.common.data_dir,
             REPLICA_CONFIG_KEY: self.common.replica_id,
             MAIL_FROM_CONFIG_KEY: self.mail_from,
+            ATTACHMENT_MAX_BYTES_CONFIG_KEY: self.attachment_max_bytes,
+            ATTACHMENTS_MAX_TOTAL_BYTES_CONFIG_KEY: self.attachments_max_total_bytes,
+            MAIL_TOKEN_SECRET_CONFIG_KEY: self.mail_token_secret.decode(),
         }

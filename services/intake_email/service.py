@@ -10,27 +10,43 @@ The :mod:`~services.intake_email.watcher` entrypoint hands each fetched message 
 - it answers a message we know (In-Reply-To / References) → ``message_received`` on that ticket;
 - otherwise → a new ticket number and ``ticket_received``.
 
+Before publishing a ticket event, the raw message (gzip) and its attachments are written
+content-addressed under ``TM_DATA_DIR`` (see :mod:`~services.intake_email.files`); the event
+names them: ``source["raw_sha256"]`` and ``attachments`` (``stored=False`` for files over the
+limits).
+
 Mail from a machine — an out-of-office reply, a bounce, our own acknowledgement coming back
-(see :mod:`~services.intake_email.automatic`) — opens nothing and publishes nothing, or our
-acknowledgements and a careless autoresponder would answer each other forever. It is kept in
-quarantine under ``automatic:<kind>:<signal>`` (nothing lost; ops can look), logged as
-``mail_ignored_automatic`` and counts as handled, so the mailbox moves on.
+(see :mod:`~services.intake_email.automatic`) — opens no ticket, or our acknowledgements and a
+careless autoresponder would answer each other forever. It is kept in quarantine under
+``automatic:<kind>:<signal>`` (nothing lost; ops can look), logged as ``mail_ignored_automatic``
+and counts as handled, so the mailbox moves on. A bounce whose report names the failed
+recipients (:mod:`~services.intake_email.bounces`) also publishes ``mail_bounced``, with the
+ticket of the mail that bounced: the one a signed Message-ID of ours names, else the ticket of
+any Message-ID we stored, else none. Its event_id comes from the bounce's own identity, so a
+re-fetch publishes the same event again (consumers dedupe).
 
 Unparseable mail is quarantined with its reason and counts as handled.
 """
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
 from nameko.extensions import DependencyProvider
 
 from shared import events as ev
+from shared import mail_tokens
+from shared.intake_ledger import natural_key_hash, stable_event_id
 from shared.logging import bound_event_context, get_logger
 from shared.nameko_ext import Emitter, LogContext, StoreProvider
-from services.intake_email import automatic, intake
-from services.intake_email.config import DATA_DIR_CONFIG_KEY, DEFAULT_MAIL_FROM, MAIL_FROM_CONFIG_KEY
+from services.intake_email import automatic, bounces, intake
+from services.intake_email.config import (ATTACHMENT_MAX_BYTES_CONFIG_KEY, ATTACHMENTS_MAX_TOTAL_BYTES_CONFIG_KEY,
+                                          DATA_DIR_CONFIG_KEY, DEFAULT_MAIL_FROM, MAIL_FROM_CONFIG_KEY,
+                                          MAIL_TOKEN_SECRET_CONFIG_KEY)
+from services.intake_email.files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_TOTAL_BYTES, MailFiles
 from services.intake_email.imap import FetchedMail
 from services.intake_email.normalize import MailRejected, NormalizedMail, normalize
 from services.intake_email.quarantine import Quarantine
@@ -46,6 +62,7 @@ FOLLOWED_UP = "followed_up"
 DUPLICATE = "duplicate"
 QUARANTINED = "quarantined"
 IGNORED_AUTOMATIC = "ignored_automatic"
+BOUNCED = "bounced"
 
 
 class QuarantineProvider(DependencyProvider):
@@ -54,6 +71,30 @@ class QuarantineProvider(DependencyProvider):
 
     def get_dependency(self, worker_ctx: Any) -> Quarantine:
         return self.quarantine
+
+
+class MailFilesProvider(DependencyProvider):
+    def setup(self) -> None:
+        config = self.container.config
+        self.files = MailFiles(
+            Path(config.get(DATA_DIR_CONFIG_KEY, "var")),
+            max_file_bytes=int(config.get(ATTACHMENT_MAX_BYTES_CONFIG_KEY, DEFAULT_MAX_FILE_BYTES)),
+            max_total_bytes=int(config.get(ATTACHMENTS_MAX_TOTAL_BYTES_CONFIG_KEY, DEFAULT_MAX_TOTAL_BYTES)),
+        )
+
+    def get_dependency(self, worker_ctx: Any) -> MailFiles:
+        return self.files
+
+
+class MailTokenSecretProvider(DependencyProvider):
+    """``TM_MAIL_TOKEN_SECRET``: checks that a Message-ID in a bounce is one we signed."""
+
+    def setup(self) -> None:
+        configured = self.container.config.get(MAIL_TOKEN_SECRET_CONFIG_KEY)
+        self.secret = str(configured).encode() if configured else mail_tokens.secret_from_env(os.environ)[0]
+
+    def get_dependency(self, worker_ctx: Any) -> bytes:
+        return self.secret
 
 
 class OurAddressProvider(DependencyProvider):
@@ -72,7 +113,9 @@ class IntakeEmailService:
     emit = Emitter()
     store: IntakeEmailStore = StoreProvider(IntakeEmailStore)
     quarantine: Quarantine = QuarantineProvider()
+    files: MailFiles = MailFilesProvider()
     our_address: str = OurAddressProvider()
+    token_secret: bytes = MailTokenSecretProvider()
     log_context = LogContext()
 
     @watch_mailbox
@@ -83,7 +126,10 @@ class IntakeEmailService:
             parsed = automatic.parse(fetched.raw)
             machine = automatic.classify(parsed, our_address=self.our_address) if parsed is not None else None
             if machine is not None:
-                return self._ignore_automatic(fetched, machine)
+                outcome = self._ignore_automatic(fetched, machine)
+                if machine.kind == automatic.BOUNCE:
+                    return self._report_bounce(fetched, parsed) or outcome
+                return outcome
             if fetched.header_only:
                 return self._quarantine(fetched, f"message is {fetched.size} bytes, over the mailbox's size limit")
             try:
@@ -97,10 +143,10 @@ class IntakeEmailService:
                 return self._open_ticket(mail, fetched, opened)
             replied = self.store.ticket_replied_by(key.kind, key.key)
             if replied:
-                return self._follow_up(mail, key, replied)
+                return self._follow_up(mail, fetched, key, replied)
             parent = self._ticket_answered_by(mail)
             if parent:
-                return self._follow_up(mail, key, self.store.claim_reply(key.kind, key.key, parent))
+                return self._follow_up(mail, fetched, key, self.store.claim_reply(key.kind, key.key, parent))
             ticket_id, _new = self.store.claim_ticket(key.kind, key.key)
             return self._open_ticket(mail, fetched, ticket_id)
 
@@ -114,24 +160,65 @@ class IntakeEmailService:
             if self.store.is_ticket_published(ticket_id):
                 log.info("mail_duplicate", of="ticket_received")
                 return DUPLICATE
-            self.emit(ev.TICKET_RECEIVED, now=datetime.now(timezone.utc), trace_id=trace_id,
-                      **intake.ticket_received_fields(mail, fetched, ticket_id))
+            fields = intake.ticket_received_fields(mail, fetched, ticket_id)
+            self._keep_files(fetched, mail, fields)
+            self.emit(ev.TICKET_RECEIVED, now=datetime.now(timezone.utc), trace_id=trace_id, **fields)
             self.store.mark_ticket_published(ticket_id)
             log.info("mail_ticketed", from_email=mail.from_email, language=mail.language,
                      attachments=len(mail.attachments))
             return TICKETED
 
-    def _follow_up(self, mail: NormalizedMail, key: intake.ContactKey, ticket_id: str) -> str:
+    def _follow_up(self, mail: NormalizedMail, fetched: FetchedMail, key: intake.ContactKey, ticket_id: str) -> str:
         trace_id = intake.trace_id_for(ticket_id)
         with bound_event_context(ticket_id=ticket_id, trace_id=trace_id):
             if self.store.is_reply_published(key.kind, key.key):
                 log.info("mail_duplicate", of="message_received")
                 return DUPLICATE
-            self.emit(ev.MESSAGE_RECEIVED, now=datetime.now(timezone.utc), trace_id=trace_id,
-                      **intake.message_received_fields(mail, key, ticket_id))
+            fields = intake.message_received_fields(mail, key, ticket_id)
+            self._keep_files(fetched, mail, fields)
+            self.emit(ev.MESSAGE_RECEIVED, now=datetime.now(timezone.utc), trace_id=trace_id, **fields)
             self.store.mark_reply_published(key.kind, key.key)
             log.info("mail_followed_up", from_email=mail.from_email)
             return FOLLOWED_UP
+
+    def _keep_files(self, fetched: FetchedMail, mail: NormalizedMail, fields: dict[str, Any]) -> None:
+        """Write the raw mail and its attachments before the event that names them is published."""
+        source = dict(fields.get("source") or {})
+        source["raw_sha256"] = self.files.keep_raw(fetched.raw)
+        fields["source"] = source
+        fields["attachments"] = self.files.keep_attachments(mail.attachments)
+        skipped = sum(1 for a in fields["attachments"] if not a["stored"])
+        if skipped:
+            log.info("mail_attachments_over_limit", not_stored=skipped, listed=len(fields["attachments"]))
+
+    def _report_bounce(self, fetched: FetchedMail, parsed: Message) -> str | None:
+        """Publish ``mail_bounced`` for a bounce that names its failed recipients; None when it does not."""
+        report = bounces.parse_bounce(parsed)
+        if report is None:
+            log.info("bounce_without_report")
+            return None
+        ticket_id = self._ticket_of_bounced(report.original_message_id)
+        own_id = _own_message_id(parsed)
+        identity = intake.message_id_key(own_id) if own_id else natural_key_hash(
+            f"{fetched.mailbox}\0{fetched.uidvalidity}\0{fetched.uid}")
+        event_id = stable_event_id(ev.MAIL_BOUNCED, identity)
+        trace_id = intake.trace_id_for(ticket_id) if ticket_id else stable_event_id("trace", event_id)
+        with bound_event_context(ticket_id=ticket_id, trace_id=trace_id):
+            self.emit(ev.MAIL_BOUNCED, now=datetime.now(timezone.utc), trace_id=trace_id, event_id=event_id,
+                      ticket_id=ticket_id, recipients=list(report.recipients), status=report.status,
+                      reason=report.reason, hard=report.hard, original_message_id=report.original_message_id,
+                      reporting_mta=report.reporting_mta, received_at=fetched.internal_date)
+            log.info("mail_bounced", recipient=report.recipients[0], recipients=len(report.recipients),
+                     status=report.status, hard=report.hard, of_ticket=ticket_id is not None)
+        return BOUNCED
+
+    def _ticket_of_bounced(self, original_message_id: str | None) -> str | None:
+        if not original_message_id:
+            return None
+        ours = mail_tokens.ticket_from_message_id(self.token_secret, original_message_id)
+        if ours:
+            return ours
+        return self.store.first_ticket_of_messages(intake.KIND_MESSAGE_ID, [intake.message_id_key(original_message_id)])
 
     def _ignore_automatic(self, fetched: FetchedMail, machine: automatic.Automatic) -> str:
         path = self.quarantine.put(fetched, machine.label, now=datetime.now(timezone.utc))
@@ -143,3 +230,9 @@ class IntakeEmailService:
         path = self.quarantine.put(fetched, reason, now=datetime.now(timezone.utc))
         log.warning("mail_quarantined", reason=reason, path=str(path))
         return QUARANTINED
+
+
+def _own_message_id(msg: Message) -> str | None:
+    value = msg.get("Message-ID")
+    text = (value if isinstance(value, str) else str(value or "")).strip().strip("<>").strip()
+    return text if text and " " not in text and len(text) <= 998 else None

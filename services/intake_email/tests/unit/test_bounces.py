@@ -166,6 +166,12 @@ def test_bounce_report(raw, expected):
     assert parse_bounce(raw) == expected
 
 
+def test_exims_failed_recipients_header_names_the_recipients():
+    raw = EXIM_TEXT.replace(b"X-Original-Message-ID", b"X-Failed-Recipients: A@example.org,\r\n b@example.org\r\n"
+                                                      b"X-Original-Message-ID")
+    assert parse_bounce(raw).recipients == ("a@example.org", "b@example.org")
+
+
 def test_status_decides_over_the_smtp_code_and_without_either_a_failure_is_soft():
     soft_4xx = POSTFIX.replace(b"Status: 5.1.1", b"Status: 4.4.1")
     assert parse_bounce(soft_4xx).hard is False
