@@ -30,6 +30,7 @@ from typing import Any, Iterable, Protocol
 FILENAME_MAX_CHARS = 255  # shared.events.Attachment
 CONTENT_TYPE_MAX_CHARS = 255
 CONTENT_ID_MAX_CHARS = 255
+MAX_LISTED = 200  # shared.events TicketReceived.attachments: a hostile mail's 10 000 parts stop here
 DEFAULT_MAX_FILE_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_TOTAL_BYTES = 25 * 1024 * 1024
 
@@ -58,7 +59,7 @@ def sha256_hex(data: bytes) -> str:
 def plan_attachments(parts: Iterable[MailPartLike], *, max_file_bytes: int, max_total_bytes: int) -> list[PlannedFile]:
     """Which parts are stored: in order, each within the per-file limit while the total allows it."""
     planned, total = [], 0
-    for part in parts:
+    for part in list(parts)[:MAX_LISTED]:
         data = bytes(part.data or b"")
         size = len(data)
         store = size <= max_file_bytes and total + size <= max_total_bytes

@@ -5,8 +5,11 @@ Real Dovecot, RabbitMQ vhost and Redis database (fixtures in conftest.py).
 import gzip
 import hashlib
 import json
+from email.message import EmailMessage
 
 from shared import mail_tokens
+from services.intake_email.config import ATTACHMENT_MAX_BYTES_CONFIG_KEY, DATA_DIR_CONFIG_KEY, MAILBOXES_CONFIG_KEY
+from services.intake_email.service import IntakeEmailService
 from shared.intake_ledger import stable_event_id
 
 from .conftest import make_mail, wait_until
@@ -104,3 +107,29 @@ def test_a_ticketed_mail_keeps_its_raw_bytes_compressed_and_names_them_on_the_ev
     digest = follow_up["source"]["raw_sha256"]
     kept = gzip.decompress((tmp_path / "raw" / digest[:2] / f"{digest}.eml.gz").read_bytes())
     assert b"and a follow-up" in kept and hashlib.sha256(kept).hexdigest() == digest
+
+
+def test_attachments_are_stored_by_content_and_listed_on_the_ticket_with_the_over_limit_one_unstored(
+        service_container, mailbox, event_listener, tmp_path):
+    events = Recorder(event_listener("intake_email"))
+    service_container(IntakeEmailService, **{
+        MAILBOXES_CONFIG_KEY: [mailbox.settings()], DATA_DIR_CONFIG_KEY: str(tmp_path),
+        ATTACHMENT_MAX_BYTES_CONFIG_KEY: 2048,
+    }).start()
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "Cheng Li <cheng.li@example.com>", "support@example.com", "invoice attached"
+    msg["Message-ID"] = "<invoice-1@example.com>"
+    msg.set_content("see attached")
+    pdf, big = b"%PDF-1.4 small invoice", b"x" * 3000
+    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="发票.pdf")
+    msg.add_attachment(big, maintype="application", subtype="zip", filename="logs.zip")
+    mailbox.append(msg.as_bytes())
+
+    ticket = events.wait_for(subject_is("invoice attached"))
+    pdf_sha, big_sha = hashlib.sha256(pdf).hexdigest(), hashlib.sha256(big).hexdigest()
+    assert [(a["filename"], a["content_type"], a["size"], a["sha256"], a["stored"]) for a in ticket["attachments"]] == [
+        ("发票.pdf", "application/pdf", len(pdf), pdf_sha, True),
+        ("logs.zip", "application/zip", len(big), big_sha, False),
+    ]
+    assert (tmp_path / "attachments" / pdf_sha[:2] / pdf_sha).read_bytes() == pdf
+    assert not (tmp_path / "attachments" / big_sha[:2]).exists()

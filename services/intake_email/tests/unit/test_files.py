@@ -77,3 +77,8 @@ def test_a_file_over_the_limit_is_listed_but_not_written(tmp_path):
     listed = files.keep_attachments([Part("big.zip", "application/zip", b"12345")])
     assert listed[0]["stored"] is False and listed[0]["size"] == 5 and listed[0]["sha256"] == sha(b"12345")
     assert not (tmp_path / "attachments").exists()
+
+
+def test_at_most_200_parts_are_listed_and_stored():
+    parts = [Part(f"f{i}", "text/plain", str(i).encode()) for i in range(250)]
+    assert len(plan_attachments(parts, max_file_bytes=10, max_total_bytes=10_000)) == 200
