@@ -23,6 +23,7 @@ from services.intake_email.normalize import NormalizedMail
 KIND_MESSAGE_ID = "msgid"
 KIND_NO_MESSAGE_ID = "nomsgid"
 MESSAGE_ID_FIELD_MAX = 128  # MessageReceived.message_id
+ATTACHMENTS_MAX = 200  # TicketReceived.attachments
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,16 @@ def customer(mail: NormalizedMail) -> dict[str, Any]:
     return {"name": mail.from_name, "email": mail.from_email, "language": mail.language}
 
 
+def attachments(mail: NormalizedMail) -> list[dict[str, Any]]:
+    """The event's ``attachments`` (shared.events.Attachment fields) from the mail's parts."""
+    return [{"filename": part.filename, "content_type": part.content_type, "size": part.size,
+             "content_id": part.content_id, "sha256": part.sha256, "stored": True}
+            for part in mail.attachments[:ATTACHMENTS_MAX]]
+
+
 def ticket_received_fields(mail: NormalizedMail, fetched: FetchedMail, ticket_id: str) -> dict[str, Any]:
     source = {"mailbox": fetched.mailbox, "uid": str(fetched.uid), "uidvalidity": str(fetched.uidvalidity),
               "message_id": mail.message_id or ""}
-    if mail.attachments:
-        source["attachments"] = ", ".join(mail.attachments)[:1000]
     return dict(
         event_id=stable_event_id("ticket_received", ticket_id),
         ticket_id=ticket_id,
@@ -64,6 +70,7 @@ def ticket_received_fields(mail: NormalizedMail, fetched: FetchedMail, ticket_id
         text=mail.text,
         received_at=mail.received_at,
         source=source,
+        attachments=attachments(mail),
     )
 
 
@@ -76,4 +83,5 @@ def message_received_fields(mail: NormalizedMail, key: ContactKey, ticket_id: st
         text=mail.text,
         message_id=f"email-{key.kind}-{key.key}"[:MESSAGE_ID_FIELD_MAX],
         received_at=mail.received_at,
+        attachments=attachments(mail),
     )

@@ -8,8 +8,16 @@ ticket cannot exist without it:
   raw 8-bit headers tried as UTF-8 then GB18030);
 - charset labels are mapped to the codec real senders mean: gb2312/gbk → gb18030 (Chinese
   mail labelled gb2312 routinely contains GBK-only characters), big5 → big5hkscs, ...;
-- the body is the text/plain parts when they say anything, else the HTML parts as text;
-  attachments (and everything under them, e.g. an attached message) are listed, not read;
+  whenever the label had to be overruled or guessed, a ``charset_flags`` entry says so
+  (``body-mislabelled:gb2312->utf-8``, ``header-8bit-guessed:gb18030``,
+  ``charset-unknown:x-foo``, ``body-undecodable:utf-8``) so "why is this text garbled?" has
+  an answer;
+- the body is the text/plain parts when they say anything, else the HTML parts as text; the
+  HTML is also kept, sanitized (``htmltext.sanitize_html``); ``reply_text`` is the new part of
+  the body without quoted history and signature (``quoting.split_reply``);
+- attachments (and everything under them, e.g. an attached message) are listed with their
+  bytes as :class:`MailPart`, not read as body;
+- the message is parsed once; every part is visited once;
 - anything that cannot become a ticket (no sender address, no header section, a multipart
   without a usable boundary, too large, not bytes) raises :class:`MailRejected` with a one-line
   reason. No other exception leaves :func:`normalize`: the caller quarantines and moves on.
@@ -26,11 +34,13 @@ import email.utils
 import hashlib
 import quopri
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
+from functools import lru_cache
 
-from services.intake_email.htmltext import html_to_text
+from services.intake_email.htmltext import html_to_text, sanitize_html
+from services.intake_email.quoting import split_reply
 
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024
 SUBJECT_MAX_CHARS = 1000  # TicketReceived.subject
@@ -40,6 +50,8 @@ EMAIL_MAX_CHARS = 320  # Customer.email
 MESSAGE_ID_MAX_CHARS = 998  # one RFC 5322 line
 MAX_MIME_DEPTH = 20
 NO_SUBJECT = ""
+FILENAME_MAX_CHARS = 255  # Attachment.filename
+MAX_ADDRESSES = 200
 
 # Labels seen in the wild → the codec that decodes what those senders actually send.
 _CHARSET_ALIASES = {
@@ -63,6 +75,16 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]")
 _LATIN_LETTER = re.compile(r"[A-Za-z\u00c0-\u024f]")
+_EIGHT_BIT = re.compile(rb"[\x80-\xff]")
+_GB_PAIR = re.compile(rb"[\x81-\xfe][\x80-\xfe]")
+# Codecs whose ASCII-only input still needs decoding (escape sequences), so no ASCII shortcut.
+_STATEFUL_CODECS = {"iso2022_jp", "iso2022_jp_1", "iso2022_jp_2", "iso2022_jp_2004", "iso2022_jp_3",
+                    "iso2022_jp_ext", "iso2022_kr", "utf-7", "hz", "utf-16", "utf-32", "utf-16-be",
+                    "utf-16-le", "utf-32-be", "utf-32-le"}
+# Non-MIME leaves that are reports or attached mail, never the customer's words.
+_MESSAGE_ATTACHMENT_TYPES = {"message/delivery-status", "message/disposition-notification",
+                             "message/feedback-report", "message/global-delivery-status",
+                             "message/global-headers", "text/rfc822-headers"}
 # One Han character carries about as much as a short English word (~4 letters).
 _HAN_WEIGHT = 4
 
@@ -76,18 +98,39 @@ class MailRejected(Exception):
 
 
 @dataclass(frozen=True)
+class MailPart:
+    """An attachment or inline image as sent. ``data`` is the decoded content (not in repr/eq)."""
+
+    filename: str  # decoded; "" when the sender gave none
+    content_type: str  # lowercased maintype/subtype
+    size: int  # len(data)
+    content_id: str | None  # without angle brackets; set for inline images (cid: in the HTML)
+    inline: bool  # Content-Disposition inline, or a Content-ID without a disposition
+    data: bytes = field(default=b"", repr=False, compare=False)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass(frozen=True)
 class NormalizedMail:
     from_email: str
     from_name: str
     subject: str
-    text: str
+    text: str  # the whole body as text (quotes included)
     message_id: str | None  # without angle brackets
     in_reply_to: tuple[str, ...]
     references: tuple[str, ...]
     received_at: datetime
     language: str  # "zh" or "en"
-    attachments: tuple[str, ...]
+    attachments: tuple[MailPart, ...]
     fingerprint: str  # hash of Date/From/Subject as sent: part of the key of mail without a Message-ID
+    to_addresses: tuple[str, ...] = ()  # lowercased: To, Cc, Delivered-To, X-Original-To (deduped, in order)
+    reply_to: tuple[str, ...] = ()  # lowercased Reply-To addresses
+    reply_text: str = ""  # the new part only: quoted history and signature removed; == text when none
+    html_sanitized: str | None = None  # None when the mail had no HTML body
+    charset_flags: tuple[str, ...] = ()  # where a charset label was overruled or guessed
 
     @property
     def thread_candidates(self) -> tuple[str, ...]:
@@ -109,17 +152,33 @@ class _RawHeaders(email.policy.Compat32):
 _POLICY = _RawHeaders()
 
 
-def normalize(raw: bytes, *, received_at: datetime, max_bytes: int = DEFAULT_MAX_BYTES) -> NormalizedMail:
-    """Parse ``raw`` into a :class:`NormalizedMail` or raise :class:`MailRejected`; nothing else."""
+class _Flags(list):
+    """charset_flags being collected: each flag once, in the order first seen."""
+
+    def add(self, flag: str) -> None:
+        if flag not in self:
+            self.append(flag)
+
+
+def normalize(raw: bytes, *, received_at: datetime, max_bytes: int = DEFAULT_MAX_BYTES,
+              allow_remote_images: bool = False, sender_from_reply_to: bool = False) -> NormalizedMail:
+    """Parse ``raw`` into a :class:`NormalizedMail` or raise :class:`MailRejected`; nothing else.
+
+    ``allow_remote_images`` keeps http(s) images in ``html_sanitized``; ``sender_from_reply_to``
+    takes the sender from a Reply-To naming exactly one valid address (mail sent by a form or a
+    shared system on a person's behalf).
+    """
     try:
-        return _normalize(raw, received_at=received_at, max_bytes=max_bytes)
+        return _normalize(raw, received_at=received_at, max_bytes=max_bytes,
+                          allow_remote_images=allow_remote_images, sender_from_reply_to=sender_from_reply_to)
     except MailRejected:
         raise
     except Exception as exc:  # noqa: BLE001 - the contract: bad input is a rejection, never a crash
         raise MailRejected(f"unparseable message ({type(exc).__name__}: {str(exc)[:200]})") from exc
 
 
-def _normalize(raw: bytes, *, received_at: datetime, max_bytes: int) -> NormalizedMail:
+def _normalize(raw: bytes, *, received_at: datetime, max_bytes: int, allow_remote_images: bool,
+               sender_from_reply_to: bool) -> NormalizedMail:
     if not isinstance(raw, (bytes, bytearray)):
         raise MailRejected(f"message is {type(raw).__name__}, not bytes")
     if not raw.strip():
@@ -135,35 +194,49 @@ def _normalize(raw: bytes, *, received_at: datetime, max_bytes: int) -> Normaliz
         if isinstance(defect, email.errors.StartBoundaryNotFoundDefect):
             raise MailRejected("multipart body where the declared boundary never appears")
 
-    from_name, from_email = _sender(msg)
-    subject = _clean_line(decode_header_value(_header(msg, "Subject")))[:SUBJECT_MAX_CHARS]
-    text = _body_text(msg)
+    flags = _Flags()
+    from_name, from_email = _sender(msg, flags)
+    reply_to = _addresses(msg, ("Reply-To",), flags)
+    if sender_from_reply_to and len(reply_to) == 1 and reply_to[0][1] != from_email:
+        from_name, from_email = reply_to[0]
+    subject = _clean_line(decode_header_value(_header(msg, "Subject"), flags))[:SUBJECT_MAX_CHARS]
+    body = _Body(flags)
+    body.read(msg)
+    text = body.text()[:TEXT_MAX_CHARS]
+    html = body.html()
     language = guess_language(subject, text)
     ids = _ANGLE_ID.findall
     return NormalizedMail(
         from_email=from_email,
         from_name=from_name[:NAME_MAX_CHARS],
         subject=subject,
-        text=text[:TEXT_MAX_CHARS],
+        text=text,
         message_id=_message_id(_header(msg, "Message-ID")),
         in_reply_to=tuple(i for i in ids(_unfold(_header(msg, "In-Reply-To"))) if len(i) <= MESSAGE_ID_MAX_CHARS),
         references=tuple(i for i in ids(_unfold(_header(msg, "References"))) if len(i) <= MESSAGE_ID_MAX_CHARS),
         received_at=received_at,
         language=language,
-        attachments=tuple(_attachments(msg)),
+        attachments=tuple(body.attachments),
         fingerprint=hashlib.sha256("\0".join(
             _unfold(_header(msg, name)) for name in ("Date", "From", "Subject")).encode("utf-8", "surrogateescape")
         ).hexdigest()[:32],
+        to_addresses=tuple(address for _name, address in _addresses(
+            msg, ("To", "Cc", "Delivered-To", "X-Original-To"), flags)),
+        reply_to=tuple(address for _name, address in reply_to),
+        reply_text=split_reply(text)[0] if text else "",
+        html_sanitized=sanitize_html(html, allow_remote_images=allow_remote_images) if html is not None else None,
+        charset_flags=tuple(flags),
     )
 
 
 # --- charsets and headers -----------------------------------------------------------------------
 
+@lru_cache(maxsize=256)
 def codec_for(charset: str | None) -> str | None:
     """The Python codec for a MIME charset label, or None when the label is missing or unknown."""
     if not charset:
         return None
-    label = charset.strip().strip("\"'").lower().split("*", 1)[0]  # RFC 2231 "utf-8*zh-cn"
+    label = _label(charset)
     if label in _UNKNOWN_CHARSETS:
         return None
     label = _CHARSET_ALIASES.get(label, label)
@@ -173,35 +246,82 @@ def codec_for(charset: str | None) -> str | None:
         return None
 
 
-def decode_bytes(data: bytes, charset: str | None) -> str:
-    """Decode with the declared charset; mislabelled UTF-8 is common, so try it when that fails."""
+def _label(charset: str) -> str:
+    return charset.strip().strip("\"'").lower().split("*", 1)[0]  # RFC 2231 "utf-8*zh-cn"
+
+
+def decode_bytes(data: bytes, charset: str | None, flags: _Flags | None = None, where: str = "body") -> str:
+    """Decode by the declared charset, overruling it where the bytes prove it wrong.
+
+    Valid UTF-8 with 8-bit bytes is taken as UTF-8 whatever the label says: legacy text is almost
+    never valid UTF-8 by accident, while UTF-8 labelled gb2312 or iso-8859-1 is common (and would
+    decode "successfully" into mojibake). Every overrule or guess is added to ``flags``.
+    """
     codec = codec_for(charset)
-    if codec:
+    if codec is None and charset and _label(charset) not in _UNKNOWN_CHARSETS and flags is not None:
+        flags.add(f"charset-unknown:{_label(charset)[:40]}")
+    if codec not in _STATEFUL_CODECS and data.isascii():
+        return data.decode("ascii")
+    if codec in _STATEFUL_CODECS:
         try:
             return data.decode(codec)
         except (UnicodeDecodeError, LookupError):
             pass
+    elif codec:
         try:
-            return data.decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
-            return data.decode(codec, errors="replace")
-    for guess in ("utf-8", "gb18030"):
+            text = None
+        if text is not None:
+            if codec != "utf-8" and flags is not None:
+                flags.add(f"{where}-mislabelled:{_label(charset)[:40]}->utf-8")
+            return text
         try:
-            return data.decode(guess)
+            return data.decode(codec)
+        except (UnicodeDecodeError, LookupError):
+            pass
+    # Chinese legacy text is the usual mislabelled 8-bit mail here, then Western (cp1252 decodes
+    # almost anything, so it comes last).
+    if codec and codec not in _STATEFUL_CODECS:
+        guesses: tuple[str, ...] = ("gb18030", "cp1252") if codec == "utf-8" else ()
+    else:
+        guesses = ("utf-8", "gb18030", "cp1252")
+    for guess in guesses:
+        if guess == "gb18030" and not _looks_like_gb(data):
+            continue
+        try:
+            text = data.decode(guess)
         except UnicodeDecodeError:
             continue
-    return data.decode("cp1252", errors="replace")
+        if flags is not None:
+            if codec:
+                flags.add(f"{where}-mislabelled:{_label(charset)[:40]}->{guess}")
+            else:
+                flags.add(f"{where}-8bit-guessed:{guess}")
+        return text
+    fallback = codec if codec and codec not in _STATEFUL_CODECS else "cp1252"
+    if flags is not None:
+        flags.add(f"{where}-undecodable:{fallback}")
+    return data.decode(fallback, errors="replace")
+
+
+def _looks_like_gb(data: bytes) -> bool:
+    # Chinese text is runs of two-byte characters (both bytes high in GB2312's range); Western
+    # 8-bit text has lone accented letters between ASCII ones, which gb18030 would also "decode".
+    high = len(_EIGHT_BIT.findall(data))
+    pairs = len(_GB_PAIR.findall(data))
+    return pairs * 2 * 10 >= high * 7
 
 
 def _unfold(value: str) -> str:
-    return _FOLD.sub("", value)
+    return _FOLD.sub("", value) if "\n" in value else value
 
 
-def _raw_8bit_to_text(value: str) -> str:
+def _raw_8bit_to_text(value: str, flags: _Flags | None = None) -> str:
     # The parser smuggles undeclared 8-bit header bytes through as surrogates; decode them for real.
-    if any("\udc80" <= ch <= "\udcff" for ch in value):
-        return decode_bytes(value.encode("ascii", "surrogateescape"), None)
-    return value
+    if value.isascii() or not any("\udc80" <= ch <= "\udcff" for ch in value):
+        return value
+    return decode_bytes(value.encode("ascii", "surrogateescape"), None, flags, "header")
 
 
 def _decode_word(kind: str, payload: str) -> bytes:
@@ -214,11 +334,13 @@ def _decode_word(kind: str, payload: str) -> bytes:
     return quopri.decodestring(payload.replace("_", " ").encode("ascii", "replace"), header=True)
 
 
-def decode_header_value(value: str | None) -> str:
+def decode_header_value(value: str | None, flags: _Flags | None = None) -> str:
     """Unfold and decode a header: RFC 2047 words (adjacent same-charset words joined as bytes)."""
     if not value:
         return ""
-    text = _raw_8bit_to_text(_unfold(value))
+    text = _raw_8bit_to_text(_unfold(value), flags)
+    if "=?" not in text:
+        return text
     out: list[str] = []
     pending: tuple[str | None, bytearray] = (None, bytearray())
     pos = 0
@@ -227,7 +349,7 @@ def decode_header_value(value: str | None) -> str:
         nonlocal pending
         charset, buf = pending
         if buf:
-            out.append(decode_bytes(bytes(buf), charset))
+            out.append(decode_bytes(bytes(buf), charset, flags, "header"))
         pending = (None, bytearray())
 
     for match in _ENCODED_WORD.finditer(text):
@@ -258,16 +380,28 @@ def _clean_line(value: str) -> str:
     return _WS.sub(" ", _CONTROL.sub("", value)).strip()
 
 
-def _sender(msg: Message) -> tuple[str, str]:
+def _addresses(msg: Message, names: tuple[str, ...], flags: _Flags) -> list[tuple[str, str]]:
+    """(decoded display name, lowercased address) of every valid address in these headers, deduped."""
+    found: dict[str, str] = {}
+    for name in names:
+        for value in msg.get_all(name) or ():
+            if not isinstance(value, str):
+                continue
+            # Parse the structure before decoding words: a decoded name may contain commas and brackets.
+            for display, address in email.utils.getaddresses([_raw_8bit_to_text(_unfold(value), flags)]):
+                address = address.strip().strip("<>").lower()
+                if address not in found and _ADDRESS.match(address) and len(address) <= EMAIL_MAX_CHARS:
+                    found[address] = _clean_line(decode_header_value(display, flags)).strip("\"' ")
+                    if len(found) >= MAX_ADDRESSES:
+                        return [(n, a) for a, n in found.items()]
+    return [(n, a) for a, n in found.items()]
+
+
+def _sender(msg: Message, flags: _Flags) -> tuple[str, str]:
     for header in ("From", "Sender", "Reply-To", "Return-Path"):
-        raw = _raw_8bit_to_text(_unfold(_header(msg, header)))
-        if not raw:
-            continue
-        # Parse the structure before decoding words: a decoded name may contain commas and brackets.
-        for name, address in email.utils.getaddresses([raw]):
-            address = address.strip().strip("<>").lower()
-            if _ADDRESS.match(address) and len(address) <= EMAIL_MAX_CHARS:
-                return _clean_line(decode_header_value(name)).strip("\"' "), address
+        found = _addresses(msg, (header,), flags)
+        if found:
+            return found[0]
     raise MailRejected("no sender address (From, Sender, Reply-To and Return-Path are missing or invalid)")
 
 
@@ -280,64 +414,121 @@ def _message_id(value: str) -> str | None:
 
 # --- body ---------------------------------------------------------------------------------------
 
-def _is_attachment(part: Message) -> bool:
-    disposition = (_header(part, "Content-Disposition").split(";", 1)[0]).strip().lower()
-    return disposition == "attachment" or (bool(part.get_filename()) and disposition != "inline" and
-                                           part.get_content_maintype() != "text")
+def _disposition(part: Message) -> str:
+    return _header(part, "Content-Disposition").split(";", 1)[0].strip().lower()
 
 
-def _leaves(msg: Message, depth: int = 0):
-    """Body parts in order, not descending into attachments (an attached mail is not the body)."""
-    if depth > MAX_MIME_DEPTH:
-        return
-    if depth and _is_attachment(msg):
-        yield msg, True
-        return
-    if msg.is_multipart():
-        payload = msg.get_payload()
-        for child in payload if isinstance(payload, list) else ():
-            if isinstance(child, Message):
-                yield from _leaves(child, depth + 1)
-        return
-    yield msg, False
+def _raw_filename(part: Message) -> str | tuple | None:
+    for param, header in (("filename", "content-disposition"), ("name", "content-type")):
+        value = part.get_param(param, header=header)
+        if value:
+            return value
+    return None
 
 
-def _part_text(part: Message) -> str:
-    data = part.get_payload(decode=True)
-    if not isinstance(data, (bytes, bytearray)):
-        payload = part.get_payload()
-        return payload if isinstance(payload, str) else ""
+def _filename(part: Message, flags: _Flags) -> str:
+    """The decoded filename: RFC 2231 ``filename*=`` (any charset), RFC 2047 words, raw 8-bit bytes."""
+    value = _raw_filename(part)
+    if not value:
+        return ""
+    if isinstance(value, tuple):  # RFC 2231: (charset, language, %-decoded text as latin-1)
+        charset, _language, text = value
+        data = text.encode("latin-1", "surrogateescape") if isinstance(text, str) else b""
+        name = decode_bytes(data, charset or None, flags, "header")
+    else:
+        name = decode_header_value(email.utils.unquote(value), flags)
+    # A path is not a name: keep the last component only.
+    name = _clean_line(name).replace("\\", "/").rsplit("/", 1)[-1]
+    return name[:FILENAME_MAX_CHARS]
+
+
+def _content_id(part: Message) -> str | None:
+    value = _unfold(_header(part, "Content-ID")).strip()
+    if not value:
+        return None
+    found = _ANGLE_ID.search(value)
+    return (found.group(1) if found else value)[:255] or None
+
+
+def _charset(part: Message) -> str | None:
     charset = part.get_param("charset")
     if isinstance(charset, tuple):  # RFC 2231 form: (charset, language, value)
         charset = email.utils.collapse_rfc2231_value(charset)
-    return decode_bytes(bytes(data), charset if isinstance(charset, str) else None)
+    return charset if isinstance(charset, str) else None
 
 
-def _body_text(msg: Message) -> str:
-    plain: list[str] = []
-    html: list[str] = []
-    for part, is_attachment in _leaves(msg):
-        if is_attachment:
-            continue
+class _Body:
+    """One walk over the MIME tree: text/plain and text/html body parts, and the attachments."""
+
+    def __init__(self, flags: _Flags):
+        self.flags = flags
+        self.plain: list[str] = []
+        self.html_parts: list[str] = []
+        self.attachments: list[MailPart] = []
+
+    def read(self, msg: Message) -> None:
+        self._visit(msg, 0)
+
+    def text(self) -> str:
+        text = "\n\n".join(p for p in self.plain if p.strip())
+        if not text.strip() and self.html_parts:
+            text = html_to_text("\n".join(self.html_parts))
+        return _tidy(text)
+
+    def html(self) -> str | None:
+        return "\n".join(self.html_parts) if self.html_parts else None
+
+    def _visit(self, part: Message, depth: int) -> None:
+        if depth > MAX_MIME_DEPTH:
+            return
         ctype = part.get_content_type()
-        if ctype == "text/plain" and not part.get_filename():
-            plain.append(_part_text(part))
-        elif ctype == "text/html":
-            html.append(_part_text(part))
-    text = "\n\n".join(p for p in plain if p.strip())
-    if not text.strip() and html:
-        text = html_to_text("\n".join(html))
-    return _tidy(text)
+        disposition = _disposition(part)
+        if depth and (disposition == "attachment" or ctype in _MESSAGE_ATTACHMENT_TYPES):
+            self._attach(part, ctype, disposition)
+            return
+        if part.is_multipart():
+            payload = part.get_payload()
+            for child in payload if isinstance(payload, list) else ():
+                if isinstance(child, Message):
+                    self._visit(child, depth + 1)
+            return
+        if ctype in ("text/plain", "text/html") and not (depth and _raw_filename(part)):
+            (self.plain if ctype == "text/plain" else self.html_parts).append(self._decode_text(part))
+        else:  # any other leaf, even a bare top-level PDF, is a file the customer sent
+            self._attach(part, ctype, disposition)
+
+    def _decode_text(self, part: Message) -> str:
+        data = part.get_payload(decode=True)
+        if not isinstance(data, (bytes, bytearray)):
+            payload = part.get_payload()
+            return payload if isinstance(payload, str) else ""
+        return decode_bytes(bytes(data), _charset(part), self.flags, "body")
+
+    def _attach(self, part: Message, ctype: str, disposition: str) -> None:
+        data = _part_bytes(part)
+        content_id = _content_id(part)
+        self.attachments.append(MailPart(
+            filename=_filename(part, self.flags),
+            content_type=ctype[:255],
+            size=len(data),
+            content_id=content_id,
+            inline=disposition == "inline" or (not disposition and content_id is not None),
+            data=data,
+        ))
 
 
-def _attachments(msg: Message) -> list[str]:
-    names = []
-    for part, is_attachment in _leaves(msg):
-        ctype = part.get_content_type()
-        if is_attachment or ctype not in ("text/plain", "text/html") or (ctype == "text/plain" and part.get_filename()):
-            filename = part.get_filename()
-            names.append(_clean_line(decode_header_value(filename)) if filename else ctype)
-    return names
+def _part_bytes(part: Message) -> bytes:
+    """The decoded content of a leaf, or the re-serialized message for an attached mail."""
+    try:
+        if part.is_multipart():
+            payload = part.get_payload()
+            if part.get_content_maintype() == "message" and isinstance(payload, list) and len(payload) == 1:
+                return payload[0].as_bytes()
+            return part.as_bytes()
+        data = part.get_payload(decode=True)
+        return bytes(data) if isinstance(data, (bytes, bytearray)) else b""
+    except Exception:  # noqa: BLE001 - an unserializable attached part is listed with no content
+        return b""
 
 
 def _tidy(text: str) -> str:

@@ -1,10 +1,18 @@
 """normalize(): real-world encodings in, ticket fields out; bad mail is a rejection, never a crash."""
 import base64
+import hashlib
 from datetime import datetime, timezone
 
 import pytest
 
-from services.intake_email.normalize import MailRejected, decode_header_value, guess_language, normalize
+from services.intake_email.normalize import (
+    MailPart,
+    MailRejected,
+    NormalizedMail,
+    decode_header_value,
+    guess_language,
+    normalize,
+)
 
 AT = datetime(2026, 11, 22, 8, 30, tzinfo=timezone.utc)
 
@@ -111,7 +119,10 @@ def test_alternative_prefers_plain_and_attachments_are_listed_not_read():
     )
     mail = normalize(raw, received_at=AT)
     assert mail.text == "plain wins"
-    assert mail.attachments == ("日志.txt", "message/rfc822")
+    assert [(a.filename, a.content_type) for a in mail.attachments] == [("日志.txt", "text/plain"),
+                                                                        ("", "message/rfc822")]
+    assert mail.attachments[0].data == b"secret log lines"
+    assert b"forwarded body" in mail.attachments[1].data
 
 
 def test_mail_without_message_id_has_none_and_a_stable_fingerprint():
@@ -177,4 +188,203 @@ def test_rfc2231_charset_parameter_and_attachment_only_mail():
     pdf_only = (b"From: a@example.com\r\nSubject: invoice\r\nContent-Type: application/pdf\r\n"
                 b"Content-Disposition: attachment; filename=invoice.pdf\r\n\r\n%PDF-1.4\r\n")
     mail = normalize(pdf_only, received_at=AT)
-    assert (mail.text, mail.attachments) == ("", ("invoice.pdf",))
+    assert mail.text == ""
+    assert [(a.filename, a.content_type, a.data) for a in mail.attachments] == [
+        ("invoice.pdf", "application/pdf", b"%PDF-1.4\r\n")]
+
+
+# --- charsets: one case per charset, in an encoded-word Subject and in the body ------------------
+
+def single_part(subject: bytes, body: bytes, content_type: bytes, cte: bytes = b"8bit") -> bytes:
+    return (b"From: a@example.com\r\nTo: support@example.com\r\nSubject: " + subject + b"\r\n"
+            b"Content-Type: " + content_type + b"\r\nContent-Transfer-Encoding: " + cte + b"\r\n\r\n" + body)
+
+
+@pytest.mark.parametrize("charset, sample", [
+    ("utf-8", "订单未发货"),
+    ("gbk", "关于朱镕基的发票"),
+    ("gb2312", "发票抬头"),
+    ("gb18030", "退款申请"),
+    ("big5", "請問訂單何時出貨"),
+    ("iso-2022-jp", "注文の確認"),
+    ("shift_jis", "注文番号について"),
+    ("euc-jp", "配送状況"),
+    ("euc-kr", "주문 확인"),
+    ("iso-8859-1", "café crème"),
+    ("iso-8859-2", "Łódź zamówienie"),
+    ("iso-8859-5", "Заказ не пришёл"),
+    ("iso-8859-7", "Παραγγελία"),
+    ("iso-8859-15", "prix 10€"),
+    ("windows-1250", "Příliš žluťoučký"),
+    ("windows-1251", "Счёт на оплату"),
+    ("windows-1252", "naïve “quotes” – dash"),
+    ("koi8-r", "Привет"),
+])
+def test_every_charset_decodes_in_headers_and_bodies_without_flags(charset, sample):
+    encoded = sample.encode(charset)
+    for kind, word in (("B", base64.b64encode(encoded).decode()),
+                       ("Q", "".join(f"={b:02X}" for b in encoded))):
+        raw = single_part(f"=?{charset}?{kind}?{word}?=".encode(), encoded, f"text/plain; charset={charset}".encode())
+        mail = normalize(raw, received_at=AT)
+        assert (mail.subject, mail.text, mail.charset_flags) == (sample, sample, ())
+    base64_body = single_part(b"x", base64.b64encode(encoded), f"text/plain; charset=\"{charset}\"".encode(), b"base64")
+    assert normalize(base64_body, received_at=AT).text == sample
+
+
+@pytest.mark.parametrize("subject, body, content_type, want_subject, want_text, flags", [
+    # A part labelled gb2312 that is really UTF-8: decoding as gb18030 would "succeed" into mojibake.
+    (b"x", "你好，世界".encode("utf-8"), b"text/plain; charset=gb2312", "x", "你好，世界",
+     ("body-mislabelled:gb2312->utf-8",)),
+    (b"x", "café".encode("utf-8"), b"text/plain; charset=iso-8859-1", "x", "café",
+     ("body-mislabelled:iso-8859-1->utf-8",)),
+    # Labelled UTF-8 but GBK / Latin-1 bytes.
+    (b"x", "退款".encode("gbk"), b"text/plain; charset=utf-8", "x", "退款", ("body-mislabelled:utf-8->gb18030",)),
+    (b"x", "caf\xe9 \x80".encode("latin-1"), b"text/plain; charset=utf-8", "x", "café €",
+     ("body-mislabelled:utf-8->cp1252",)),
+    (b"x", "naïve".encode("cp1252"), b"text/plain; charset=us-ascii", "x", "naïve",
+     ("body-mislabelled:us-ascii->cp1252",)),
+    # No label at all: raw 8-bit header and body guessed, UTF-8 first.
+    ("退款申请".encode("gbk"), "请退款".encode("gbk"), b"text/plain", "退款申请", "请退款",
+     ("header-8bit-guessed:gb18030", "body-8bit-guessed:gb18030")),
+    ("退款申请".encode("utf-8"), "请退款".encode("utf-8"), b"text/plain", "退款申请", "请退款",
+     ("header-8bit-guessed:utf-8", "body-8bit-guessed:utf-8")),
+    # An unknown label: recorded, then guessed.
+    (b"=?x-klingon?Q?caf=C3=A9?=", "你好".encode("gbk"), b"text/plain; charset=x-foo", "café", "你好",
+     ("charset-unknown:x-klingon", "header-8bit-guessed:utf-8", "charset-unknown:x-foo",
+      "body-8bit-guessed:gb18030")),
+    # Pure ASCII under any label is just ASCII: nothing to flag.
+    (b"=?gb2312?B?aGVsbG8=?=", b"hello", b"text/plain; charset=big5", "hello", "hello", ()),
+])
+def test_wrong_or_missing_labels_are_decoded_and_flagged(subject, body, content_type, want_subject, want_text, flags):
+    mail = normalize(single_part(subject, body, content_type), received_at=AT)
+    assert (mail.subject, mail.text, mail.charset_flags) == (want_subject, want_text, flags)
+
+
+def test_undecodable_bytes_are_replaced_and_flagged():
+    mail = normalize(single_part(b"x", b"ok \x81\x20 done", b"text/plain; charset=utf-8"), received_at=AT)
+    assert mail.text.startswith("ok ") and mail.text.endswith(" done")
+    assert mail.charset_flags == ("body-undecodable:utf-8",)
+
+
+@pytest.mark.parametrize("disposition, filename", [
+    (b"attachment; filename*=gbk''%D6%D0%CE%C4.pdf", "中文.pdf"),
+    (b"attachment; filename*=UTF-8'zh-cn'%E5%8F%91%E7%A5%A8.pdf", "发票.pdf"),
+    (b"attachment;\r\n filename*0*=utf-8''%E5%8F%91%E7%A5%A8; filename*1=.zip", "发票.zip"),
+    (b"attachment; filename=\"=?utf-8?B?" + base64.b64encode("报价单.xlsx".encode()) + b"?=\"", "报价单.xlsx"),
+    (b"attachment; filename=\"=?gb2312?B?" + base64.b64encode("报价单.xlsx".encode("gbk")) + b"?=\"", "报价单.xlsx"),
+    (b"attachment; filename=\"" + "报价单.xlsx".encode("gbk") + b"\"", "报价单.xlsx"),
+    (b"attachment; filename=\"" + "見積書.pdf".encode("utf-8") + b"\"", "見積書.pdf"),
+    (b"attachment; filename=\"C:\\Users\\li\\scan.pdf\"", "scan.pdf"),
+    (b"attachment", ""),
+])
+def test_attachment_filenames_are_decoded(disposition, filename):
+    raw = (b"From: a@example.com\r\nSubject: f\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+           b"--B\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+           b"--B\r\nContent-Type: application/octet-stream\r\nContent-Disposition: " + disposition + b"\r\n\r\n"
+           b"DATA\r\n--B--\r\n")
+    mail = normalize(raw, received_at=AT)
+    assert [a.filename for a in mail.attachments] == [filename]
+    assert mail.text == "see attached"
+
+
+RELATED_HTML = (
+    b"From: Web Form <noreply@shop.example>\r\n"
+    b"Reply-To: =?utf-8?B?" + base64.b64encode("李雷".encode()) + b"?= <Li.Lei@Example.cn>\r\n"
+    b"To: Support <Support@Example.com>, \"Ops, Team\" <ops@example.com>\r\n"
+    b"Cc: support@example.com, undisclosed-recipients:;\r\n"
+    b"Delivered-To: support+TM-5.abcdefghijkl@example.com\r\n"
+    b"X-Original-To: help@example.com\r\n"
+    b"Subject: logo\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+    b"--B\r\nContent-Type: multipart/related; boundary=R\r\n\r\n"
+    b"--R\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+    b"<p onclick=\"steal()\">Our logo: <img src=\"cid:logo@shop\"> <img src=\"https://track.example/o.gif\"></p>"
+    b"<script>alert(1)</script><a href=\"javascript:alert(2)\">click</a>\r\n"
+    b"--R\r\nContent-Type: image/png\r\nContent-ID: <logo@shop>\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"iVBORw0KGgo=\r\n--R--\r\n"
+    b"--B\r\nContent-Type: application/ms-tnef; name=winmail.dat\r\nContent-Disposition: attachment; "
+    b"filename=winmail.dat\r\nContent-Transfer-Encoding: base64\r\n\r\neJ8+IgEG\r\n"
+    b"--B--\r\n"
+)
+
+
+def test_parts_carry_metadata_and_content_and_inline_images_keep_their_content_id():
+    mail = normalize(RELATED_HTML, received_at=AT)
+    logo = base64.b64decode("iVBORw0KGgo=")
+    assert mail.attachments == (
+        MailPart("", "image/png", len(logo), "logo@shop", True),
+        MailPart("winmail.dat", "application/ms-tnef", 6, None, False),
+    )
+    assert mail.attachments[0].data == logo
+    assert mail.attachments[0].sha256 == hashlib.sha256(logo).hexdigest()
+    assert "data" not in repr(mail.attachments[0])
+
+
+def test_html_body_is_sanitized_and_kept_text_is_readable():
+    mail = normalize(RELATED_HTML, received_at=AT)
+    assert mail.text == "Our logo:\nclick"
+    assert mail.html_sanitized == ('<p>Our logo: <img src="cid:logo@shop"> <img></p>'
+                                   '<a rel="noopener noreferrer">click</a>')
+    remote = normalize(RELATED_HTML, received_at=AT, allow_remote_images=True).html_sanitized
+    assert '<img src="https://track.example/o.gif">' in remote and "script" not in remote
+    assert normalize(single_part(b"x", b"plain only", b"text/plain"), received_at=AT).html_sanitized is None
+
+
+def test_recipients_and_reply_to_are_lowercased_deduped_and_ordered():
+    mail = normalize(RELATED_HTML, received_at=AT)
+    assert mail.to_addresses == ("support@example.com", "ops@example.com",
+                                 "support+tm-5.abcdefghijkl@example.com", "help@example.com")
+    assert mail.reply_to == ("li.lei@example.cn",)
+    assert (mail.from_email, mail.from_name) == ("noreply@shop.example", "Web Form")
+
+
+def test_sender_from_reply_to_only_when_asked_and_only_for_one_valid_address():
+    mail = normalize(RELATED_HTML, received_at=AT, sender_from_reply_to=True)
+    assert (mail.from_email, mail.from_name) == ("li.lei@example.cn", "李雷")
+    two = RELATED_HTML.replace(b"<Li.Lei@Example.cn>", b"<li@example.cn>, han@example.cn")
+    assert normalize(two, received_at=AT, sender_from_reply_to=True).from_email == "noreply@shop.example"
+    invalid = RELATED_HTML.replace(b"<Li.Lei@Example.cn>", b"<not-an-address>")
+    mail = normalize(invalid, received_at=AT, sender_from_reply_to=True)
+    assert (mail.from_email, mail.reply_to) == ("noreply@shop.example", ())
+
+
+def test_reply_text_is_the_new_part_and_text_keeps_everything():
+    body = ("The fix worked, thanks!\r\n\r\nOn Tue, Jan 2, 2024 at 10:00 AM Support <support@example.com> wrote:\r\n"
+            "> Please restart the router.\r\n").encode()
+    mail = normalize(single_part(b"Re: router", body, b"text/plain; charset=utf-8"), received_at=AT)
+    assert mail.reply_text == "The fix worked, thanks!"
+    assert mail.text.endswith("> Please restart the router.")
+    plain = normalize(single_part(b"x", b"just this", b"text/plain"), received_at=AT)
+    assert plain.reply_text == plain.text == "just this"
+
+
+def test_delivery_reports_are_parts_not_body():
+    raw = (b"From: MAILER-DAEMON@mx.example.com\r\nSubject: Undelivered\r\n"
+           b"Content-Type: multipart/report; report-type=delivery-status; boundary=D\r\n\r\n"
+           b"--D\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+           b"--D\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.com\r\n\r\n"
+           b"Final-Recipient: rfc822; gone@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+           b"--D--\r\n")
+    mail = normalize(raw, received_at=AT)
+    assert mail.text == "Your message could not be delivered."
+    assert [a.content_type for a in mail.attachments] == ["message/delivery-status"]
+    assert b"Status: 5.1.1" in mail.attachments[0].data
+
+
+def test_broken_mime_never_raises_anything_but_rejection():
+    # Every truncation and a few corruptions of a realistic multipart mail: a result or a rejection.
+    seen_results = 0
+    variants = [RELATED_HTML[:cut] for cut in range(0, len(RELATED_HTML), 7)]
+    variants += [RELATED_HTML.replace(b"boundary=R", b"boundary=\"R"), RELATED_HTML.replace(b"base64", b"x-uuencode"),
+                 RELATED_HTML.replace(b"--R--", b""), RELATED_HTML.replace(b"charset=utf-8", b"charset=\xff\xfe"),
+                 RELATED_HTML.replace(b"filename=winmail.dat", b"filename*=bogus'%ZZ%"),
+                 RELATED_HTML.replace(b"<logo@shop>", b"<" + b"x" * 5000 + b">"),
+                 b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=A\r\n\r\n" +
+                 b"--A\r\nContent-Type: multipart/mixed; boundary=A\r\n\r\n" * 60 + b"--A--\r\n"]
+    for raw in variants:
+        try:
+            result = normalize(raw, received_at=AT)
+        except MailRejected:
+            continue
+        assert isinstance(result, NormalizedMail)
+        seen_results += 1
+    assert seen_results > len(variants) // 2

@@ -1,0 +1,173 @@
+"""Separate the new part of a mail from quoted history and signatures. Pure: text in, text out.
+
+Mail clients mark the start of the history each in their own way; we recognise, on a line of
+its own (never mid-sentence):
+
+- attribution lines: Gmail/Apple/Thunderbird "On <date>, <name> wrote:" (also wrapped over two
+  lines), and the Chinese forms "在 2024年1月2日 周二 10:00，张三 <a@b.cn> 写道：",
+  "张三 <a@b.cn> 于2024年1月2日周二 10:00写道：". To tell them from a customer writing
+  "On Monday I wrote:", an attribution must carry a time (10:00) or an address (@);
+- banners: "-----Original Message-----" (Outlook), "-----原始邮件-----" (163/126, Outlook zh),
+  "------------------ 原始邮件 ------------------" and "------------------ Original ------------------"
+  (Foxmail/QQ, also with a literal "&nbsp;"), "---- Replied Message ----" (NetEase Mail Master);
+- the Outlook header block: a "From:"/"发件人：" line followed within a few lines by at least two
+  of "Sent:"/"Date:"/"To:"/"Cc:"/"Subject:" (or 发送时间/时间/日期/收件人/抄送/主题), with the
+  "________" rule Outlook puts above it;
+- a trailing block of ">" lines (with the "… wrote:" line right above it, whatever its form);
+- signatures: the "-- " delimiter, "Sent from my iPhone", "发自我的iPhone", "发自我的华为手机",
+  "发自网易邮箱大师", "Get Outlook for iOS", ... A signature counts only near the end of the
+  text (or right before history), so a "--" used as a divider in a long mail is not a cut.
+
+Conservative by design: the history starts at the first line that is surely a marker, and when
+nothing would be left of the reply, the reply is the whole text.
+"""
+from __future__ import annotations
+
+import re
+
+# A signature is believed only when at most this many non-blank lines follow it (to the end or
+# to the history below it): a real signature is short.
+SIGNATURE_MAX_LINES = 12
+MARKER_MAX_CHARS = 400  # a longer line is prose, not a marker
+HEADER_BLOCK_WINDOW = 8  # lines after "From:" searched for the rest of an Outlook header block
+
+_BANNER = re.compile(
+    r"[-—–_=]{2,}\s*(?:original message|original|replied message|原始邮件|原始郵件|邮件原件|原邮件|"
+    r"回复的原邮件|回覆的原郵件)\s*[-—–_=]{2,}",
+    re.IGNORECASE)
+_ATTRIBUTION_EN = re.compile(
+    r"(?:on|am|le|el|il|op|em)\s.{4,350}?\s(?:wrote|schrieb|a écrit|escribió|ha scritto|schreef|escreveu)\s?:",
+    re.IGNORECASE)
+_WROTE_END = re.compile(r"(?:wrote|schrieb|a écrit|escribió|ha scritto|schreef|escreveu|写道|寫道)\s?[:：]$",
+                        re.IGNORECASE)
+_ATTRIBUTION_ZH = re.compile(r".{2,350}?(?:写道|寫道)\s*[：:]")
+_TIME = re.compile(r"\d{1,2}\s?[:：]\s?\d{2}")
+_HEADER_FROM = re.compile(r"\*?(?:from|发件人|發件人|寄件者|寄件人|von|de)\*?\s*[:：]", re.IGNORECASE)
+_HEADER_OTHER = re.compile(
+    r"\*?(sent|date|to|cc|subject|发送时间|發送時間|时间|時間|日期|收件人|收件者|抄送|副本|主题|主題|主旨|"
+    r"寄件日期|gesendet|datum|an|betreff|envoyé|à|objet)\*?\s*[:：]", re.IGNORECASE)
+_RULE = re.compile(r"_{8,}|[-—]{20,}")
+_SIGNATURE = re.compile(
+    r"(?:sent from my .{2,40}|sent from (?:mail|outlook|yahoo mail|my mobile)(?: for .{2,30})?"
+    r"|get outlook for (?:ios|android)|sent from outlook for (?:ios|android)|sent via .{2,30} mobile"
+    r"|发自我的.{1,20}|發自我的.{1,20}|发自网易邮箱大师|发自网易邮箱.{0,10}|发自\s?QQ\s?邮箱.{0,10}"
+    r"|来自我的.{1,12}(?:手机|iphone|ipad)|从我的.{1,12}发送|发送自我的.{1,20})",
+    re.IGNORECASE)
+
+
+def split_reply(text: str) -> tuple[str, str]:
+    """``(new part, quoted history including signature)``; ``(text, "")`` when nothing is quoted."""
+    if not text:
+        return text, ""
+    lines = text.split("\n")
+    cut = _first_history_line(lines)
+    cut = _signature_before(lines, cut)
+    if cut is None:
+        return text, ""
+    reply = "\n".join(lines[:cut]).rstrip()
+    if not reply.strip():
+        return text, ""
+    return reply, "\n".join(lines[cut:]).strip("\n")
+
+
+def _clean(line: str) -> str:
+    if "&nbsp;" in line:
+        line = line.replace("&nbsp;", " ")
+    return line.replace("\u00a0", " ").replace("\u3000", " ").strip()
+
+
+def _is_quoted(line: str) -> bool:
+    return line.lstrip().startswith(">")
+
+
+def _first_history_line(lines: list[str]) -> int | None:
+    """Index of the first line of quoted history (banner, attribution, header block, > block)."""
+    for index, raw in enumerate(lines):
+        line = _clean(raw)
+        if not line or len(line) > MARKER_MAX_CHARS or line.startswith(">"):
+            continue
+        if _is_banner(line) or _is_attribution(line):
+            return index
+        if _is_header_block(lines, index, line):
+            rule = _previous_nonblank(lines, index)
+            return rule if rule is not None and _RULE.fullmatch(_clean(lines[rule])) else index
+        if index + 1 < len(lines) and _is_wrapped_attribution(line, _clean(lines[index + 1])):
+            return index
+    return _trailing_quote_block(lines)
+
+
+def _is_banner(line: str) -> bool:
+    return line[0] in "-—–_=" and _BANNER.fullmatch(line) is not None
+
+
+def _is_attribution(line: str) -> bool:
+    if not line.endswith((":", "：")):
+        return False
+    if "写道" in line or "寫道" in line:
+        return _ATTRIBUTION_ZH.fullmatch(line) is not None and bool(_TIME.search(line) or "@" in line)
+    return _ATTRIBUTION_EN.fullmatch(line) is not None and bool(_TIME.search(line) or "@" in line)
+
+
+def _is_wrapped_attribution(line: str, following: str) -> bool:
+    # Gmail wraps a long "On … <address>" line before "wrote:"; Chinese clients before "写道：".
+    if line.endswith((":", "：")) or not _WROTE_END.search(following) or len(following) > 120:
+        return False
+    if _is_attribution(following):  # the line above is the end of the reply, not half a marker
+        return False
+    return _is_attribution(f"{line} {following}")
+
+
+def _is_header_block(lines: list[str], index: int, line: str) -> bool:
+    if not _HEADER_FROM.match(line):
+        return False
+    keys: set[str] = set()
+    for raw in lines[index + 1:index + 1 + HEADER_BLOCK_WINDOW]:
+        found = _HEADER_OTHER.match(_clean(raw))
+        if found:
+            keys.add(found.group(1).lower())
+    return len(keys) >= 2
+
+
+def _trailing_quote_block(lines: list[str]) -> int | None:
+    end = len(lines) - 1
+    while end >= 0 and not lines[end].strip():
+        end -= 1
+    if end < 0 or not _is_quoted(lines[end]):
+        return None
+    start = end
+    while start > 0 and (_is_quoted(lines[start - 1]) or not lines[start - 1].strip()):
+        start -= 1
+    while not lines[start].strip():
+        start += 1
+    above = _previous_nonblank(lines, start)
+    if above is not None:
+        line = _clean(lines[above])
+        if len(line) <= MARKER_MAX_CHARS and _WROTE_END.search(line):
+            return above
+    return start
+
+
+def _signature_before(lines: list[str], history: int | None) -> int | None:
+    """The signature's first line when one sits right before the history (or ends the text)."""
+    stop = len(lines) if history is None else history
+    for index in range(stop):
+        line = _clean(lines[index])
+        if not line or line.startswith(">") or not _is_signature(line):
+            continue
+        after = sum(1 for raw in lines[index + 1:stop] if raw.strip())
+        if after <= SIGNATURE_MAX_LINES:
+            return index
+    return history
+
+
+def _is_signature(line: str) -> bool:
+    if line == "--" or line == "-- ":
+        return True
+    return len(line) <= 60 and _SIGNATURE.fullmatch(line) is not None
+
+
+def _previous_nonblank(lines: list[str], index: int) -> int | None:
+    for back in range(index - 1, -1, -1):
+        if lines[back].strip():
+            return back
+    return None
