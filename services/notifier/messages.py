@@ -1,12 +1,17 @@
 """The mails the notifier sends, built from events (pure: no broker, no SMTP, no clock).
 
-Three kinds:
+Four kinds:
 
 - ``ticket_ack``: "we received your request, your ticket is TM-10001" to the customer;
   automatic (``Auto-Submitted: auto-replied``);
 - ``agent_reply``: an agent's reply to an email customer; written by a person, so *not* marked
   automatic, and threaded (In-Reply-To/References) onto what we know of the conversation;
-- ``sla_breached``: a notice to the supervisor; automatic (``Auto-Submitted: auto-generated``).
+- ``sla_breached``: a notice to the supervisor; automatic (``Auto-Submitted: auto-generated``);
+- ``mail_rejected``: "your message was too large, send it again with smaller attachments" to
+  the sender of an inbound mail intake refused; automatic (``auto-replied``), about no ticket.
+
+No mail goes to an address that bounced (``skip_reason`` → ``bounced_address``): the store
+keeps which addresses are suppressed, and for how long.
 
 Every subject carries the ticket tag ``[#TM-10001]`` so a customer's answer finds its ticket
 even when a mail client drops the threading headers. Every Message-ID is ours
@@ -33,13 +38,14 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from shared.events import AgentReplied, SlaBreached, TicketReceived
+from shared.events import AgentReplied, InboundMailRejected, SlaBreached, TicketReceived
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
 KIND_TICKET_ACK = "ticket_ack"
 KIND_AGENT_REPLY = "agent_reply"
 KIND_SLA_BREACHED = "sla_breached"
+KIND_MAIL_REJECTED = "mail_rejected"
 
 ZH_CN = "zh-CN"
 EN = "en"
@@ -118,12 +124,14 @@ def choose_locale(language: str | None, sample: str = "") -> str:
     return ZH_CN if _CJK.search(sample) else EN
 
 
-def skip_reason(address: str | None, *, automatic: bool) -> str | None:
-    """Why this address must not get this mail, or None if it may."""
+def skip_reason(address: str | None, *, automatic: bool, bounced: bool = False) -> str | None:
+    """Why this address must not get this mail, or None if it may (``bounced``: it is suppressed)."""
     if not address:
         return "no_address"
     if _recipient("", address) is None:
         return "invalid_address"
+    if bounced:
+        return "bounced_address"
     if automatic and NO_AUTOMATIC_MAIL_TO.fullmatch(address.strip()):
         return "system_address"
     return None
@@ -174,6 +182,34 @@ def sla_breach_notice(breach: SlaBreached, *, to: str, locale: str, assignee_nam
     msg = _envelope(sender, _required_recipient("", to), subject, body, breach.ticket_id, notification, now)
     _mark_automatic(msg, AUTO_GENERATED)
     return msg
+
+
+def rejection_notice(rejected: InboundMailRejected, *, sender: Sender, notification: str,
+                     now: datetime) -> EmailMessage:
+    """Tell the sender of a refused inbound mail why, and what to do instead. It names no ticket
+    (none was opened), so its Message-ID carries no ticket token."""
+    locale = choose_locale(rejected.language, rejected.subject)
+    subject, body = _render(KIND_MAIL_REJECTED, locale, subject=_one_line(rejected.subject),
+                            customer_name=_one_line(rejected.name), size=megabytes(rejected.size),
+                            limit=megabytes(rejected.limit))
+    msg = EmailMessage()
+    msg["From"] = Address(display_name=sender.name, addr_spec=sender.address)
+    msg["To"] = _required_recipient(rejected.name, rejected.to)
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = f"<tm.rejected.{notification}@{sender.domain}>"
+    original = normalize_message_id(rejected.original_message_id)
+    if original:
+        msg["In-Reply-To"] = original
+        msg["References"] = original
+    msg.set_content(body, charset="utf-8")
+    _mark_automatic(msg, AUTO_REPLIED)
+    return msg
+
+
+def megabytes(size: int) -> str:
+    """Bytes as MB for people: ``31457280`` → ``30``, ``12900000`` → ``12.3``."""
+    return f"{size / (1024 * 1024):.1f}".removesuffix(".0")
 
 
 # -- building blocks -------------------------------------------------------------------------

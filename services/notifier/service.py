@@ -6,9 +6,15 @@ Consumes (handler name = queue name, wire contract):
   new ticket to a customer who has an email address;
 - ``agent_desk.agent_replied`` → ``send_agent_reply``: email channel only (chat replies are
   relayed by intake_chat, phone has no mail);
-- ``sla_watcher.sla_breached`` → ``notify_sla_breached``: notice to the supervisor.
+- ``sla_watcher.sla_breached`` → ``notify_sla_breached``: notice to the supervisor;
+- ``intake_email.mail_bounced`` → ``record_mail_bounced``: a hard bounce suppresses each
+  recipient for 60 days, soft ones count (3 within 72 h suppress for a day); no mail of any
+  kind goes to a suppressed address (``notification_skipped``, reason ``bounced_address``);
+- ``intake_email.mail_rejected`` → ``send_mail_rejected``: the polite "too large" answer to
+  the sender of a refused inbound mail (never to system or bounced addresses).
 
-Emits ``notification_sent`` (recipient masked) once per mail.
+Emits ``notification_sent`` (recipient masked) once per mail about a ticket (a rejection names
+no ticket, so it is only recorded as sent).
 
 Failure policy, per mail: each has a deterministic id (triggering event_id + kind), claimed
 in Redis before sending, so a redelivered event sends nothing twice. SMTP away or answering
@@ -67,6 +73,8 @@ class Notifier:
             consumer.subscribe(source, ev.TICKET_RECEIVED, f"ack_{channel}_ticket_received", self.ack_ticket_received)
         consumer.subscribe(ev.AGENT_DESK, ev.AGENT_REPLIED, "send_agent_reply", self.send_agent_reply)
         consumer.subscribe(ev.SLA_WATCHER, ev.SLA_BREACHED, "notify_sla_breached", self.notify_sla_breached)
+        consumer.subscribe(ev.INTAKE_EMAIL, ev.MAIL_BOUNCED, "record_mail_bounced", self.record_mail_bounced)
+        consumer.subscribe(ev.INTAKE_EMAIL, ev.MAIL_REJECTED, "send_mail_rejected", self.send_mail_rejected)
 
     async def ack_ticket_received(self, ticket: ev.TicketReceived) -> None:
         kind = messages.KIND_TICKET_ACK
@@ -79,7 +87,7 @@ class Notifier:
         customer_message_id = messages.normalize_message_id(ticket.source.get("message_id"))
         await self.store.remember_ticket(ticket.ticket_id, subject=ticket.subject,
                                          customer_message_id=customer_message_id)
-        if not self._may_send(kind, ticket.customer.email, automatic=True):
+        if not await self._may_send(kind, ticket.customer.email, automatic=True):
             return
         nid = messages.notification_id(ticket.event_id, kind)
         mail = messages.ticket_ack(ticket, sender=self.sender, notification=nid, now=self.clock())
@@ -90,7 +98,7 @@ class Notifier:
         if reply.channel != "email":
             return
         kind = messages.KIND_AGENT_REPLY
-        if not self._may_send(kind, reply.customer.email, automatic=False):
+        if not await self._may_send(kind, reply.customer.email, automatic=False):
             return
         nid = messages.notification_id(reply.event_id, kind)
         mail = messages.agent_reply(
@@ -105,7 +113,7 @@ class Notifier:
 
     async def notify_sla_breached(self, breach: ev.SlaBreached) -> None:
         kind = messages.KIND_SLA_BREACHED
-        if not self._may_send(kind, self.supervisor_email, automatic=True):
+        if not await self._may_send(kind, self.supervisor_email, automatic=True):
             return
         nid = messages.notification_id(breach.event_id, kind)
         assignee = self.agent_names.get(breach.agent_id) if breach.agent_id else None
@@ -115,13 +123,34 @@ class Notifier:
         )
         await self._deliver(breach, kind, nid, mail)
 
-    def _may_send(self, kind: str, address: str | None, *, automatic: bool) -> bool:
-        reason = messages.skip_reason(address, automatic=automatic)
+    async def record_mail_bounced(self, bounce: ev.MailBounced) -> None:
+        at = bounce.received_at.timestamp()
+        for address in bounce.recipients:
+            if bounce.hard:
+                await self.store.mark_hard_bounced(address)
+                log.info("address_bounced", recipient=mask(address), hard=True, status=bounce.status,
+                         ticket_id=bounce.ticket_id)
+            else:
+                count = await self.store.record_soft_bounce(address, bounce.event_id, at)
+                log.info("address_bounced", recipient=mask(address), hard=False, status=bounce.status,
+                         soft_bounces=count, ticket_id=bounce.ticket_id)
+
+    async def send_mail_rejected(self, rejected: ev.InboundMailRejected) -> None:
+        kind = messages.KIND_MAIL_REJECTED
+        if not await self._may_send(kind, rejected.to, automatic=True):
+            return
+        nid = messages.notification_id(rejected.event_id, kind)
+        mail = messages.rejection_notice(rejected, sender=self.sender, notification=nid, now=self.clock())
+        await self._deliver(rejected, kind, nid, mail)
+
+    async def _may_send(self, kind: str, address: str | None, *, automatic: bool) -> bool:
+        bounced = bool(address) and await self.store.is_bounced(address or "")
+        reason = messages.skip_reason(address, automatic=automatic, bounced=bounced)
         if reason is not None:
             log.info("notification_skipped", kind=kind, reason=reason, recipient=mask(address or ""))
         return reason is None
 
-    async def _deliver(self, event: ev.TicketEvent, kind: str, nid: str, mail: EmailMessage,
+    async def _deliver(self, event: ev.Envelope, kind: str, nid: str, mail: EmailMessage,
                        after_sent: Callable[[], Awaitable[None]] | None = None) -> bool:
         """Send ``mail`` unless it already went out; True if it was sent by this call.
 
@@ -153,7 +182,11 @@ class Notifier:
             await self._announce(event, kind, nid, recipient)
         return sent_now
 
-    async def _announce(self, event: ev.TicketEvent, kind: str, nid: str, recipient: str) -> None:
+    async def _announce(self, event: ev.Envelope, kind: str, nid: str, recipient: str) -> None:
+        if event.ticket_id is None:
+            # notification_sent is about a ticket; a mail about none (a rejection) is only recorded.
+            await self.store.mark_announced(nid)
+            return
         body = ev.make_event(SERVICE_NAME, ev.NOTIFICATION_SENT, now=self.clock(), trace_id=event.trace_id,
                              event_id=nid, ticket_id=event.ticket_id, notification_id=nid, kind=kind,
                              recipient=recipient)

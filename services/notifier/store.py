@@ -6,6 +6,15 @@
   and sends nothing twice.
 - ``tm:notifier:thread:<ticket id>`` – hash of what we know of the ticket's mail conversation
   (subject, the customer's Message-ID, our ack's and our last reply's), to thread replies.
+- ``tm:notifier:bounced:<address>`` – the address is suppressed (no mail at all): ``hard``
+  for ``HARD_BOUNCE_SUPPRESS_SECONDS`` after a permanent bounce (60 days, as Zammad), ``soft``
+  for ``SOFT_BOUNCE_SUPPRESS_SECONDS`` after ``SOFT_BOUNCE_LIMIT`` transient ones. The TTL is
+  the suppression: when it runs out, mail is tried again.
+- ``tm:notifier:soft_bounces:<address>`` – sorted set of transient-bounce event ids scored by
+  when they arrived, trimmed to ``SOFT_BOUNCE_WINDOW_SECONDS``: the same bounce delivered
+  twice counts once.
+
+Addresses in keys are lowercased.
 """
 from __future__ import annotations
 
@@ -20,6 +29,15 @@ SENDING_TTL_SECONDS = 120
 SENT_TTL_SECONDS = 30 * 24 * 3600
 # Customers answer old tickets; keep threading data for half a year after the last change.
 THREAD_TTL_SECONDS = 180 * 24 * 3600
+
+# Bounces: a permanent failure stops mail to the address for 60 days; three transient ones
+# within 72 hours (a full mailbox, a greylisting server that never lets us in) for a day.
+HARD_BOUNCE_SUPPRESS_SECONDS = 60 * 24 * 3600
+SOFT_BOUNCE_LIMIT = 3
+SOFT_BOUNCE_WINDOW_SECONDS = 72 * 3600
+SOFT_BOUNCE_SUPPRESS_SECONDS = 24 * 3600
+HARD = "hard"
+SOFT = "soft"
 
 CLAIMED = "claimed"
 SENDING = "sending"
@@ -37,12 +55,25 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# KEYS: soft_bounces, bounced; ARGV: event id, now (s), window, limit, suppress seconds.
+_SOFT_BOUNCE = """
+redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+local count = redis.call('ZCARD', KEYS[1])
+if count >= tonumber(ARGV[4]) and redis.call('GET', KEYS[2]) ~= 'hard' then
+  redis.call('SET', KEYS[2], 'soft', 'EX', tonumber(ARGV[5]))
+end
+return count
+"""
+
 
 class NotificationStore:
     def __init__(self, client: redis.asyncio.Redis):
         self._client = client
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
+        self._soft_bounce = client.register_script(_SOFT_BOUNCE)
 
     @staticmethod
     def _notification_key(notification_id: str) -> str:
@@ -69,6 +100,27 @@ class NotificationStore:
 
     async def state(self, notification_id: str) -> str | None:
         return await self._client.get(self._notification_key(notification_id))
+
+    # -- bounced addresses -------------------------------------------------------------------
+
+    @staticmethod
+    def _bounced_key(address: str) -> str:
+        return f"tm:notifier:bounced:{address.strip().lower()}"
+
+    async def mark_hard_bounced(self, address: str) -> None:
+        """Suppress the address for the full period (again from now, if it bounces again)."""
+        await self._client.set(self._bounced_key(address), HARD, ex=HARD_BOUNCE_SUPPRESS_SECONDS)
+
+    async def record_soft_bounce(self, address: str, bounce_id: str, at_seconds: float) -> int:
+        """Count a transient bounce (once per ``bounce_id``); at the limit within the window the
+        address is suppressed for a while. Returns the bounces in the window."""
+        key = f"tm:notifier:soft_bounces:{address.strip().lower()}"
+        return int(await self._soft_bounce(
+            keys=[key, self._bounced_key(address)],
+            args=[bounce_id, at_seconds, SOFT_BOUNCE_WINDOW_SECONDS, SOFT_BOUNCE_LIMIT, SOFT_BOUNCE_SUPPRESS_SECONDS]))
+
+    async def is_bounced(self, address: str) -> bool:
+        return bool(await self._client.exists(self._bounced_key(address)))
 
     async def thread(self, ticket_id: str) -> Thread:
         fields = await self._client.hgetall(self._thread_key(ticket_id))

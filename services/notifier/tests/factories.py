@@ -38,3 +38,23 @@ def sla_breached(ticket_id: str = "TM-10001", *, agent_id: str | None = "li.na")
 
 def parse(source: str, event_type: str, body: dict) -> Any:
     return ev.parse_event(source, event_type, body)
+
+
+def mail_bounced(*recipients: str, hard: bool = True, ticket_id: str | None = "TM-10001", event_id: str | None = None,
+                 status: str | None = None, at: datetime = NOW) -> dict:
+    return ev.make_event(
+        ev.INTAKE_EMAIL, ev.MAIL_BOUNCED, now=at, trace_id="trace-bounce", ticket_id=ticket_id,
+        recipients=list(recipients), status=status or ("5.1.1" if hard else "4.2.2"),
+        reason="550 5.1.1 user unknown" if hard else "452 4.2.2 mailbox full", hard=hard,
+        original_message_id="tm.TM-10001.n1.aaaaaaaaaaaa@ticketmesh.test", reporting_mta="mx.example.com",
+        received_at=at.isoformat(), **({"event_id": event_id} if event_id else {}),
+    )
+
+
+def mail_rejected(to: str = "zhang.wei@example.com", *, language: str | None = "zh", subject: str = "合同扫描件",
+                  size: int = 31_457_280, limit: int = 10_485_760, name: str = "张伟") -> dict:
+    return ev.make_event(
+        ev.INTAKE_EMAIL, ev.MAIL_REJECTED, now=NOW, trace_id="trace-rejected", to=to, name=name, reason="too_large",
+        subject=subject, size=size, limit=limit, language=language,
+        original_message_id="<big-1@example.com>", received_at=NOW.isoformat(),
+    )

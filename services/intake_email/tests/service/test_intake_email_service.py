@@ -80,7 +80,8 @@ def test_new_mail_becomes_ticket_received_and_is_flagged_seen_only_after_publish
     assert body["ticket_id"].startswith("TM-")
     assert body["event_id"] == stable_event_id("ticket_received", body["ticket_id"])
     assert body["source"] == {"mailbox": "support", "uid": str(uid), "message_id": "order-1@example.com",
-                              "uidvalidity": body["source"]["uidvalidity"]}
+                              "uidvalidity": body["source"]["uidvalidity"],
+                              "raw_sha256": body["source"]["raw_sha256"]}  # see test_bounce_and_files_service
     # Published, but the worker has not returned: the mail is still unread and not checkpointed.
     assert not mailbox.is_seen(uid)
     assert mailbox.checkpoint_uid() != uid

@@ -1,0 +1,96 @@
+"""Bounced addresses get no more mail; refused inbound mail gets a polite answer.
+
+Real SMTP sink, RabbitMQ vhost and Redis (fixtures from test_notifier_service). TM_PREFETCH=1:
+a later sentinel mail on the same queue means every event published before it is done.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+
+from services.notifier import messages
+from services.notifier.tests.factories import NOW, mail_bounced, mail_rejected, ticket_received
+from shared.testing.asyncio_helpers import wait_until
+
+from .test_notifier_service import mails_to, notifier, publish, sink, smtp_port  # noqa: F401 - fixtures
+
+DAY = 24 * 3600
+
+
+async def test_a_hard_bounce_stops_all_mail_to_the_address_for_60_days(sink, notifier, publish, redis_client):
+    await sink.start()
+    with structlog.testing.capture_logs() as logs:
+        await publish("intake_email", "mail_bounced", mail_bounced("Zhang.Wei@example.com", hard=True))
+        key = "tm:notifier:bounced:zhang.wei@example.com"
+        await wait_until(lambda: redis_client.get(key) == "hard", message="address marked bounced")
+        assert 59 * DAY < redis_client.ttl(key) <= 60 * DAY
+
+        await publish("intake_email", "ticket_received", ticket_received("TM-10020"))
+        await publish("intake_email", "ticket_received", ticket_received("TM-10021", email="sentinel@example.com"))
+        await wait_until(lambda: mails_to(sink, "sentinel@example.com"), message="sentinel ack")
+    assert mails_to(sink, "zhang.wei@example.com") == []
+    skipped = [e for e in logs if e["event"] == "notification_skipped"]
+    assert [(e["kind"], e["reason"]) for e in skipped] == [("ticket_ack", "bounced_address")]
+
+
+async def test_three_soft_bounces_within_72_hours_suppress_for_a_day_counting_each_bounce_once(
+        sink, notifier, publish, redis_client):
+    await sink.start()
+    address, key = "full.box@example.com", "tm:notifier:bounced:full.box@example.com"
+    counted = "tm:notifier:soft_bounces:full.box@example.com"
+    old = mail_bounced(address, hard=False, event_id="soft-0", at=NOW - timedelta(hours=80))
+    first = mail_bounced(address, hard=False, event_id="soft-1")
+    for body in (old, first, first, mail_bounced(address, hard=False, event_id="soft-2")):
+        await publish("intake_email", "mail_bounced", body)  # the redelivered one and the stale one don't count
+    await wait_until(lambda: redis_client.zrange(counted, 0, -1) == ["soft-1", "soft-2"], message="two counted")
+    assert redis_client.get(key) is None
+
+    await publish("intake_email", "ticket_received", ticket_received("TM-10022", email=address))
+    await wait_until(lambda: mails_to(sink, address), message="still mailed after two soft bounces")
+
+    await publish("intake_email", "mail_bounced", mail_bounced(address, hard=False, event_id="soft-3"))
+    await wait_until(lambda: redis_client.get(key) == "soft", message="suppressed after the third")
+    assert 23 * 3600 < redis_client.ttl(key) <= DAY
+    await publish("intake_email", "ticket_received", ticket_received("TM-10023", email=address))
+    await publish("intake_email", "ticket_received", ticket_received("TM-10024", email="sentinel@example.com"))
+    await wait_until(lambda: mails_to(sink, "sentinel@example.com"), message="sentinel ack")
+    assert len(mails_to(sink, address)) == 1
+
+
+async def test_a_soft_bounce_does_not_shorten_a_hard_one(notifier, publish, redis_client):
+    address = "gone@example.com"
+    await publish("intake_email", "mail_bounced", mail_bounced(address, hard=True))
+    for n in range(3):
+        await publish("intake_email", "mail_bounced", mail_bounced(address, hard=False, event_id=f"s{n}"))
+    await wait_until(lambda: redis_client.zcard(f"tm:notifier:soft_bounces:{address}") == 3, message="soft counted")
+    assert redis_client.get(f"tm:notifier:bounced:{address}") == "hard"
+    assert redis_client.ttl(f"tm:notifier:bounced:{address}") > 59 * DAY
+
+
+async def test_refused_mail_gets_one_polite_rejection_and_never_to_system_or_bounced_addresses(
+        sink, notifier, publish, redis_client):
+    await sink.start()
+    await publish("intake_email", "mail_bounced", mail_bounced("bounced@example.com", hard=True))
+    await wait_until(lambda: redis_client.exists("tm:notifier:bounced:bounced@example.com"), message="bounce recorded")
+
+    body = mail_rejected()
+    await publish("intake_email", "mail_rejected", body)
+    sent = await wait_until(lambda: mails_to(sink, "zhang.wei@example.com"), message="rejection mail")
+    rejection = sent[0]
+    assert rejection.subject == "您的邮件未能送达：邮件过大"
+    assert "合同扫描件" in rejection.text and "30 MB" in rejection.text and "10 MB" in rejection.text
+    assert rejection.headers["Auto-Submitted"] == "auto-replied"
+    assert rejection.headers["In-Reply-To"] == "<big-1@example.com>"
+    nid = messages.notification_id(body["event_id"], messages.KIND_MAIL_REJECTED)
+    await wait_until(lambda: redis_client.get(f"tm:notifier:notification:{nid}") == "announced",
+                     message="recorded as done")
+
+    await publish("intake_email", "mail_rejected", body)  # redelivered: no second mail
+    await publish("intake_email", "mail_rejected", mail_rejected("MAILER-DAEMON@example.com"))
+    await publish("intake_email", "mail_rejected", mail_rejected("no-reply@shop.example"))
+    await publish("intake_email", "mail_rejected", mail_rejected("bounced@example.com"))
+    await publish("intake_email", "mail_rejected", mail_rejected("sentinel@example.com", language="en", name="Ann"))
+    sentinel = await wait_until(lambda: mails_to(sink, "sentinel@example.com"), message="sentinel rejection")
+    assert sentinel[0].subject == "Your message was not delivered: too large"
+    assert [m.envelope_to for m in sink.messages()] == [["zhang.wei@example.com"], ["sentinel@example.com"]]
