@@ -108,11 +108,10 @@ def _tidy_line(line: str) -> str:
     line = line.strip()
     if not line.startswith(">"):
         return line
-    # "> >  text" → ">> text"; a line of bare markers is an empty quoted line.
+    # "> >  text" → ">> text"; bare markers come from block tags opening and closing: blank.
     marks = _QUOTE_MARKS.match(line)
-    depth = marks.group(0).count(">")
     rest = line[marks.end():]
-    return ">" * depth + (" " + rest if rest else "")
+    return ">" * marks.group(0).count(">") + " " + rest if rest else ""
 
 
 _QUOTE_MARKS = re.compile(r"(?:>\s*)+")

@@ -154,10 +154,20 @@ def _signature_before(lines: list[str], history: int | None) -> int | None:
         line = _clean(lines[index])
         if not line or line.startswith(">") or not _is_signature(line):
             continue
-        after = sum(1 for raw in lines[index + 1:stop] if raw.strip())
-        if after <= SIGNATURE_MAX_LINES:
+        if _short_tail(lines, index + 1, stop):
             return index
     return history
+
+
+def _short_tail(lines: list[str], start: int, stop: int) -> bool:
+    # Counting stops early: a text of a thousand "--" lines must not cost a million steps.
+    count = 0
+    for index in range(start, stop):
+        if lines[index].strip():
+            count += 1
+            if count > SIGNATURE_MAX_LINES:
+                return False
+    return True
 
 
 def _is_signature(line: str) -> bool:
