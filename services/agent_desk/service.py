@@ -25,7 +25,9 @@ queue across replicas and keep the ticket views; ``push_*`` handlers are broadca
 per replica) and deliver frames to the sockets this replica holds. A customer message on a
 resolved ticket reopens it for its last assignee and is pushed as ``ticket_assigned``. A view
 missing because events overtook each other raises TransientError (retried after a pause) for
-``tickets.OUT_OF_ORDER_GRACE_SECONDS``, then dead-letters.
+``tickets.OUT_OF_ORDER_GRACE_SECONDS``, then dead-letters. ``intake_email.mail_bounced`` with a
+ticket adds a system note to it ("Delivery to c***@… failed: …") and pushes the ticket to its
+assignee as ``ticket_updated``; a bounce about a ticket the desk does not hold is logged and dropped.
 """
 from __future__ import annotations
 
@@ -117,6 +119,9 @@ class AgentDesk:
         consumer.subscribe(ev.DISPATCHER, ev.TICKET_ASSIGNED, "push_ticket_assigned", self.push_ticket_assigned,
                            broadcast=True)
         consumer.subscribe(ev.DISPATCHER, ev.TICKET_QUEUED, "store_ticket_queued", self.store_ticket_queued)
+        consumer.subscribe(ev.INTAKE_EMAIL, ev.MAIL_BOUNCED, "store_mail_bounced", self.store_mail_bounced)
+        consumer.subscribe(ev.INTAKE_EMAIL, ev.MAIL_BOUNCED, "push_mail_bounced", self.push_mail_bounced,
+                           broadcast=True)
         consumer.subscribe(ev.SLA_WATCHER, ev.SLA_WARNING, "push_sla_warning", self.push_sla_event, broadcast=True)
         consumer.subscribe(ev.SLA_WATCHER, ev.SLA_BREACHED, "push_sla_breached", self.push_sla_event, broadcast=True)
 
@@ -353,6 +358,31 @@ class AgentDesk:
             raise
         if before != after:
             log.info("ticket_view_updated", status=after.status, agent_id=after.agent_id)
+
+    async def store_mail_bounced(self, event: ev.MailBounced) -> None:
+        if event.ticket_id is None:
+            return  # not about one of our tickets: the notifier still stops mailing the address
+        note = tickets.bounce_note(event)
+        try:
+            before, after = await self.store.change_ticket(event.ticket_id, lambda v: tickets.with_message(v, note))
+        except TicketNotStored:
+            # Bounces come minutes to days after our mail, long after the ticket's view was
+            # stored: a missing view is an expired (or foreign) ticket, not one still on its way.
+            log.info("bounce_for_unknown_ticket", ticket_id=event.ticket_id)
+            return
+        if before != after:
+            log.info("ticket_bounce_noted", ticket_id=event.ticket_id, hard=event.hard)
+
+    async def push_mail_bounced(self, event: ev.MailBounced) -> None:
+        if event.ticket_id is None:
+            return
+        view = await self.store.ticket(event.ticket_id)
+        if view is None or not view.agent_id or view.status == "resolved" or not self.hub.has_agent(view.agent_id):
+            return
+        # Add the note here too (idempotent), so the pushed view has it whichever handler ran first.
+        note = tickets.bounce_note(event)
+        _, view = await self.store.change_ticket(event.ticket_id, lambda v: tickets.with_message(v, note))
+        await self.hub.send_to_agents({view.agent_id}, {"type": "ticket_updated", "ticket": view.for_console()})
 
     async def push_ticket_assigned(self, event: ev.TicketAssigned) -> None:
         if not self.hub.has_agent(event.agent_id):

@@ -1,8 +1,9 @@
 """The desk's view of a ticket and the rules for acting on it (pure: no aiohttp, no Redis).
 
 The view is what an agent's console shows: built from ``ticket_received``, then amended by
-the dispatcher's ``ticket_assigned``/``ticket_queued``, the customer's ``message_received``
-and the agents' own actions. Every change is a function ``view -> new view`` that gives the
+the dispatcher's ``ticket_assigned``/``ticket_queued``, the customer's ``message_received``,
+intake_email's ``mail_bounced`` (a system note: our mail to the customer did not arrive) and the
+agents' own actions. Every change is a function ``view -> new view`` that gives the
 same result when applied twice, because events are delivered at least once.
 
 Status: ``new`` → ``queued`` (no agent free) → ``assigned`` → ``accepted`` → ``resolved``; a
@@ -10,12 +11,14 @@ customer message on a resolved ticket reopens it (back to ``accepted``/``assigne
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared import events as ev
+from shared.logging import mask_email
 
 Status = Literal["new", "queued", "assigned", "accepted", "resolved"]
 
@@ -24,13 +27,17 @@ MAX_MESSAGES_KEPT = 500  # a view is one Redis value; the oldest messages give w
 # Events on different queues arrive out of order for a moment; a view still missing after
 # this long will not come (expired, or never ours), and waiting longer only spins the queue.
 OUT_OF_ORDER_GRACE_SECONDS = 300
+BOUNCE_REASON_MAX_CHARS = 200
+_ADDRESS = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+")
+_SMTP_CODE_PREFIX = re.compile(r"^[45]\d\d[\s-]+")
+_ADDRESS_PREFIX = re.compile(r"^<[^<>\s]+>:?\s*")  # Postfix: "550 5.1.1 <a@b>: Recipient address rejected…"
 
 
 class Message(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     message_id: str
-    author: Literal["customer", "agent"]
+    author: Literal["customer", "agent", "system"]
     agent_id: str | None = None
     text: str
     at: AwareDatetime
@@ -150,6 +157,21 @@ def with_customer_message(view: TicketView, message: Message) -> TicketView:
 
 def customer_message(event: ev.MessageReceived) -> Message:
     return Message(message_id=event.message_id, author="customer", text=event.text, at=event.received_at)
+
+
+def bounce_note(event: ev.MailBounced) -> Message:
+    """"Delivery to c***@example.com failed: 5.1.1 user unknown (permanent)" — addresses masked
+    (the server's answer usually repeats the address), one line, short."""
+    recipients = ", ".join(mask_email(r) for r in event.recipients)
+    reason = _SMTP_CODE_PREFIX.sub("", " ".join(event.reason.split()))
+    if event.status and reason.startswith(event.status):
+        reason = reason[len(event.status):].strip()
+    reason = _ADDRESS_PREFIX.sub("", reason)
+    reason = _ADDRESS.sub(lambda found: mask_email(found.group(0).strip("<>")), reason)[:BOUNCE_REASON_MAX_CHARS]
+    why = " ".join(part for part in (event.status, reason) if part) or "no reason given"
+    lasting = "permanent" if event.hard else "temporary"
+    return Message(message_id=f"bounce:{event.event_id}", author="system",
+                   text=f"Delivery to {recipients} failed: {why} ({lasting})", at=event.received_at)
 
 
 def retry_or_give_up(event: ev.Envelope, now: datetime) -> bool:

@@ -9,7 +9,7 @@ const LABELS = {
     status: "状态", channel: "渠道", customer: "客户", priority: "优先级", skills: "所需技能", why: "分配原因",
     sla: "SLA", accept: "接受", resolve: "解决", send: "发送回复", replyPlaceholder: "输入回复内容…",
     connected: "已连接", reconnecting: "连接中断，正在重连…", loginFailed: "账号或密码错误",
-    tooMany: "失败次数过多，请稍后再试", failed: "操作失败：", otherLang: "English", you: "我",
+    tooMany: "失败次数过多，请稍后再试", failed: "操作失败：", otherLang: "English", you: "我", system: "系统",
     none: "无", slaWarning: "SLA 即将超时", slaBreached: "SLA 已超时",
     st_new: "新建", st_queued: "排队中", st_assigned: "已分配", st_accepted: "处理中", st_resolved: "已解决",
     ch_email: "邮件", ch_chat: "在线咨询", ch_phone: "电话",
@@ -21,7 +21,7 @@ const LABELS = {
     why: "Why assigned", sla: "SLA", accept: "Accept", resolve: "Resolve", send: "Send reply",
     replyPlaceholder: "Type your reply…", connected: "Connected", reconnecting: "Connection lost, reconnecting…",
     loginFailed: "Wrong agent id or password", tooMany: "Too many failed attempts, try again later",
-    failed: "Failed: ", otherLang: "中文", you: "me", none: "none",
+    failed: "Failed: ", otherLang: "中文", you: "me", system: "System", none: "none",
     slaWarning: "SLA at risk", slaBreached: "SLA breached",
     st_new: "New", st_queued: "Queued", st_assigned: "Assigned", st_accepted: "In progress", st_resolved: "Resolved",
     ch_email: "Email", ch_chat: "Chat", ch_phone: "Phone",
@@ -267,7 +267,8 @@ function renderTicket() {
   messages.replaceChildren();
   for (const m of ticket.messages) {
     const item = el("li", "message " + m.author);
-    const who = m.author === "agent" ? (m.agent_id === state.me.agent_id ? t("you") : m.agent_id) : (c.name || t("customer"));
+    const who = m.author === "agent" ? (m.agent_id === state.me.agent_id ? t("you") : m.agent_id)
+      : m.author === "system" ? t("system") : (c.name || t("customer"));
     item.append(el("div", "meta", who + " · " + formatTime(m.at)), el("div", "text", m.text));
     messages.append(item);
   }

@@ -54,3 +54,15 @@ def message_received(ticket_id: str = "TM-10001", message_id: str = "m-2", text:
         channel=channel, customer={"name": "张伟", "email": "zhang.wei@example.com"}, text=text, message_id=message_id,
         received_at=now().isoformat(),
     )
+
+
+def mail_bounced(ticket_id: str | None = "TM-10001", *, recipients: tuple[str, ...] = ("cheng.li@example.com",),
+                 hard: bool = True, status: str = "5.1.1",
+                 reason: str = "550 5.1.1 <cheng.li@example.com>: Recipient address rejected: User unknown",
+                 event_id: str = "bounce-1") -> dict:
+    return ev.make_event(
+        ev.INTAKE_EMAIL, ev.MAIL_BOUNCED, now=now(), trace_id="trace-" + str(ticket_id), ticket_id=ticket_id,
+        event_id=event_id, recipients=list(recipients), status=status, reason=reason, hard=hard,
+        original_message_id="tm.TM-10001.n1.aaaaaaaaaaaa@ticketmesh.test", reporting_mta="mail.example.com",
+        received_at=now().isoformat(),
+    )
