@@ -70,6 +70,10 @@ _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _WS = re.compile(r"\s+")
 _ANGLE_ID = re.compile(r"<([^<>\s]+)>")
+# "Name" <a@b>, Name <a@b>, <a@b> or a@b: one mailbox, no comments, no groups.
+_SIMPLE_MAILBOX = re.compile(
+    r'\s*(?:"([^"\\]*)"|([^",<>;:\\()@]*?))\s*<([^<>\s",;:\\()]+@[^<>\s",;:\\()]+)>\s*'
+    r'|\s*([^<>\s",;:\\()]+@[^<>\s",;:\\()]+)\s*')
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BLANK_RUNS = re.compile(r"\n{3,}")
@@ -388,7 +392,12 @@ def _addresses(msg: Message, names: tuple[str, ...], flags: _Flags) -> list[tupl
             if not isinstance(value, str):
                 continue
             # Parse the structure before decoding words: a decoded name may contain commas and brackets.
-            for display, address in email.utils.getaddresses([_raw_8bit_to_text(_unfold(value), flags)]):
+            value = _raw_8bit_to_text(_unfold(value), flags)
+            # The common case without the full RFC 5322 parser (short values only: bounded regex work).
+            simple = _SIMPLE_MAILBOX.fullmatch(value) if len(value) <= 300 else None
+            pairs = ([(simple.group(1) or simple.group(2) or "", simple.group(3) or simple.group(4))] if simple
+                     else email.utils.getaddresses([value]))
+            for display, address in pairs:
                 address = address.strip().strip("<>").lower()
                 if address not in found and _ADDRESS.match(address) and len(address) <= EMAIL_MAX_CHARS:
                     found[address] = _clean_line(decode_header_value(display, flags)).strip("\"' ")
