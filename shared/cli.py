@@ -160,11 +160,13 @@ def _email_report_text(source: str, report: dict) -> str:
     if "html_sanitized" in report:
         html = report["html_sanitized"]
         lines.append(("html_sanitized", "none (no HTML body)" if html is None else f"{len(html)} characters"))
-    for key in ("reply_text", "text"):
-        if key in report:
-            lines.extend(_text_block(key, report[key]))
+    if "reply_text" in report:
+        lines.extend(_text_block("reply_text", report["reply_text"]))
+    if "text" in report:
+        same = report["text"] == report.get("reply_text")
+        lines.extend([("text", "same as reply_text (nothing quoted)")] if same else _text_block("text", report["text"]))
     width = max(len(key) for key, _ in lines) + 1
-    return "\n".join((f"{key}:" if key else "").ljust(width + 1) + value for key, value in lines)
+    return "\n".join(((f"{key}:" if key else "").ljust(width + 1) + value).rstrip() for key, value in lines)
 
 
 def _printable(value: object) -> str:
