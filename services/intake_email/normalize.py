@@ -64,6 +64,7 @@ _CHARSET_ALIASES = {
     "iso-8859-1": "cp1252", "latin1": "cp1252", "us-ascii": "utf-8", "ascii": "utf-8", "ansi_x3.4-1968": "utf-8",
     "utf8": "utf-8", "unicode-1-1-utf-7": "utf-7",
 }
+_NOT_CHARSETS = {"idna", "punycode", "unicode-escape", "raw-unicode-escape", "undefined", "mbcs", "oem"}
 _UNKNOWN_CHARSETS = {"unknown-8bit", "x-unknown", "unknown", "default", "charset", ""}
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
@@ -245,9 +246,13 @@ def codec_for(charset: str | None) -> str | None:
         return None
     label = _CHARSET_ALIASES.get(label, label)
     try:
-        return codecs.lookup(label).name
+        info = codecs.lookup(label)
     except LookupError:
         return None
+    # A label naming a bytes transform (base64, zlib) or a Python-only codec is not a charset.
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return None
+    return info.name
 
 
 def _label(charset: str) -> str:
@@ -269,7 +274,7 @@ def decode_bytes(data: bytes, charset: str | None, flags: _Flags | None = None, 
     if codec in _STATEFUL_CODECS:
         try:
             return data.decode(codec)
-        except (UnicodeDecodeError, LookupError):
+        except (UnicodeError, LookupError):
             pass
     elif codec:
         try:
@@ -282,7 +287,7 @@ def decode_bytes(data: bytes, charset: str | None, flags: _Flags | None = None, 
             return text
         try:
             return data.decode(codec)
-        except (UnicodeDecodeError, LookupError):
+        except (UnicodeError, LookupError):
             pass
     # Chinese legacy text is the usual mislabelled 8-bit mail here, then Western (cp1252 decodes
     # almost anything, so it comes last).
@@ -295,7 +300,7 @@ def decode_bytes(data: bytes, charset: str | None, flags: _Flags | None = None, 
             continue
         try:
             text = data.decode(guess)
-        except UnicodeDecodeError:
+        except UnicodeError:
             continue
         if flags is not None:
             if codec:

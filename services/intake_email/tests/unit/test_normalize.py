@@ -9,6 +9,8 @@ from services.intake_email.normalize import (
     MailPart,
     MailRejected,
     NormalizedMail,
+    codec_for,
+    decode_bytes,
     decode_header_value,
     guess_language,
     normalize,
@@ -388,3 +390,24 @@ def test_broken_mime_never_raises_anything_but_rejection():
         assert isinstance(result, NormalizedMail)
         seen_results += 1
     assert seen_results > len(variants) // 2
+
+
+def test_no_charset_label_makes_decoding_raise():
+    # Labels are attacker-chosen: Python codec names that are not charsets (base64, zlib, idna,
+    # unicode_escape, rot13, ...) must behave like unknown labels, not crash the caller.
+    import encodings.aliases
+    labels = set(encodings.aliases.aliases) | set(encodings.aliases.aliases.values())
+    labels |= {"idna", "punycode", "rot13", "undefined", "unicode_escape", "utf-16", "utf-7", "x-foo", "*", "'"}
+    for label in sorted(labels):
+        for data in (b"\xff\xfeabc", b"plain", b"\x1b$B", b"+AGE-", b"\xe4\xbd", b"\\u12"):
+            assert isinstance(decode_bytes(data, label), str)
+        assert isinstance(decode_header_value(f"=?{label}?B?/w==?= =?{label}?Q?=FF?="), str)
+    assert codec_for("base64") is None and codec_for("idna") is None and codec_for("GB2312") == "gb18030"
+
+
+def test_raw_8bit_display_names_in_address_headers():
+    raw = (b"From: " + "客服部".encode("gbk") + b" <kf@example.cn>\r\n"
+           b"To: " + "技术支持".encode("utf-8") + b" <Support@Example.com>\r\nSubject: x\r\n\r\nbody\r\n")
+    mail = normalize(raw, received_at=AT)
+    assert (mail.from_name, mail.from_email, mail.to_addresses) == ("客服部", "kf@example.cn", ("support@example.com",))
+    assert mail.charset_flags == ("header-8bit-guessed:gb18030", "header-8bit-guessed:utf-8")
