@@ -47,6 +47,9 @@ positive would hide a customer's mail in quarantine):
   ``Precedence: junk`` and ``auto_reply`` are automatic always.
 - ``List-Unsubscribe`` and ``X-Loop``: sales tools put the first on one-to-one mail people
   write, procmail filters the second on forwarded mail.
+- Bounce subjects alone ("Undeliverable:", "Delivery Status Notification", "退信", osTicket's
+  list): a person can type them; every real bounce also has a DSN, a mailer-daemon/postmaster
+  sender, ``X-Failed-Recipients`` or a null Return-Path.
 """
 from __future__ import annotations
 
