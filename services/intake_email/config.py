@@ -33,18 +33,34 @@ VARIABLES = (
              "this is listed on the ticket but not stored"),
     Variable("TM_EMAIL_ATTACHMENTS_MAX_TOTAL_BYTES", str(25 * 1024 * 1024), "attachments of one message are "
              "stored up to this many bytes in all; the rest are listed but not stored"),
-    # Reads the signed Message-IDs of our mail, so a bounce finds the ticket of the mail that bounced.
     *mail_tokens.VARIABLES,
+    Variable("TM_EMAIL_REOPEN_DAYS", "14", "a reply to a ticket resolved less than this many days ago (fractions "
+             "allowed) follows it up and agent_desk reopens it; later, it opens a new ticket linked to the old one"),
+    Variable("TM_EMAIL_SENDER_FROM_REPLY_TO", "false", "the customer is the Reply-To address when the mail has one "
+             "(web forms and shared mailboxes sending on behalf of someone)"),
+    Variable("TM_ROSTER_FILE", "deploy/demo/roster.yaml", "agent roster: mail an agent's `email` forwards to us "
+             "is filed for the original sender"),
 )
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
 ATTACHMENT_MAX_BYTES_CONFIG_KEY = "TM_EMAIL_ATTACHMENT_MAX_BYTES"
 ATTACHMENTS_MAX_TOTAL_BYTES_CONFIG_KEY = "TM_EMAIL_ATTACHMENTS_MAX_TOTAL_BYTES"
-MAIL_TOKEN_SECRET_CONFIG_KEY = mail_tokens.SECRET_VARIABLE
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAILBOXES_CONFIG_KEY = "INTAKE_EMAIL_MAILBOXES"
 DATA_DIR_CONFIG_KEY = "TM_DATA_DIR"
 REPLICA_CONFIG_KEY = "TM_REPLICA_ID"
 MAIL_FROM_CONFIG_KEY = "TM_MAIL_FROM"
+TOKEN_SECRET_CONFIG_KEY = mail_tokens.SECRET_VARIABLE
+REOPEN_DAYS_CONFIG_KEY = "TM_EMAIL_REOPEN_DAYS"
+SENDER_FROM_REPLY_TO_CONFIG_KEY = "TM_EMAIL_SENDER_FROM_REPLY_TO"
+ROSTER_FILE_CONFIG_KEY = "TM_ROSTER_FILE"
+DEFAULT_REOPEN_DAYS = 14.0
+
+
+def _days(raw: str) -> float:
+    days = float(raw)
+    if not days >= 0:
+        raise ValueError("expected a number of days >= 0")
+    return days
 
 
 def _address(raw: str) -> str:
@@ -103,7 +119,10 @@ class Settings:
     mail_from: str = DEFAULT_MAIL_FROM
     attachment_max_bytes: int = 10 * 1024 * 1024
     attachments_max_total_bytes: int = 25 * 1024 * 1024
-    mail_token_secret: bytes = field(default=mail_tokens.DEV_SECRET.encode(), repr=False)
+    token_secret: bytes = field(default=mail_tokens.DEV_SECRET.encode(), repr=False)
+    reopen_days: float = DEFAULT_REOPEN_DAYS
+    sender_from_reply_to: bool = False
+    roster_file: str = "deploy/demo/roster.yaml"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -121,11 +140,14 @@ class Settings:
             poll_seconds=get("TM_IMAP_POLL_SECONDS", float),
             max_message_bytes=get("TM_IMAP_MAX_MESSAGE_BYTES", int),
         )
+        secret, _dev_default = mail_tokens.secret_from_env(environ)
         return cls(common=CommonSettings.from_env(environ), mailboxes=(mailbox,),
-                   mail_from=get("TM_MAIL_FROM", _address),
+                   mail_from=get("TM_MAIL_FROM", _address), token_secret=secret,
+                   reopen_days=get("TM_EMAIL_REOPEN_DAYS", _days),
+                   sender_from_reply_to=get("TM_EMAIL_SENDER_FROM_REPLY_TO", as_bool),
+                   roster_file=get("TM_ROSTER_FILE"),
                    attachment_max_bytes=get("TM_EMAIL_ATTACHMENT_MAX_BYTES", _size),
-                   attachments_max_total_bytes=get("TM_EMAIL_ATTACHMENTS_MAX_TOTAL_BYTES", _size),
-                   mail_token_secret=mail_tokens.secret_from_env(environ)[0])
+                   attachments_max_total_bytes=get("TM_EMAIL_ATTACHMENTS_MAX_TOTAL_BYTES", _size))
 
     def nameko_extra(self) -> dict[str, Any]:
         """What the service reads from its nameko config besides AMQP_URI and TM_REDIS_URL."""
@@ -136,5 +158,10 @@ class Settings:
             MAIL_FROM_CONFIG_KEY: self.mail_from,
             ATTACHMENT_MAX_BYTES_CONFIG_KEY: self.attachment_max_bytes,
             ATTACHMENTS_MAX_TOTAL_BYTES_CONFIG_KEY: self.attachments_max_total_bytes,
-            MAIL_TOKEN_SECRET_CONFIG_KEY: self.mail_token_secret.decode(),
+            # Unset when it is the dev default, so the service warns about it at start.
+            TOKEN_SECRET_CONFIG_KEY: ("" if self.token_secret == mail_tokens.DEV_SECRET.encode()
+                                      else self.token_secret.decode()),
+            REOPEN_DAYS_CONFIG_KEY: self.reopen_days,
+            SENDER_FROM_REPLY_TO_CONFIG_KEY: self.sender_from_reply_to,
+            ROSTER_FILE_CONFIG_KEY: self.roster_file,
         }

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.intake_ledger import natural_key_hash, stable_event_id
+from services.intake_email.forwarding import Customer
 from services.intake_email.imap import FetchedMail
 from services.intake_email.normalize import NormalizedMail
 
@@ -47,8 +48,12 @@ def trace_id_for(ticket_id: str) -> str:
     return stable_event_id("trace", ticket_id)
 
 
-def customer(mail: NormalizedMail) -> dict[str, Any]:
-    return {"name": mail.from_name, "email": mail.from_email, "language": mail.language}
+def customer(mail: NormalizedMail, who: Customer | None = None) -> dict[str, Any]:
+    """The event's customer: the sender, or ``who`` (Reply-To, or the original sender of mail an
+    agent forwarded; see :mod:`~services.intake_email.forwarding`)."""
+    if who is None:
+        return {"name": mail.from_name, "email": mail.from_email, "language": mail.language}
+    return {"name": who.name, "email": who.email, "language": mail.language}
 
 
 def attachments(mail: NormalizedMail) -> list[dict[str, Any]]:
@@ -58,29 +63,36 @@ def attachments(mail: NormalizedMail) -> list[dict[str, Any]]:
             for part in mail.attachments[:ATTACHMENTS_MAX]]
 
 
-def ticket_received_fields(mail: NormalizedMail, fetched: FetchedMail, ticket_id: str) -> dict[str, Any]:
+def ticket_received_fields(mail: NormalizedMail, fetched: FetchedMail, ticket_id: str, *,
+                           who: Customer | None = None, linked_ticket_id: str | None = None) -> dict[str, Any]:
     source = {"mailbox": fetched.mailbox, "uid": str(fetched.uid), "uidvalidity": str(fetched.uidvalidity),
               "message_id": mail.message_id or ""}
+    if who is not None and who.forwarded_by:
+        source["forwarded_by"] = who.forwarded_by
     return dict(
         event_id=stable_event_id("ticket_received", ticket_id),
         ticket_id=ticket_id,
         channel="email",
-        customer=customer(mail),
+        customer=customer(mail, who),
         subject=mail.subject,
         text=mail.text,
         received_at=mail.received_at,
         source=source,
         attachments=attachments(mail),
+        linked_ticket_id=linked_ticket_id,
     )
 
 
-def message_received_fields(mail: NormalizedMail, key: ContactKey, ticket_id: str) -> dict[str, Any]:
+def message_received_fields(mail: NormalizedMail, key: ContactKey, ticket_id: str, *,
+                            who: Customer | None = None) -> dict[str, Any]:
     return dict(
         event_id=stable_event_id("message_received", key.kind, key.key),
         ticket_id=ticket_id,
         channel="email",
-        customer=customer(mail),
-        text=mail.text,
+        customer=customer(mail, who),
+        # A follow-up quotes the thread the agent already has: the new part is what matters
+        # (the whole message stays in the raw mail, source["raw_sha256"]).
+        text=mail.reply_text or mail.text,
         message_id=f"email-{key.kind}-{key.key}"[:MESSAGE_ID_FIELD_MAX],
         received_at=mail.received_at,
         attachments=attachments(mail),

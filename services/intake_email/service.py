@@ -7,13 +7,21 @@ The :mod:`~services.intake_email.watcher` entrypoint hands each fetched message 
 
 - already ticketed and published → nothing (a duplicate delivery or a re-fetch);
 - already ticketed, publish unconfirmed (we crashed in between) → publish again, same event_id;
-- it answers a message we know (In-Reply-To / References) → ``message_received`` on that ticket;
+- it belongs to a ticket (:mod:`~services.intake_email.thread_match`: a signed Message-ID in its
+  chain or signed plus address among its recipients, a stored Message-ID in its chain, or the
+  subject tag from a participant) → ``message_received`` on that ticket, unless that ticket was
+  resolved longer than ``TM_EMAIL_REOPEN_DAYS`` ago: then a new ticket linked to it;
 - otherwise → a new ticket number and ``ticket_received``.
 
 Before publishing a ticket event, the raw message (gzip) and its attachments are written
 content-addressed under ``TM_DATA_DIR`` (see :mod:`~services.intake_email.files`); the event
 names them: ``source["raw_sha256"]`` and ``attachments`` (``stored=False`` for files over the
 limits).
+
+Who the customer is: the sender; the Reply-To with ``TM_EMAIL_SENDER_FROM_REPLY_TO``; the
+original sender when a roster agent forwards a customer's mail (:mod:`~services.intake_email.forwarding`).
+``agent_desk.ticket_resolved`` is recorded per ticket (``record_ticket_resolved``) for the
+reopen window.
 
 Mail from a machine — an out-of-office reply, a bounce, our own acknowledgement coming back
 (see :mod:`~services.intake_email.automatic`) — opens no ticket, or our acknowledgements and a
@@ -29,23 +37,25 @@ Unparseable mail is quarantined with its reason and counts as handled.
 """
 from __future__ import annotations
 
-import os
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from nameko.extensions import DependencyProvider
 
 from shared import events as ev
 from shared import mail_tokens
 from shared.intake_ledger import natural_key_hash, stable_event_id
-from shared.logging import bound_event_context, get_logger
-from shared.nameko_ext import Emitter, LogContext, StoreProvider
-from services.intake_email import automatic, bounces, intake
+from shared.logging import bound_event_context, get_logger, mask
+from shared.nameko_ext import Emitter, LogContext, StoreProvider, event_consumer
+from shared.roster import RosterError, load_roster
+from services.intake_email import automatic, bounces, forwarding, intake, thread_match
 from services.intake_email.config import (ATTACHMENT_MAX_BYTES_CONFIG_KEY, ATTACHMENTS_MAX_TOTAL_BYTES_CONFIG_KEY,
-                                          DATA_DIR_CONFIG_KEY, DEFAULT_MAIL_FROM, MAIL_FROM_CONFIG_KEY,
-                                          MAIL_TOKEN_SECRET_CONFIG_KEY)
+                                          DATA_DIR_CONFIG_KEY, DEFAULT_MAIL_FROM, DEFAULT_REOPEN_DAYS,
+                                          MAIL_FROM_CONFIG_KEY, REOPEN_DAYS_CONFIG_KEY, ROSTER_FILE_CONFIG_KEY,
+                                          SENDER_FROM_REPLY_TO_CONFIG_KEY, TOKEN_SECRET_CONFIG_KEY)
 from services.intake_email.files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_TOTAL_BYTES, MailFiles
 from services.intake_email.imap import FetchedMail
 from services.intake_email.normalize import MailRejected, NormalizedMail, normalize
@@ -54,8 +64,6 @@ from services.intake_email.store import IntakeEmailStore
 from services.intake_email.watcher import watch_mailbox
 
 log = get_logger(__name__)
-
-MAX_THREAD_LOOKUPS = 20  # References can list a whole thread; the nearest ids are enough
 
 TICKETED = "ticketed"
 FOLLOWED_UP = "followed_up"
@@ -86,17 +94,6 @@ class MailFilesProvider(DependencyProvider):
         return self.files
 
 
-class MailTokenSecretProvider(DependencyProvider):
-    """``TM_MAIL_TOKEN_SECRET``: checks that a Message-ID in a bounce is one we signed."""
-
-    def setup(self) -> None:
-        configured = self.container.config.get(MAIL_TOKEN_SECRET_CONFIG_KEY)
-        self.secret = str(configured).encode() if configured else mail_tokens.secret_from_env(os.environ)[0]
-
-    def get_dependency(self, worker_ctx: Any) -> bytes:
-        return self.secret
-
-
 class OurAddressProvider(DependencyProvider):
     """Our support address (``TM_MAIL_FROM``): mail From it is our own mail looping back."""
 
@@ -107,6 +104,42 @@ class OurAddressProvider(DependencyProvider):
         return self.address
 
 
+@dataclass(frozen=True)
+class Threading:
+    secret: bytes = field(repr=False)
+    reopen_window: timedelta
+    sender_from_reply_to: bool
+    agents_by_email: Mapping[str, str]  # roster agent email (lowercased) → agent id
+
+
+class ThreadingProvider(DependencyProvider):
+    """The token secret, reopen window, sender options and agents' addresses, read at start."""
+
+    def setup(self) -> None:
+        config = self.container.config
+        raw_secret = str(config.get(TOKEN_SECRET_CONFIG_KEY) or "")
+        secret, dev_default = mail_tokens.secret_from_env({mail_tokens.SECRET_VARIABLE: raw_secret})
+        if dev_default:
+            log.warning("mail_token_secret_is_dev_default",
+                        hint=f"set {mail_tokens.SECRET_VARIABLE}: anyone can forge ticket tokens with the default")
+        try:
+            agents = {a.email.strip().lower(): a.agent_id
+                      for a in load_roster(config.get(ROSTER_FILE_CONFIG_KEY, "deploy/demo/roster.yaml")).agents
+                      if a.email}
+        except RosterError as exc:  # forwarding by agents is a nicety; mail keeps flowing without it
+            log.warning("roster_unavailable", error=str(exc))
+            agents = {}
+        self.threading = Threading(
+            secret=secret,
+            reopen_window=timedelta(days=float(config.get(REOPEN_DAYS_CONFIG_KEY, DEFAULT_REOPEN_DAYS))),
+            sender_from_reply_to=bool(config.get(SENDER_FROM_REPLY_TO_CONFIG_KEY, False)),
+            agents_by_email=agents,
+        )
+
+    def get_dependency(self, worker_ctx: Any) -> Threading:
+        return self.threading
+
+
 class IntakeEmailService:
     name = ev.INTAKE_EMAIL
 
@@ -115,8 +148,14 @@ class IntakeEmailService:
     quarantine: Quarantine = QuarantineProvider()
     files: MailFiles = MailFilesProvider()
     our_address: str = OurAddressProvider()
-    token_secret: bytes = MailTokenSecretProvider()
+    threading: Threading = ThreadingProvider()
     log_context = LogContext()
+
+    @event_consumer(ev.AGENT_DESK, ev.TICKET_RESOLVED)
+    def record_ticket_resolved(self, event: ev.TicketResolved) -> None:
+        """When it was resolved decides whether a later reply reopens it or opens a new ticket."""
+        self.store.mark_resolved(event.ticket_id, event.occurred_at)
+        log.info("ticket_resolution_recorded")
 
     @watch_mailbox
     def handle_mail(self, fetched: FetchedMail) -> str:
@@ -138,45 +177,89 @@ class IntakeEmailService:
             except MailRejected as rejected:
                 return self._quarantine(fetched, rejected.reason)
             key = intake.contact_key(mail, fetched)
+            who = self._customer(mail)
             opened = self.store.ticket_opened_by(key.kind, key.key)
             if opened:
-                return self._open_ticket(mail, fetched, opened)
+                return self._open_ticket(mail, fetched, opened, who, self.store.linked_ticket(opened))
             replied = self.store.ticket_replied_by(key.kind, key.key)
             if replied:
-                return self._follow_up(mail, fetched, key, replied)
-            parent = self._ticket_answered_by(mail)
-            if parent:
-                return self._follow_up(mail, fetched, key, self.store.claim_reply(key.kind, key.key, parent))
-            ticket_id, _new = self.store.claim_ticket(key.kind, key.key)
-            return self._open_ticket(mail, fetched, ticket_id)
+                return self._follow_up(mail, fetched, key, replied, who)
+            return self._thread(mail, fetched, key, who)
 
-    def _ticket_answered_by(self, mail: NormalizedMail) -> str | None:
-        keys = [intake.message_id_key(m) for m in mail.thread_candidates[:MAX_THREAD_LOOKUPS]]
-        return self.store.first_ticket_of_messages(intake.KIND_MESSAGE_ID, keys)
+    def _customer(self, mail: NormalizedMail) -> forwarding.Customer:
+        return forwarding.customer_of(
+            from_email=mail.from_email, from_name=mail.from_name, reply_to=mail.reply_to, text=mail.text,
+            agents_by_email=self.threading.agents_by_email, our_address=self.our_address,
+            sender_from_reply_to=self.threading.sender_from_reply_to)
 
-    def _open_ticket(self, mail: NormalizedMail, fetched: FetchedMail, ticket_id: str) -> str:
+    def _thread(self, mail: NormalizedMail, fetched: FetchedMail, key: intake.ContactKey,
+                who: forwarding.Customer) -> str:
+        """A message seen for the first time: follow up the ticket it belongs to, or open one."""
+        recipients = mail.to_addresses[:thread_match.MAX_ADDRESSES]
+        facts = thread_match.ThreadFacts(from_email=mail.from_email, recipients=recipients,
+                                         in_reply_to=mail.in_reply_to, references=mail.references,
+                                         subject=mail.subject, message_id=mail.message_id)
+        secret = self.threading.secret
+        plan = thread_match.lookup_plan(facts, secret)
+        lookups = self.store.thread_lookups(intake.KIND_MESSAGE_ID, [intake.message_id_key(m) for m in plan.chain],
+                                            sender=mail.from_email, tickets=plan.tickets)
+        decision = thread_match.decide(facts, secret, lookups)
+        route = thread_match.route(decision, resolved_at=lookups.resolved.get(decision.ticket_id or ""),
+                                   received_at=mail.received_at, reopen_window=self.threading.reopen_window)
+        self._log_decision(decision, route)
+        people = {who.email, mail.from_email}
+        if route.ticket_id:
+            ticket_id = self.store.claim_reply(key.kind, key.key, route.ticket_id)
+            # Whoever a token or the thread brought in may use the subject tag from now on.
+            self.store.add_participants(ticket_id, people)
+            return self._follow_up(mail, fetched, key, ticket_id, who)
+        ticket_id, _new = self.store.claim_ticket(key.kind, key.key)
+        if route.linked_ticket_id:
+            self.store.link_ticket(ticket_id, route.linked_ticket_id)
+        self.store.add_participants(ticket_id, thread_match.participants(
+            sender=mail.from_email, recipients=(who.email, *recipients), our_address=self.our_address))
+        return self._open_ticket(mail, fetched, ticket_id, who, self.store.linked_ticket(ticket_id))
+
+    @staticmethod
+    def _log_decision(decision: thread_match.Decision, route: thread_match.Route) -> None:
+        if decision.ignored_tag:
+            log.info("mail_subject_tag_ignored", tag=decision.ignored_tag, why=decision.ignored_why)
+        if decision.ticket_id is None:
+            return
+        evidence = mask(decision.evidence) if decision.by == thread_match.BY_PLUS_ADDRESS else decision.evidence
+        log.info("mail_threaded", by=decision.by, to_ticket=decision.ticket_id, evidence=evidence)
+        if route.linked_ticket_id:
+            log.info("mail_reopen_window_passed", linked_ticket_id=route.linked_ticket_id)
+
+    def _open_ticket(self, mail: NormalizedMail, fetched: FetchedMail, ticket_id: str, who: forwarding.Customer,
+                     linked_ticket_id: str | None) -> str:
         trace_id = intake.trace_id_for(ticket_id)
         with bound_event_context(ticket_id=ticket_id, trace_id=trace_id):
             if self.store.is_ticket_published(ticket_id):
                 log.info("mail_duplicate", of="ticket_received")
                 return DUPLICATE
-            fields = intake.ticket_received_fields(mail, fetched, ticket_id)
+            fields = intake.ticket_received_fields(mail, fetched, ticket_id, who=who, linked_ticket_id=linked_ticket_id)
             self._keep_files(fetched, mail, fields)
             self.emit(ev.TICKET_RECEIVED, now=datetime.now(timezone.utc), trace_id=trace_id, **fields)
             self.store.mark_ticket_published(ticket_id)
-            log.info("mail_ticketed", from_email=mail.from_email, language=mail.language,
-                     attachments=len(mail.attachments))
+            log.info("mail_ticketed", from_email=who.email, language=mail.language,
+                     attachments=len(mail.attachments), forwarded_by=who.forwarded_by,
+                     linked_ticket_id=linked_ticket_id)
             return TICKETED
 
-    def _follow_up(self, mail: NormalizedMail, fetched: FetchedMail, key: intake.ContactKey, ticket_id: str) -> str:
+    def _follow_up(self, mail: NormalizedMail, fetched: FetchedMail, key: intake.ContactKey, ticket_id: str,
+                   who: forwarding.Customer) -> str:
         trace_id = intake.trace_id_for(ticket_id)
         with bound_event_context(ticket_id=ticket_id, trace_id=trace_id):
             if self.store.is_reply_published(key.kind, key.key):
                 log.info("mail_duplicate", of="message_received")
                 return DUPLICATE
-            fields = intake.message_received_fields(mail, key, ticket_id)
+            now = datetime.now(timezone.utc)
+            fields = intake.message_received_fields(mail, key, ticket_id, who=who)
             self._keep_files(fetched, mail, fields)
-            self.emit(ev.MESSAGE_RECEIVED, now=datetime.now(timezone.utc), trace_id=trace_id, **fields)
+            # agent_desk reopens a resolved ticket on this message: its resolution no longer counts.
+            self.store.mark_followed_up(ticket_id, now)
+            self.emit(ev.MESSAGE_RECEIVED, now=now, trace_id=trace_id, **fields)
             self.store.mark_reply_published(key.kind, key.key)
             log.info("mail_followed_up", from_email=mail.from_email)
             return FOLLOWED_UP
@@ -215,10 +298,12 @@ class IntakeEmailService:
     def _ticket_of_bounced(self, original_message_id: str | None) -> str | None:
         if not original_message_id:
             return None
-        ours = mail_tokens.ticket_from_message_id(self.token_secret, original_message_id)
+        ours = mail_tokens.ticket_from_message_id(self.threading.secret, original_message_id)
         if ours:
             return ours
-        return self.store.first_ticket_of_messages(intake.KIND_MESSAGE_ID, [intake.message_id_key(original_message_id)])
+        lookups = self.store.thread_lookups(intake.KIND_MESSAGE_ID, [intake.message_id_key(original_message_id)],
+                                            sender="", tickets=())
+        return lookups.chain_ticket
 
     def _ignore_automatic(self, fetched: FetchedMail, machine: automatic.Automatic) -> str:
         path = self.quarantine.put(fetched, machine.label, now=datetime.now(timezone.utc))

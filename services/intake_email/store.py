@@ -10,14 +10,22 @@ Keys this store owns (besides the shared intake ledger's, which it drives throug
   while watching), so N replicas never fetch the same mail twice at once.
 - ``tm:intake_email:reply:<kind>:<key>`` – ticket id a follow-up message was attached to;
   ``tm:intake_email:reply_published:<kind>:<key>`` – its message_received was confirmed.
+- ``tm:intake_email:participants:<ticket>`` – set of the addresses taking part in a ticket (who
+  may use its subject tag); ``tm:intake_email:ticket:<ticket>`` – hash ``resolved_at`` and
+  ``followed_up_at`` (epoch seconds, each only ever raised, so a redelivered ticket_resolved
+  cannot close a ticket a later mail reopened) and ``linked_ticket_id`` (the closed ticket a new
+  one follows up). Both live as long as the contact keys (``REPLY_TTL_SECONDS``), refreshed on write.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable
 
 import redis
 
 from shared.intake_ledger import CONTACT_TTL_SECONDS, IntakeLedger
+from services.intake_email.thread_match import Lookups
 
 SERVICE = "intake_email"
 REPLY_TTL_SECONDS = CONTACT_TTL_SECONDS  # as long as the ticket keys they point at
@@ -50,6 +58,41 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 return {ARGV[1], 1}
 """
 
+# Everything the thread decision needs, in one round trip: the ticket of the nearest chain id we
+# stored, then, for that ticket and the ones asked for, whether the sender takes part in it and
+# when it was resolved / followed up. KEYS: n "opened" keys then n "reply" keys (chain order);
+# ARGV: n, sender, key prefix, tickets. Per-ticket keys are built here because the chain's
+# ticket is only known once found (single-instance Redis, as everywhere in the mesh).
+_THREAD_LOOKUP = """
+local n = tonumber(ARGV[1])
+local chain_ticket, chain_index = false, 0
+for i = 1, n do
+  local t = redis.call('GET', KEYS[i])
+  if not t then t = redis.call('GET', KEYS[n + i]) end
+  if t then chain_ticket, chain_index = t, i; break end
+end
+local tickets = {}
+for i = 4, #ARGV do tickets[#tickets + 1] = ARGV[i] end
+if chain_ticket then tickets[#tickets + 1] = chain_ticket end
+local facts = {}
+for _, t in ipairs(tickets) do
+  local members = ARGV[3] .. 'participants:' .. t
+  local times = redis.call('HMGET', ARGV[3] .. 'ticket:' .. t, 'resolved_at', 'followed_up_at')
+  facts[#facts + 1] = t
+  facts[#facts + 1] = redis.call('SISMEMBER', members, ARGV[2])
+  facts[#facts + 1] = redis.call('EXISTS', members)
+  facts[#facts + 1] = times[1] or ''
+  facts[#facts + 1] = times[2] or ''
+end
+return {chain_ticket or '', chain_index, facts}
+"""
+_RAISE_FIELD = """
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -62,6 +105,14 @@ def _reply_key(kind: str, key: str) -> str:
     return f"tm:{SERVICE}:reply:{kind}:{key}"
 
 
+def _participants_key(ticket_id: str) -> str:
+    return f"tm:{SERVICE}:participants:{ticket_id}"
+
+
+def _ticket_key(ticket_id: str) -> str:
+    return f"tm:{SERVICE}:ticket:{ticket_id}"
+
+
 class IntakeEmailStore:
     def __init__(self, client: redis.Redis):
         self._client = client
@@ -70,6 +121,8 @@ class IntakeEmailStore:
         self._hold = client.register_script(_HOLD_LEASE)
         self._release = client.register_script(_RELEASE_LEASE)
         self._claim_reply = client.register_script(_CLAIM_REPLY)
+        self._thread_lookup = client.register_script(_THREAD_LOOKUP)
+        self._raise_field = client.register_script(_RAISE_FIELD)
 
     # -- mailbox checkpoints -------------------------------------------------------------------
 
@@ -102,17 +155,6 @@ class IntakeEmailStore:
         """The ticket this very message was added to as a follow-up, if it was."""
         return self._client.get(_reply_key(kind, key))
 
-    def first_ticket_of_messages(self, kind: str, keys: list[str]) -> str | None:
-        """The ticket of the first of these messages that has one (opened it or followed up on
-        it), in one round trip however long the thread."""
-        if not keys:
-            return None
-        pipe = self._client.pipeline(transaction=False)
-        pipe.mget(self.ledger.contact_keys(kind, keys))
-        pipe.mget([_reply_key(kind, key) for key in keys])
-        opened, replied = pipe.execute()
-        return next((a or b for a, b in zip(opened, replied) if a or b), None)
-
     def claim_ticket(self, kind: str, key: str) -> tuple[str, bool]:
         return self.ledger.claim_ticket(kind, key)
 
@@ -133,3 +175,52 @@ class IntakeEmailStore:
 
     def mark_reply_published(self, kind: str, key: str) -> None:
         self._client.set(f"tm:{SERVICE}:reply_published:{kind}:{key}", "1", ex=REPLY_TTL_SECONDS)
+
+    # -- threading: participants, resolution, links -------------------------------------------
+
+    def thread_lookups(self, kind: str, chain_keys: list[str], *, sender: str, tickets: Iterable[str]) -> Lookups:
+        """What :func:`~services.intake_email.thread_match.decide` needs, in one round trip:
+        the ticket of the first of ``chain_keys`` (nearest first) that has one, and for it and
+        ``tickets`` whether ``sender`` takes part and whether it is resolved."""
+        chain_ticket, index, facts = self._thread_lookup(
+            keys=[*self.ledger.contact_keys(kind, chain_keys), *(_reply_key(kind, k) for k in chain_keys)],
+            args=[len(chain_keys), sender.lower(), f"tm:{SERVICE}:", *tickets])
+        participant_of, known, resolved = set(), set(), {}
+        for i in range(0, len(facts), 5):
+            ticket, is_member, exists, resolved_at, followed_up_at = facts[i:i + 5]
+            if int(is_member):
+                participant_of.add(ticket)
+            if int(exists):
+                known.add(ticket)
+            if resolved_at and float(resolved_at) > float(followed_up_at or 0):
+                resolved[ticket] = datetime.fromtimestamp(float(resolved_at), timezone.utc)
+        return Lookups(chain_ticket=chain_ticket or None, chain_index=int(index) - 1 if chain_ticket else None,
+                       participant_of=frozenset(participant_of), known_tickets=frozenset(known), resolved=resolved)
+
+    def add_participants(self, ticket_id: str, addresses: Iterable[str]) -> None:
+        addresses = sorted({a.lower() for a in addresses if a})
+        if not addresses:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        pipe.sadd(_participants_key(ticket_id), *addresses)
+        pipe.expire(_participants_key(ticket_id), REPLY_TTL_SECONDS)
+        pipe.execute()
+
+    def mark_resolved(self, ticket_id: str, at: datetime) -> None:
+        """Idempotent: a redelivered or older resolution never moves ``resolved_at`` back."""
+        self._raise_field(keys=[_ticket_key(ticket_id)], args=["resolved_at", at.timestamp(), REPLY_TTL_SECONDS])
+
+    def mark_followed_up(self, ticket_id: str, at: datetime) -> None:
+        """A customer wrote again: a resolution before ``at`` no longer counts (agent_desk reopens)."""
+        self._raise_field(keys=[_ticket_key(ticket_id)], args=["followed_up_at", at.timestamp(), REPLY_TTL_SECONDS])
+
+    def link_ticket(self, ticket_id: str, linked_ticket_id: str) -> None:
+        """Remember that new ``ticket_id`` follows up closed ``linked_ticket_id`` (first link wins,
+        so a republished ticket_received carries the same link)."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hsetnx(_ticket_key(ticket_id), "linked_ticket_id", linked_ticket_id)
+        pipe.expire(_ticket_key(ticket_id), REPLY_TTL_SECONDS)
+        pipe.execute()
+
+    def linked_ticket(self, ticket_id: str) -> str | None:
+        return self._client.hget(_ticket_key(ticket_id), "linked_ticket_id")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from shared import mail_tokens
 from shared.config import CommonSettings, ConfigError, Variable, as_bool, read
 
 VARIABLES = (
@@ -17,12 +18,15 @@ VARIABLES = (
     Variable("TM_SMTP_PASSWORD", "", "SMTP password"),
     Variable("TM_SMTP_STARTTLS", "false", "upgrade the SMTP connection with STARTTLS"),
     Variable("TM_SMTP_TIMEOUT", "10", "seconds before an SMTP step counts as failed (retried)"),
-    Variable("TM_MAIL_FROM", "support@ticketmesh.test", "From and Reply-To of every mail; its domain names our Message-IDs"),
+    Variable("TM_MAIL_FROM", "support@ticketmesh.test", "From of every mail; the Reply-To is its signed plus address "
+             "(support+TM-n.<sig>@…: the inbound MTA must deliver plus addresses to this mailbox); its domain names "
+             "our Message-IDs"),
     Variable("TM_MAIL_FROM_NAME", "TicketMesh Support", "display name beside TM_MAIL_FROM"),
     Variable("TM_SUPERVISOR_EMAIL", "supervisor@ticketmesh.test", "who gets SLA breach notices"),
     Variable("TM_SUPERVISOR_LANGUAGE", "zh-CN", "language of SLA breach notices (zh-CN or en)"),
     Variable("TM_MAIL_TIMEZONE", "Asia/Shanghai", "time zone for times written in mails"),
     Variable("TM_ROSTER_FILE", "deploy/demo/roster.yaml", "agent roster (for agents' display names)"),
+    *mail_tokens.VARIABLES,
 )
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
 
@@ -64,6 +68,8 @@ class Settings:
     supervisor_language: str
     mail_timezone: ZoneInfo
     roster_file: str
+    mail_token_secret: bytes = field(default=mail_tokens.DEV_SECRET.encode(), repr=False)
+    mail_token_secret_is_dev_default: bool = True
 
     @property
     def mail_domain(self) -> str:
@@ -77,7 +83,10 @@ class Settings:
         language = get("TM_SUPERVISOR_LANGUAGE")
         if language not in ("zh-CN", "en"):
             raise ConfigError(f"TM_SUPERVISOR_LANGUAGE={language!r} is not valid: expected zh-CN or en")
+        secret, dev_default = mail_tokens.secret_from_env(environ)
         return cls(
+            mail_token_secret=secret,
+            mail_token_secret_is_dev_default=dev_default,
             common=CommonSettings.from_env(environ),
             host=get("TM_NOTIFIER_HOST"),
             port=get("TM_NOTIFIER_PORT", int),

@@ -13,10 +13,12 @@ Four kinds:
 No mail goes to an address that bounced (``skip_reason`` → ``bounced_address``): the store
 keeps which addresses are suppressed, and for how long.
 
-Every subject carries the ticket tag ``[#TM-10001]`` so a customer's answer finds its ticket
-even when a mail client drops the threading headers. Every Message-ID is ours
-(``<tm.TM-10001.<notification id>@<our domain>>``), so intake can tell our own mail (and
-replies to it) from everything else. Automatic mail also carries ``X-Auto-Response-Suppress:
+Every subject carries the ticket tag ``[#TM-10001]``. Every Message-ID is ours and signed
+(``<tm.TM-10001.<notification id>.<sig>@<our domain>>``, :mod:`shared.mail_tokens`), so intake
+can tell our own mail from everything else and a reply carrying it finds its ticket; the
+Reply-To is our signed plus address (``support+TM-10001.<sig>@<our domain>``) for mail clients
+that drop the threading headers. The subject tag alone is trusted by intake only from a
+ticket's participants. Automatic mail also carries ``X-Auto-Response-Suppress:
 All`` and ``Precedence: bulk`` so well-behaved auto-responders stay quiet, and is never sent to
 system addresses (mailer-daemon, postmaster, noreply, …): that is how mail loops start.
 
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from email.errors import MessageError
 from email.headerregistry import Address
@@ -38,6 +40,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from shared import mail_tokens
 from shared.events import AgentReplied, InboundMailRejected, SlaBreached, TicketReceived
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -70,10 +73,12 @@ _templates = Environment(
 
 @dataclass(frozen=True)
 class Sender:
-    """Who our mail is from; ``address``'s domain names our Message-IDs."""
+    """Who our mail is from; ``address``'s domain names our Message-IDs; ``token_secret`` signs
+    them and the Reply-To (``TM_MAIL_TOKEN_SECRET``, shared with intake_email)."""
 
     address: str
     name: str = ""
+    token_secret: bytes = field(default=mail_tokens.DEV_SECRET.encode(), repr=False)
 
     @property
     def domain(self) -> str:
@@ -103,8 +108,20 @@ def notification_id(event_id: str, kind: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"ticketmesh:notification:{kind}:{event_id}").hex
 
 
-def make_message_id(ticket_id: str, notification: str, domain: str) -> str:
-    return f"<tm.{ticket_id}.{notification}@{domain}>"
+MESSAGE_ID_NOTIFICATION_CHARS = 16
+
+
+def make_message_id(sender: Sender, ticket_id: str, notification: str) -> str:
+    """Signed and unique per mail. Only 16 characters (64 bits) of the notification id: unique
+    enough next to the ticket id, and the header stays on one line (a folded Message-ID is legal
+    but some clients and tools mishandle it)."""
+    return mail_tokens.message_id(sender.token_secret, ticket_id, notification[:MESSAGE_ID_NOTIFICATION_CHARS],
+                                  sender.domain)
+
+
+def make_reply_to(sender: Sender, ticket_id: str) -> str:
+    """Replies to this address name the ticket, even from clients that drop In-Reply-To."""
+    return mail_tokens.reply_address(sender.token_secret, ticket_id, sender.address)
 
 
 def normalize_message_id(raw: str | None) -> str | None:
@@ -227,10 +244,10 @@ def _envelope(sender: Sender, to: Address, subject: str, body: str, ticket_id: s
     msg = EmailMessage()
     msg["From"] = Address(display_name=sender.name, addr_spec=sender.address)
     msg["To"] = to
-    msg["Reply-To"] = sender.address
+    msg["Reply-To"] = Address(display_name=sender.name, addr_spec=make_reply_to(sender, ticket_id))
     msg["Subject"] = subject
     msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = make_message_id(ticket_id, notification, sender.domain)
+    msg["Message-ID"] = make_message_id(sender, ticket_id, notification)
     msg.set_content(body, charset="utf-8")
     return msg
 

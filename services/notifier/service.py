@@ -205,12 +205,15 @@ def create_service(settings: Settings) -> AioService:
     names = display_names(settings.roster_file)
 
     def build_app(ctx: ServiceContext) -> web.Application:
+        if settings.mail_token_secret_is_dev_default:  # here: logging is configured by now
+            log.warning("mail_token_secret_is_dev_default",
+                        hint="set TM_MAIL_TOKEN_SECRET: anyone can forge ticket tokens with the default")
         notifier = Notifier(
             store=NotificationStore(ctx.redis),
             mailer=SmtpMailer(settings.smtp_host, settings.smtp_port, settings.smtp_user, settings.smtp_password,
                               settings.smtp_starttls, settings.smtp_timeout),
             publisher=ctx.publisher,
-            sender=messages.Sender(settings.mail_from, settings.mail_from_name),
+            sender=messages.Sender(settings.mail_from, settings.mail_from_name, settings.mail_token_secret),
             supervisor_email=settings.supervisor_email,
             supervisor_locale=settings.supervisor_language,
             zone=settings.mail_timezone,

@@ -1,8 +1,11 @@
 from datetime import timezone
+from email import message_from_bytes
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from shared import mail_tokens
+from services.intake_email import automatic, thread_match
 from services.notifier import messages as m
 from services.notifier.tests.factories import NOW, agent_replied, parse, sla_breached, ticket_received
 
@@ -40,9 +43,9 @@ def test_ack_headers_are_loop_safe_and_ours():
     assert mail["Auto-Submitted"] == "auto-replied"
     assert mail["X-Auto-Response-Suppress"] == "All"
     assert mail["Precedence"] == "bulk"
-    assert mail["Message-ID"] == "<tm.TM-10001.n1@ticketmesh.test>"
+    assert mail["Message-ID"].startswith("<tm.TM-10001.n1.") and mail["Message-ID"].endswith("@ticketmesh.test>")
     assert mail["From"].addresses[0].addr_spec == "support@ticketmesh.test"
-    assert mail["Reply-To"] == "support@ticketmesh.test"
+    assert mail["Reply-To"].addresses[0].addr_spec.startswith("support+TM-10001.")
     assert mail["In-Reply-To"] == "<CAF+abc@mail.example.com>"
     assert mail["To"].addresses[0].display_name == "张伟"
 
@@ -115,3 +118,50 @@ def test_notification_ids_are_deterministic_per_event_and_kind():
 ])
 def test_clean_subject(raw, clean):
     assert m.clean_subject(raw) == clean
+
+
+TOKEN_SECRET = b"notifier-test-token-secret"
+SIGNED = m.Sender("support@ticketmesh.test", "TicketMesh 客服", TOKEN_SECRET)
+
+
+def _all_kinds(sender):
+    ticket = parse("intake_email", "ticket_received", ticket_received(ticket_id="TM-10042"))
+    reply = parse("agent_desk", "agent_replied", agent_replied(ticket_id="TM-10042"))
+    breach = parse("sla_watcher", "sla_breached", sla_breached(ticket_id="TM-10042"))
+    nid = m.notification_id("e1", "ticket_ack")  # a real one: 32 hex characters
+    return {
+        "ticket_ack": m.ticket_ack(ticket, sender=sender, notification=nid, now=NOW),
+        "agent_reply": m.agent_reply(reply, agent_name="李娜", thread=m.Thread(), sender=sender,
+                                     notification="4567ef", now=NOW),
+        "sla_breached": m.sla_breach_notice(breach, to="boss@ticketmesh.test", locale="en", assignee_name=None,
+                                            sender=sender, notification="89ab", now=NOW, zone=timezone.utc),
+    }
+
+
+@pytest.mark.parametrize("kind", ["ticket_ack", "agent_reply", "sla_breached"])
+def test_every_mail_carries_signed_tokens_for_its_ticket(kind):
+    mail = _all_kinds(SIGNED)[kind]
+    assert mail_tokens.ticket_from_message_id(TOKEN_SECRET, mail["Message-ID"]) == "TM-10042"
+    assert mail_tokens.ticket_from_address(TOKEN_SECRET, mail["Reply-To"].addresses[0].addr_spec) == "TM-10042"
+    assert "[#TM-10042]" in mail["Subject"]
+    assert "\nMessage-ID: <tm.TM-10042." in mail.as_string()  # on one line, not folded
+    # ... which another key cannot verify, and intake's loop check still recognises as ours
+    assert mail_tokens.ticket_from_message_id(b"some-other-secret-value", mail["Message-ID"]) is None
+    assert automatic.classify(message_from_bytes(mail.as_bytes()), our_address="support@ticketmesh.test").kind == "loop"
+
+
+@pytest.mark.parametrize("kind", ["ticket_ack", "agent_reply", "sla_breached"])
+@pytest.mark.parametrize("how", ["in_reply_to", "outlook_references_only", "plus_address_only"])
+def test_intake_threads_a_reply_to_our_mail_onto_its_ticket(kind, how):
+    ours = _all_kinds(SIGNED)[kind]
+    mid = ours["Message-ID"].strip("<>")
+    reply_to = ours["Reply-To"].addresses[0].addr_spec
+    headers = {
+        "in_reply_to": dict(in_reply_to=(mid,), references=(mid,), recipients=(reply_to,)),
+        "outlook_references_only": dict(in_reply_to=(), references=("x@customer.example", mid), recipients=()),
+        "plus_address_only": dict(in_reply_to=(), references=(), recipients=(reply_to.lower(),)),
+    }[how]
+    facts = thread_match.ThreadFacts(from_email="zhang.wei@example.com", subject=f"Re: {ours['Subject']}",
+                                     message_id="reply@example.com", **headers)
+    decision = thread_match.decide(facts, TOKEN_SECRET, thread_match.Lookups())
+    assert decision.ticket_id == "TM-10042"

@@ -1,0 +1,181 @@
+"""Threading against a real Dovecot, RabbitMQ vhost and Redis: which mail follows up which ticket."""
+from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+import pytest
+from nameko.standalone.events import event_dispatcher
+
+from shared import events as ev
+from shared import mail_tokens
+from shared.roster import hash_password
+from services.intake_email.config import (DATA_DIR_CONFIG_KEY, MAILBOXES_CONFIG_KEY, REOPEN_DAYS_CONFIG_KEY,
+                                          ROSTER_FILE_CONFIG_KEY, TOKEN_SECRET_CONFIG_KEY)
+from services.intake_email.service import IntakeEmailService
+
+from .conftest import wait_until
+
+SECRET = "service-test-token-secret"
+SUPPORT = "support@ticketmesh.test"
+CUSTOMER = "Zhang Wei <zhang.wei@example.com>"
+AGENT_EMAIL = "li.na@agents.ticketmesh.test"
+
+
+def mail(subject, body="hello", *, sender=CUSTOMER, to=SUPPORT, cc=None, in_reply_to=None, references=None):
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    if cc:
+        msg["Cc"] = cc
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain="example.com")
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = references
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+class Events:
+    """Everything intake_email publishes, in order."""
+
+    def __init__(self, listener):
+        self.listener = listener
+        self.seen = []
+
+    def next(self, event_type, timeout=15.0):
+        def record(kind, body):
+            self.seen.append((kind, body))
+            return kind == event_type
+
+        return self.listener.wait_for(record, timeout=timeout)[1]
+
+    def of(self, event_type):
+        return [b for t, b in self.seen if t == event_type]
+
+
+@pytest.fixture
+def roster_file(tmp_path):
+    path = tmp_path / "roster.yaml"
+    path.write_text(f"""agents:
+  - agent_id: li.na
+    name: 李娜
+    password_hash: {hash_password("x", salt=b"0123456789abcdef")}
+    email: {AGENT_EMAIL}
+""", encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def start(service_container, mailbox, tmp_path, roster_file):
+    def run(**config):
+        container = service_container(IntakeEmailService, **{
+            MAILBOXES_CONFIG_KEY: [mailbox.settings()], DATA_DIR_CONFIG_KEY: str(tmp_path),
+            TOKEN_SECRET_CONFIG_KEY: SECRET, ROSTER_FILE_CONFIG_KEY: roster_file, **config})
+        container.start()
+        return container
+
+    return run
+
+
+@pytest.fixture
+def events(event_listener):
+    return Events(event_listener("intake_email"))
+
+
+@pytest.fixture
+def resolve(amqp_uri, mailbox):
+    dispatch = event_dispatcher({"AMQP_URI": amqp_uri})
+
+    def send(ticket_id, *, ago):
+        body = ev.make_event(ev.AGENT_DESK, ev.TICKET_RESOLVED, now=datetime.now(timezone.utc) - ago,
+                             trace_id="t-" + ticket_id, ticket_id=ticket_id, agent_id="li.na", channel="email")
+        dispatch(ev.AGENT_DESK, ev.TICKET_RESOLVED, body)
+        wait_until(lambda: ticket_id in mailbox.store.thread_lookups("msgid", [], sender="", tickets=[ticket_id])
+                   .resolved, what="resolution recorded")
+
+    return send
+
+
+def open_ticket(mailbox, events, subject="发票抬头错误", **kw):
+    mailbox.append(mail(subject, "你好，发票抬头写错了。", **kw))
+    return events.next("ticket_received")["ticket_id"]
+
+
+def test_reply_with_only_our_plus_address_follows_up(start, mailbox, events):
+    start()
+    ticket = open_ticket(mailbox, events)
+    # A client that dropped In-Reply-To, References and the tag; it still sent to our Reply-To.
+    mailbox.append(mail("Re: invoice", "still wrong", to=mail_tokens.reply_address(SECRET.encode(), ticket, SUPPORT)))
+    follow_up = events.next("message_received")
+    assert (follow_up["ticket_id"], follow_up["text"]) == (ticket, "still wrong")
+
+
+def test_outlook_reply_with_only_references_to_our_mail_follows_up(start, mailbox, events):
+    start()
+    ticket = open_ticket(mailbox, events)
+    ours = mail_tokens.message_id(SECRET.encode(), ticket, "n1", "ticketmesh.test")
+    mailbox.append(mail("RE: invoice", "see below", references=f"<elsewhere@example.org> {ours}"))
+    assert events.next("message_received")["ticket_id"] == ticket
+
+
+def test_forged_plus_address_opens_a_new_ticket(start, mailbox, events):
+    start()
+    ticket = open_ticket(mailbox, events)
+    forged = mail_tokens.reply_address(b"guessed-secret-value!", ticket, SUPPORT)
+    mailbox.append(mail("Re: invoice", sender="Mallory <mallory@evil.test>", to=forged))
+    assert events.next("ticket_received")["ticket_id"] != ticket
+    assert events.of("message_received") == []
+
+
+def test_stranger_quoting_the_subject_tag_gets_a_new_ticket(start, mailbox, events):
+    start()
+    ticket = open_ticket(mailbox, events)
+    mailbox.append(mail(f"Re: [#{ticket}] 发票抬头错误", "let me in", sender="Mallory <mallory@evil.test>"))
+    stranger = events.next("ticket_received")
+    assert stranger["ticket_id"] != ticket
+    assert stranger["customer"]["email"] == "mallory@evil.test"
+    assert events.of("message_received") == []
+
+
+@pytest.mark.parametrize("sender", [CUSTOMER, "Li Si <li.si@example.com>"], ids=["customer", "cc-colleague"])
+def test_participant_with_the_subject_tag_and_no_headers_follows_up(start, mailbox, events, sender):
+    start()
+    ticket = open_ticket(mailbox, events, cc="Li Si <li.si@example.com>")
+    mailbox.append(mail(f"[#{ticket}] one more thing", "also the date", sender=sender))
+    follow_up = events.next("message_received")
+    assert follow_up["ticket_id"] == ticket
+    assert follow_up["text"] == "also the date"
+
+
+@pytest.mark.parametrize("resolved_ago,reopens", [(timedelta(hours=1), True), (timedelta(days=2), False)],
+                         ids=["within-window", "after-window"])
+def test_follow_up_to_a_resolved_ticket(start, mailbox, events, resolve, resolved_ago, reopens):
+    start(**{REOPEN_DAYS_CONFIG_KEY: 1.0})
+    ticket = open_ticket(mailbox, events)
+    resolve(ticket, ago=resolved_ago)
+    ours = mail_tokens.message_id(SECRET.encode(), ticket, "n1", "ticketmesh.test")
+    mailbox.append(mail("Re: [#%s] 发票抬头错误" % ticket, "又错了", in_reply_to=ours, references=ours))
+    if reopens:
+        assert events.next("message_received")["ticket_id"] == ticket
+        # that follow-up reopened it: its resolution no longer counts
+        wait_until(lambda: ticket not in mailbox.store.thread_lookups("msgid", [], sender="", tickets=[ticket])
+                   .resolved, what="resolution cleared")
+    else:
+        new = events.next("ticket_received")
+        assert new["ticket_id"] != ticket
+        assert new["linked_ticket_id"] == ticket
+        assert new["subject"] == f"Re: [#{ticket}] 发票抬头错误"
+        assert events.of("message_received") == []
+
+
+def test_agent_forwarding_a_customers_mail_opens_the_ticket_for_the_customer(start, mailbox, events):
+    start()
+    mailbox.append(mail("Fwd: 订单还没到", "请跟进\n\n------------------ 原始邮件 ------------------\n"
+                        "发件人: \"张三\"<zhangsan@b.cn>;\n发送时间: 2026年3月2日\n主题: 订单还没到\n\n订单还没到。",
+                        sender=f"李娜 <{AGENT_EMAIL}>"))
+    ticket = events.next("ticket_received")
+    assert ticket["customer"]["email"] == "zhangsan@b.cn"
+    assert ticket["customer"]["name"] == "张三"
+    assert ticket["source"]["forwarded_by"] == "li.na"
