@@ -7,6 +7,7 @@ handled. Every failure of the connection surfaces as one of :data:`CONNECTION_ER
 """
 from __future__ import annotations
 
+import imaplib
 import select
 import socket
 from dataclasses import dataclass
@@ -27,7 +28,15 @@ IDLE_SETTLE_SECONDS = 1.0  # first IDLE of each wait: its end reports mail that 
 META_FETCH_CHUNK = 500
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (IMAPClientError, OSError)
-AUTH_ERRORS: tuple[type[BaseException], ...] = (LoginError,)
+
+
+def login_refused(exc: BaseException) -> bool:
+    """The server said no to our credentials (not: the connection broke during LOGIN).
+
+    imapclient raises LoginError for both; a broken connection is an ``imaplib.IMAP4.abort``
+    underneath.
+    """
+    return isinstance(exc, LoginError) and not isinstance(exc.__context__, imaplib.IMAP4.abort)
 
 
 def login(settings: MailboxSettings) -> IMAPClient:

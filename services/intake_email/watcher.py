@@ -48,7 +48,7 @@ from shared.errors import TRANSIENT_ERRORS, is_transient
 from shared.logging import get_logger
 from services.intake_email import health
 from services.intake_email.config import AFTER_ARCHIVE, MAILBOXES_CONFIG_KEY, REPLICA_CONFIG_KEY, MailboxSettings
-from services.intake_email.imap import AUTH_ERRORS, CONNECTION_ERRORS, FetchedMail, MailboxConnection, MessageMeta
+from services.intake_email.imap import CONNECTION_ERRORS, FetchedMail, MailboxConnection, MessageMeta, login_refused
 from services.intake_email.quarantine import Quarantine
 from services.intake_email.store import IntakeEmailStore
 
@@ -139,7 +139,10 @@ class MailboxLoop:
                     delay = backoff_delay(self._failures, self.settings.reconnect_max_seconds)
                     log.warning("mail_retry_later", mailbox=name, error=str(exc), retry_in=round(delay, 2))
                     self._sleep(delay)
-                except AUTH_ERRORS as exc:
+                except (*CONNECTION_ERRORS, *TRANSIENT_ERRORS) as exc:
+                    if not login_refused(exc):
+                        self._connection_failed(exc)
+                        continue
                     self._failures += 1
                     delay = backoff_delay(self._failures, self.settings.reconnect_max_seconds)
                     # The server's answer only: imapclient never puts the password or token in it.
@@ -147,14 +150,6 @@ class MailboxLoop:
                               user=self.settings.user, error=_describe(exc), attempt=self._failures,
                               xoauth2=bool(self.settings.xoauth2_token_file), retry_in=round(delay, 2))
                     self._record_state(health.AUTH_FAILED, error=_describe(exc))
-                    self._sleep(delay)
-                except (*CONNECTION_ERRORS, *TRANSIENT_ERRORS) as exc:
-                    self._failures += 1
-                    self._record_state(health.RECONNECTING, error=_describe(exc))
-                    delay = backoff_delay(self._failures, self.settings.reconnect_max_seconds)
-                    log.warning("mailbox_connect_failed", mailbox=name, host=self.settings.host,
-                                port=self.settings.port, user=self.settings.user, error=_describe(exc),
-                                attempt=self._failures, retry_in=round(delay, 2))
                     self._sleep(delay)
                 except Exception as exc:  # noqa: BLE001 - the loop must outlive any surprise
                     self._failures += 1
@@ -262,6 +257,15 @@ class MailboxLoop:
         if not self.store.hold_lease(self.settings.name, self.holder, self.lease_ttl):
             raise _LeaseLost()
         self._lease_renewed_at = time.monotonic()
+
+    def _connection_failed(self, exc: BaseException) -> None:
+        self._failures += 1
+        self._record_state(health.RECONNECTING, error=_describe(exc))
+        delay = backoff_delay(self._failures, self.settings.reconnect_max_seconds)
+        log.warning("mailbox_connect_failed", mailbox=self.settings.name, host=self.settings.host,
+                    port=self.settings.port, user=self.settings.user, error=_describe(exc),
+                    attempt=self._failures, retry_in=round(delay, 2))
+        self._sleep(delay)
 
     def _record_state(self, state: str, *, error: str = "") -> None:
         """Tell the other replicas (and /readyz) how this mailbox is doing; never fails the loop."""
