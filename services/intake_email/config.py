@@ -43,6 +43,8 @@ VARIABLES = (
     Variable("TM_EMAIL_FLOOD_MAX", "20", "a sender with more messages than this within the flood window is "
              "throttled into quarantine"),
     Variable("TM_EMAIL_FLOOD_WINDOW_MINUTES", "10", "the flood window, in minutes"),
+    Variable("TM_INTAKE_EMAIL_HEALTH_HOST", "127.0.0.1", "address /healthz and /readyz listen on (0.0.0.0 for "
+             "probes from outside the host)"),
     Variable("TM_INTAKE_EMAIL_HEALTH_PORT", "8084", "HTTP port of /healthz (alive) and /readyz (Redis, RabbitMQ "
              "and every mailbox watched and not stalled)"),
     # The same variable the notifier sends from: mail From this address is our own coming back.
@@ -223,6 +225,7 @@ class Settings:
     flood_window_minutes: float = 10.0
     stall_seconds: float = 120.0
     health_port: int = 8084
+    health_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -249,7 +252,8 @@ class Settings:
                    flood_max=get("TM_EMAIL_FLOOD_MAX", _positive_int),
                    flood_window_minutes=get("TM_EMAIL_FLOOD_WINDOW_MINUTES", _positive_float),
                    stall_seconds=get("TM_IMAP_STALL_SECONDS", _positive_float),
-                   health_port=get("TM_INTAKE_EMAIL_HEALTH_PORT", int))
+                   health_port=get("TM_INTAKE_EMAIL_HEALTH_PORT", int),
+                   health_host=get("TM_INTAKE_EMAIL_HEALTH_HOST"))
 
     def nameko_extra(self) -> dict[str, Any]:
         """What the service reads from its nameko config besides AMQP_URI and TM_REDIS_URL."""
@@ -261,5 +265,5 @@ class Settings:
             FLOOD_MAX_CONFIG_KEY: self.flood_max,
             FLOOD_WINDOW_CONFIG_KEY: self.flood_window_minutes,
             STALL_CONFIG_KEY: self.stall_seconds,
-            WEB_SERVER_CONFIG_KEY: f"0.0.0.0:{self.health_port}",
+            WEB_SERVER_CONFIG_KEY: f"{self.health_host}:{self.health_port}",
         }

@@ -64,7 +64,7 @@ def test_the_file_replaces_the_single_tm_imap_mailbox_and_reaches_the_service_co
                                   "TM_INTAKE_EMAIL_HEALTH_PORT": "9999"})
     extra = settings.nameko_extra()
     assert [m["name"] for m in extra[MAILBOXES_CONFIG_KEY]] == ["support"]
-    assert extra[WEB_SERVER_CONFIG_KEY] == "0.0.0.0:9999"
+    assert extra[WEB_SERVER_CONFIG_KEY] == "127.0.0.1:9999"
     default = Settings.from_env({})
     assert [(m.name, m.password, m.max_message_bytes) for m in default.mailboxes] == \
         [("support", "support-demo", 10 * 1024 * 1024)]
