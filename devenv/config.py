@@ -30,6 +30,7 @@ class DevSettings:
     chat_port: int
     phone_port: int
     notifier_port: int
+    intake_email_health_port: int
     cti_token: str
     roster_file: Path
     routing_rules_file: Path
@@ -57,6 +58,7 @@ class DevSettings:
             chat_port=read(environ, "TM_CHAT_PORT", "8081", int),
             phone_port=read(environ, "TM_PHONE_PORT", "8082", int),
             notifier_port=read(environ, "TM_NOTIFIER_PORT", "8083", int),
+            intake_email_health_port=read(environ, "TM_INTAKE_EMAIL_HEALTH_PORT", "8084", int),
             cti_token=read(environ, "TM_CTI_TOKEN", DEMO_CTI_TOKEN),
             roster_file=Path(read(environ, "TM_ROSTER_FILE", str(repo_root / "deploy/demo/roster.yaml"))),
             routing_rules_file=Path(read(environ, "TM_ROUTING_RULES_FILE", str(repo_root / "deploy/config/routing.yaml"))),

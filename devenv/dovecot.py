@@ -12,11 +12,21 @@ user: prefer a folder under /tmp or the project's ``var/``, not pytest's private
     python -m devenv.dovecot --workdir var/dovecot --port 1143
 
 runs it in the foreground for the demo (Ctrl-C stops it).
+
+XOAUTH2: given ``oauth2_introspection_url``, Dovecot also accepts ``AUTHENTICATE XOAUTH2`` (and
+OAUTHBEARER) and checks each bearer token by POSTing it to that URL (RFC 7662 introspection),
+as it would against an identity provider. :class:`TokenIntrospection` is a tiny stand-in for
+one: it answers ``{"active": true, "username": ...}`` for the tokens it was given, and
+``{"active": false}`` for anything else.
 """
 from __future__ import annotations
 
 import argparse
 import grp
+import json
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import os
 import pwd
 import re
@@ -62,10 +72,12 @@ class DovecotServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path | str, port: int | None = None, users: dict[str, str] | None = None):
+    def __init__(self, workdir: Path | str, port: int | None = None, users: dict[str, str] | None = None,
+                 oauth2_introspection_url: str | None = None):
         self.workdir = Path(workdir).resolve()
         self.port = port or free_port()
         self.users = dict(users or DEFAULT_USERS)
+        self.oauth2_introspection_url = oauth2_introspection_url
         self._proc: subprocess.Popen | None = None
         self.config_path = self.workdir / "dovecot.conf"
         self.log_path = self.workdir / "dovecot.log"
@@ -162,6 +174,22 @@ class DovecotServer:
 
         major, minor = _dovecot_version(binary)
         cleartext = "auth_allow_cleartext = yes" if (major, minor) >= (2, 4) else "disable_plaintext_auth = no"
+        mechanisms = "plain login"
+        oauth2_passdb = ""
+        if self.oauth2_introspection_url:
+            mechanisms += " xoauth2 oauthbearer"
+            oauth2_conf = self.workdir / "dovecot-oauth2.conf.ext"
+            oauth2_conf.write_text(
+                "# Bearer tokens are checked by RFC 7662 introspection (devenv.dovecot.TokenIntrospection).\n"
+                f"introspection_mode = post\nintrospection_url = {self.oauth2_introspection_url}\n"
+                "username_attribute = username\nactive_attribute = active\nactive_value = true\n")
+            os.chmod(oauth2_conf, 0o644)
+            oauth2_passdb = f"""passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {oauth2_conf}
+}}
+"""
         # Unprivileged runs cannot chroot or switch users: every process runs as us.
         group = grp.getgrgid(account.pw_gid).gr_name
         unprivileged_lines = (
@@ -178,7 +206,7 @@ protocols = imap
 listen = 127.0.0.1
 ssl = no
 {cleartext}
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 # Loopback test/demo server: answer a wrong password quickly (no failure delay here, and no
 # growing per-IP penalty: the anvil-auth-penalty listener is off below), so retries are cheap.
 auth_failure_delay = 0
@@ -192,7 +220,7 @@ passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {passwd}
 }}
-userdb {{
+{oauth2_passdb}userdb {{
   driver = static
   args = uid={account.pw_uid} gid={account.pw_gid} home={mail_root}/%u
 }}
@@ -248,6 +276,58 @@ service imap-login {{
                 text = path.read_text(errors="replace")[-_LOG_TAIL_CHARS:]
                 parts.append(f"--- {path} ---\n{text}")
         return "\n".join(parts) or "(dovecot wrote no log)"
+
+
+class TokenIntrospection:
+    """A stand-in identity provider's token introspection endpoint (RFC 7662) on 127.0.0.1.
+
+    ``tokens`` maps each valid bearer token to its username; it may be changed while running
+    (a revoked token is one removed from it). ``requests`` counts the checks it answered.
+    """
+
+    def __init__(self, tokens: dict[str, str] | None = None):
+        self.tokens = dict(tokens or {})
+        self.requests = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+                token = (form.get("token") or [""])[0]
+                owner.requests += 1
+                user = owner.tokens.get(token)
+                body = json.dumps({"active": True, "username": user} if user else {"active": False}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: object) -> None:  # quiet: tokens must not reach any log
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/introspect"
+
+    def start(self) -> "TokenIntrospection":
+        self._thread = threading.Thread(target=self._server.serve_forever, name="token-introspection", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "TokenIntrospection":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,10 +29,10 @@ SERVICES = ("intake_email", "intake_chat", "intake_phone", "dispatcher", "sla_wa
 # Consumers start before the intakes: a topic exchange drops what no queue is bound to yet.
 START_WAVES = (("dispatcher", "sla_watcher", "notifier", "agent_desk"), ("intake_email", "intake_chat", "intake_phone"))
 HTTP_PORT_VARS = {"agent_desk": "TM_DESK_PORT", "intake_chat": "TM_CHAT_PORT", "intake_phone": "TM_PHONE_PORT",
-                  "notifier": "TM_NOTIFIER_PORT"}
+                  "notifier": "TM_NOTIFIER_PORT", "intake_email": "TM_INTAKE_EMAIL_HEALTH_PORT"}
 HTTP_HOST_VARS = {"agent_desk": "TM_DESK_HOST", "intake_chat": "TM_CHAT_HOST", "intake_phone": "TM_PHONE_HOST",
-                  "notifier": "TM_NOTIFIER_HOST"}
-DEFAULT_PORTS = {"agent_desk": 8080, "intake_chat": 8081, "intake_phone": 8082, "notifier": 8083}
+                  "notifier": "TM_NOTIFIER_HOST", "intake_email": "TM_INTAKE_EMAIL_HEALTH_HOST"}
+DEFAULT_PORTS = {"agent_desk": 8080, "intake_chat": 8081, "intake_phone": 8082, "notifier": 8083, "intake_email": 8084}
 READY_LOG_MARK = b"service_started"
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
@@ -61,6 +61,7 @@ def mesh_env(settings: DevSettings, **overrides: str) -> dict[str, str]:
         "TM_CHAT_PORT": str(settings.chat_port),
         "TM_PHONE_PORT": str(settings.phone_port),
         "TM_NOTIFIER_PORT": str(settings.notifier_port),
+        "TM_INTAKE_EMAIL_HEALTH_PORT": str(settings.intake_email_health_port),
         "TM_IMAP_HOST": "127.0.0.1",
         "TM_IMAP_PORT": str(settings.imap_port),
         "TM_IMAP_USER": "support",

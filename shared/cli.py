@@ -7,6 +7,9 @@
     ticketmesh roster validate FILE              check a roster file
     ticketmesh config                            every environment variable with its default
     ticketmesh email parse FILE.eml [--json]     what intake makes of one raw message (- reads stdin)
+    ticketmesh quarantine list [--mailbox M]     mail intake_email kept aside, and why
+    ticketmesh quarantine show ID                one of them: the note and its headers
+    ticketmesh quarantine reprocess ID...        put them back into their mailbox for intake
 """
 from __future__ import annotations
 
@@ -210,6 +213,70 @@ def _text_block(key: str, text: str) -> list[tuple[str, str]]:
     if len(all_lines) > EMAIL_TEXT_LINES:
         block.append(("", f"… {len(all_lines) - EMAIL_TEXT_LINES} more lines ({len(text)} characters; --json shows all)"))
     return block
+def _cmd_quarantine(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from shared.redis_store import sync_client
+    from services.intake_email import automatic
+    from services.intake_email.config import Settings
+    from services.intake_email.imap import CONNECTION_ERRORS
+    from services.intake_email.normalize import decode_header_value
+    from services.intake_email.quarantine import Quarantine, UnknownEntry
+    from services.intake_email.reprocess import CannotReprocess, reprocess
+    from services.intake_email.store import IntakeEmailStore
+
+    settings = Settings.from_env()
+    quarantine = Quarantine(Path(settings.common.data_dir) / "quarantine")
+    if args.action == "list":
+        rows = [{"id": e.id, "quarantined_at": e.note.get("quarantined_at", ""), "size": e.note.get("size", ""),
+                 "headers_only": "yes" if e.header_only else "", "reason": e.reason}
+                for e in quarantine.entries(args.mailbox)]
+        if args.json:
+            print(json.dumps(rows, ensure_ascii=False, indent=2))
+        elif not rows:
+            print("nothing in quarantine")
+        else:
+            _print_table([{**r, "reason": r["reason"][:80]} for r in rows],
+                         ["id", "quarantined_at", "size", "headers_only", "reason"])
+        return 0
+    if args.action == "show":
+        try:
+            entry = quarantine.get(args.id)
+        except UnknownEntry as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        parsed = automatic.parse(entry.raw())
+        headers = {name: decode_header_value(str(parsed.get(name))) for name in
+                   ("From", "To", "Subject", "Date", "Message-ID") if parsed is not None and parsed.get(name)}
+        print(json.dumps({"id": entry.id, **entry.note, "headers": headers, "file": str(entry.eml)},
+                         ensure_ascii=False, indent=2))
+        return 0
+    by_name = {m.name: m for m in settings.mailboxes}
+    client = sync_client(settings.common.redis_url)
+    store = IntakeEmailStore(client)
+    results, failed = [], 0
+    try:
+        for entry_id in args.ids:
+            try:
+                entry = quarantine.get(entry_id)
+                done = reprocess(entry, by_name.get(entry.mailbox), store, quarantine)
+            except (UnknownEntry, CannotReprocess, *CONNECTION_ERRORS) as exc:
+                failed += 1
+                results.append({"id": entry_id, "ok": False, "error": str(exc)})
+                if not args.json:
+                    print(f"cannot reprocess {exc}", file=sys.stderr)
+                continue
+            results.append({"id": done.id, "ok": True, "mailbox": done.mailbox, "folder": done.folder,
+                            "uid": done.uid})
+            if not args.json:
+                print(f"{done.id}: back in {done.mailbox}/{done.folder}" + (f" as uid {done.uid}" if done.uid else ""))
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False, indent=2))
+    else:
+        print(f"{len(results) - failed} reprocessed, {failed} failed")
+    return 2 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,6 +300,18 @@ def build_parser() -> argparse.ArgumentParser:
     validate = roster_sub.add_parser("validate")
     validate.add_argument("file")
     roster.set_defaults(func=_cmd_roster)
+
+    quarantine = sub.add_parser("quarantine", help="mail intake_email kept aside: list, show, reprocess")
+    q_sub = quarantine.add_subparsers(dest="action", required=True)
+    q_list = q_sub.add_parser("list")
+    q_list.add_argument("--mailbox", default=None)
+    q_list.add_argument("--json", action="store_true")
+    q_show = q_sub.add_parser("show")
+    q_show.add_argument("id", help="<mailbox>/<uidvalidity>-<uid>")
+    q_reprocess = q_sub.add_parser("reprocess")
+    q_reprocess.add_argument("ids", nargs="+", metavar="ID")
+    q_reprocess.add_argument("--json", action="store_true")
+    quarantine.set_defaults(func=_cmd_quarantine)
 
     config = sub.add_parser("config", help="list environment variables and defaults")
     config.set_defaults(func=_cmd_config)

@@ -7,14 +7,17 @@ handled. Every failure of the connection surfaces as one of :data:`CONNECTION_ER
 """
 from __future__ import annotations
 
+import imaplib
 import select
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable
 
-from imapclient import SEEN, IMAPClient, SocketTimeout
-from imapclient.exceptions import IMAPClientError
+from pathlib import Path
+
+from imapclient import DELETED, SEEN, IMAPClient, SocketTimeout
+from imapclient.exceptions import IMAPClientError, LoginError
 
 from services.intake_email.config import MailboxSettings
 
@@ -25,6 +28,36 @@ IDLE_SETTLE_SECONDS = 1.0  # first IDLE of each wait: its end reports mail that 
 META_FETCH_CHUNK = 500
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (IMAPClientError, OSError)
+
+
+def login_refused(exc: BaseException) -> bool:
+    """The server said no to our credentials (not: the connection broke during LOGIN).
+
+    imapclient raises LoginError for both; a broken connection is an ``imaplib.IMAP4.abort``
+    underneath.
+    """
+    return isinstance(exc, LoginError) and not isinstance(exc.__context__, imaplib.IMAP4.abort)
+
+
+def login(settings: MailboxSettings) -> IMAPClient:
+    """A connected, logged-in client: XOAUTH2 when a token file is configured, else the password.
+
+    The token file is read at every login, so whatever refreshes the token only has to replace
+    the file. A refused login raises :class:`~imapclient.exceptions.LoginError` (never with the
+    secret in it: imapclient puts only the server's answer in the message).
+    """
+    client = IMAPClient(settings.host, port=settings.port, ssl=settings.ssl, use_uid=True,
+                        timeout=SocketTimeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS))
+    try:
+        if settings.xoauth2_token_file:
+            token = Path(settings.xoauth2_token_file).read_text(encoding="utf-8").strip()
+            client.oauth2_login(settings.user, token)
+        else:
+            client.login(settings.user, settings.password)
+    except BaseException:
+        client.shutdown()
+        raise
+    return client
 
 
 @dataclass(frozen=True)
@@ -55,15 +88,14 @@ class MailboxConnection:
         self.client = client
         self.uidvalidity = uidvalidity
         self.can_idle = can_idle
+        self._archive_ready = False
 
     @classmethod
     def open(cls, settings: MailboxSettings) -> "MailboxConnection":
         """Connect, log in and select the folder (read-write, so flags can be set)."""
-        client = IMAPClient(settings.host, port=settings.port, ssl=settings.ssl, use_uid=True,
-                            timeout=SocketTimeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS))
+        client = login(settings)
         client.normalise_times = False  # keep INTERNALDATE's offset: we want aware datetimes
         try:
-            client.login(settings.user, settings.password)
             selected = client.select_folder(settings.folder)
             uidvalidity = int(selected[b"UIDVALIDITY"])
             can_idle = client.has_capability("IDLE")
@@ -119,6 +151,30 @@ class MailboxConnection:
 
     def mark_seen(self, uid: int) -> None:
         self.client.add_flags([uid], [SEEN], silent=True)
+
+    def move_to_archive(self, uid: int) -> None:
+        """Move a handled (already ``\\Seen``) message to the archive folder, creating it once.
+
+        MOVE where the server has it; otherwise COPY, flag ``\\Deleted`` and UID EXPUNGE just
+        that message (UIDPLUS), never a plain EXPUNGE that would take other clients' deletions.
+        A crash between COPY and EXPUNGE leaves a copy in both folders; the copy left in the
+        watched folder is ``\\Seen`` and below the checkpoint, so it is not ingested again.
+        """
+        folder = self.settings.archive_folder
+        if not self._archive_ready:
+            if not self.client.folder_exists(folder):
+                try:
+                    self.client.create_folder(folder)
+                except IMAPClientError:
+                    if not self.client.folder_exists(folder):  # another replica won the race
+                        raise
+            self._archive_ready = True
+        if self.client.has_capability("MOVE"):
+            self.client.move([uid], folder)
+            return
+        self.client.copy([uid], folder)
+        self.client.add_flags([uid], [DELETED], silent=True)
+        self.client.uid_expunge([uid])
 
     # -- waiting -------------------------------------------------------------------------------
 

@@ -33,17 +33,30 @@ ticket of the mail that bounced: the one a signed Message-ID of ours names, else
 any Message-ID we stored, else none. Its event_id comes from the bounce's own identity, so a
 re-fetch publishes the same event again (consumers dedupe).
 
-Unparseable mail is quarantined with its reason and counts as handled.
+Unparseable mail is quarantined with its reason and counts as handled. So is mail from a
+sender over the flood limit (:mod:`~services.intake_email.flood`, logged
+``mail_flood_throttled``), and mail over its mailbox's size limit (headers only), whose sender is
+told with ``mail_rejected`` when the mailbox has ``reject_oversize``
+(:mod:`~services.intake_email.rejection`). A message ops reprocessed from quarantine
+(``ticketmesh quarantine reprocess``) skips the automatic and flood checks once.
+
+``/healthz`` answers while the container runs; ``/readyz`` checks Redis, RabbitMQ and that every
+configured mailbox is watched by some replica and not stalled (:mod:`~services.intake_email.health`).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.message import Message
 from pathlib import Path
 from typing import Any, Mapping
 
+import kombu
 from nameko.extensions import DependencyProvider
+from nameko.web.handlers import http
 
 from shared import events as ev
 from shared import mail_tokens
@@ -51,11 +64,13 @@ from shared.intake_ledger import natural_key_hash, stable_event_id
 from shared.logging import bound_event_context, get_logger, mask
 from shared.nameko_ext import Emitter, LogContext, StoreProvider, event_consumer
 from shared.roster import RosterError, load_roster
-from services.intake_email import automatic, bounces, forwarding, intake, thread_match
+from services.intake_email import automatic, bounces, flood, forwarding, health, intake, rejection, thread_match
 from services.intake_email.config import (ATTACHMENT_MAX_BYTES_CONFIG_KEY, ATTACHMENTS_MAX_TOTAL_BYTES_CONFIG_KEY,
                                           DATA_DIR_CONFIG_KEY, DEFAULT_MAIL_FROM, DEFAULT_REOPEN_DAYS,
                                           MAIL_FROM_CONFIG_KEY, REOPEN_DAYS_CONFIG_KEY, ROSTER_FILE_CONFIG_KEY,
-                                          SENDER_FROM_REPLY_TO_CONFIG_KEY, TOKEN_SECRET_CONFIG_KEY)
+                                          SENDER_FROM_REPLY_TO_CONFIG_KEY, TOKEN_SECRET_CONFIG_KEY,
+                                          FLOOD_MAX_CONFIG_KEY, FLOOD_WINDOW_CONFIG_KEY, MAILBOXES_CONFIG_KEY,
+                                          STALL_CONFIG_KEY, MailboxSettings)
 from services.intake_email.files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_TOTAL_BYTES, MailFiles
 from services.intake_email.imap import FetchedMail
 from services.intake_email.normalize import MailRejected, NormalizedMail, normalize
@@ -71,6 +86,8 @@ DUPLICATE = "duplicate"
 QUARANTINED = "quarantined"
 IGNORED_AUTOMATIC = "ignored_automatic"
 BOUNCED = "bounced"
+THROTTLED = "throttled"
+RABBITMQ_CHECK_TIMEOUT_SECONDS = 2.0
 
 
 class QuarantineProvider(DependencyProvider):
@@ -140,6 +157,48 @@ class ThreadingProvider(DependencyProvider):
         return self.threading
 
 
+class IntakePolicy(DependencyProvider):
+    """The mailboxes' settings, the flood policy, and the one-shot quarantine releases.
+
+    A release (``ticketmesh quarantine reprocess``) is cleared only when the worker that used it
+    succeeded, so a transient failure does not spend it.
+    """
+
+    def setup(self) -> None:
+        config = self.container.config
+        self.mailboxes = {raw["name"]: MailboxSettings.from_config(raw) for raw in config.get(MAILBOXES_CONFIG_KEY, [])}
+        self.flood = flood.FloodPolicy.from_minutes(config.get(FLOOD_MAX_CONFIG_KEY, 20),
+                                                    config.get(FLOOD_WINDOW_CONFIG_KEY, 10))
+        self.stall_seconds = float(config.get(STALL_CONFIG_KEY, 120))
+        self.amqp_uri = config["AMQP_URI"]
+
+    def get_dependency(self, worker_ctx: Any) -> "_WorkerPolicy":
+        return _WorkerPolicy(self, worker_ctx.data)
+
+    def worker_result(self, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> None:
+        release = worker_ctx.data.pop("_tm_release", None)
+        if release is not None and exc_info is None:
+            store, digest = release
+            store.clear_release(digest)
+
+
+class _WorkerPolicy:
+    def __init__(self, provider: IntakePolicy, worker_data: dict):
+        self.mailboxes = provider.mailboxes
+        self.flood = provider.flood
+        self.stall_seconds = provider.stall_seconds
+        self.amqp_uri = provider.amqp_uri
+        self._worker_data = worker_data
+
+    def released(self, store: IntakeEmailStore, fetched: FetchedMail) -> bool:
+        """Did ops reprocess exactly these bytes from quarantine (skip the checks, this once)?"""
+        digest = hashlib.sha256(fetched.raw).hexdigest()
+        if not store.is_released(digest):
+            return False
+        self._worker_data["_tm_release"] = (store, digest)
+        return True
+
+
 class IntakeEmailService:
     name = ev.INTAKE_EMAIL
 
@@ -149,6 +208,7 @@ class IntakeEmailService:
     files: MailFiles = MailFilesProvider()
     our_address: str = OurAddressProvider()
     threading: Threading = ThreadingProvider()
+    policy: Any = IntakePolicy()
     log_context = LogContext()
 
     @event_consumer(ev.AGENT_DESK, ev.TICKET_RESOLVED)
@@ -163,14 +223,21 @@ class IntakeEmailService:
             # Before anything else: a machine's mail must not even be judged as a ticket (a bounce
             # often has no usable sender), and over-size mail still has its headers to judge by.
             parsed = automatic.parse(fetched.raw)
-            machine = automatic.classify(parsed, our_address=self.our_address) if parsed is not None else None
+            checks = not self.policy.released(self.store, fetched)
+            if not checks:
+                log.info("mail_released_from_quarantine")
+            machine = automatic.classify(parsed, our_address=self.our_address) if parsed and checks else None
             if machine is not None:
                 outcome = self._ignore_automatic(fetched, machine)
                 if machine.kind == automatic.BOUNCE:
                     return self._report_bounce(fetched, parsed) or outcome
                 return outcome
+            throttled = self._flood_reason(fetched, parsed) if parsed and checks else None
+            if throttled:
+                log.warning("mail_flood_throttled", from_email=rejection.sender(parsed)[1], reason=throttled)
+                return self._quarantine(fetched, throttled, as_outcome=THROTTLED)
             if fetched.header_only:
-                return self._quarantine(fetched, f"message is {fetched.size} bytes, over the mailbox's size limit")
+                return self._too_large(fetched, parsed)
             try:
                 # The size limit was applied at fetch time from RFC822.SIZE.
                 mail = normalize(fetched.raw, received_at=fetched.internal_date, max_bytes=len(fetched.raw))
@@ -191,6 +258,66 @@ class IntakeEmailService:
             from_email=mail.from_email, from_name=mail.from_name, reply_to=mail.reply_to, text=mail.text,
             agents_by_email=self.threading.agents_by_email, our_address=self.our_address,
             sender_from_reply_to=self.threading.sender_from_reply_to)
+
+    def _flood_reason(self, fetched: FetchedMail, parsed: Any) -> str | None:
+        address = rejection.sender(parsed)[1]
+        if not address:
+            return None
+        member = flood.message_member(str(parsed.get("Message-ID", "") or ""), fetched.mailbox,
+                                      fetched.uidvalidity, fetched.uid)
+        count = self.store.record_sender_message(flood.sender_hash(address), member, now=time.time(),
+                                                 window_seconds=self.policy.flood.window_seconds)
+        return flood.throttle_reason(self.policy.flood, count)
+
+    def _too_large(self, fetched: FetchedMail, parsed: Any) -> str:
+        mailbox = self.policy.mailboxes.get(fetched.mailbox)
+        limit = mailbox.max_message_bytes if mailbox else 0
+        outcome = self._quarantine(fetched, f"message is {fetched.size} bytes, over the mailbox's size limit"
+                                   + (f" of {limit}" if limit else ""))
+        if not (mailbox and mailbox.reject_oversize and parsed):
+            return outcome
+        fields = rejection.too_large_fields(parsed, mailbox=fetched.mailbox, uidvalidity=fetched.uidvalidity,
+                                            uid=fetched.uid, size=fetched.size, limit=limit,
+                                            received_at=fetched.internal_date)
+        if fields is None:
+            log.info("mail_rejection_not_sent", reason="system or no-reply sender")
+        elif not self.store.is_rejection_published(fetched.mailbox, fetched.uidvalidity, fetched.uid):
+            _event_id, trace_id = rejection.event_ids(fetched.mailbox, fetched.uidvalidity, fetched.uid)
+            self.emit(ev.MAIL_REJECTED, now=datetime.now(timezone.utc), trace_id=trace_id, **fields)
+            self.store.mark_rejection_published(fetched.mailbox, fetched.uidvalidity, fetched.uid)
+            log.info("mail_rejected", to=fields["to"], reason=fields["reason"], size=fetched.size, limit=limit)
+        return outcome
+
+    # -- health --------------------------------------------------------------------------------
+
+    @http("GET", "/healthz")
+    def healthz(self, request: Any) -> tuple[int, dict, str]:
+        return 200, {"Content-Type": "application/json"}, json.dumps({"alive": True})
+
+    @http("GET", "/readyz")
+    def readyz(self, request: Any) -> tuple[int, dict, str]:
+        names = sorted(self.policy.mailboxes)
+        try:
+            self.store.ping()
+            states = self.store.mailbox_states(names)
+            redis_ok = True
+        except Exception:  # noqa: BLE001 - unreachable is the answer, not an error
+            states, redis_ok = [({}, None) for _ in names], False
+        now = time.time()
+        judged = [health.judge_mailbox(name, record, holder, now=now, stall_seconds=self.policy.stall_seconds)
+                  for name, (record, holder) in zip(names, states)]
+        status, body = health.readiness(redis_ok=redis_ok, rabbitmq_ok=self._rabbitmq_reachable(),
+                                        mailboxes=judged, now=now)
+        return status, {"Content-Type": "application/json"}, json.dumps(body)
+
+    def _rabbitmq_reachable(self) -> bool:
+        try:
+            with kombu.Connection(self.policy.amqp_uri, connect_timeout=RABBITMQ_CHECK_TIMEOUT_SECONDS) as conn:
+                conn.connect()
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
 
     def _thread(self, mail: NormalizedMail, fetched: FetchedMail, key: intake.ContactKey,
                 who: forwarding.Customer) -> str:
@@ -311,10 +438,10 @@ class IntakeEmailService:
                  path=str(path))
         return IGNORED_AUTOMATIC
 
-    def _quarantine(self, fetched: FetchedMail, reason: str) -> str:
+    def _quarantine(self, fetched: FetchedMail, reason: str, as_outcome: str = QUARANTINED) -> str:
         path = self.quarantine.put(fetched, reason, now=datetime.now(timezone.utc))
         log.warning("mail_quarantined", reason=reason, path=str(path))
-        return QUARANTINED
+        return as_outcome
 
 
 def _own_message_id(msg: Message) -> str | None:

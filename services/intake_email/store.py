@@ -15,6 +15,17 @@ Keys this store owns (besides the shared intake ledger's, which it drives throug
   ``followed_up_at`` (epoch seconds, each only ever raised, so a redelivered ticket_resolved
   cannot close a ticket a later mail reopened) and ``linked_ticket_id`` (the closed ticket a new
   one follows up). Both live as long as the contact keys (``REPLY_TTL_SECONDS``), refreshed on write.
+- ``tm:intake_email:flood:<sender hash>`` – ZSET of the sender's recent messages (member: the
+  message's identity, score: when first seen); entries older than the flood window are trimmed
+  and the key expires one window after the last message.
+- ``tm:intake_email:mailbox_state:<mailbox>`` – hash ``state``, ``since``, ``last_ok_at``,
+  ``last_error``, ``holder`` written by the replica watching the mailbox (see
+  :mod:`~services.intake_email.health`); expires a day after its last update.
+- ``tm:intake_email:release:<sha256 of the raw message>`` – set by ``ticketmesh quarantine
+  reprocess``: the next intake of exactly these bytes skips the automatic and flood checks,
+  once (deleted when that intake finished). Expires after 7 days.
+- ``tm:intake_email:rejected:<mailbox>:<uidvalidity>:<uid>`` – its mail_rejected was confirmed
+  (so a re-fetch does not tell the sender twice); 90 days.
 """
 from __future__ import annotations
 
@@ -57,6 +68,24 @@ if existing then return {existing, 0} end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 return {ARGV[1], 1}
 """
+_RECORD_IN_WINDOW = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[1], 'NX', tonumber(ARGV[1]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) * 1000))
+return redis.call('ZCARD', KEYS[1])
+"""
+MAILBOX_STATE_TTL_SECONDS = 24 * 3600
+RELEASE_TTL_SECONDS = 7 * 24 * 3600
+STATE_FIELDS = ("state", "since", "last_ok_at", "last_error", "holder")
+
+
+def release_key(raw_sha256: str) -> str:
+    """The one-shot marker ``ticketmesh quarantine reprocess`` sets for a message's raw bytes."""
+    return f"tm:{SERVICE}:release:{raw_sha256}"
+
+
+def lease_key(mailbox: str) -> str:
+    return f"tm:{SERVICE}:lease:{mailbox}"
 
 # Everything the thread decision needs, in one round trip: the ticket of the nearest chain id we
 # stored, then, for that ticket and the ones asked for, whether the sender takes part in it and
@@ -123,6 +152,7 @@ class IntakeEmailStore:
         self._claim_reply = client.register_script(_CLAIM_REPLY)
         self._thread_lookup = client.register_script(_THREAD_LOOKUP)
         self._raise_field = client.register_script(_RAISE_FIELD)
+        self._record_in_window = client.register_script(_RECORD_IN_WINDOW)
 
     # -- mailbox checkpoints -------------------------------------------------------------------
 
@@ -140,10 +170,58 @@ class IntakeEmailStore:
 
     def hold_lease(self, mailbox: str, holder: str, ttl_seconds: float) -> bool:
         """Take or renew the mailbox lease; False while another replica holds it."""
-        return bool(self._hold(keys=[f"tm:{SERVICE}:lease:{mailbox}"], args=[holder, int(ttl_seconds * 1000)]))
+        return bool(self._hold(keys=[lease_key(mailbox)], args=[holder, int(ttl_seconds * 1000)]))
 
     def release_lease(self, mailbox: str, holder: str) -> None:
-        self._release(keys=[f"tm:{SERVICE}:lease:{mailbox}"], args=[holder])
+        self._release(keys=[lease_key(mailbox)], args=[holder])
+
+    def lease_holder(self, mailbox: str) -> str | None:
+        return self._client.get(lease_key(mailbox))
+
+    # -- mailbox health ------------------------------------------------------------------------
+
+    def record_mailbox_state(self, mailbox: str, **fields: str | float) -> None:
+        """Update some of STATE_FIELDS (only the watching replica calls this)."""
+        key = f"tm:{SERVICE}:mailbox_state:{mailbox}"
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hset(key, mapping={k: str(v) for k, v in fields.items() if k in STATE_FIELDS})
+        pipe.expire(key, MAILBOX_STATE_TTL_SECONDS)
+        pipe.execute()
+
+    def mailbox_states(self, mailboxes: list[str]) -> list[tuple[dict[str, str], str | None]]:
+        """``(state record, lease holder)`` of each mailbox, in one round trip."""
+        pipe = self._client.pipeline(transaction=False)
+        for name in mailboxes:
+            pipe.hgetall(f"tm:{SERVICE}:mailbox_state:{name}")
+            pipe.get(lease_key(name))
+        replies = pipe.execute()
+        return [(replies[i] or {}, replies[i + 1]) for i in range(0, len(replies), 2)]
+
+    def ping(self) -> bool:
+        return bool(self._client.ping())
+
+    # -- flood window and quarantine release ---------------------------------------------------
+
+    def record_sender_message(self, sender_hash: str, member: str, *, now: float, window_seconds: float) -> int:
+        """Count ``member`` in the sender's sliding window (once, however often it is seen);
+        return how many distinct messages the window now holds."""
+        return int(self._record_in_window(keys=[f"tm:{SERVICE}:flood:{sender_hash}"],
+                                          args=[now, member, window_seconds]))
+
+    def is_released(self, raw_sha256: str) -> bool:
+        return bool(self._client.exists(release_key(raw_sha256)))
+
+    def clear_release(self, raw_sha256: str) -> None:
+        self._client.delete(release_key(raw_sha256))
+
+    def release(self, raw_sha256: str) -> None:
+        self._client.set(release_key(raw_sha256), "1", ex=RELEASE_TTL_SECONDS)
+
+    def is_rejection_published(self, mailbox: str, uidvalidity: int, uid: int) -> bool:
+        return bool(self._client.exists(f"tm:{SERVICE}:rejected:{mailbox}:{uidvalidity}:{uid}"))
+
+    def mark_rejection_published(self, mailbox: str, uidvalidity: int, uid: int) -> None:
+        self._client.set(f"tm:{SERVICE}:rejected:{mailbox}:{uidvalidity}:{uid}", "1", ex=REPLY_TTL_SECONDS)
 
     # -- tickets and follow-ups by message -----------------------------------------------------
 

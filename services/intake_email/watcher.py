@@ -11,14 +11,20 @@ One greenthread per configured mailbox runs this loop:
      already read was handled by someone; the checkpoint is then set to the newest UID;
 4. for each message, oldest first: fetch it with BODY.PEEK[] (not marking it read), run the
    decorated method as a worker and wait for it. Only when it succeeded — its events confirmed
-   by the broker — flag the message ``\\Seen`` and advance the checkpoint. A worker that fails
+   by the broker — flag the message ``\\Seen`` (and, with ``after: archive``, move it to the
+   archive folder) and advance the checkpoint. A worker that fails
    transiently (Redis or RabbitMQ away) leaves both untouched and we retry after a pause; any
    other failure quarantines the message, so one bad mail never blocks the mailbox;
 5. IDLE until the server reports a change or ``poll_seconds`` pass (plain polling when the server
    has no IDLE), then back to 3.
 
-Any connection or login failure is logged as ``mailbox_connect_failed`` and retried with
-exponential backoff (capped). Stopping the container wakes the loop, lets the message in hand
+Any connection failure is logged as ``mailbox_connect_failed``, a refused login as
+``mailbox_auth_failed``; both are retried with exponential backoff (capped). Each mailbox has
+its own loop, so one that cannot connect never holds up the others.
+
+The replica watching a mailbox records its state in Redis (``watching``, ``reconnecting``,
+``auth_failed``, since when, when it last went well, the last error; see
+:mod:`~services.intake_email.health`), which ``/readyz`` of any replica reads. Stopping the container wakes the loop, lets the message in hand
 finish, ends IDLE and logs out.
 """
 from __future__ import annotations
@@ -40,8 +46,9 @@ from nameko.extensions import Entrypoint
 
 from shared.errors import TRANSIENT_ERRORS, is_transient
 from shared.logging import get_logger
-from services.intake_email.config import MAILBOXES_CONFIG_KEY, REPLICA_CONFIG_KEY, MailboxSettings
-from services.intake_email.imap import CONNECTION_ERRORS, FetchedMail, MailboxConnection, MessageMeta
+from services.intake_email import health
+from services.intake_email.config import AFTER_ARCHIVE, MAILBOXES_CONFIG_KEY, REPLICA_CONFIG_KEY, MailboxSettings
+from services.intake_email.imap import CONNECTION_ERRORS, FetchedMail, MailboxConnection, MessageMeta, login_refused
 from services.intake_email.quarantine import Quarantine
 from services.intake_email.store import IntakeEmailStore
 
@@ -53,6 +60,7 @@ LEASE_RETRY_SECONDS = 5.0
 STOP_TIMEOUT_SECONDS = 15.0
 KILL_GRACE_SECONDS = 1.0
 ROUND_LIMIT = 500  # messages per round, so a huge backlog still renews the lease and notices a stop
+HEARTBEAT_MIN_INTERVAL_SECONDS = 1.0  # last_ok_at is written at most this often
 
 
 class _Stopping(Exception):
@@ -87,6 +95,8 @@ class MailboxLoop:
         self._wake_r, self._wake_w = os.pipe()
         self._lease_renewed_at = 0.0
         self._failures = 0  # consecutive failed attempts
+        self._state = ""  # what we last recorded in Redis
+        self._heartbeat_at = 0.0
         self.thread: Any = None
 
     # -- control (called from other greenthreads) ---------------------------------------------
@@ -113,9 +123,12 @@ class MailboxLoop:
                     if not self.store.hold_lease(name, self.holder, self.lease_ttl):
                         retry_in = min(LEASE_RETRY_SECONDS, self.settings.poll_seconds)
                         log.debug("mailbox_standby", mailbox=name, retry_in=retry_in)
+                        self._state = health.STANDBY  # the holder's record in Redis stays as it is
                         self._sleep(retry_in)
                         continue
                     self._lease_renewed_at = time.monotonic()
+                    if self._state not in (health.RECONNECTING, health.AUTH_FAILED):
+                        self._record_state(health.RECONNECTING)
                     self._session()
                 except _Stopping:
                     break
@@ -127,16 +140,22 @@ class MailboxLoop:
                     log.warning("mail_retry_later", mailbox=name, error=str(exc), retry_in=round(delay, 2))
                     self._sleep(delay)
                 except (*CONNECTION_ERRORS, *TRANSIENT_ERRORS) as exc:
+                    if not login_refused(exc):
+                        self._connection_failed(exc)
+                        continue
                     self._failures += 1
                     delay = backoff_delay(self._failures, self.settings.reconnect_max_seconds)
-                    log.warning("mailbox_connect_failed", mailbox=name, host=self.settings.host,
-                                port=self.settings.port, user=self.settings.user, error=_describe(exc),
-                                attempt=self._failures, retry_in=round(delay, 2))
+                    # The server's answer only: imapclient never puts the password or token in it.
+                    log.error("mailbox_auth_failed", mailbox=name, host=self.settings.host, port=self.settings.port,
+                              user=self.settings.user, error=_describe(exc), attempt=self._failures,
+                              xoauth2=bool(self.settings.xoauth2_token_file), retry_in=round(delay, 2))
+                    self._record_state(health.AUTH_FAILED, error=_describe(exc))
                     self._sleep(delay)
                 except Exception as exc:  # noqa: BLE001 - the loop must outlive any surprise
                     self._failures += 1
                     delay = backoff_delay(self._failures, self.settings.reconnect_max_seconds)
                     log.exception("mailbox_loop_failed", mailbox=name, error=_describe(exc), retry_in=round(delay, 2))
+                    self._record_state(health.RECONNECTING, error=_describe(exc))
                     self._sleep(delay)
         finally:
             try:
@@ -150,13 +169,16 @@ class MailboxLoop:
         graceful = False
         try:
             log.info("mailbox_connected", mailbox=self.settings.name, uidvalidity=conn.uidvalidity, idle=conn.can_idle)
+            self._record_state(health.WATCHING)
             while not self._stopping:
                 more = self._ingest_round(conn)
                 self._failures = 0  # a clean round: the next trouble starts the backoff afresh
+                self._heartbeat()
                 if more or self._stopping:
                     continue
                 self._renew_lease()
                 conn.wait_for_change(self.settings.poll_seconds, self._wake_r)
+                self._heartbeat()
                 self._renew_lease()
             graceful = True
         except _Stopping:
@@ -205,6 +227,8 @@ class MailboxLoop:
         else:
             self._handle(fetched)
             conn.mark_seen(uid)
+            if s.after == AFTER_ARCHIVE:
+                conn.move_to_archive(uid)
         if advance:
             self.store.advance_checkpoint(s.name, account=s.account, uidvalidity=conn.uidvalidity, uid=uid)
 
@@ -233,6 +257,39 @@ class MailboxLoop:
         if not self.store.hold_lease(self.settings.name, self.holder, self.lease_ttl):
             raise _LeaseLost()
         self._lease_renewed_at = time.monotonic()
+
+    def _connection_failed(self, exc: BaseException) -> None:
+        self._failures += 1
+        self._record_state(health.RECONNECTING, error=_describe(exc))
+        delay = backoff_delay(self._failures, self.settings.reconnect_max_seconds)
+        log.warning("mailbox_connect_failed", mailbox=self.settings.name, host=self.settings.host,
+                    port=self.settings.port, user=self.settings.user, error=_describe(exc),
+                    attempt=self._failures, retry_in=round(delay, 2))
+        self._sleep(delay)
+
+    def _record_state(self, state: str, *, error: str = "") -> None:
+        """Tell the other replicas (and /readyz) how this mailbox is doing; never fails the loop."""
+        now = time.time()
+        fields: dict[str, Any] = {"state": state, "holder": self.holder}
+        if state != self._state:
+            fields["since"] = now
+        if state == health.WATCHING:
+            fields.update(last_ok_at=now, last_error="")
+            self._heartbeat_at = time.monotonic()
+        elif error:
+            fields["last_error"] = health.short_error(error)
+        try:
+            self.store.record_mailbox_state(self.settings.name, **fields)
+            self._state = state
+        except Exception as exc:  # noqa: BLE001 - Redis away: the loop's own handling will notice
+            log.debug("mailbox_state_not_recorded", mailbox=self.settings.name, error=_describe(exc))
+
+    def _heartbeat(self) -> None:
+        """A round or an IDLE went well: move last_ok_at on (at most once a second)."""
+        if time.monotonic() - self._heartbeat_at < HEARTBEAT_MIN_INTERVAL_SECONDS:
+            return
+        self.store.record_mailbox_state(self.settings.name, last_ok_at=time.time(), holder=self.holder)
+        self._heartbeat_at = time.monotonic()
 
     def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once when asked to stop."""

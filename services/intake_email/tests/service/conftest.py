@@ -14,12 +14,14 @@ import pytest  # noqa: E402
 from devenv.dovecot import DovecotServer  # noqa: E402
 from shared.testing.mesh_fixtures import running_dovecot  # noqa: E402
 from shared.testing.plugin import poll_until as wait_until  # noqa: E402,F401 - the tests import it from here
-from services.intake_email.config import DATA_DIR_CONFIG_KEY, MAILBOXES_CONFIG_KEY, MailboxSettings  # noqa: E402
+from services.intake_email.config import (DATA_DIR_CONFIG_KEY, FLOOD_MAX_CONFIG_KEY,  # noqa: E402
+                                          MAILBOXES_CONFIG_KEY, WEB_SERVER_CONFIG_KEY, MailboxSettings)
 from services.intake_email.service import IntakeEmailService  # noqa: E402
 from services.intake_email.store import IntakeEmailStore  # noqa: E402
 
 USER = "support"
 MAILBOX = "support"
+TEST_FLOOD_MAX = 100_000
 
 
 def make_mail(subject: str, body: str = "hello", *, sender: str = "Zhang Wei <zhang.wei@example.com>",
@@ -95,6 +97,9 @@ def start_intake(service_container, mailbox, tmp_path):
         container = service_container(service_cls, **{
             MAILBOXES_CONFIG_KEY: [mailbox.settings(**overrides)],
             DATA_DIR_CONFIG_KEY: str(tmp_path),
+            WEB_SERVER_CONFIG_KEY: "127.0.0.1:0",  # /healthz, /readyz: a free port per container
+            # Bursts from one test sender are not floods here; test_mailboxes.py tests the limit.
+            FLOOD_MAX_CONFIG_KEY: TEST_FLOOD_MAX,
         })
         container.start()
         return container

@@ -190,7 +190,7 @@ def test_login_failure_is_logged_without_the_password_and_retried(start_intake, 
     with structlog.testing.capture_logs() as logs:
         start_intake(password="wrong-secret-pw")
         failures = wait_until(lambda: (lambda found: found if len(found) >= 2 else None)(
-            [e for e in logs if e["event"] == "mailbox_connect_failed"]), timeout=10, what="two failed attempts")
+            [e for e in logs if e["event"] == "mailbox_auth_failed"]), timeout=10, what="two failed attempts")
     assert "AUTHENTICATIONFAILED" in failures[0]["error"] or "Authentication failed" in failures[0]["error"]
     assert failures[1]["attempt"] == 2
     assert not any("wrong-secret-pw" in repr(entry) for entry in logs)
