@@ -53,13 +53,12 @@ positive would hide a customer's mail in quarantine):
 """
 from __future__ import annotations
 
-import email.policy
 import email.utils
 import re
 from dataclasses import dataclass
 from email.message import Message
 
-from services.intake_email.normalize import decode_header_value
+from services.intake_email.normalize import decode_header_value, parse_message
 
 AUTO_REPLY = "auto_reply"
 BOUNCE = "bounce"
@@ -76,7 +75,7 @@ MAX_PARTS_WALKED = 200  # a delivery-status part sits near the top; don't walk a
 _OUR_MESSAGE_ID = re.compile(r"<\s*tm\.TM-\d+\.[^@<>\s]+@[^<>\s]+>", re.IGNORECASE)
 _COMMENT = re.compile(r"\([^()]*\)")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+/=-]+")
-_BOUNCE_SENDERS = {"mailer-daemon", "postmaster"}
+BOUNCE_SENDERS = {"mailer-daemon", "postmaster"}  # From local parts of bounces (bounces.py reads them too)
 _NOT_SET = {"no", "false", "0", ""}
 # Set at all means an autoresponder wrote the mail (osTicket's list); the value varies by vendor.
 _AUTORESPONDER_PRESENT = ("X-Autoresponse", "X-AutoReply-From", "X-Mail-Autoreply")
@@ -109,9 +108,11 @@ class Automatic:
 
 
 def parse(raw: bytes) -> Message | None:
-    """The message for :func:`classify`; None when the bytes are not even a header section."""
+    """The message for :func:`classify` (and then for ``normalize(raw, parsed=...)``: intake parses
+    once); None when the bytes are not even a header section or have a hostile MIME shape
+    (:func:`normalize.check_shape`: refused before the parser runs; normalize gives the reason)."""
     try:
-        msg = email.message_from_bytes(bytes(raw), policy=email.policy.compat32)
+        msg = parse_message(raw)
     except Exception:  # noqa: BLE001 - unparseable mail is normalize's to reject, with its reason
         return None
     return msg if msg.keys() else None
@@ -146,7 +147,7 @@ def _bounce(msg: Message, sender: str) -> tuple[str, str] | None:
     if _has_part(msg, "message/delivery-status"):
         return BOUNCE, "delivery-status-part"
     local = sender.rpartition("@")[0] if "@" in sender else sender
-    if local in _BOUNCE_SENDERS:
+    if local in BOUNCE_SENDERS:
         return BOUNCE, f"from-{local}"
     if msg.get("X-Failed-Recipients") is not None:
         return BOUNCE, "x-failed-recipients"

@@ -31,7 +31,8 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 
-from services.intake_email.normalize import decode_bytes, decode_header_value
+from services.intake_email.automatic import BOUNCE_SENDERS
+from services.intake_email.normalize import decode_bytes, decode_header_value, message_id_of, parse_message
 
 REASON_MAX_CHARS = 500  # MailBounced.reason
 MAX_RECIPIENTS = 50  # MailBounced.recipients
@@ -39,7 +40,6 @@ MAX_PARTS_WALKED = 200
 MAX_TEXT_SCANNED = 64 * 1024  # the facts are at the top of a bounce; don't regex a whole attachment
 NOT_FAILED_ACTIONS = {"delivered", "relayed", "expanded"}
 
-_BOUNCE_SENDERS = {"mailer-daemon", "postmaster"}
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|undelivered mail|delivery status notification|mail delivery (?:failed|failure|subsystem)"
     r"|failure notice|returned mail|delivery failure|could not be delivered|系统退信|退信|投递失败|未能送达",
@@ -49,7 +49,6 @@ _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _SMTP_CODE = re.compile(r"(?<![\d.])([245])\d\d(?:[\s-]|$)")
 _SMTP_LINE = re.compile(r"(?<![\d.])[45]\d\d(?:[\s-]|$)")
 _MESSAGE_ID_LINE = re.compile(r"^message-id:\s*<([^<>\s]+)>", re.IGNORECASE | re.MULTILINE)
-_ANGLE_ID = re.compile(r"<([^<>\s]+)>")
 _QMAIL_RECIPIENT = re.compile(rf"^<({_ADDRESS})>:\s*$", re.MULTILINE)
 _EXIM_FAILED = re.compile(r"address(?:\(es\)|es)?\s+failed:?\s*$", re.IGNORECASE | re.MULTILINE)
 _INDENTED_ADDRESS = re.compile(rf"^[ \t]+<?({_ADDRESS})>?\s*$")
@@ -81,7 +80,7 @@ def parse_bounce(msg: Message | bytes) -> BounceReport | None:
     """The bounce's report, or None for mail that is not a bounce or names no failed recipient."""
     try:
         if isinstance(msg, (bytes, bytearray)):
-            msg = email.message_from_bytes(bytes(msg), policy=email.policy.compat32)
+            msg = parse_message(msg)
         if not isinstance(msg, Message):
             return None
         return _from_dsn(msg) or _from_text(msg)
@@ -195,7 +194,7 @@ def _from_text(msg: Message) -> BounceReport | None:
 def _looks_like_text_bounce(msg: Message) -> bool:
     sender = _sender(msg)
     local = sender.rpartition("@")[0] if "@" in sender else sender
-    return local in _BOUNCE_SENDERS or msg.get("X-Failed-Recipients") is not None or bool(_BOUNCE_SUBJECT.search(decode_header_value(_text(msg.get("Subject", "")))))
+    return local in BOUNCE_SENDERS or msg.get("X-Failed-Recipients") is not None or bool(_BOUNCE_SUBJECT.search(decode_header_value(_text(msg.get("Subject", "")))))
 
 
 def _failed_recipients_header(msg: Message) -> tuple[str, ...]:
@@ -267,22 +266,15 @@ def _original_message_id(msg: Message, body: str = "") -> str | None:
             text = decode_bytes(raw, None) if isinstance(raw, (bytes, bytearray)) else str(part.get_payload())
             headers = email.message_from_string(text[:MAX_TEXT_SCANNED], policy=email.policy.compat32)
         if headers is not None:
-            found = _message_id(_text(headers.get("Message-ID", "")))
+            found = message_id_of(headers.get("Message-ID"))
             if found:
                 return found
     for name in ("X-Original-Message-ID", "Original-Message-ID"):
-        found = _message_id(_text(msg.get(name, "")))
+        found = message_id_of(msg.get(name))
         if found:
             return found
     line = _MESSAGE_ID_LINE.search(body[:MAX_TEXT_SCANNED]) if body else None
     return line.group(1) if line and len(line.group(1)) <= 998 else None
-
-
-def _message_id(value: str) -> str | None:
-    value = _one_line(value)
-    found = _ANGLE_ID.search(value)
-    mid = found.group(1) if found else (value if value and " " not in value else None)
-    return mid if mid and len(mid) <= 998 else None
 
 
 def _parts(msg: Message, *, into_messages: bool = False):

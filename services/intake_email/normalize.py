@@ -17,10 +17,15 @@ ticket cannot exist without it:
   the body without quoted history and signature (``quoting.split_reply``);
 - attachments (and everything under them, e.g. an attached message) are listed with their
   bytes as :class:`MailPart`, not read as body;
-- the message is parsed once; every part is visited once;
+- the message is parsed once (the caller may hand in the message :func:`parse_message` already
+  made, so intake parses each mail once); every part is visited once;
+- before the stdlib parser runs, :func:`check_shape` refuses shapes whose parsing cost grows
+  without bound (hundreds of nested multiparts, hundreds of thousands of parts, megabyte
+  headers): the parser is synchronous and would block the service's event loop for seconds;
 - anything that cannot become a ticket (no sender address, no header section, a multipart
-  without a usable boundary, too large, not bytes) raises :class:`MailRejected` with a one-line
-  reason. No other exception leaves :func:`normalize`: the caller quarantines and moves on.
+  without a usable boundary, too large, a hostile shape, not bytes) raises :class:`MailRejected`
+  with a one-line reason. No other exception leaves :func:`normalize`: the caller quarantines
+  and moves on.
 """
 from __future__ import annotations
 
@@ -52,6 +57,14 @@ MAX_MIME_DEPTH = 20
 NO_SUBJECT = ""
 FILENAME_MAX_CHARS = 255  # Attachment.filename
 MAX_ADDRESSES = 200
+MAX_THREAD_IDS = 500  # like thread_match.MAX_CHAIN: a hostile References header can hold thousands
+# Pre-parse limits (check_shape). The feedparser tests every line against every open boundary,
+# so its cost is lines x nesting; these bound it far above anything a mail client sends.
+MAX_BOUNDARIES = 64  # "boundary=" declarations in the whole message (nesting past 20 is not read anyway)
+MAX_BOUNDARY_LINE_WORK = 4_000_000  # declarations x lines (~1 s of parsing): a 25 MB base64 mail with 12 multiparts fits
+MAX_PART_DELIMITERS = 5_000  # lines opening a part ("--<boundary>"); files.MAX_LISTED lists 200
+MAX_HEADER_SECTION_BYTES = 512 * 1024  # top-level header section (long Received/ARC chains are ~50 KB)
+MAX_HEADER_FIELD_BYTES = 128 * 1024  # one header field with its folded lines (500 References ~ 30 KB)
 
 # Labels seen in the wild → the codec that decodes what those senders actually send.
 _CHARSET_ALIASES = {
@@ -64,6 +77,7 @@ _CHARSET_ALIASES = {
     "iso-8859-1": "cp1252", "latin1": "cp1252", "us-ascii": "utf-8", "ascii": "utf-8", "ansi_x3.4-1968": "utf-8",
     "utf8": "utf-8", "unicode-1-1-utf-7": "utf-7",
 }
+_CHARSET_LABEL = re.compile(r"[A-Za-z0-9._:+-]{1,40}")
 _NOT_CHARSETS = {"idna", "punycode", "unicode-escape", "raw-unicode-escape", "undefined", "mbcs", "oem"}
 _UNKNOWN_CHARSETS = {"unknown-8bit", "x-unknown", "unknown", "default", "charset", ""}
 
@@ -71,6 +85,8 @@ _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _WS = re.compile(r"\s+")
 _ANGLE_ID = re.compile(r"<([^<>\s]+)>")
+_BOUNDARY_DECLARATION = re.compile(rb"boundary\s*(?:\*\d*\*?)?\s*=")
+_BOUNDARY_PARAM = re.compile(rb"boundary\s*(?:\*\d*\*?)?\s*=\s*\"?([^\"\s;]{1,200})")
 # "Name" <a@b>, Name <a@b>, <a@b> or a@b: one mailbox, no comments, no groups.
 _SIMPLE_MAILBOX = re.compile(
     r'\s*(?:"([^"\\]*)"|([^",<>;:\\()@]*?))\s*<([^<>\s",;:\\()]+@[^<>\s",;:\\()]+)>\s*'
@@ -139,11 +155,14 @@ class NormalizedMail:
 
     @property
     def thread_candidates(self) -> tuple[str, ...]:
-        """Message-IDs this mail answers, most specific first (In-Reply-To, then References right to left)."""
+        """Message-IDs this mail answers, most specific first (In-Reply-To, then References right to
+        left), at most :data:`MAX_THREAD_IDS`."""
         seen: dict[str, None] = {}
         for mid in (*self.in_reply_to, *reversed(self.references)):
             if mid != self.message_id:
                 seen.setdefault(mid, None)
+                if len(seen) >= MAX_THREAD_IDS:
+                    break
         return tuple(seen)
 
 
@@ -165,16 +184,68 @@ class _Flags(list):
             self.append(flag)
 
 
+def check_shape(raw: bytes) -> None:
+    """Raise :class:`MailRejected` for a message whose *parsing* alone would take seconds.
+
+    Cheap byte counts only (a few passes of ``bytes.count``/``find`` over the raw mail): too many
+    ``boundary=`` declarations, too many declarations times lines (the feedparser checks each
+    line against every open boundary), too many part delimiter lines, an over-long header
+    section or header field. Every limit is far above what mail clients send.
+    """
+    lowered = raw.lower()
+    boundaries = sum(1 for _ in _BOUNDARY_DECLARATION.finditer(lowered))
+    if boundaries > MAX_BOUNDARIES:
+        raise MailRejected(f"hostile MIME shape: {boundaries} boundary declarations; the limit is {MAX_BOUNDARIES}")
+    lines = raw.count(b"\n") + 1
+    if boundaries * lines > MAX_BOUNDARY_LINE_WORK:
+        raise MailRejected(f"hostile MIME shape: {boundaries} boundary declarations over {lines} lines")
+    delimiters = raw.count(b"\n--")
+    if delimiters > MAX_PART_DELIMITERS:
+        # Lines starting "--" are also signatures, SQL comments and rules: count real delimiters.
+        declared = {m.group(1).strip() for m in _BOUNDARY_PARAM.finditer(lowered)}
+        delimiters = sum(lowered.count(b"\n--" + b) for b in declared if b)
+        if delimiters > MAX_PART_DELIMITERS:
+            raise MailRejected(f"hostile MIME shape: {delimiters} part delimiters; the limit is {MAX_PART_DELIMITERS}")
+    _check_header_section(raw[:MAX_HEADER_SECTION_BYTES + 4])
+
+
+def _check_header_section(head: bytes) -> None:
+    ends = [i for i in (head.find(b"\n\n"), head.find(b"\n\r\n")) if i >= 0]
+    if ends:
+        head = head[:min(ends) + 1]
+    elif len(head) > MAX_HEADER_SECTION_BYTES:
+        raise MailRejected(f"header section over {MAX_HEADER_SECTION_BYTES} bytes")
+    field_bytes = 0
+    for line in head.split(b"\n"):
+        field_bytes = field_bytes + len(line) + 1 if line[:1] in (b" ", b"\t") else len(line) + 1
+        if field_bytes > MAX_HEADER_FIELD_BYTES:
+            name = line.split(b":", 1)[0][:40].decode("ascii", "replace") if line[:1] not in (b" ", b"\t") else ""
+            raise MailRejected(f"header field {name or '(folded)'} over {MAX_HEADER_FIELD_BYTES} bytes")
+
+
+def parse_message(raw: bytes) -> Message:
+    """:func:`check_shape`, then the stdlib parser with header values kept exactly as sent.
+
+    The one parse intake does: :func:`automatic.parse` calls this and hands the result on to
+    :func:`normalize` (``parsed=``). Raises :class:`MailRejected` for a hostile shape.
+    """
+    raw = bytes(raw)
+    check_shape(raw)
+    return email.message_from_bytes(raw, policy=_POLICY)
+
+
 def normalize(raw: bytes, *, received_at: datetime, max_bytes: int = DEFAULT_MAX_BYTES,
-              allow_remote_images: bool = False, sender_from_reply_to: bool = False) -> NormalizedMail:
+              allow_remote_images: bool = False, sender_from_reply_to: bool = False,
+              parsed: Message | None = None) -> NormalizedMail:
     """Parse ``raw`` into a :class:`NormalizedMail` or raise :class:`MailRejected`; nothing else.
 
-    ``allow_remote_images`` keeps http(s) images in ``html_sanitized``; ``sender_from_reply_to``
-    takes the sender from a Reply-To naming exactly one valid address (mail sent by a form or a
-    shared system on a person's behalf).
+    ``parsed`` is ``raw`` already parsed by :func:`parse_message` (e.g. :func:`automatic.parse`'s
+    result): it is used as is instead of parsing again. ``allow_remote_images`` keeps http(s)
+    images in ``html_sanitized``; ``sender_from_reply_to`` takes the sender from a Reply-To naming
+    exactly one valid address (mail sent by a form or a shared system on a person's behalf).
     """
     try:
-        return _normalize(raw, received_at=received_at, max_bytes=max_bytes,
+        return _normalize(raw, received_at=received_at, max_bytes=max_bytes, parsed=parsed,
                           allow_remote_images=allow_remote_images, sender_from_reply_to=sender_from_reply_to)
     except MailRejected:
         raise
@@ -183,14 +254,14 @@ def normalize(raw: bytes, *, received_at: datetime, max_bytes: int = DEFAULT_MAX
 
 
 def _normalize(raw: bytes, *, received_at: datetime, max_bytes: int, allow_remote_images: bool,
-               sender_from_reply_to: bool) -> NormalizedMail:
+               sender_from_reply_to: bool, parsed: Message | None) -> NormalizedMail:
     if not isinstance(raw, (bytes, bytearray)):
         raise MailRejected(f"message is {type(raw).__name__}, not bytes")
     if not raw.strip():
         raise MailRejected("empty message")
     if len(raw) > max_bytes:
         raise MailRejected(f"message is {len(raw)} bytes; the limit is {max_bytes}")
-    msg = email.message_from_bytes(bytes(raw), policy=_POLICY)
+    msg = parsed if isinstance(parsed, Message) else parse_message(raw)
     if not msg.keys():
         raise MailRejected("no header section")
     for defect in msg.defects:
@@ -210,15 +281,14 @@ def _normalize(raw: bytes, *, received_at: datetime, max_bytes: int, allow_remot
     text = body.text()[:TEXT_MAX_CHARS]
     html = body.html()
     language = guess_language(subject, text)
-    ids = _ANGLE_ID.findall
     return NormalizedMail(
         from_email=from_email,
         from_name=from_name[:NAME_MAX_CHARS],
         subject=subject,
         text=text,
-        message_id=_message_id(_header(msg, "Message-ID")),
-        in_reply_to=tuple(i for i in ids(_unfold(_header(msg, "In-Reply-To"))) if len(i) <= MESSAGE_ID_MAX_CHARS),
-        references=tuple(i for i in ids(_unfold(_header(msg, "References"))) if len(i) <= MESSAGE_ID_MAX_CHARS),
+        message_id=message_id_of(_header(msg, "Message-ID")),
+        in_reply_to=message_ids_in(_header(msg, "In-Reply-To")),
+        references=message_ids_in(_header(msg, "References")),
         received_at=received_at,
         language=language,
         attachments=tuple(body.attachments),
@@ -242,12 +312,12 @@ def codec_for(charset: str | None) -> str | None:
     if not charset:
         return None
     label = _label(charset)
-    if label in _UNKNOWN_CHARSETS:
-        return None
+    if label in _UNKNOWN_CHARSETS or not _CHARSET_LABEL.fullmatch(label):
+        return None  # "\x00" or a 10 kB label: codecs.lookup would raise ValueError or be the wrong tool
     label = _CHARSET_ALIASES.get(label, label)
     try:
         info = codecs.lookup(label)
-    except LookupError:
+    except (LookupError, ValueError):
         return None
     # A label naming a bytes transform (base64, zlib) or a Python-only codec is not a charset.
     if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
@@ -259,6 +329,11 @@ def _label(charset: str) -> str:
     return charset.strip().strip("\"'").lower().split("*", 1)[0]  # RFC 2231 "utf-8*zh-cn"
 
 
+def _flag_label(charset: str) -> str:
+    """The label as it may appear in a flag: printable, short."""
+    return re.sub(r"[^a-z0-9._:+-]", "?", _label(charset))[:40]
+
+
 def decode_bytes(data: bytes, charset: str | None, flags: _Flags | None = None, where: str = "body") -> str:
     """Decode by the declared charset, overruling it where the bytes prove it wrong.
 
@@ -268,7 +343,7 @@ def decode_bytes(data: bytes, charset: str | None, flags: _Flags | None = None, 
     """
     codec = codec_for(charset)
     if codec is None and charset and _label(charset) not in _UNKNOWN_CHARSETS and flags is not None:
-        flags.add(f"charset-unknown:{_label(charset)[:40]}")
+        flags.add(f"charset-unknown:{_flag_label(charset)}")
     if codec not in _STATEFUL_CODECS and data.isascii():
         return data.decode("ascii")
     if codec in _STATEFUL_CODECS:
@@ -283,7 +358,7 @@ def decode_bytes(data: bytes, charset: str | None, flags: _Flags | None = None, 
             text = None
         if text is not None:
             if codec != "utf-8" and flags is not None:
-                flags.add(f"{where}-mislabelled:{_label(charset)[:40]}->utf-8")
+                flags.add(f"{where}-mislabelled:{_flag_label(charset)}->utf-8")
             return text
         try:
             return data.decode(codec)
@@ -304,7 +379,7 @@ def decode_bytes(data: bytes, charset: str | None, flags: _Flags | None = None, 
             continue
         if flags is not None:
             if codec:
-                flags.add(f"{where}-mislabelled:{_label(charset)[:40]}->{guess}")
+                flags.add(f"{where}-mislabelled:{_flag_label(charset)}->{guess}")
             else:
                 flags.add(f"{where}-8bit-guessed:{guess}")
         return text
@@ -419,11 +494,19 @@ def _sender(msg: Message, flags: _Flags) -> tuple[str, str]:
     raise MailRejected("no sender address (From, Sender, Reply-To and Return-Path are missing or invalid)")
 
 
-def _message_id(value: str) -> str | None:
-    value = _unfold(value).strip()
-    found = _ANGLE_ID.search(value)
-    mid = found.group(1) if found else (value if value and " " not in value else None)
+def message_id_of(value: object) -> str | None:
+    """The Message-ID in a header value, without angle brackets: the first ``<id>``, else the value
+    itself when it is one bare token; None when there is none or it is longer than a line."""
+    text = _WS.sub(" ", _CONTROL.sub(" ", value if isinstance(value, str) else str(value or ""))).strip()
+    found = _ANGLE_ID.search(text)
+    mid = found.group(1) if found else (text if text and " " not in text else None)
     return mid if mid and len(mid) <= MESSAGE_ID_MAX_CHARS else None
+
+
+def message_ids_in(value: object) -> tuple[str, ...]:
+    """Every ``<id>`` in a header value (In-Reply-To, References), in order, without angle brackets."""
+    text = _CONTROL.sub(" ", _unfold(value if isinstance(value, str) else str(value or "")))
+    return tuple(i for i in _ANGLE_ID.findall(text) if len(i) <= MESSAGE_ID_MAX_CHARS)
 
 
 # --- body ---------------------------------------------------------------------------------------

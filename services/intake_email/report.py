@@ -5,14 +5,17 @@ runs the same steps as the intake — :func:`automatic.classify`, :func:`normali
 and for bounces :func:`bounces.parse_bounce` — and returns their findings as one JSON-ready dict.
 Pure: no I/O, the clock is passed in, and it never raises, whatever the bytes: a message intake
 would quarantine comes back as ``{"quarantined": "<reason>", ...}`` with whatever could be read.
+A step that *crashes* (where intake would crash too) is not hidden: the answer is then
+``{"quarantined": "cannot describe this message (<error>)"}``, which tests treat as a bug.
 
 Keys (always present unless quarantined, where only the readable ones are):
 
 - ``from_email``, ``from_name``, ``subject``, ``text`` (the whole body as text), ``reply_text``
   (the new part only), ``html_sanitized`` (None without an HTML body);
 - ``attachments``: ``[{filename, content_type, size, content_id}]``;
-- ``message_id``, ``in_reply_to``, ``references`` (ids without angle brackets);
-- ``thread_candidates``: the ids threading tries, most specific first;
+- ``message_id``, ``in_reply_to``, ``references`` (ids without angle brackets; each list at most
+  ``MAX_IDS_SHOWN``, References keeping its newest, right-most ids);
+- ``thread_candidates``: the ids threading tries, most specific first (at most ``MAX_IDS_SHOWN``);
 - ``auto_reply``: False or its sort (``vacation``, ``auto-generated``, ``read-receipt``);
 - ``bounce``: False or ``{recipients, status, reason, hard, original_message_id}``;
 - ``automatic``: False or the quarantine label intake files machine mail under
@@ -21,17 +24,19 @@ Keys (always present unless quarantined, where only the readable ones are):
 """
 from __future__ import annotations
 
-import email
-import email.policy
 import email.utils
 from datetime import datetime
 from email.message import Message
 from typing import Any
 
 from services.intake_email import automatic
-from services.intake_email.normalize import MailRejected, decode_header_value, normalize
+from services.intake_email.bounces import parse_bounce
+from services.intake_email.normalize import (MAX_THREAD_IDS, MailRejected, decode_header_value, message_id_of,
+                                             message_ids_in, normalize)
 
 REASON_MAX_CHARS = 300
+MAX_IDS_SHOWN = MAX_THREAD_IDS
+CANNOT_DESCRIBE = "cannot describe this message"
 
 
 def describe(raw: bytes, *, our_address: str, received_at: datetime) -> dict[str, Any]:
@@ -39,7 +44,7 @@ def describe(raw: bytes, *, our_address: str, received_at: datetime) -> dict[str
     try:
         return _describe(raw, our_address=our_address, received_at=received_at)
     except Exception as exc:  # noqa: BLE001 - the contract: any input, an answer
-        return {"quarantined": _short(f"cannot describe this message ({type(exc).__name__}: {exc})")}
+        return {"quarantined": _short(f"{CANNOT_DESCRIBE} ({type(exc).__name__}: {exc})")}
 
 
 def _describe(raw: bytes, *, our_address: str, received_at: datetime) -> dict[str, Any]:
@@ -47,9 +52,11 @@ def _describe(raw: bytes, *, our_address: str, received_at: datetime) -> dict[st
         return {"quarantined": f"message is {type(raw).__name__}, not bytes"}
     raw = bytes(raw)
     parsed = automatic.parse(raw)
-    machine = _classify(parsed, our_address)
+    # As in intake: classify runs on every parsed message, and if it raised, intake would crash
+    # on this mail too, so the crash is not swallowed here (describe() reports it).
+    machine = automatic.classify(parsed, our_address=our_address) if parsed is not None else None
     try:
-        mail = normalize(raw, received_at=received_at)
+        mail = normalize(raw, received_at=received_at, parsed=parsed)
     except MailRejected as exc:
         out: dict[str, Any] = {"quarantined": _short(exc.reason)}
         if parsed is not None:
@@ -68,21 +75,12 @@ def _describe(raw: bytes, *, our_address: str, received_at: datetime) -> dict[st
         "html_sanitized": getattr(mail, "html_sanitized", None),
         "attachments": [_attachment(part) for part in mail.attachments],
         "message_id": mail.message_id,
-        "in_reply_to": in_reply_to,
-        "references": references,
-        "thread_candidates": list(mail.thread_candidates),
+        "in_reply_to": in_reply_to[:MAX_IDS_SHOWN],
+        "references": references[-MAX_IDS_SHOWN:],
+        "thread_candidates": list(mail.thread_candidates)[:MAX_IDS_SHOWN],
         **_machine_fields(parsed, machine),
         "charset_flags": [str(flag) for flag in getattr(mail, "charset_flags", ())],
     }
-
-
-def _classify(parsed: Message | None, our_address: str) -> automatic.Automatic | None:
-    if parsed is None:
-        return None
-    try:
-        return automatic.classify(parsed, our_address=our_address)
-    except Exception:  # noqa: BLE001 - a header too odd to classify is a person's mail, as in intake
-        return None
 
 
 def _machine_fields(parsed: Message | None, machine: automatic.Automatic | None) -> dict[str, Any]:
@@ -97,12 +95,7 @@ def _machine_fields(parsed: Message | None, machine: automatic.Automatic | None)
 
 def _bounce(parsed: Message) -> dict[str, Any]:
     """The bounce report; a bounce whose details cannot be read is still a bounce, with empty fields."""
-    try:
-        from services.intake_email.bounces import parse_bounce  # the DSN reader; imported when needed
-
-        report = parse_bounce(parsed)
-    except Exception:  # noqa: BLE001 - missing or failing bounce reader: say it bounced, no details
-        report = None
+    report = parse_bounce(parsed)  # never raises (its contract), as intake relies on
     if report is None:
         return {"recipients": [], "status": None, "reason": None, "hard": None, "original_message_id": None}
     return {
@@ -132,9 +125,9 @@ def _readable_headers(parsed: Message) -> dict[str, Any]:
         "from_email": lambda: email.utils.parseaddr(_decoded(parsed, "From"))[1].lower() or None,
         "from_name": lambda: email.utils.parseaddr(_decoded(parsed, "From"))[0] or None,
         "subject": lambda: " ".join(_decoded(parsed, "Subject").split()) or None,
-        "message_id": lambda: _ids(parsed, "Message-ID")[0] if _ids(parsed, "Message-ID") else None,
-        "in_reply_to": lambda: _ids(parsed, "In-Reply-To"),
-        "references": lambda: _ids(parsed, "References"),
+        "message_id": lambda: message_id_of(parsed.get("Message-ID")),
+        "in_reply_to": lambda: list(message_ids_in(parsed.get("In-Reply-To")))[:MAX_IDS_SHOWN],
+        "references": lambda: list(message_ids_in(parsed.get("References")))[-MAX_IDS_SHOWN:],
     }
     for key, read in readers.items():
         try:
@@ -149,14 +142,6 @@ def _readable_headers(parsed: Message) -> dict[str, Any]:
 def _decoded(parsed: Message, name: str) -> str:
     value = parsed.get(name)
     return decode_header_value(value if isinstance(value, str) else str(value)) if value is not None else ""
-
-
-def _ids(parsed: Message, name: str) -> list[str]:
-    value = parsed.get(name)
-    if value is None:
-        return []
-    text = value if isinstance(value, str) else str(value)
-    return [token.strip("<>") for token in text.split() if token.startswith("<") and token.endswith(">")]
 
 
 def _short(text: str) -> str:

@@ -1,20 +1,30 @@
 """normalize(): real-world encodings in, ticket fields out; bad mail is a rejection, never a crash."""
 import base64
 import hashlib
+import re
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
+from services.intake_email import automatic
 from services.intake_email.normalize import (
+    MAX_THREAD_IDS,
     MailPart,
     MailRejected,
     NormalizedMail,
+    check_shape,
     codec_for,
     decode_bytes,
     decode_header_value,
     guess_language,
+    message_id_of,
+    message_ids_in,
     normalize,
+    parse_message,
 )
+
+CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 
 AT = datetime(2026, 11, 22, 8, 30, tzinfo=timezone.utc)
 
@@ -411,3 +421,134 @@ def test_raw_8bit_display_names_in_address_headers():
     mail = normalize(raw, received_at=AT)
     assert (mail.from_name, mail.from_email, mail.to_addresses) == ("客服部", "kf@example.cn", ("support@example.com",))
     assert mail.charset_flags == ("header-8bit-guessed:gb18030", "header-8bit-guessed:utf-8")
+
+
+# --- hostile shapes are refused before the stdlib parser runs ---------------------------------
+
+def _nested_multiparts(depth: int, filler_lines: int) -> bytes:
+    return (b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n"
+            + b"".join(f"--b{i}\r\nContent-Type: multipart/mixed; boundary=b{i + 1}\r\n\r\n".encode()
+                       for i in range(depth))
+            + b"a line of text\r\n" * filler_lines)
+
+
+def _parts(count: int) -> bytes:
+    return (b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n"
+            + b"--x\r\nContent-Type: text/plain\r\n\r\nhi\r\n" * count + b"--x--\r\n")
+
+
+def _header(name: str, size: int) -> bytes:
+    value = b", ".join(f"u{i}@example.com".encode() for i in range(size // 16))
+    return b"From: a@example.com\r\n" + name.encode() + b": " + value + b"\r\nSubject: hi\r\n\r\nbody\r\n"
+
+
+HOSTILE_SHAPES = {
+    "900 nested multiparts": (_nested_multiparts(900, 1000), "901 boundary declarations"),
+    "40 nested multiparts over 200k lines": (_nested_multiparts(40, 200_000), "41 boundary declarations over"),
+    "200 000 parts": (_parts(200_000), "200001 part delimiters"),
+    "3 MB To header": (_header("To", 3_000_000), "header section over 524288 bytes"),
+    "200 kB References header": (_header("References", 200_000), "header field References over"),
+    "header folded over many lines": (
+        b"From: a@example.com\r\nTo: x@example.com,\r\n" + b" y@example.com,\r\n" * 10_000 + b"\r\nbody",
+        "header field (folded) over"),
+    "a header section that never ends": (b"From: a@example.com\r\n" + b"X-Junk: y\r\n" * 60_000,
+                                         "header section over"),
+}
+
+
+@pytest.mark.parametrize("raw, reason", HOSTILE_SHAPES.values(), ids=HOSTILE_SHAPES.keys())
+def test_hostile_shapes_are_refused_before_parsing(raw, reason):
+    with pytest.raises(MailRejected) as refused:
+        check_shape(raw)
+    assert reason in refused.value.reason
+    with pytest.raises(MailRejected) as rejected:
+        normalize(raw, received_at=AT)
+    assert rejected.value.reason == refused.value.reason
+    assert automatic.parse(raw) is None  # classify never sees it; normalize gives the reason
+
+
+ORDINARY_SHAPES = {
+    "a few nested multiparts with a large attachment": _nested_multiparts(6, 300_000),
+    "an SQL dump full of -- comments": (
+        b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n"
+        b"Content-Type: text/plain\r\n\r\nsee attached\r\n--x\r\nContent-Type: text/x-sql\r\n"
+        b"Content-Disposition: attachment; filename=dump.sql\r\n\r\n"
+        + b"-- table row\r\nINSERT INTO t VALUES (1);\r\n" * 8000 + b"--x--\r\n"),
+    "300 attachments": _parts(300),
+    "a 40 kB References header": _header("References", 40_000),
+}
+
+
+@pytest.mark.parametrize("raw", ORDINARY_SHAPES.values(), ids=ORDINARY_SHAPES.keys())
+def test_big_but_ordinary_shapes_pass_the_check(raw):
+    check_shape(raw)
+    assert normalize(raw, received_at=AT, parsed=automatic.parse(raw)).from_email == "a@example.com"
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.eml")), ids=lambda p: p.name)
+def test_an_already_parsed_message_gives_the_same_result(path):
+    raw = path.read_bytes()
+    try:
+        alone = normalize(raw, received_at=AT)
+    except MailRejected as exc:
+        with pytest.raises(MailRejected, match=re.escape(exc.reason)):
+            normalize(raw, received_at=AT, parsed=automatic.parse(raw))
+        return
+    assert normalize(raw, received_at=AT, parsed=automatic.parse(raw)) == alone
+
+
+def test_the_parsed_message_is_used_not_parsed_again():
+    other = parse_message(b"From: b@example.com\r\nSubject: the parsed one\r\n\r\nbody\r\n")
+    mail = normalize(b"From: a@example.com\r\nSubject: raw\r\n\r\nbody\r\n", received_at=AT, parsed=other)
+    assert (mail.from_email, mail.subject) == ("b@example.com", "the parsed one")
+
+
+# --- charset labels that are not labels -----------------------------------------------------
+
+@pytest.mark.parametrize("label", ["\x00", "utf\x00-8", "a" * 500, "utf 8", "../../etc", "utf-8;x"])
+def test_charset_labels_that_are_not_labels_are_unknown_not_a_crash(label):
+    assert codec_for(label) is None
+    if not any(ch.isspace() for ch in label):  # an encoded word's charset has no spaces
+        assert decode_header_value(f"=?{label}?B?{b64('订单', 'utf-8')}?= ok") == "订单 ok"
+    assert decode_bytes("订单".encode("gb18030"), label) == "订单"
+
+
+def test_nul_charset_subject_with_references_is_classified_and_normalized():
+    raw = (b"From: a@example.com\r\nSubject: =?\x00?B?" + base64.b64encode("自动回复".encode()) + b"?=\r\n"
+           b"References: <x@y>\r\nContent-Type: text/plain; charset=\"\x00\"\r\n\r\n\xe8\xae\xa2\xe5\x8d\x95\r\n")
+    parsed = automatic.parse(raw)
+    assert automatic.classify(parsed, our_address="support@example.com").reason == "out-of-office-subject"
+    mail = normalize(raw, received_at=AT, parsed=parsed)
+    assert mail.text == "订单"
+    assert all(flag.isprintable() for flag in mail.charset_flags), mail.charset_flags
+
+
+# --- Message-IDs -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, want", [
+    ("<abc@example.com>", "abc@example.com"),
+    ("  <abc@example.com> (comment)", "abc@example.com"),
+    ("\r\n <abc@example.com>", "abc@example.com"),
+    ("abc@example.com", "abc@example.com"),
+    ("two words", None),
+    ("", None),
+    (None, None),
+    ("<" + "a" * 999 + ">", None),
+    ("<a\x00b@example.com>", None),
+])
+def test_message_id_of(value, want):
+    assert message_id_of(value) == want
+
+
+def test_message_ids_in_keeps_order_and_drops_over_long_ids():
+    value = "<a@x>\r\n <b@x> junk <" + "c" * 999 + "> <d@x>"
+    assert message_ids_in(value) == ("a@x", "b@x", "d@x")
+
+
+def test_thread_candidates_stop_at_the_cap():
+    references = "".join(f" <r{i}@example.com>" for i in range(MAX_THREAD_IDS + 300))
+    raw = f"From: a@example.com\r\nReferences:{references}\r\nIn-Reply-To: <irt@x>\r\n\r\nhi\r\n".encode()
+    mail = normalize(raw, received_at=AT)
+    assert len(mail.references) == MAX_THREAD_IDS + 300
+    assert len(mail.thread_candidates) == MAX_THREAD_IDS
+    assert mail.thread_candidates[:2] == ("irt@x", f"r{MAX_THREAD_IDS + 299}@example.com")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.intake_email.report import describe
+from services.intake_email.report import CANNOT_DESCRIBE, MAX_IDS_SHOWN, describe
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 OUR_ADDRESS = "support@ticketmesh.test"
@@ -24,6 +24,8 @@ def run(raw) -> dict:
     json.dumps(report)  # plain data all the way down
     if "quarantined" in report:
         assert isinstance(report["quarantined"], str) and report["quarantined"]
+        # describe() answers even when a step crashed; a crash is still a bug (intake would crash too).
+        assert not report["quarantined"].startswith(CANNOT_DESCRIBE), report["quarantined"]
         assert set(report) <= FIELDS | {"quarantined"}
     else:
         assert set(report) == FIELDS
@@ -61,6 +63,11 @@ ODD_INPUTS = {
                         + b"--x\r\n\r\n" * 2000 + b"--x--\r\n",
     "report type in a broken RFC 2231 parameter": b"From: a@example.com\r\nContent-Type: multipart/report; "
                                                   b"report-type*=''%ZZ; boundary=z\r\n\r\n--z--\r\n",
+    "NUL charset label in the Subject, with References": b"From: a@example.com\r\nSubject: =?\x00?B?5L2g5aW9?=\r\n"
+                                                         b"References: <r@example.com>\r\n\r\nhi\r\n",
+    "NUL charset label without an address": b"Subject: =?\x00?Q?x?=\r\nIn-Reply-To: <r@x>\r\n\r\nhi\r\n",
+    "900 nested multiparts": b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n" + b"".join(
+        f"--b{i}\r\nContent-Type: multipart/mixed; boundary=b{i + 1}\r\n\r\n".encode() for i in range(900)),
 }
 
 
@@ -107,6 +114,28 @@ def test_a_person_s_mail_has_every_field_and_no_machine_verdict():
     assert report["references"] == ["r1@example.com", "a@example.com"]
     assert report["thread_candidates"] == ["a@example.com", "r1@example.com"]
     assert (report["auto_reply"], report["bounce"], report["automatic"]) == (False, False, False)
+
+
+def test_a_nul_charset_label_is_described_not_crashed_on():
+    report = run(ODD_INPUTS["NUL charset label in the Subject, with References"])
+    assert report["from_email"] == "a@example.com" and report["subject"] == "你好"
+
+
+def test_hostile_shapes_are_quarantined_with_the_reason():
+    assert run(ODD_INPUTS["900 nested multiparts"])["quarantined"].startswith("hostile MIME shape: 901 boundary")
+
+
+@pytest.mark.parametrize("parses", [True, False], ids=["normalized", "quarantined"])
+def test_id_lists_are_capped(parses):
+    references = "".join(f" <r{i}@example.com>" for i in range(MAX_IDS_SHOWN + 50))
+    in_reply_to = "".join(f" <i{i}@example.com>" for i in range(MAX_IDS_SHOWN + 50))
+    sender = "From: a@example.com\r\n" if parses else ""
+    report = run(f"{sender}References:{references}\r\nIn-Reply-To:{in_reply_to}\r\n\r\nhi\r\n".encode())
+    assert len(report["in_reply_to"]) == MAX_IDS_SHOWN and report["in_reply_to"][0] == "i0@example.com"
+    assert len(report["references"]) == MAX_IDS_SHOWN
+    assert report["references"][-1] == f"r{MAX_IDS_SHOWN + 49}@example.com"
+    if parses:
+        assert len(report["thread_candidates"]) == MAX_IDS_SHOWN
 
 
 def test_a_bounce_without_readable_details_is_still_a_bounce():
