@@ -10,16 +10,20 @@ its own (never mid-sentence):
 - banners: "-----Original Message-----" (Outlook), "-----原始邮件-----" (163/126, Outlook zh),
   "------------------ 原始邮件 ------------------" and "------------------ Original ------------------"
   (Foxmail/QQ, also with a literal "&nbsp;"), "---- Replied Message ----" (NetEase Mail Master);
-- the Outlook header block: a "From:"/"发件人：" line followed within a few lines by at least two
-  of "Sent:"/"Date:"/"To:"/"Cc:"/"Subject:" (or 发送时间/时间/日期/收件人/抄送/主题), with the
-  "________" rule Outlook puts above it;
+- the Outlook header block: a "From:"/"发件人：" line *carrying an email address* followed within
+  a few lines by at least two of "Sent:"/"Date:"/"To:"/"Cc:"/"Subject:" (or
+  发送时间/时间/日期/收件人/抄送/主题), with the "________" rule Outlook puts above it (without the
+  address, "From: PEK / To: SFO / Date: 12 May" is an itinerary, not history);
 - a trailing block of ">" lines (with the "… wrote:" line right above it, whatever its form);
-- signatures: the "-- " delimiter, "Sent from my iPhone", "发自我的iPhone", "发自我的华为手机",
-  "发自网易邮箱大师", "Get Outlook for iOS", ... A signature counts only near the end of the
-  text (or right before history), so a "--" used as a divider in a long mail is not a cut.
+- signatures: the RFC 3676 "-- " delimiter (or "--", as tidied text has it) only among the last
+  :data:`DASH_SIGNATURE_WINDOW` lines with at most :data:`DASH_SIGNATURE_MAX_LINES` after it;
+  and, as whole lines, the phrases mail apps append: "Sent from my iPhone" (and the other known
+  devices), "Get Outlook for iOS", "发自我的iPhone", "发自我的华为手机", "发自网易邮箱大师", ...
+  A signature counts only near the end of the text (or right before history).
 
-Conservative by design: the history starts at the first line that is surely a marker, and when
-nothing would be left of the reply, the reply is the whole text.
+Conservative by design: the history starts at the first line that is surely a marker; when
+nothing would be left of the reply, the reply is the whole text; and when the customer answered
+inline (unquoted lines below the quoted lines after an "… wrote:" line), nothing is cut.
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ import re
 SIGNATURE_MAX_LINES = 12
 MARKER_MAX_CHARS = 400  # a longer line is prose, not a marker
 HEADER_BLOCK_WINDOW = 8  # lines after "From:" searched for the rest of an Outlook header block
+DASH_SIGNATURE_WINDOW = 8  # a "-- " delimiter is believed only among the text's last lines...
+DASH_SIGNATURE_MAX_LINES = 6  # ...with at most this many non-blank lines after it
 
 _BANNER = re.compile(
     r"[-—–_=]{2,}\s*(?:original message|original|replied message|原始邮件|原始郵件|邮件原件|原邮件|"
@@ -47,11 +53,28 @@ _HEADER_OTHER = re.compile(
     r"\*?(sent|date|to|cc|subject|发送时间|發送時間|时间|時間|日期|收件人|收件者|抄送|副本|主题|主題|主旨|"
     r"寄件日期|gesendet|datum|an|betreff|envoyé|à|objet)\*?\s*[:：]", re.IGNORECASE)
 _RULE = re.compile(r"_{8,}|[-—]{20,}")
+# An address on a header block's From line: a@b.c, or <…@…> (Outlook's [mailto:a@b.c] included).
+_HEADER_ADDRESS = re.compile(r"[^\s<>\[\]()\"'@:：;,]+@[^\s<>\[\]()\"'@:：;,]+\.[^\s<>\[\]()\"'@:：;,]+|<[^<>\s]+@[^<>\s]+>")
+# The devices and apps whose names mail apps append ("Sent from my <device>"); a model may follow
+# a brand ("iPhone 15 Pro", "HUAWEI Mate 60"), but no other word: "Sent from my warehouse" is prose.
+_MODEL = r"(?:\s(?:\d{1,4}[a-z]{0,3}|[a-z]{1,4}\d{1,4}[a-z]{0,3}|pro|max|plus|mini|ultra|lite|note|mate|se|fold|flip|xl|s|x|t))"
+_DEVICE = (
+    r"(?:iphone|ipad|ipod(?:\stouch)?|apple\swatch|huawei|honor|xiaomi|redmi|oppo|vivo|oneplus|meizu|(?:google\s)?pixel"
+    r"|(?:samsung\s)?galaxy|samsung|nokia|motorola|sony\sxperia|blackberry)" + _MODEL + r"{0,3}"
+    r"(?:\s(?:smartphone|phone|mobile|device|tablet))?"
+    r"|android(?:\s(?:phone|device|tablet|smartphone))?|windows\sphone|mobile(?:\s(?:device|phone))?"
+    r"|phone|smartphone|tablet")
+_ZH_DEVICE = (
+    r"(?:\s?(?:iphone|ipad|apple\swatch)"
+    r"|(?:华为|荣耀|小米|红米|三星|魅族|一加|vivo|oppo|huawei|honor|安卓|android)?\s?(?:手机|平板)"
+    r"|\s?(?:华为|荣耀|小米|红米|三星|huawei|honor)\s?[a-z]{0,6}\s?\d{0,4}\s?(?:pro|max|plus)?)")
 _SIGNATURE = re.compile(
-    r"(?:sent from my .{2,40}|sent from (?:mail|outlook|yahoo mail|my mobile)(?: for .{2,30})?"
-    r"|get outlook for (?:ios|android)|sent from outlook for (?:ios|android)|sent via .{2,30} mobile"
-    r"|发自我的.{1,20}|發自我的.{1,20}|发自网易邮箱大师|发自网易邮箱.{0,10}|发自\s?QQ\s?邮箱.{0,10}"
-    r"|来自我的.{1,12}(?:手机|iphone|ipad)|从我的.{1,12}发送|发送自我的.{1,20})",
+    r"(?:sent\sfrom\smy\s(?:" + _DEVICE + r")"
+    r"|sent\sfrom\s(?:mail|outlook|yahoo\smail)(?:\s(?:for|on)\s(?:windows(?:\s1[01])?|ios|android|iphone|ipad|mac))?"
+    r"|get\soutlook\sfor\s(?:ios|android)"
+    r"|(?:发自|發自|来自|來自|发送自)我的" + _ZH_DEVICE +
+    r"|从我的\s?(?:iphone|ipad)\s?发送|從我的\s?(?:iphone|ipad)\s?傳送"
+    r"|发自网易邮箱(?:大师|手机版)|发自\s?qq\s?邮箱(?:手机版|app)?)\.?",
     re.IGNORECASE)
 
 
@@ -61,6 +84,8 @@ def split_reply(text: str) -> tuple[str, str]:
         return text, ""
     lines = text.split("\n")
     cut = _first_history_line(lines)
+    if cut is not None and _answered_inline(lines, cut):
+        return text, ""
     cut = _signature_before(lines, cut)
     if cut is None:
         return text, ""
@@ -96,6 +121,22 @@ def _first_history_line(lines: list[str]) -> int | None:
     return _trailing_quote_block(lines)
 
 
+def _answered_inline(lines: list[str], cut: int) -> bool:
+    """An "… wrote:" line above quoted lines with the customer's own unquoted lines below them:
+    an interleaved reply, where cutting at the attribution would drop the answers."""
+    line = _clean(lines[cut])
+    following = _clean(lines[cut + 1]) if cut + 1 < len(lines) else ""
+    if not (_WROTE_END.search(line) or _is_attribution(line) or _is_wrapped_attribution(line, following)):
+        return False
+    quoted = False
+    for raw in lines[cut + 1:]:
+        if _is_quoted(raw):
+            quoted = True
+        elif quoted and raw.strip():
+            return True
+    return False
+
+
 def _is_banner(line: str) -> bool:
     return line[0] in "-—–_=" and _BANNER.fullmatch(line) is not None
 
@@ -118,7 +159,7 @@ def _is_wrapped_attribution(line: str, following: str) -> bool:
 
 
 def _is_header_block(lines: list[str], index: int, line: str) -> bool:
-    if not _HEADER_FROM.match(line):
+    if not _HEADER_FROM.match(line) or not _HEADER_ADDRESS.search(line):
         return False
     keys: set[str] = set()
     for raw in lines[index + 1:index + 1 + HEADER_BLOCK_WINDOW]:
@@ -150,29 +191,38 @@ def _trailing_quote_block(lines: list[str]) -> int | None:
 def _signature_before(lines: list[str], history: int | None) -> int | None:
     """The signature's first line when one sits right before the history (or ends the text)."""
     stop = len(lines) if history is None else history
+    last = _previous_nonblank(lines, stop)
     for index in range(stop):
+        if _is_dash_delimiter(lines[index]):
+            if last is not None and last - index < DASH_SIGNATURE_WINDOW \
+                    and _short_tail(lines, index + 1, stop, DASH_SIGNATURE_MAX_LINES):
+                return index
+            continue
         line = _clean(lines[index])
         if not line or line.startswith(">") or not _is_signature(line):
             continue
-        if _short_tail(lines, index + 1, stop):
+        if _short_tail(lines, index + 1, stop, SIGNATURE_MAX_LINES):
             return index
     return history
 
 
-def _short_tail(lines: list[str], start: int, stop: int) -> bool:
+def _short_tail(lines: list[str], start: int, stop: int, most: int) -> bool:
     # Counting stops early: a text of a thousand "--" lines must not cost a million steps.
     count = 0
     for index in range(start, stop):
         if lines[index].strip():
             count += 1
-            if count > SIGNATURE_MAX_LINES:
+            if count > most:
                 return False
     return True
 
 
+def _is_dash_delimiter(raw: str) -> bool:
+    """RFC 3676's "-- " on a line of its own ("--" once trailing spaces are tidied away)."""
+    return raw.rstrip("\r") in ("--", "-- ")
+
+
 def _is_signature(line: str) -> bool:
-    if line == "--" or line == "-- ":
-        return True
     return len(line) <= 60 and _SIGNATURE.fullmatch(line) is not None
 
 

@@ -178,3 +178,54 @@ def test_long_lines_stay_fast():
     split_reply("\n".join(["On 1 2 10:00 a@b wrote"] * 5000))
     split_reply("\n".join(["--", "Sent from my iPhone"] * 5000))
     assert time.perf_counter() - started < 0.5
+
+
+# The customer's words must survive: each of these was once cut away as "history".
+KEPT_WHOLE = {
+    "inline answers below an attribution": (
+        "Hi, answers inline.\n\nOn Tue, Jan 2, 2024 at 10:00 AM Support <support@example.com> wrote:\n"
+        "> Which model do you have?\nThe blue one, model X2.\n> Since when?\nSince Monday.\n"),
+    "inline answers below a zh attribution": (
+        "见下方回答。\n\n在 2024年1月2日 周二 10:00，客服 <kf@example.cn> 写道：\n> 什么型号？\nX2 蓝色。\n> 什么时候开始的？\n周一。"),
+    "inline answers below a wrapped attribution": (
+        "See below.\n\nOn Tue, Jan 2, 2024 at 10:00 AM Support Team <support@example.com>\nwrote:\n"
+        "> Order number?\n12345\n"),
+    "an itinerary": "Please change my flight:\n\nFrom: PEK\nTo: SFO\nDate: 12 May 10:30\nFlight: CA985\n\nThanks, Li",
+    "a zh itinerary": "请帮我改签：\n\n发件人：北京\n收件人：上海\n日期：5月12日 10:30\n\n谢谢",
+    "a -- divider with a long part after it": "Part one\n\n--\n\n" + "\n".join(f"line {n}" for n in range(1, 8)),
+    "a -- divider not near the end": (
+        "Steps:\n--\nfirst\n\n\n\n\n\n\n\n\nsecond"),
+    "a -- with text after it on the line": "It broke -- again.\n-- not a delimiter\nJohn",
+    "Sent from my warehouse": "The parcel was\nSent from my warehouse\non Monday and never arrived.",
+    "Sent from my warehouse at the end": "The parcel is late. It was\nSent from my warehouse",
+    "a sentence starting like a device phrase": "Sent from my iPhone, the photo is attached.\nPlease check.",
+    "发自我的仓库": "货物\n发自我的仓库",
+}
+
+
+@pytest.mark.parametrize("text", KEPT_WHOLE.values(), ids=KEPT_WHOLE.keys())
+def test_customer_text_is_never_cut(text):
+    assert split_reply(text) == (text, "")
+
+
+SIGNATURES = [
+    "Sent from my iPhone", "Sent from my iPad", "Sent from my iPhone 15 Pro Max", "Sent from my Android phone",
+    "Sent from my Samsung Galaxy smartphone.", "Sent from my Huawei phone", "Sent from my HUAWEI Mate 60 Pro",
+    "Sent from my Galaxy", "Sent from Mail for Windows", "Sent from Outlook", "Get Outlook for Android",
+    "Sent from Yahoo Mail on Android", "发自我的iPhone", "发自我的 iPad", "发自我的华为手机", "发自我的荣耀手机",
+    "发自我的小米手机", "发自我的手机", "發自我的 iPhone", "从我的 iPhone 发送", "发自网易邮箱大师", "发自网易邮箱手机版",
+    "发自QQ邮箱", "-- ", "--",
+]
+
+
+@pytest.mark.parametrize("signature", SIGNATURES)
+def test_known_signatures_are_cut(signature):
+    text = f"My order 12345 is late.\n\n{signature}\nJohn Doe"
+    assert split_reply(text) == ("My order 12345 is late.", f"{signature}\nJohn Doe".strip("\n"))
+
+
+def test_a_dash_signature_of_six_lines_is_cut_and_seven_is_not():
+    six = "Order is late.\n-- \n" + "\n".join(f"sig {n}" for n in range(6))
+    seven = "Order is late.\n-- \n" + "\n".join(f"sig {n}" for n in range(7))
+    assert split_reply(six)[0] == "Order is late."
+    assert split_reply(seven) == (seven, "")
