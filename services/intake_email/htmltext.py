@@ -9,7 +9,10 @@ prefixed with ``> `` so quoted history stays recognisable as such (see ``quoting
 :func:`sanitize_html` runs the markup through nh3 (the ammonia sanitizer): no script or style
 elements, no event handlers, only plain URL schemes (no ``javascript:``), links opened with
 ``rel="noopener noreferrer"``, and no remote images unless asked for: a remote image is a read
-receipt and a tracking pixel, so only ``cid:`` images (parts of the mail itself) are kept.
+receipt and a tracking pixel, so only ``cid:`` images (parts of the mail itself) are kept. The
+image rule is an allow-list (``cid:``, plus ``http://``/``https://`` when remote images are
+allowed), never a block-list of remote forms: browsers read ``/\t/host``, ``\\host`` and
+``&#47;&#47;host`` as protocol-relative URLs too.
 """
 from __future__ import annotations
 
@@ -135,7 +138,10 @@ _STYLE_PROPERTIES = {
     "border-color", "border-style", "border-width", "width", "height", "max-width", "display",
 }
 _CLEAN_CONTENT = {"script", "style", "title", "noscript", "template", "iframe", "object", "embed", "svg", "math"}
-_REMOTE = ("http:", "https:", "//", "ftp:")
+_LOCAL_IMAGE = ("cid:",)
+_REMOTE_IMAGE = ("http://", "https://")
+# What a browser ignores in a URL: leading/trailing C0 controls and spaces (WHATWG URL parsing).
+_URL_EDGE = "".join(chr(c) for c in range(0x21))
 
 
 def _attributes() -> dict[str, set[str]]:
@@ -145,10 +151,13 @@ def _attributes() -> dict[str, set[str]]:
     return merged
 
 
-def _drop_remote_image(tag: str, attribute: str, value: str) -> str | None:
-    if tag == "img" and attribute == "src" and value.strip().lower().startswith(_REMOTE):
-        return None
-    return value
+def _image_filter(allowed: tuple[str, ...]):
+    def keep_allowed_images(tag: str, attribute: str, value: str) -> str | None:
+        # nh3 hands over the value with entities already decoded (&#47; is "/").
+        if tag == "img" and attribute == "src" and not value.strip(_URL_EDGE).lower().startswith(allowed):
+            return None
+        return value
+    return keep_allowed_images
 
 
 def _cleaner(allow_remote_images: bool) -> nh3.Cleaner:
@@ -156,7 +165,7 @@ def _cleaner(allow_remote_images: bool) -> nh3.Cleaner:
         tags=nh3.ALLOWED_TAGS | {"font"},
         clean_content_tags=_CLEAN_CONTENT,
         attributes=_attributes(),
-        attribute_filter=None if allow_remote_images else _drop_remote_image,
+        attribute_filter=_image_filter(_LOCAL_IMAGE + (_REMOTE_IMAGE if allow_remote_images else ())),
         url_schemes={"http", "https", "mailto", "tel", "cid"},
         filter_style_properties=_STYLE_PROPERTIES,
         link_rel="noopener noreferrer",

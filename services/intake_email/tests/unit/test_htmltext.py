@@ -49,3 +49,27 @@ def test_remote_images_only_when_allowed():
 ])
 def test_html_to_text_keeps_structure_and_marks_quotes(markup, expected):
     assert html_to_text(markup) == expected
+
+
+# Every form a browser would fetch from another host (or a local file/other scheme).
+REMOTE_IMAGE_SOURCES = [
+    "/\t.example/x", "/\n/track.example/x", "\\\\track.example\\x", "\\/track.example/x", "/\\track.example/x",
+    "&#47;&#47;track.example/x", "&#x2F;&#x2F;track.example/x", "HTTP://track.example/x", "HtTpS://track.example/x",
+    " \t//track.example/x", "\x01//track.example/x", "&#9;//track.example/x", "ftp://track.example/x",
+    "file:///etc/passwd", "track.example/x.gif", "data:image/png;base64,AAAA", "cid\t://track.example",
+]
+
+
+@pytest.mark.parametrize("src", REMOTE_IMAGE_SOURCES)
+def test_no_remote_image_form_survives(src):
+    assert sanitize_html(f'<img src="{src}" alt="a">') == '<img alt="a">'
+
+
+@pytest.mark.parametrize("src", [s for s in REMOTE_IMAGE_SOURCES if not s.lower().lstrip(" \t\x01").startswith("http")])
+def test_allowing_remote_images_allows_only_http_and_https(src):
+    assert sanitize_html(f'<img src="{src}" alt="a">', allow_remote_images=True) == '<img alt="a">'
+
+
+@pytest.mark.parametrize("src", ["cid:logo@shop", "CID:logo@shop", " cid:logo@shop"])
+def test_cid_images_stay(src):
+    assert 'src="' in sanitize_html(f'<img src="{src}">')
