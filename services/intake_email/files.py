@@ -101,7 +101,7 @@ class MailFiles:
         path = self.raw_path(sha)
         if not path.exists():
             # mtime=0: the same message compresses to the same bytes whenever it is written.
-            _write_atomically(path, gzip.compress(bytes(raw), compresslevel=6, mtime=0))
+            write_atomically(path, gzip.compress(bytes(raw), compresslevel=6, mtime=0))
         return sha
 
     def read_raw(self, sha256: str) -> bytes:
@@ -115,12 +115,14 @@ class MailFiles:
             if planned.store:
                 path = self.attachment_path(planned.sha256)
                 if not path.exists():
-                    _write_atomically(path, bytes(planned.part.data or b""))
+                    write_atomically(path, bytes(planned.part.data or b""))
             listed.append(attachment_fields(planned))
         return listed
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` all or nothing (temporary file, fsync, rename), creating folders;
+    the quarantine writes its files the same way."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # two workers, one file
     with open(tmp, "wb") as fh:

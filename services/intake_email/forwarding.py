@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 SCAN_LINES = 400  # the forwarded block sits near the top; a long body is not read to the end
+EMAIL_MAX_CHARS = 320  # Customer.email in the events: a longer "address" is not one
+NAME_MAX_CHARS = 200  # Customer.name
 _BLOCK_LINES = 8  # the From line comes within a few lines of the separator
 
 _SEPARATOR = re.compile(
@@ -74,8 +76,10 @@ def _parse_from(value: str) -> OriginalSender | None:
     if not found:
         return None
     address = found.group(1).strip(".").lower()
+    if len(address) > EMAIL_MAX_CHARS:
+        return None
     name = value[:found.start()].replace("[mailto", "").replace("mailto", "").strip(_NAME_JUNK)
-    return OriginalSender(email=address, name=name if name.lower() != address else "")
+    return OriginalSender(email=address, name=name[:NAME_MAX_CHARS] if name.lower() != address else "")
 
 
 def customer_of(*, from_email: str, from_name: str, reply_to: tuple[str, ...], text: str,

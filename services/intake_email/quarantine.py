@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from services.intake_email.files import write_atomically
 from services.intake_email.imap import FetchedMail
 
 
@@ -101,7 +102,7 @@ class Quarantine:
         folder = self.root / mail.mailbox
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{mail.uidvalidity}-{mail.uid}"
-        _write_atomically(folder / f"{stem}.eml", mail.raw)
+        write_atomically(folder / f"{stem}.eml", mail.raw)
         note = {
             "reason": reason,
             "quarantined_at": now.astimezone(timezone.utc).isoformat(),
@@ -112,14 +113,6 @@ class Quarantine:
             "received_at": mail.internal_date.isoformat(),
             "header_only": mail.header_only,
         }
-        _write_atomically(folder / f"{stem}.json", json.dumps(note, indent=2, ensure_ascii=False).encode())
+        write_atomically(folder / f"{stem}.json", json.dumps(note, indent=2, ensure_ascii=False).encode())
         return folder / f"{stem}.eml"
 
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

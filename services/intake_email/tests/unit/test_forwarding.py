@@ -153,3 +153,13 @@ def test_reply_to_is_the_customer_only_when_configured():
     # a Reply-To that is the sender itself or our address changes nothing
     assert who(from_email="a@x.test", from_name="A", reply_to=("a@x.test", OURS), text="hi",
                use_reply_to=True) == Customer("a@x.test", "A")
+
+
+def test_an_over_long_original_address_is_no_original_sender_and_a_long_name_is_cut():
+    long_address = "a" * 330 + "@example.com"
+    text = f"---------- Forwarded message ---------\nFrom: Someone <{long_address}>\nDate: today\n"
+    assert original_sender(text) is None
+    assert who(text=text) == Customer("li.na@agents.ticketmesh.test", "李娜")  # the agent's own mail
+    name = "N" * 500
+    found = original_sender(f"---------- Forwarded message ---------\nFrom: {name} <a@example.com>\n")
+    assert found == OriginalSender("a@example.com", "N" * 200)
