@@ -118,8 +118,8 @@ class Attachment(BaseModel):
 class TicketReceived(TicketEvent):
     """A new ticket was opened from a channel. ``source`` holds the channel's natural keys.
 
-    ``text`` is what the customer wrote; for email, the new part without quoted history
-    (the whole message stays retrievable through ``source["raw_sha256"]``).
+    ``text`` is what the customer wrote (for email, the whole body as text; the raw message
+    stays retrievable through ``source["raw_sha256"]``).
     ``linked_ticket_id`` names an earlier ticket this one follows up (e.g. mail answering a
     ticket closed too long ago to reopen).
     """
@@ -135,7 +135,11 @@ class TicketReceived(TicketEvent):
 
 
 class MessageReceived(TicketEvent):
-    """A customer added a message to an existing ticket."""
+    """A customer added a message to an existing ticket.
+
+    For email, ``text`` is the new part only: the quoted history is already on the ticket
+    (the whole message stays retrievable through ``source["raw_sha256"]``).
+    """
 
     channel: Channel
     customer: Customer
