@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 from typing import Mapping
 
@@ -40,8 +39,9 @@ _PLUS_ADDRESS = re.compile(rf"^[^@+\s]+\+({_TICKET})\.({_SIG})@[^@\s]+$", re.IGN
 _SUBJECT_TAG = re.compile(rf"\[#({_TICKET})\]", re.IGNORECASE)
 
 
-def secret_from_env(environ: Mapping[str, str] = os.environ) -> tuple[bytes, bool]:
-    """``(secret, is_dev_default)``; a configured secret shorter than 16 characters is refused."""
+def secret_from_env(environ: Mapping[str, str]) -> tuple[bytes, bool]:
+    """``(secret, is_dev_default)`` from the caller's settings (its config module passes them in;
+    this module reads no environment); a configured secret shorter than 16 characters is refused."""
     raw = environ.get(SECRET_VARIABLE, "")
     if not raw:
         return DEV_SECRET.encode(), True

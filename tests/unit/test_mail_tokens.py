@@ -71,3 +71,11 @@ def test_secret_from_env():
     assert t.secret_from_env({t.SECRET_VARIABLE: "x" * 16}) == (b"x" * 16, False)
     with pytest.raises(ConfigError, match=t.SECRET_VARIABLE):
         t.secret_from_env({t.SECRET_VARIABLE: "short"})
+
+
+def test_secret_from_env_reads_only_the_mapping_it_is_given(monkeypatch):
+    # A pure module: the process environment is the config module's to read, never this one's.
+    monkeypatch.setenv(t.SECRET_VARIABLE, "y" * 20)
+    assert t.secret_from_env({}) == (t.DEV_SECRET.encode(), True)
+    with pytest.raises(TypeError):
+        t.secret_from_env()  # type: ignore[call-arg]
