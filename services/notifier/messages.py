@@ -11,7 +11,9 @@ Four kinds:
   the sender of an inbound mail intake refused; automatic (``auto-replied``), about no ticket.
 
 No mail goes to an address that bounced (``skip_reason`` → ``bounced_address``): the store
-keeps which addresses are suppressed, and for how long.
+keeps which addresses are suppressed, and for how long. A bounce is believed only for an address
+we mailed about the ticket it names (``trusted_bounce``): anyone can send us a delivery report,
+and one naming a stranger's address must not stop our mail to that stranger.
 
 Every subject carries the ticket tag ``[#TM-10001]``. Every Message-ID is ours and signed
 (``<tm.TM-10001.<notification id>.<sig>@<our domain>>``, :mod:`shared.mail_tokens`), so intake
@@ -139,6 +141,19 @@ def choose_locale(language: str | None, sample: str = "") -> str:
     if language:
         return ZH_CN if language.lower().startswith("zh") else EN
     return ZH_CN if _CJK.search(sample) else EN
+
+
+def trusted_bounce(ticket_id: str | None, recipients: list[str],
+                   mailed: set[str]) -> tuple[list[str], list[str]]:
+    """``(suppress, ignore)``: the bounced recipients we mailed about ``ticket_id`` (``mailed``,
+    lowercased), and the rest. A bounce naming no ticket of ours (intake_email sets it only for
+    our signed Message-ID) proves nothing, so then every recipient is ignored."""
+    suppress: list[str] = []
+    ignore: list[str] = []
+    for address in recipients:
+        trusted = ticket_id is not None and address.strip().lower() in mailed
+        (suppress if trusted else ignore).append(address)
+    return suppress, ignore
 
 
 def skip_reason(address: str | None, *, automatic: bool, bounced: bool = False) -> str | None:

@@ -9,7 +9,11 @@ Consumes (handler name = queue name, wire contract):
 - ``sla_watcher.sla_breached`` → ``notify_sla_breached``: notice to the supervisor;
 - ``intake_email.mail_bounced`` → ``record_mail_bounced``: a hard bounce suppresses each
   recipient for 60 days, soft ones count (3 within 72 h suppress for a day); no mail of any
-  kind goes to a suppressed address (``notification_skipped``, reason ``bounced_address``);
+  kind goes to a suppressed address (``notification_skipped``, reason ``bounced_address``).
+  Only a bounce of our own mail counts: it must name a ticket (intake_email sets one only for
+  our signed Message-ID) and the recipient must be an address we mailed about that ticket;
+  anything else is logged ``bounce_not_trusted`` and suppresses nothing, so a forged delivery
+  report cannot stop our mail to somebody;
 - ``intake_email.mail_rejected`` → ``send_mail_rejected``: the polite "too large" answer to
   the sender of a refused inbound mail (never to system or bounced addresses).
 
@@ -125,7 +129,12 @@ class Notifier:
 
     async def record_mail_bounced(self, bounce: ev.MailBounced) -> None:
         at = bounce.received_at.timestamp()
-        for address in bounce.recipients:
+        mailed = await self.store.mailed_about(bounce.ticket_id, bounce.recipients) if bounce.ticket_id else set()
+        suppress, ignore = messages.trusted_bounce(bounce.ticket_id, bounce.recipients, mailed)
+        for address in ignore:
+            log.warning("bounce_not_trusted", recipient=mask(address), ticket_id=bounce.ticket_id,
+                        why="not_mailed_for_ticket" if bounce.ticket_id else "no_ticket_of_ours")
+        for address in suppress:
             if bounce.hard:
                 await self.store.mark_hard_bounced(address)
                 log.info("address_bounced", recipient=mask(address), hard=True, status=bounce.status,
@@ -162,6 +171,9 @@ class Notifier:
             raise TransientError(f"notification {nid} is being sent by another worker")
         sent_now = state == CLAIMED
         if sent_now:
+            if event.ticket_id is not None:
+                # Before the send: a bounce may come back even if we die before recording it sent.
+                await self.store.remember_recipient(event.ticket_id, str(mail["To"].addresses[0].addr_spec))
             try:
                 await self.mailer.send(mail)
             except NotificationRejected as exc:

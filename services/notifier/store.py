@@ -6,6 +6,9 @@
   and sends nothing twice.
 - ``tm:notifier:thread:<ticket id>`` – hash of what we know of the ticket's mail conversation
   (subject, the customer's Message-ID, our ack's and our last reply's), to thread replies.
+- ``tm:notifier:recipients:<ticket id>`` – set of the addresses we mailed about the ticket
+  (recorded before each send, ``THREAD_TTL_SECONDS`` after the last): only a bounce for one of
+  them suppresses anything.
 - ``tm:notifier:bounced:<address>`` – the address is suppressed (no mail at all): ``hard``
   for ``HARD_BOUNCE_SUPPRESS_SECONDS`` after a permanent bounce (60 days, as Zammad), ``soft``
   for ``SOFT_BOUNCE_SUPPRESS_SECONDS`` after ``SOFT_BOUNCE_LIMIT`` transient ones. The TTL is
@@ -121,6 +124,27 @@ class NotificationStore:
 
     async def is_bounced(self, address: str) -> bool:
         return bool(await self._client.exists(self._bounced_key(address)))
+
+    # -- who we mailed about a ticket ----------------------------------------------------------
+
+    @staticmethod
+    def _recipients_key(ticket_id: str) -> str:
+        return f"tm:notifier:recipients:{ticket_id}"
+
+    async def remember_recipient(self, ticket_id: str, address: str) -> None:
+        key = self._recipients_key(ticket_id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.sadd(key, address.strip().lower())
+            pipe.expire(key, THREAD_TTL_SECONDS)
+            await pipe.execute()
+
+    async def mailed_about(self, ticket_id: str, addresses: list[str]) -> set[str]:
+        """Which of ``addresses`` (lowercased) we mailed about ``ticket_id``."""
+        wanted = [a.strip().lower() for a in addresses]
+        if not wanted:
+            return set()
+        found = await self._client.smismember(self._recipients_key(ticket_id), wanted)
+        return {a for a, hit in zip(wanted, found) if hit}
 
     async def thread(self, ticket_id: str) -> Thread:
         fields = await self._client.hgetall(self._thread_key(ticket_id))

@@ -50,3 +50,15 @@ def test_megabytes(size, shown):
 ])
 def test_no_mail_to_a_bounced_address(address, automatic, bounced, reason):
     assert m.skip_reason(address, automatic=automatic, bounced=bounced) == reason
+
+
+@pytest.mark.parametrize("ticket_id, recipients, mailed, suppress, ignore", [
+    ("TM-10001", ["Cheng.Li@example.com"], {"cheng.li@example.com"}, ["Cheng.Li@example.com"], []),
+    (None, ["cheng.li@example.com"], {"cheng.li@example.com"}, [], ["cheng.li@example.com"]),  # forged: no ticket
+    ("TM-10001", ["victim@example.com", "cheng.li@example.com"], {"cheng.li@example.com"},
+     ["cheng.li@example.com"], ["victim@example.com"]),  # only the address we mailed about that ticket
+    ("TM-10001", ["cheng.li@example.com"], set(), [], ["cheng.li@example.com"]),
+])
+def test_a_bounce_is_believed_only_for_addresses_we_mailed_about_its_ticket(ticket_id, recipients, mailed,
+                                                                            suppress, ignore):
+    assert m.trusted_bounce(ticket_id, recipients, mailed) == (suppress, ignore)
