@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shared import mail_tokens
 from shared.config import CommonSettings, ConfigError, Variable, as_bool, read
+from shared.intake_ledger import CONTACT_TTL_SECONDS
 from shared.config_files import ConfigFileError, describe_validation_error, read_yaml, repeated_names
 
 DEFAULT_MAIL_FROM = "support@ticketmesh.test"
@@ -57,7 +58,8 @@ VARIABLES = (
              "stored up to this many bytes in all; the rest are listed but not stored"),
     *mail_tokens.VARIABLES,
     Variable("TM_EMAIL_REOPEN_DAYS", "14", "a reply to a ticket resolved less than this many days ago (fractions "
-             "allowed) follows it up and agent_desk reopens it; later, it opens a new ticket linked to the old one"),
+             "allowed, at most 90: how long intake_email keeps a ticket's records) follows it up and agent_desk reopens it; "
+             "later, it opens a new ticket linked to the old one"),
     Variable("TM_EMAIL_SENDER_FROM_REPLY_TO", "false", "the customer is the Reply-To address when the mail has one "
              "(web forms and shared mailboxes sending on behalf of someone)"),
     Variable("TM_ROSTER_FILE", "deploy/demo/roster.yaml", "agent roster: mail an agent's `email` forwards to us "
@@ -82,10 +84,20 @@ ROSTER_FILE_CONFIG_KEY = "TM_ROSTER_FILE"
 DEFAULT_REOPEN_DAYS = 14.0
 
 
-def _days(raw: str) -> float:
+# How long intake_email keeps a ticket's records (participants, resolution, link: the store's
+# REPLY_TTL_SECONDS). A reopen window longer than that would promise follow-ups to tickets whose
+# resolution is already forgotten.
+TICKET_RECORD_RETENTION_DAYS = CONTACT_TTL_SECONDS / 86400
+
+
+def parse_reopen_days(raw: str | float) -> float:
     days = float(raw)
     if not days >= 0:
         raise ValueError("expected a number of days >= 0")
+    if days > TICKET_RECORD_RETENTION_DAYS:
+        raise ValueError(f"the reopen window cannot be longer than the {TICKET_RECORD_RETENTION_DAYS:g} days "
+                         "intake_email keeps a ticket's records (a reply later than that opens a new linked "
+                         "ticket anyway)")
     return days
 
 
@@ -292,7 +304,7 @@ class Settings:
         secret, _dev_default = mail_tokens.secret_from_env(environ)
         return cls(common=CommonSettings.from_env(environ), mailboxes=mailboxes,
                    mail_from=get("TM_MAIL_FROM", _address), token_secret=secret,
-                   reopen_days=get("TM_EMAIL_REOPEN_DAYS", _days),
+                   reopen_days=get("TM_EMAIL_REOPEN_DAYS", parse_reopen_days),
                    sender_from_reply_to=get("TM_EMAIL_SENDER_FROM_REPLY_TO", as_bool),
                    roster_file=get("TM_ROSTER_FILE"),
                    attachment_max_bytes=get("TM_EMAIL_ATTACHMENT_MAX_BYTES", _size),

@@ -10,7 +10,8 @@ The :mod:`~services.intake_email.watcher` entrypoint hands each fetched message 
 - it belongs to a ticket (:mod:`~services.intake_email.thread_match`: a signed Message-ID in its
   chain or signed plus address among its recipients, a stored Message-ID in its chain, or the
   subject tag from a participant) → ``message_received`` on that ticket, unless that ticket was
-  resolved longer than ``TM_EMAIL_REOPEN_DAYS`` ago: then a new ticket linked to it;
+  resolved longer than ``TM_EMAIL_REOPEN_DAYS`` ago, or intake_email has no record of it any
+  more (expired): then a new ticket linked to it;
 - otherwise → a new ticket number and ``ticket_received``.
 
 Before publishing a ticket event, the raw message (gzip) and its attachments are written
@@ -29,13 +30,18 @@ careless autoresponder would answer each other forever. It is kept in quarantine
 ``automatic:<kind>:<signal>`` (nothing lost; ops can look), logged as ``mail_ignored_automatic``
 and counts as handled, so the mailbox moves on. A bounce whose report names the failed
 recipients (:mod:`~services.intake_email.bounces`) also publishes ``mail_bounced``, with the
-ticket of the mail that bounced: the one a signed Message-ID of ours names, else the ticket of
-any Message-ID we stored, else none. Its event_id comes from the bounce's own identity, so a
+ticket of the mail that bounced only when its Message-ID is one we signed (else none: a stored
+customer Message-ID proves nothing, anyone can quote it in a forged report). Its event_id comes from the bounce's own identity, so a
 re-fetch publishes the same event again (consumers dedupe).
 
-Unparseable mail is quarantined with its reason and counts as handled. So is mail from a
-sender over the flood limit (:mod:`~services.intake_email.flood`, logged
-``mail_flood_throttled``), and mail over its mailbox's size limit (headers only), whose sender is
+A message that opens or follows up a ticket has its link (to the closed ticket it follows) and
+its participants recorded right before its event is published, on the first attempt and on a
+republish after a crash alike.
+
+Unparseable mail is quarantined with its reason and counts as handled. So is new mail from a
+sender over the flood limit (:mod:`~services.intake_email.flood`, logged ``mail_flood_throttled``;
+checked after the identity lookups, so a message claimed before a crash is republished, never
+throttled), and mail over its mailbox's size limit (headers only), whose sender is
 told with ``mail_rejected`` when the mailbox has ``reject_oversize``
 (:mod:`~services.intake_email.rejection`). A message ops reprocessed from quarantine
 (``ticketmesh quarantine reprocess``) skips the automatic and flood checks once.
@@ -60,6 +66,7 @@ from nameko.web.handlers import http
 
 from shared import events as ev
 from shared import mail_tokens
+from shared.config import read
 from shared.intake_ledger import natural_key_hash, stable_event_id
 from shared.logging import bound_event_context, get_logger, mask
 from shared.nameko_ext import Emitter, LogContext, StoreProvider, event_consumer
@@ -70,10 +77,10 @@ from services.intake_email.config import (ATTACHMENT_MAX_BYTES_CONFIG_KEY, ATTAC
                                           MAIL_FROM_CONFIG_KEY, REOPEN_DAYS_CONFIG_KEY, ROSTER_FILE_CONFIG_KEY,
                                           SENDER_FROM_REPLY_TO_CONFIG_KEY, TOKEN_SECRET_CONFIG_KEY,
                                           FLOOD_MAX_CONFIG_KEY, FLOOD_WINDOW_CONFIG_KEY, MAILBOXES_CONFIG_KEY,
-                                          STALL_CONFIG_KEY, MailboxSettings)
+                                          STALL_CONFIG_KEY, MailboxSettings, parse_reopen_days)
 from services.intake_email.files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_TOTAL_BYTES, MailFiles
 from services.intake_email.imap import FetchedMail
-from services.intake_email.normalize import MailRejected, NormalizedMail, normalize
+from services.intake_email.normalize import MailRejected, NormalizedMail, message_id_of, normalize
 from services.intake_email.quarantine import Quarantine
 from services.intake_email.store import IntakeEmailStore
 from services.intake_email.watcher import watch_mailbox
@@ -148,7 +155,7 @@ class ThreadingProvider(DependencyProvider):
             agents = {}
         self.threading = Threading(
             secret=secret,
-            reopen_window=timedelta(days=float(config.get(REOPEN_DAYS_CONFIG_KEY, DEFAULT_REOPEN_DAYS))),
+            reopen_window=timedelta(days=read(config, REOPEN_DAYS_CONFIG_KEY, DEFAULT_REOPEN_DAYS, parse_reopen_days)),
             sender_from_reply_to=bool(config.get(SENDER_FROM_REPLY_TO_CONFIG_KEY, False)),
             agents_by_email=agents,
         )
@@ -232,26 +239,35 @@ class IntakeEmailService:
                 if machine.kind == automatic.BOUNCE:
                     return self._report_bounce(fetched, parsed) or outcome
                 return outcome
-            throttled = self._flood_reason(fetched, parsed) if parsed and checks else None
-            if throttled:
-                log.warning("mail_flood_throttled", from_email=rejection.sender(parsed)[1], reason=throttled)
-                return self._quarantine(fetched, throttled, as_outcome=THROTTLED)
             if fetched.header_only:
-                return self._too_large(fetched, parsed)
+                # Never claimed, so nothing to republish: the flood check may come first (a flood
+                # of over-size mail must not make us send a flood of rejections).
+                return self._throttled(fetched, parsed, checks) or self._too_large(fetched, parsed)
             try:
-                # The size limit was applied at fetch time from RFC822.SIZE.
-                mail = normalize(fetched.raw, received_at=fetched.internal_date, max_bytes=len(fetched.raw))
+                # The size limit was applied at fetch time from RFC822.SIZE; parsed once, above.
+                mail = normalize(fetched.raw, received_at=fetched.internal_date, max_bytes=len(fetched.raw),
+                                 parsed=parsed)
             except MailRejected as rejected:
                 return self._quarantine(fetched, rejected.reason)
             key = intake.contact_key(mail, fetched)
             who = self._customer(mail)
+            # A message already claimed (we crashed before its publish was confirmed) is finished,
+            # whatever its sender sent since: the flood check is for new messages only.
             opened = self.store.ticket_opened_by(key.kind, key.key)
             if opened:
-                return self._open_ticket(mail, fetched, opened, who, self.store.linked_ticket(opened))
+                return self._open_ticket(mail, fetched, key, opened, who)
             replied = self.store.ticket_replied_by(key.kind, key.key)
             if replied:
                 return self._follow_up(mail, fetched, key, replied, who)
-            return self._thread(mail, fetched, key, who)
+            return self._throttled(fetched, parsed, checks) or self._thread(mail, fetched, key, who)
+
+    def _throttled(self, fetched: FetchedMail, parsed: Message | None, checks: bool) -> str | None:
+        """Quarantine the mail when its sender is over the flood limit; None when it may go on."""
+        reason = self._flood_reason(fetched, parsed) if parsed and checks else None
+        if not reason:
+            return None
+        log.warning("mail_flood_throttled", from_email=rejection.sender(parsed)[1], reason=reason)
+        return self._quarantine(fetched, reason, as_outcome=THROTTLED)
 
     def _customer(self, mail: NormalizedMail) -> forwarding.Customer:
         return forwarding.customer_of(
@@ -331,21 +347,18 @@ class IntakeEmailService:
         lookups = self.store.thread_lookups(intake.KIND_MESSAGE_ID, [intake.message_id_key(m) for m in plan.chain],
                                             sender=mail.from_email, tickets=plan.tickets)
         decision = thread_match.decide(facts, secret, lookups)
-        route = thread_match.route(decision, resolved_at=lookups.resolved.get(decision.ticket_id or ""),
+        route = thread_match.route(decision, known=decision.ticket_id in lookups.known_tickets,
+                                   resolved_at=lookups.resolved.get(decision.ticket_id or ""),
                                    received_at=mail.received_at, reopen_window=self.threading.reopen_window)
         self._log_decision(decision, route)
-        people = {who.email, mail.from_email}
         if route.ticket_id:
             ticket_id = self.store.claim_reply(key.kind, key.key, route.ticket_id)
-            # Whoever a token or the thread brought in may use the subject tag from now on.
-            self.store.add_participants(ticket_id, people)
             return self._follow_up(mail, fetched, key, ticket_id, who)
+        # The link is stored before the number is claimed: a re-fetch after a crash in between
+        # finds the claim, not this decision, and must still publish the ticket linked.
+        self.store.plan_link(key.kind, key.key, route.linked_ticket_id)
         ticket_id, _new = self.store.claim_ticket(key.kind, key.key)
-        if route.linked_ticket_id:
-            self.store.link_ticket(ticket_id, route.linked_ticket_id)
-        self.store.add_participants(ticket_id, thread_match.participants(
-            sender=mail.from_email, recipients=(who.email, *recipients), our_address=self.our_address))
-        return self._open_ticket(mail, fetched, ticket_id, who, self.store.linked_ticket(ticket_id))
+        return self._open_ticket(mail, fetched, key, ticket_id, who)
 
     @staticmethod
     def _log_decision(decision: thread_match.Decision, route: thread_match.Route) -> None:
@@ -356,15 +369,20 @@ class IntakeEmailService:
         evidence = mask(decision.evidence) if decision.by == thread_match.BY_PLUS_ADDRESS else decision.evidence
         log.info("mail_threaded", by=decision.by, to_ticket=decision.ticket_id, evidence=evidence)
         if route.linked_ticket_id:
-            log.info("mail_reopen_window_passed", linked_ticket_id=route.linked_ticket_id)
+            log.info("mail_opens_linked_ticket", linked_ticket_id=route.linked_ticket_id, why=route.why)
 
-    def _open_ticket(self, mail: NormalizedMail, fetched: FetchedMail, ticket_id: str, who: forwarding.Customer,
-                     linked_ticket_id: str | None) -> str:
+    def _open_ticket(self, mail: NormalizedMail, fetched: FetchedMail, key: intake.ContactKey, ticket_id: str,
+                     who: forwarding.Customer) -> str:
+        """Publish the ticket ``key`` claimed: first (again, after a crash: idempotent) its link
+        and participants, so a republished ticket is the same ticket."""
         trace_id = intake.trace_id_for(ticket_id)
         with bound_event_context(ticket_id=ticket_id, trace_id=trace_id):
             if self.store.is_ticket_published(ticket_id):
                 log.info("mail_duplicate", of="ticket_received")
                 return DUPLICATE
+            linked_ticket_id = self.store.prepare_ticket(key.kind, key.key, ticket_id, thread_match.participants(
+                sender=mail.from_email, recipients=(who.email, *mail.to_addresses[:thread_match.MAX_ADDRESSES]),
+                our_address=self.our_address))
             fields = intake.ticket_received_fields(mail, fetched, ticket_id, who=who, linked_ticket_id=linked_ticket_id)
             self._keep_files(fetched, mail, fields)
             self.emit(ev.TICKET_RECEIVED, now=datetime.now(timezone.utc), trace_id=trace_id, **fields)
@@ -381,6 +399,9 @@ class IntakeEmailService:
             if self.store.is_reply_published(key.kind, key.key):
                 log.info("mail_duplicate", of="message_received")
                 return DUPLICATE
+            # Whoever a token or the thread brought in may use the subject tag from now on (here,
+            # not at the claim: a re-fetch after a crash in between must add them too).
+            self.store.add_participants(ticket_id, {who.email, mail.from_email})
             now = datetime.now(timezone.utc)
             fields = intake.message_received_fields(mail, key, ticket_id, who=who)
             self._keep_files(fetched, mail, fields)
@@ -407,8 +428,11 @@ class IntakeEmailService:
         if report is None:
             log.info("bounce_without_report")
             return None
-        ticket_id = self._ticket_of_bounced(report.original_message_id)
-        own_id = _own_message_id(parsed)
+        # Only our signed Message-ID ties a bounce to a ticket: anyone can send a delivery report,
+        # and the notifier believes one only when it names a ticket (and an address it mailed).
+        original = report.original_message_id
+        ticket_id = mail_tokens.ticket_from_message_id(self.threading.secret, original) if original else None
+        own_id = message_id_of(parsed.get("Message-ID"))
         identity = intake.message_id_key(own_id) if own_id else natural_key_hash(
             f"{fetched.mailbox}\0{fetched.uidvalidity}\0{fetched.uid}")
         event_id = stable_event_id(ev.MAIL_BOUNCED, identity)
@@ -422,16 +446,6 @@ class IntakeEmailService:
                      status=report.status, hard=report.hard, of_ticket=ticket_id is not None)
         return BOUNCED
 
-    def _ticket_of_bounced(self, original_message_id: str | None) -> str | None:
-        if not original_message_id:
-            return None
-        ours = mail_tokens.ticket_from_message_id(self.threading.secret, original_message_id)
-        if ours:
-            return ours
-        lookups = self.store.thread_lookups(intake.KIND_MESSAGE_ID, [intake.message_id_key(original_message_id)],
-                                            sender="", tickets=())
-        return lookups.chain_ticket
-
     def _ignore_automatic(self, fetched: FetchedMail, machine: automatic.Automatic) -> str:
         path = self.quarantine.put(fetched, machine.label, now=datetime.now(timezone.utc))
         log.info("mail_ignored_automatic", kind=machine.kind, reason=machine.reason, from_email=machine.sender,
@@ -443,8 +457,3 @@ class IntakeEmailService:
         log.warning("mail_quarantined", reason=reason, path=str(path))
         return as_outcome
 
-
-def _own_message_id(msg: Message) -> str | None:
-    value = msg.get("Message-ID")
-    text = (value if isinstance(value, str) else str(value or "")).strip().strip("<>").strip()
-    return text if text and " " not in text and len(text) <= 998 else None

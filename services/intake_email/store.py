@@ -10,11 +10,15 @@ Keys this store owns (besides the shared intake ledger's, which it drives throug
   while watching), so N replicas never fetch the same mail twice at once.
 - ``tm:intake_email:reply:<kind>:<key>`` – ticket id a follow-up message was attached to;
   ``tm:intake_email:reply_published:<kind>:<key>`` – its message_received was confirmed.
+- ``tm:intake_email:link_plan:<kind>:<key>`` – written right before a message claims a new
+  ticket number: the closed ticket the new one follows up ("" for none), so the ticket is
+  published linked even when the publish is retried after a crash (``REPLY_TTL_SECONDS``).
 - ``tm:intake_email:participants:<ticket>`` – set of the addresses taking part in a ticket (who
   may use its subject tag); ``tm:intake_email:ticket:<ticket>`` – hash ``resolved_at`` and
   ``followed_up_at`` (epoch seconds, each only ever raised, so a redelivered ticket_resolved
   cannot close a ticket a later mail reopened) and ``linked_ticket_id`` (the closed ticket a new
-  one follows up). Both live as long as the contact keys (``REPLY_TTL_SECONDS``), refreshed on write.
+  one follows up). Both live as long as the contact keys (``REPLY_TTL_SECONDS``), refreshed on write;
+  a ticket with neither is one intake_email no longer knows (``Lookups.known_tickets``).
 - ``tm:intake_email:flood:<sender hash>`` – ZSET of the sender's recent messages (member: the
   message's identity, score: when first seen); entries older than the flood window are trimmed
   and the key expires one window after the last message.
@@ -109,11 +113,21 @@ for _, t in ipairs(tickets) do
   local times = redis.call('HMGET', ARGV[3] .. 'ticket:' .. t, 'resolved_at', 'followed_up_at')
   facts[#facts + 1] = t
   facts[#facts + 1] = redis.call('SISMEMBER', members, ARGV[2])
-  facts[#facts + 1] = redis.call('EXISTS', members)
+  facts[#facts + 1] = redis.call('EXISTS', members, ARGV[3] .. 'ticket:' .. t)
   facts[#facts + 1] = times[1] or ''
   facts[#facts + 1] = times[2] or ''
 end
 return {chain_ticket or '', chain_index, facts}
+"""
+# KEYS: link plan, ticket hash, participants; ARGV: ticket TTL, addresses. Returns the link.
+_PREPARE_TICKET = """
+local planned = redis.call('GET', KEYS[1])
+if planned and planned ~= '' then redis.call('HSETNX', KEYS[2], 'linked_ticket_id', planned) end
+for i = 2, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
+if #ARGV > 1 then redis.call('EXPIRE', KEYS[3], tonumber(ARGV[1])) end
+local linked = redis.call('HGET', KEYS[2], 'linked_ticket_id')
+if linked then redis.call('EXPIRE', KEYS[2], tonumber(ARGV[1])) end
+return linked
 """
 _RAISE_FIELD = """
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
@@ -152,6 +166,7 @@ class IntakeEmailStore:
         self._claim_reply = client.register_script(_CLAIM_REPLY)
         self._thread_lookup = client.register_script(_THREAD_LOOKUP)
         self._raise_field = client.register_script(_RAISE_FIELD)
+        self._prepare_ticket = client.register_script(_PREPARE_TICKET)
         self._record_in_window = client.register_script(_RECORD_IN_WINDOW)
 
     # -- mailbox checkpoints -------------------------------------------------------------------
@@ -233,6 +248,19 @@ class IntakeEmailStore:
         """The ticket this very message was added to as a follow-up, if it was."""
         return self._client.get(_reply_key(kind, key))
 
+    def plan_link(self, kind: str, key: str, linked_ticket_id: str | None) -> None:
+        """Before :meth:`claim_ticket`: the closed ticket this message's new ticket will follow up
+        (None: none; overwrites what an attempt that never claimed planned)."""
+        self._client.set(f"tm:{SERVICE}:link_plan:{kind}:{key}", linked_ticket_id or "", ex=REPLY_TTL_SECONDS)
+
+    def prepare_ticket(self, kind: str, key: str, ticket_id: str, participants: Iterable[str]) -> str | None:
+        """Right before publishing the ticket this message claimed (again after a crash: idempotent):
+        link it as planned, add its participants; returns the ticket it is linked to."""
+        addresses = sorted({a.lower() for a in participants if a})
+        return self._prepare_ticket(
+            keys=[f"tm:{SERVICE}:link_plan:{kind}:{key}", _ticket_key(ticket_id), _participants_key(ticket_id)],
+            args=[REPLY_TTL_SECONDS, *addresses])
+
     def claim_ticket(self, kind: str, key: str) -> tuple[str, bool]:
         return self.ledger.claim_ticket(kind, key)
 
@@ -291,14 +319,6 @@ class IntakeEmailStore:
     def mark_followed_up(self, ticket_id: str, at: datetime) -> None:
         """A customer wrote again: a resolution before ``at`` no longer counts (agent_desk reopens)."""
         self._raise_field(keys=[_ticket_key(ticket_id)], args=["followed_up_at", at.timestamp(), REPLY_TTL_SECONDS])
-
-    def link_ticket(self, ticket_id: str, linked_ticket_id: str) -> None:
-        """Remember that new ``ticket_id`` follows up closed ``linked_ticket_id`` (first link wins,
-        so a republished ticket_received carries the same link)."""
-        pipe = self._client.pipeline(transaction=False)
-        pipe.hsetnx(_ticket_key(ticket_id), "linked_ticket_id", linked_ticket_id)
-        pipe.expire(_ticket_key(ticket_id), REPLY_TTL_SECONDS)
-        pipe.execute()
 
     def linked_ticket(self, ticket_id: str) -> str | None:
         return self._client.hget(_ticket_key(ticket_id), "linked_ticket_id")

@@ -20,8 +20,10 @@ do the same in spirit, but stop at the first References id or trust a typed numb
 The service gathers what rules 3 and 4 need in one Redis round trip (:class:`Lookups`), after
 :func:`lookup_plan` said what to fetch; the decision itself is :func:`decide`.
 
-Closed tickets (:func:`route`): a follow-up to a ticket resolved less than the reopen window
-ago is a follow-up (agent_desk reopens it); later, it opens a new ticket linked to the old one.
+Closed and forgotten tickets (:func:`route`): a follow-up to a ticket resolved less than the
+reopen window ago is a follow-up (agent_desk reopens it); later, it opens a new ticket linked to
+the old one. So does mail naming a ticket intake_email has no record of any more (its records
+expired, see the store): filed as a follow-up, it would reach a ticket nobody holds.
 Merges do not exist in the mesh yet; when they do, a merged ticket's survivor would be looked
 up in the same round trip and substituted in :func:`route`, before the resolved check.
 """
@@ -78,7 +80,8 @@ class Lookups:
     - ``chain_ticket``: the ticket of the nearest chain id we stored, and that id's index in
       :attr:`ThreadFacts.chain`;
     - ``participant_of``: tickets (among those asked for) the sender takes part in;
-    - ``known_tickets``: tickets (among those asked for) this intake has participants for;
+    - ``known_tickets``: tickets (among those asked for) this intake still has a record of
+      (participants, or a resolution / link);
     - ``resolved``: per ticket asked for, when it was resolved and not followed up since.
     """
 
@@ -114,6 +117,11 @@ class Route:
 
     ticket_id: str | None
     linked_ticket_id: str | None = None
+    why: str = ""  # why a new linked ticket: LINK_REOPEN_WINDOW_PASSED or LINK_UNKNOWN_TICKET
+
+
+LINK_REOPEN_WINDOW_PASSED = "reopen_window_passed"
+LINK_UNKNOWN_TICKET = "unknown_ticket"
 
 
 def signed_match(facts: ThreadFacts, secret: bytes) -> Decision | None:
@@ -156,14 +164,16 @@ def decide(facts: ThreadFacts, secret: bytes, lookups: Lookups) -> Decision:
     return Decision(None, NEW_TICKET, ignored_tag=tag, ignored_why=why)
 
 
-def route(decision: Decision, *, resolved_at: datetime | None, received_at: datetime,
+def route(decision: Decision, *, known: bool, resolved_at: datetime | None, received_at: datetime,
           reopen_window: timedelta) -> Route:
-    """Follow up the decided ticket unless it was resolved longer than ``reopen_window`` before
-    the mail arrived; then a new ticket linked to it."""
+    """Follow up the decided ticket unless intake_email no longer ``known``s it or it was resolved
+    longer than ``reopen_window`` before the mail arrived; then a new ticket linked to it."""
     if decision.ticket_id is None:
         return Route(None)
+    if not known:
+        return Route(None, linked_ticket_id=decision.ticket_id, why=LINK_UNKNOWN_TICKET)
     if resolved_at is not None and received_at - resolved_at > reopen_window:
-        return Route(None, linked_ticket_id=decision.ticket_id)
+        return Route(None, linked_ticket_id=decision.ticket_id, why=LINK_REOPEN_WINDOW_PASSED)
     return Route(decision.ticket_id)
 
 

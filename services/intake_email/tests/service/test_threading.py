@@ -1,4 +1,5 @@
 """Threading against a real Dovecot, RabbitMQ vhost and Redis: which mail follows up which ticket."""
+import json
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -9,8 +10,11 @@ from nameko.standalone.events import event_dispatcher
 from shared import events as ev
 from shared import mail_tokens
 from shared.roster import hash_password
-from services.intake_email.config import (DATA_DIR_CONFIG_KEY, MAILBOXES_CONFIG_KEY, REOPEN_DAYS_CONFIG_KEY,
-                                          ROSTER_FILE_CONFIG_KEY, TOKEN_SECRET_CONFIG_KEY)
+import structlog
+
+from services.intake_email import flood, intake
+from services.intake_email.config import (DATA_DIR_CONFIG_KEY, FLOOD_MAX_CONFIG_KEY, MAILBOXES_CONFIG_KEY,
+                                          REOPEN_DAYS_CONFIG_KEY, ROSTER_FILE_CONFIG_KEY, TOKEN_SECRET_CONFIG_KEY)
 from services.intake_email.service import IntakeEmailService
 
 from .conftest import wait_until
@@ -21,14 +25,15 @@ CUSTOMER = "Zhang Wei <zhang.wei@example.com>"
 AGENT_EMAIL = "li.na@agents.ticketmesh.test"
 
 
-def mail(subject, body="hello", *, sender=CUSTOMER, to=SUPPORT, cc=None, in_reply_to=None, references=None):
+def mail(subject, body="hello", *, sender=CUSTOMER, to=SUPPORT, cc=None, in_reply_to=None, references=None,
+         message_id=None):
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = to
     if cc:
         msg["Cc"] = cc
     msg["Subject"] = subject
-    msg["Message-ID"] = make_msgid(domain="example.com")
+    msg["Message-ID"] = message_id or make_msgid(domain="example.com")
     if in_reply_to:
         msg["In-Reply-To"] = in_reply_to
     if references:
@@ -179,3 +184,88 @@ def test_agent_forwarding_a_customers_mail_opens_the_ticket_for_the_customer(sta
     assert ticket["customer"]["email"] == "zhangsan@b.cn"
     assert ticket["customer"]["name"] == "张三"
     assert ticket["source"]["forwarded_by"] == "li.na"
+
+
+def claimed_key(message_id):
+    return intake.KIND_MESSAGE_ID, intake.message_id_key(message_id.strip("<>"))
+
+
+def participants(mailbox, ticket, address):
+    return ticket in mailbox.store.thread_lookups("msgid", [], sender=address, tickets=[ticket]).participant_of
+
+
+def test_a_crash_between_claiming_a_linked_ticket_and_publishing_it_still_publishes_it_linked(
+        start, mailbox, events, resolve):
+    start(**{REOPEN_DAYS_CONFIG_KEY: 1.0})
+    old = open_ticket(mailbox, events)
+    resolve(old, ago=timedelta(days=2))
+    ours = mail_tokens.message_id(SECRET.encode(), old, "n1", "ticketmesh.test")
+    late = mail("Re: 发票抬头错误", "还是错的", cc="Li Si <li.si@example.com>", in_reply_to=ours,
+                message_id="<late-reply@example.com>")
+    # What the first attempt left when it died: the link planned, the number claimed, nothing more.
+    kind, key = claimed_key("<late-reply@example.com>")
+    mailbox.store.plan_link(kind, key, old)
+    claimed, _ = mailbox.store.claim_ticket(kind, key)
+
+    mailbox.append(late)  # the re-fetch
+    new = events.next("ticket_received")
+    assert (new["ticket_id"], new["linked_ticket_id"]) == (claimed, old)
+    assert participants(mailbox, claimed, "zhang.wei@example.com")
+    assert participants(mailbox, claimed, "li.si@example.com")
+
+
+def test_a_crash_between_claiming_a_follow_up_and_publishing_it_still_adds_its_sender_to_the_ticket(
+        start, mailbox, events):
+    start()
+    ticket = open_ticket(mailbox, events)
+    ours = mail_tokens.message_id(SECRET.encode(), ticket, "n1", "ticketmesh.test")
+    colleague = "Li Si <li.si@example.com>"
+    answer = mail("Re: 发票抬头错误", "我是张伟的同事", sender=colleague, in_reply_to=ours,
+                  message_id="<colleague-1@example.com>")
+    kind, key = claimed_key("<colleague-1@example.com>")
+    assert mailbox.store.claim_reply(kind, key, ticket) == ticket  # ... and the process died here
+
+    mailbox.append(answer)
+    assert events.next("message_received")["ticket_id"] == ticket
+    assert participants(mailbox, ticket, "li.si@example.com")
+    # So the subject tag alone now files the colleague's mail too.
+    mailbox.append(mail(f"[#{ticket}] 补充", "附上订单号", sender=colleague))
+    assert events.next("message_received")["ticket_id"] == ticket
+
+
+def test_a_claimed_message_is_republished_even_when_its_sender_is_now_over_the_flood_limit(
+        start, mailbox, events, tmp_path):
+    start(**{FLOOD_MAX_CONFIG_KEY: 1})
+    flooder = "robot.user@example.com"
+    claimed_mail = mail("批量请求 1", sender=flooder, message_id="<flood-claimed@example.com>")
+    kind, key = claimed_key("<flood-claimed@example.com>")
+    mailbox.store.plan_link(kind, key, None)
+    claimed, _ = mailbox.store.claim_ticket(kind, key)  # claimed, then the crash
+    now = datetime.now(timezone.utc).timestamp()
+    for n in range(2):  # the sender's later mail (handled by the replica that took over) fills the window
+        mailbox.store.record_sender_message(flood.sender_hash(flooder), f"later-{n}", now=now, window_seconds=600)
+
+    mailbox.append(claimed_mail)
+    assert events.next("ticket_received")["ticket_id"] == claimed
+    throttled = mailbox.append(mail("批量请求 9", sender=flooder))  # a new one is still throttled
+    wait_until(lambda: mailbox.checkpoint_uid() == throttled, what="new flood mail handled")
+    [note] = (tmp_path / "quarantine" / "support").glob(f"*-{throttled}.json")
+    assert json.loads(note.read_text())["reason"].startswith("flood: 3 messages from this sender")
+
+
+@pytest.mark.parametrize("how", ["signed_message_id", "plus_address"])
+def test_mail_naming_a_ticket_intake_no_longer_knows_opens_a_new_ticket_linked_to_it(start, mailbox, events, how):
+    start()
+    forgotten = "TM-99999"  # e.g. its records expired long ago; agent_desk holds it no more either
+    if how == "signed_message_id":
+        reply = mail("Re: 旧工单", "还记得我吗", in_reply_to=mail_tokens.message_id(SECRET.encode(), forgotten, "n1",
+                                                                                   "ticketmesh.test"))
+    else:
+        reply = mail("Re: 旧工单", "还记得我吗", to=mail_tokens.reply_address(SECRET.encode(), forgotten, SUPPORT))
+    with structlog.testing.capture_logs() as logs:
+        mailbox.append(reply)
+        new = events.next("ticket_received")
+    assert new["ticket_id"] != forgotten and new["linked_ticket_id"] == forgotten
+    assert events.of("message_received") == []
+    linked = [e for e in logs if e["event"] == "mail_opens_linked_ticket"]
+    assert [(e["linked_ticket_id"], e["why"]) for e in linked] == [(forgotten, "unknown_ticket")]

@@ -48,9 +48,23 @@ def test_resolution_only_moves_forward_and_a_follow_up_clears_it(redis_client):
     assert redis_client.ttl("tm:intake_email:ticket:TM-7") > 0
 
 
-def test_first_link_wins(redis_client):
+def test_a_claimed_ticket_is_prepared_as_planned_however_often_and_the_first_link_wins(redis_client):
     store = IntakeEmailStore(redis_client)
-    store.link_ticket("TM-20", "TM-3")
-    store.link_ticket("TM-20", "TM-4")
-    assert store.linked_ticket("TM-20") == "TM-3"
-    assert store.linked_ticket("TM-21") is None
+    key = intake.message_id_key("late-reply@x")
+    store.plan_link(MSGID, key, "TM-3")
+    ticket, _ = store.claim_ticket(MSGID, key)
+    # A crash here leaves the claim and the plan: the republish prepares the ticket all the same.
+    assert store.prepare_ticket(MSGID, key, ticket, ["Cheng.Li@example.com"]) == "TM-3"
+    assert store.prepare_ticket(MSGID, key, ticket, ["cheng.li@example.com", "li.si@example.com"]) == "TM-3"
+    store.plan_link(MSGID, key, "TM-4")
+    assert store.prepare_ticket(MSGID, key, ticket, []) == "TM-3"
+    assert store.linked_ticket(ticket) == "TM-3"
+    assert redis_client.smembers(f"tm:intake_email:participants:{ticket}") == {"cheng.li@example.com",
+                                                                              "li.si@example.com"}
+    assert store.thread_lookups(MSGID, [], sender="", tickets=[ticket, "TM-404"]).known_tickets == {ticket}
+
+    unlinked = intake.message_id_key("fresh@x")
+    store.plan_link(MSGID, unlinked, None)
+    fresh, _ = store.claim_ticket(MSGID, unlinked)
+    assert store.prepare_ticket(MSGID, unlinked, fresh, []) is None
+    assert store.linked_ticket(fresh) is None

@@ -110,15 +110,22 @@ WINDOW = timedelta(days=14)
     (None, tm.Route("TM-1")),
     (NOW - timedelta(days=3), tm.Route("TM-1")),
     (NOW - WINDOW, tm.Route("TM-1")),
-    (NOW - WINDOW - timedelta(seconds=1), tm.Route(None, linked_ticket_id="TM-1")),
+    (NOW - WINDOW - timedelta(seconds=1), tm.Route(None, linked_ticket_id="TM-1", why=tm.LINK_REOPEN_WINDOW_PASSED)),
 ])
 def test_route_reopens_within_the_window_and_links_after_it(resolved_at, expected):
     decision = Decision("TM-1", tm.BY_SIGNED_MESSAGE_ID)
-    assert tm.route(decision, resolved_at=resolved_at, received_at=NOW, reopen_window=WINDOW) == expected
+    assert tm.route(decision, known=True, resolved_at=resolved_at, received_at=NOW, reopen_window=WINDOW) == expected
+
+
+@pytest.mark.parametrize("by", [tm.BY_SIGNED_MESSAGE_ID, tm.BY_PLUS_ADDRESS, tm.BY_REFERENCES, tm.BY_SUBJECT_TAG])
+def test_route_of_a_ticket_intake_no_longer_knows_is_a_new_ticket_linked_to_it(by):
+    # Its records expired: as a follow-up it would reach a ticket agent_desk no longer holds.
+    assert tm.route(Decision("TM-1", by), known=False, resolved_at=None, received_at=NOW,
+                    reopen_window=WINDOW) == tm.Route(None, linked_ticket_id="TM-1", why=tm.LINK_UNKNOWN_TICKET)
 
 
 def test_route_of_a_new_ticket_is_new():
-    assert tm.route(Decision(None, tm.NEW_TICKET), resolved_at=None, received_at=NOW,
+    assert tm.route(Decision(None, tm.NEW_TICKET), known=False, resolved_at=None, received_at=NOW,
                     reopen_window=WINDOW) == tm.Route(None)
 
 

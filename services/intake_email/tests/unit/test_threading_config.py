@@ -29,9 +29,14 @@ def test_configured_values():
 @pytest.mark.parametrize("env,names", [
     ({"TM_EMAIL_REOPEN_DAYS": "-1"}, "TM_EMAIL_REOPEN_DAYS"),
     ({"TM_EMAIL_REOPEN_DAYS": "soon"}, "TM_EMAIL_REOPEN_DAYS"),
+    ({"TM_EMAIL_REOPEN_DAYS": "91"}, "TM_EMAIL_REOPEN_DAYS=.*cannot be longer than the 90 days"),
     ({"TM_EMAIL_SENDER_FROM_REPLY_TO": "maybe"}, "TM_EMAIL_SENDER_FROM_REPLY_TO"),
     ({"TM_MAIL_TOKEN_SECRET": "short"}, "TM_MAIL_TOKEN_SECRET"),
 ])
 def test_bad_values_are_refused_at_start(env, names):
     with pytest.raises(ConfigError, match=names):
         Settings.from_env(env)
+
+
+def test_the_reopen_window_may_be_as_long_as_ticket_records_are_kept():
+    assert Settings.from_env({"TM_EMAIL_REOPEN_DAYS": "90"}).reopen_days == 90.0
