@@ -3,7 +3,8 @@
 The watcher of a mailbox (the replica holding its lease) records its state in Redis (see
 :class:`~services.intake_email.store.IntakeEmailStore`): ``watching`` (connected, idling or
 fetching), ``reconnecting`` (server away or dropped us), ``auth_failed`` (login refused), with
-``since`` (when that state began), ``last_ok_at`` (the last time a round or an IDLE ended well),
+``since`` (when that state began), ``last_ok_at`` (the last time a round went well, or a quiet IDLE on an open connection was
+checked),
 ``last_error`` and ``holder``. Any replica, and the CLI, judge it with :func:`judge_mailbox`.
 
 A mailbox is *stalled* when nothing went well for longer than ``stall_seconds`` (measured from

@@ -10,9 +10,10 @@ from __future__ import annotations
 import imaplib
 import select
 import socket
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Callable, Iterable
 
 from pathlib import Path
 
@@ -178,7 +179,8 @@ class MailboxConnection:
 
     # -- waiting -------------------------------------------------------------------------------
 
-    def wait_for_change(self, timeout: float, wake_fd: int) -> None:
+    def wait_for_change(self, timeout: float, wake_fd: int, *, quiet: Callable[[], None] | None = None,
+                        quiet_every: float | None = None) -> None:
         """Return when the folder may have changed, after ``timeout`` at most, or when ``wake_fd`` is readable.
 
         With IDLE the server tells us about new mail; without it this is one poll interval.
@@ -188,23 +190,29 @@ class MailboxConnection:
         that lands just before or while IDLE starts only when the IDLE ends. So: a NOOP first
         (a sync point for what arrived since our last command), then a short first IDLE whose
         end reports anything that slipped into that window, then IDLE for the rest of the time.
+
+        ``quiet`` is called every ``quiet_every`` seconds the wait goes on with the connection
+        open and nothing to read: the watcher's heartbeat, so a long healthy IDLE does not look
+        stalled. A server that goes away closes the socket, which ends the wait at once (the
+        IDLE's end then fails and the watcher reconnects).
         """
         _text, responses = self.client.noop()
         if _announces_new_mail(responses) or self.take_new_mail_notices():
             return
         if not self.can_idle:
-            select.select([wake_fd], [], [], timeout)
+            _select_in_slices([wake_fd], timeout, quiet, quiet_every)
             return
         settle = min(IDLE_SETTLE_SECONDS, timeout)
         for period in (settle, timeout - settle):
-            if period <= 0 or self._idle_for(period, wake_fd):
+            if period <= 0 or self._idle_for(period, wake_fd, quiet, quiet_every):
                 return
 
-    def _idle_for(self, seconds: float, wake_fd: int) -> bool:
+    def _idle_for(self, seconds: float, wake_fd: int, quiet: Callable[[], None] | None,
+                  quiet_every: float | None) -> bool:
         """IDLE up to ``seconds``; True when the server said something or we were woken."""
         self.client.idle()
         try:
-            readable, _, _ = select.select([self.client.socket(), wake_fd], [], [], seconds)
+            readable = _select_in_slices([self.client.socket(), wake_fd], seconds, quiet, quiet_every)
             if self.client.socket() in readable:
                 self.client.idle_check(timeout=0)
         finally:
@@ -225,6 +233,22 @@ class MailboxConnection:
             self.client.shutdown()
         except OSError:
             pass
+
+
+def _select_in_slices(fds: list, seconds: float, quiet: Callable[[], None] | None,
+                      quiet_every: float | None) -> list:
+    """``select`` on ``fds`` for up to ``seconds``, calling ``quiet`` after each quiet slice."""
+    if quiet is None or not quiet_every or quiet_every <= 0:
+        return select.select(fds, [], [], seconds)[0]
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return []
+        readable, _, _ = select.select(fds, [], [], min(quiet_every, left))
+        if readable:
+            return readable
+        quiet()
 
 
 def _announces_new_mail(responses: Iterable[object]) -> bool:

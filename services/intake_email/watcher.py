@@ -16,7 +16,9 @@ One greenthread per configured mailbox runs this loop:
    transiently (Redis or RabbitMQ away) leaves both untouched and we retry after a pause; any
    other failure quarantines the message, so one bad mail never blocks the mailbox;
 5. IDLE until the server reports a change or ``poll_seconds`` pass (plain polling when the server
-   has no IDLE), then back to 3.
+   has no IDLE), then back to 3. While the IDLE is quiet on an open connection, ``last_ok_at``
+   moves on every ``TM_IMAP_STALL_SECONDS / 4`` (a server that goes away closes the connection
+   and ends the IDLE at once), so only a watcher that is really stuck looks stalled.
 
 Any connection failure is logged as ``mailbox_connect_failed``, a refused login as
 ``mailbox_auth_failed``; both are retried with exponential backoff (capped). Each mailbox has
@@ -47,7 +49,8 @@ from nameko.extensions import Entrypoint
 from shared.errors import TRANSIENT_ERRORS, is_transient
 from shared.logging import get_logger
 from services.intake_email import health
-from services.intake_email.config import AFTER_ARCHIVE, MAILBOXES_CONFIG_KEY, REPLICA_CONFIG_KEY, MailboxSettings
+from services.intake_email.config import (AFTER_ARCHIVE, MAILBOXES_CONFIG_KEY, REPLICA_CONFIG_KEY, STALL_CONFIG_KEY,
+                                          MailboxSettings)
 from services.intake_email.imap import CONNECTION_ERRORS, FetchedMail, MailboxConnection, MessageMeta, login_refused
 from services.intake_email.quarantine import Quarantine
 from services.intake_email.store import IntakeEmailStore
@@ -61,6 +64,9 @@ STOP_TIMEOUT_SECONDS = 15.0
 KILL_GRACE_SECONDS = 1.0
 ROUND_LIMIT = 500  # messages per round, so a huge backlog still renews the lease and notices a stop
 HEARTBEAT_MIN_INTERVAL_SECONDS = 1.0  # last_ok_at is written at most this often
+# A quiet IDLE beats this many times per stall period, so a healthy idle mailbox never looks stalled.
+HEARTBEATS_PER_STALL = 4
+DEFAULT_STALL_SECONDS = 120.0
 
 
 class _Stopping(Exception):
@@ -84,8 +90,9 @@ class MailboxLoop:
     """The watch loop of one mailbox; see the module docstring."""
 
     def __init__(self, settings: MailboxSettings, store: IntakeEmailStore, quarantine: Quarantine, holder: str,
-                 handle: Callable[[FetchedMail], tuple[Any, Any]]):
+                 handle: Callable[[FetchedMail], tuple[Any, Any]], stall_seconds: float = DEFAULT_STALL_SECONDS):
         self.settings = settings
+        self.heartbeat_every = min(stall_seconds / HEARTBEATS_PER_STALL, settings.poll_seconds)
         self.store = store
         self.quarantine = quarantine
         self.holder = holder
@@ -177,7 +184,8 @@ class MailboxLoop:
                 if more or self._stopping:
                     continue
                 self._renew_lease()
-                conn.wait_for_change(self.settings.poll_seconds, self._wake_r)
+                conn.wait_for_change(self.settings.poll_seconds, self._wake_r, quiet=self._heartbeat,
+                                     quiet_every=self.heartbeat_every)
                 self._heartbeat()
                 self._renew_lease()
             graceful = True
@@ -285,7 +293,8 @@ class MailboxLoop:
             log.debug("mailbox_state_not_recorded", mailbox=self.settings.name, error=_describe(exc))
 
     def _heartbeat(self) -> None:
-        """A round or an IDLE went well: move last_ok_at on (at most once a second)."""
+        """A round went well, or an IDLE is going on quietly on an open connection: move
+        last_ok_at on (at most once a second)."""
         if time.monotonic() - self._heartbeat_at < HEARTBEAT_MIN_INTERVAL_SECONDS:
             return
         self.store.record_mailbox_state(self.settings.name, last_ok_at=time.time(), holder=self.holder)
@@ -319,7 +328,9 @@ class MailboxWatcher(Entrypoint):
         quarantine = self._provided(Quarantine, "quarantine")
         replica = config.get(REPLICA_CONFIG_KEY) or f"{socket.gethostname()}:{os.getpid()}"
         holder = f"{replica}:{uuid.uuid4().hex[:8]}"  # unique even for two containers in one process
-        self.loops = [MailboxLoop(MailboxSettings.from_config(raw), store, quarantine, holder, self._run_worker)
+        stall_seconds = float(config.get(STALL_CONFIG_KEY, DEFAULT_STALL_SECONDS))
+        self.loops = [MailboxLoop(MailboxSettings.from_config(raw), store, quarantine, holder, self._run_worker,
+                                  stall_seconds=stall_seconds)
                       for raw in config.get(MAILBOXES_CONFIG_KEY, [])]
         for loop in self.loops:
             loop.thread = self.container.spawn_managed_thread(loop.run, identifier=f"mailbox:{loop.settings.name}")

@@ -2,6 +2,7 @@
 import json
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -151,14 +152,25 @@ def test_a_flooding_sender_is_throttled_into_quarantine_and_duplicates_do_not_co
 
 
 def test_readyz_names_the_stalled_mailbox_while_dovecot_is_down_and_recovers(start, mailbox, dovecot):
-    container = start([mailbox.settings(reconnect_max_seconds=1)], **{STALL_CONFIG_KEY: 2})
-    wait_until(lambda: readyz(container)[0] == 200, timeout=15, what="ready")
+    # IDLE is re-issued every 30 s, far longer than the 2 s stall limit: a healthy mailbox idling
+    # quietly must still read as ready, all along.
+    container = start([mailbox.settings(reconnect_max_seconds=1, poll_seconds=30)], **{STALL_CONFIG_KEY: 2})
+    wait_until(lambda: (lambda r: r[0] == 200 and r[1]["mailboxes"][0]["state"] == "watching")(readyz(container)),
+               timeout=15, what="ready and watching")
+    idle_until = time.monotonic() + 3 * 2
+    while time.monotonic() < idle_until:
+        status, body = readyz(container)
+        assert (status, body["mailboxes"][0]["state"]) == (200, "watching"), body
+        time.sleep(0.25)  # paces the observation window; nothing to wait for
+    stopped_at = time.monotonic()
     dovecot.stop()
     try:
         status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(readyz(container)), timeout=20,
                                   what="stalled")
+        noticed_after = time.monotonic() - stopped_at
     finally:
         dovecot.start()
+    assert noticed_after < 2 + 5  # the closed connection ends the IDLE at once: stall limit plus a little
     assert body["stalled"] == ["support"]
     [support] = body["mailboxes"]
     assert (support["state"], support["problem"]) == ("reconnecting", "stalled")
