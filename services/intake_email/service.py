@@ -45,7 +45,7 @@ from shared.nameko_ext import Emitter, LogContext, StoreProvider
 from services.intake_email import automatic, flood, health, intake, rejection
 from services.intake_email.config import (DATA_DIR_CONFIG_KEY, DEFAULT_MAIL_FROM, FLOOD_MAX_CONFIG_KEY,
                                           FLOOD_WINDOW_CONFIG_KEY, MAIL_FROM_CONFIG_KEY, MAILBOXES_CONFIG_KEY,
-                                          STALL_CONFIG_KEY, MailboxSettings)
+                                          STALL_CONFIG_KEY, WEB_SERVER_CONFIG_KEY, MailboxSettings)
 from services.intake_email.imap import FetchedMail
 from services.intake_email.normalize import MailRejected, NormalizedMail, normalize
 from services.intake_email.quarantine import Quarantine
@@ -92,6 +92,10 @@ class IntakePolicy(DependencyProvider):
 
     def setup(self) -> None:
         config = self.container.config
+        # /healthz and /readyz: without an address (embedded, tests) a free loopback port, never
+        # nameko's default 0.0.0.0:8000 that two containers on one host would fight over. Every
+        # extension's setup runs before any starts, so the web server binds after this.
+        config.setdefault(WEB_SERVER_CONFIG_KEY, "127.0.0.1:0")
         self.mailboxes = {raw["name"]: MailboxSettings.from_config(raw) for raw in config.get(MAILBOXES_CONFIG_KEY, [])}
         self.flood = flood.FloodPolicy.from_minutes(config.get(FLOOD_MAX_CONFIG_KEY, 20),
                                                     config.get(FLOOD_WINDOW_CONFIG_KEY, 10))

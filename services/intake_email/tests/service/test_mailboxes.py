@@ -14,7 +14,7 @@ from nameko.web.server import WebServer
 from devenv.dovecot import DovecotServer, TokenIntrospection
 from shared.intake_ledger import stable_event_id
 from services.intake_email.config import (DATA_DIR_CONFIG_KEY, FLOOD_MAX_CONFIG_KEY, FLOOD_WINDOW_CONFIG_KEY,
-                                          MAILBOXES_CONFIG_KEY, STALL_CONFIG_KEY, WEB_SERVER_CONFIG_KEY,
+                                          MAILBOXES_CONFIG_KEY, STALL_CONFIG_KEY,
                                           MailboxSettings)
 from services.intake_email.service import IntakeEmailService
 
@@ -31,8 +31,9 @@ def start(service_container, tmp_path):
 
     def run(mailboxes, **config):
         container = service_container(IntakeEmailService, **{
+            # No WEB_SERVER_ADDRESS: the service then binds a free loopback port, not nameko's 8000.
             MAILBOXES_CONFIG_KEY: mailboxes, DATA_DIR_CONFIG_KEY: str(tmp_path),
-            WEB_SERVER_CONFIG_KEY: "127.0.0.1:0", FLOOD_MAX_CONFIG_KEY: TEST_FLOOD_MAX, **config})
+            FLOOD_MAX_CONFIG_KEY: TEST_FLOOD_MAX, **config})
         container.start()
         return container
 
@@ -48,7 +49,9 @@ def other_folder(mailbox):
 
 def readyz(container):
     server = next(e for e in container.extensions if isinstance(e, WebServer))
-    url = f"http://127.0.0.1:{server._sock.getsockname()[1]}/readyz"
+    host, port = server._sock.getsockname()[:2]
+    assert (host, port != 8000) == ("127.0.0.1", True)
+    url = f"http://127.0.0.1:{port}/readyz"
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
             return response.status, json.loads(response.read())
