@@ -7,6 +7,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import imapclient
 import pytest
 import structlog
 from nameko.web.server import WebServer
@@ -86,7 +87,13 @@ def test_each_mailbox_ingests_and_one_refusing_our_login_holds_up_no_other(start
     assert states == {"broken": "auth_failed", "sales": "watching", "support": "watching"}
 
 
-def test_after_archive_moves_handled_mail_to_the_archive_folder_it_creates(start, mailbox, event_listener):
+@pytest.mark.parametrize("server_has_move", [True, False], ids=["MOVE", "COPY+EXPUNGE"])
+def test_after_archive_moves_handled_mail_to_the_archive_folder_it_creates(
+        start, mailbox, event_listener, monkeypatch, server_has_move):
+    if not server_has_move:  # as if the server lacked RFC 6851 MOVE: the watcher must COPY, flag, UID EXPUNGE
+        has_capability = imapclient.IMAPClient.has_capability
+        monkeypatch.setattr(imapclient.IMAPClient, "has_capability",
+                            lambda self, cap: cap.upper() != "MOVE" and has_capability(self, cap))
     events = Recorder(event_listener("intake_email"))
     archive = f"arch-{uuid.uuid4().hex[:8]}"
     start([mailbox.settings(after="archive", archive_folder=archive)])
@@ -198,7 +205,6 @@ def test_xoauth2_mailbox_logs_in_with_its_token_and_a_wrong_token_fails_alone(
         start([MailboxSettings(name="o365", xoauth2_token_file=str(good), **common).to_config(),
                MailboxSettings(name="o365-bad", xoauth2_token_file=str(bad), **common).to_config()])
         # Mail for the token's user, delivered with a password-less client login over XOAUTH2.
-        import imapclient
         conn = imapclient.IMAPClient(server.host, port=server.port, ssl=False, timeout=10)
         conn.oauth2_login(OAUTH_USER, GOOD_TOKEN)
         conn.append("INBOX", make_mail("sent to an OAuth mailbox"))
