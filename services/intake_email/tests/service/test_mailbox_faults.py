@@ -197,7 +197,8 @@ def test_each_of_two_idling_mailboxes_is_woken_by_its_own_new_mail(two_user_dove
         wanted = {f"support round {round_no}", f"sales round {round_no}"}
         server.append("support", make_mail(f"support round {round_no}"))
         server.append("sales", make_mail(f"sales round {round_no}"))
-        # Dovecot notifies an idling session within ~0.6 s; the poll fallback is 30 s away.
+        # Dovecot notifies an idling session within ~0.6 s; the poll fallback is 30 s away. Mail
+        # appended right after a round lands near the end of the watcher's short first IDLE.
         events.wait_for(lambda t, b, wanted=wanted: wanted <= set(events.subjects()), timeout=5)
     assert len(events.tickets()) == 6
 
