@@ -77,7 +77,8 @@ from services.intake_email.config import (ATTACHMENT_MAX_BYTES_CONFIG_KEY, ATTAC
                                           MAIL_FROM_CONFIG_KEY, REOPEN_DAYS_CONFIG_KEY, ROSTER_FILE_CONFIG_KEY,
                                           SENDER_FROM_REPLY_TO_CONFIG_KEY, TOKEN_SECRET_CONFIG_KEY,
                                           FLOOD_MAX_CONFIG_KEY, FLOOD_WINDOW_CONFIG_KEY, MAILBOXES_CONFIG_KEY,
-                                          STALL_CONFIG_KEY, MailboxSettings, parse_reopen_days)
+                                          STALL_CONFIG_KEY, WEB_SERVER_CONFIG_KEY, MailboxSettings,
+                                          parse_reopen_days)
 from services.intake_email.files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_TOTAL_BYTES, MailFiles
 from services.intake_email.imap import FetchedMail
 from services.intake_email.normalize import MailRejected, NormalizedMail, message_id_of, normalize
@@ -173,6 +174,10 @@ class IntakePolicy(DependencyProvider):
 
     def setup(self) -> None:
         config = self.container.config
+        # /healthz and /readyz: without an address (embedded, tests) a free loopback port, never
+        # nameko's default 0.0.0.0:8000 that two containers on one host would fight over. Every
+        # extension's setup runs before any starts, so the web server binds after this.
+        config.setdefault(WEB_SERVER_CONFIG_KEY, "127.0.0.1:0")
         self.mailboxes = {raw["name"]: MailboxSettings.from_config(raw) for raw in config.get(MAILBOXES_CONFIG_KEY, [])}
         self.flood = flood.FloodPolicy.from_minutes(config.get(FLOOD_MAX_CONFIG_KEY, 20),
                                                     config.get(FLOOD_WINDOW_CONFIG_KEY, 10))

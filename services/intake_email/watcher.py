@@ -26,7 +26,9 @@ its own loop, so one that cannot connect never holds up the others.
 
 The replica watching a mailbox records its state in Redis (``watching``, ``reconnecting``,
 ``auth_failed``, since when, when it last went well, the last error; see
-:mod:`~services.intake_email.health`), which ``/readyz`` of any replica reads. Stopping the container wakes the loop, lets the message in hand
+:mod:`~services.intake_email.health`), which ``/readyz`` of any replica reads.
+
+Stopping the container wakes the loop, lets the message in hand
 finish, ends IDLE and logs out.
 """
 from __future__ import annotations

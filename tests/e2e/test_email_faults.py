@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from email.message import EmailMessage
 
 import redis
@@ -60,6 +61,7 @@ async def test_kill_9_mid_batch_leaves_every_mail_one_ticket_and_flagged(tmp_pat
     store = IntakeEmailStore(client)
     rng = random.Random()
     kills = []  # per kill: (events seen, unread mail left, published but not flagged)
+    restart_seconds = []
     try:
         async with AsyncEventListener(amqp_uri, "intake_email", ["ticket_received"]) as received:
             await asyncio.to_thread(mesh.start, ["intake_email"])
@@ -85,7 +87,9 @@ async def test_kill_9_mid_batch_leaves_every_mail_one_ticket_and_flagged(tmp_pat
                 # The dead process's lease would keep the mailbox for its TTL (a minute); a
                 # restarted replica gets a new holder id. Free it as the expiry would.
                 store.release_lease(MAILBOX, store.lease_holder(MAILBOX) or "")
+                restart_started = time.monotonic()
                 await asyncio.to_thread(mesh.restart, "intake_email")
+                restart_seconds.append(round(time.monotonic() - restart_started, 1))
 
             try:
                 await received.wait_for(lambda _t, _b: len(published_message_ids(received)) >= BURST, timeout=30)
@@ -112,7 +116,7 @@ async def test_kill_9_mid_batch_leaves_every_mail_one_ticket_and_flagged(tmp_pat
     print(f"\n{KILLS} kills (events seen, unread left, published-not-flagged): {kills}; "
           f"{mid_batch} mid-batch, {in_window} between publish and flag; "
           f"{len(events)} ticket_received for {len(by_message)} mails "
-          f"({len(events) - len(by_message)} republished)")
+          f"({len(events) - len(by_message)} republished); restarts took {restart_seconds} s")
 
     assert set(by_message) == {f"kill-{i}@example.com" for i in range(BURST + 1)}
     for message_id, copies in by_message.items():

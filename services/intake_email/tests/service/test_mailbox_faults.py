@@ -132,8 +132,10 @@ def two_user_dovecot():
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def test_same_mail_to_two_of_our_mailboxes_is_one_ticket(two_user_dovecot, service_container, event_listener,
-                                                         tmp_path):
+@pytest.fixture
+def start_two_mailboxes(two_user_dovecot, service_container, tmp_path):
+    """A container watching the INBOX of ``support`` and of ``sales``, configured the way an
+    operator does it: a mailboxes file (TM_EMAIL_MAILBOXES_FILE), passwords in the environment."""
     server = two_user_dovecot
     mailboxes_file = tmp_path / "mailboxes.yaml"
     mailboxes_file.write_text(f"""mailboxes:
@@ -145,24 +147,38 @@ def test_same_mail_to_two_of_our_mailboxes_is_one_ticket(two_user_dovecot, servi
     settings = Settings.from_env({"TM_EMAIL_MAILBOXES_FILE": str(mailboxes_file),
                                   "TM_IMAP_SUPPORT_PASSWORD": "support-pw", "TM_IMAP_SALES_PASSWORD": "sales-pw"})
     assert [m.name for m in settings.mailboxes] == ["support", "sales"]
-    events = Events(event_listener("intake_email", ["ticket_received"]))
-    container = service_container(IntakeEmailService, **{
-        MAILBOXES_CONFIG_KEY: settings.nameko_extra()[MAILBOXES_CONFIG_KEY], "TM_DATA_DIR": str(tmp_path)})
-    container.start()
+    # Each test starts from empty inboxes (the server is shared by this module's tests).
+    for user in ("support", "sales"):
+        with server.client(user) as conn:
+            conn.select_folder("INBOX")
+            conn.delete_messages(conn.search(["ALL"]))
+            conn.expunge()
 
+    def start():
+        container = service_container(IntakeEmailService, **{
+            MAILBOXES_CONFIG_KEY: settings.nameko_extra()[MAILBOXES_CONFIG_KEY], "TM_DATA_DIR": str(tmp_path)})
+        container.start()
+        return container
+
+    return start
+
+
+def test_same_mail_to_two_of_our_mailboxes_is_one_ticket(two_user_dovecot, start_two_mailboxes, event_listener):
+    server = two_user_dovecot
+    events = Events(event_listener("intake_email", ["ticket_received"]))
     both = (b"From: Li Na <li.na@example.com>\r\nTo: support@ticketmesh.test\r\nCc: sales@ticketmesh.test\r\n"
             b"Subject: quote and a broken invoice\r\nMessage-ID: <to-and-cc-1@example.com>\r\n"
             b"Date: Sun, 22 Nov 2026 10:00:00 +0800\r\n\r\nPlease send a quote; also the invoice is wrong.\r\n")
     server.append("support", both)
     server.append("sales", both)
-    events.wait_for_subject("quote and a broken invoice")
-    wait_until(lambda: not unseen(server, "sales", "INBOX") and not unseen(server, "support", "INBOX"),
-               what="the copy in both mailboxes flagged \\Seen")
-    # A later mail to each mailbox: it is handled after the copies, so their events are all in.
-    # Both loops are idling by now: each must be woken by its own server's IDLE notice.
+    # A later mail in each mailbox: handled after the copy, so once both are in, all events are.
     server.append("support", make_mail("to support only", message_id="<only-support@example.com>"))
     server.append("sales", make_mail("to sales only", message_id="<only-sales@example.com>"))
-    events.wait_for(lambda t, b: {"to support only", "to sales only"} <= set(events.subjects()), timeout=10)
+    start_two_mailboxes()  # both loops start on their backlog at the same moment
+
+    events.wait_for(lambda t, b: {"to support only", "to sales only"} <= set(events.subjects()))
+    wait_until(lambda: not unseen(server, "sales", "INBOX") and not unseen(server, "support", "INBOX"),
+               what="everything in both mailboxes flagged \\Seen")
     assert sorted(set(events.subjects())) == ["quote and a broken invoice", "to sales only", "to support only"]
     # One ticket. Should both copies ever be handled at the same moment, a second publication is
     # the same event (same ticket, same event_id), which consumers drop as a duplicate.
@@ -170,7 +186,21 @@ def test_same_mail_to_two_of_our_mailboxes_is_one_ticket(two_user_dovecot, servi
     assert len({b["ticket_id"] for b in copies}) == 1
     assert len({b["event_id"] for b in copies}) == 1
     print(f"\nthe mail to both mailboxes: {len(copies)} ticket_received event(s), one ticket")
-    container.stop()
+
+
+def test_each_of_two_idling_mailboxes_is_woken_by_its_own_new_mail(two_user_dovecot, start_two_mailboxes,
+                                                                   event_listener):
+    server = two_user_dovecot
+    events = Events(event_listener("intake_email", ["ticket_received"]))
+    start_two_mailboxes()
+    for round_no in range(3):
+        wanted = {f"support round {round_no}", f"sales round {round_no}"}
+        server.append("support", make_mail(f"support round {round_no}"))
+        server.append("sales", make_mail(f"sales round {round_no}"))
+        # Dovecot notifies an idling session within ~0.6 s; the poll fallback is 30 s away. Mail
+        # appended right after a round lands near the end of the watcher's short first IDLE.
+        events.wait_for(lambda t, b, wanted=wanted: wanted <= set(events.subjects()), timeout=5)
+    assert len(events.tickets()) == 6
 
 
 # -- 5. the connection dies mid-fetch, or before the \Seen flag reaches the server -----------------

@@ -8,6 +8,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import imapclient
 import pytest
 import structlog
 from nameko.web.server import WebServer
@@ -15,7 +16,7 @@ from nameko.web.server import WebServer
 from devenv.dovecot import DovecotServer, TokenIntrospection
 from shared.intake_ledger import stable_event_id
 from services.intake_email.config import (DATA_DIR_CONFIG_KEY, FLOOD_MAX_CONFIG_KEY, FLOOD_WINDOW_CONFIG_KEY,
-                                          MAILBOXES_CONFIG_KEY, STALL_CONFIG_KEY, WEB_SERVER_CONFIG_KEY,
+                                          MAILBOXES_CONFIG_KEY, STALL_CONFIG_KEY,
                                           MailboxSettings)
 from services.intake_email.service import IntakeEmailService
 
@@ -32,8 +33,9 @@ def start(service_container, tmp_path):
 
     def run(mailboxes, **config):
         container = service_container(IntakeEmailService, **{
+            # No WEB_SERVER_ADDRESS: the service then binds a free loopback port, not nameko's 8000.
             MAILBOXES_CONFIG_KEY: mailboxes, DATA_DIR_CONFIG_KEY: str(tmp_path),
-            WEB_SERVER_CONFIG_KEY: "127.0.0.1:0", FLOOD_MAX_CONFIG_KEY: TEST_FLOOD_MAX, **config})
+            FLOOD_MAX_CONFIG_KEY: TEST_FLOOD_MAX, **config})
         container.start()
         return container
 
@@ -49,7 +51,9 @@ def other_folder(mailbox):
 
 def readyz(container):
     server = next(e for e in container.extensions if isinstance(e, WebServer))
-    url = f"http://127.0.0.1:{server._sock.getsockname()[1]}/readyz"
+    host, port = server._sock.getsockname()[:2]
+    assert (host, port != 8000) == ("127.0.0.1", True)
+    url = f"http://127.0.0.1:{port}/readyz"
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -84,7 +88,13 @@ def test_each_mailbox_ingests_and_one_refusing_our_login_holds_up_no_other(start
     assert states == {"broken": "auth_failed", "sales": "watching", "support": "watching"}
 
 
-def test_after_archive_moves_handled_mail_to_the_archive_folder_it_creates(start, mailbox, event_listener):
+@pytest.mark.parametrize("server_has_move", [True, False], ids=["MOVE", "COPY+EXPUNGE"])
+def test_after_archive_moves_handled_mail_to_the_archive_folder_it_creates(
+        start, mailbox, event_listener, monkeypatch, server_has_move):
+    if not server_has_move:  # as if the server lacked RFC 6851 MOVE: the watcher must COPY, flag, UID EXPUNGE
+        has_capability = imapclient.IMAPClient.has_capability
+        monkeypatch.setattr(imapclient.IMAPClient, "has_capability",
+                            lambda self, cap: cap.upper() != "MOVE" and has_capability(self, cap))
     events = Recorder(event_listener("intake_email"))
     archive = f"arch-{uuid.uuid4().hex[:8]}"
     start([mailbox.settings(after="archive", archive_folder=archive)])
@@ -207,7 +217,6 @@ def test_xoauth2_mailbox_logs_in_with_its_token_and_a_wrong_token_fails_alone(
         start([MailboxSettings(name="o365", xoauth2_token_file=str(good), **common).to_config(),
                MailboxSettings(name="o365-bad", xoauth2_token_file=str(bad), **common).to_config()])
         # Mail for the token's user, delivered with a password-less client login over XOAUTH2.
-        import imapclient
         conn = imapclient.IMAPClient(server.host, port=server.port, ssl=False, timeout=10)
         conn.oauth2_login(OAUTH_USER, GOOD_TOKEN)
         conn.append("INBOX", make_mail("sent to an OAuth mailbox"))
