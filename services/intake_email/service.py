@@ -355,7 +355,7 @@ class IntakeEmailService:
         route = thread_match.route(decision, known=decision.ticket_id in lookups.known_tickets,
                                    resolved_at=lookups.resolved.get(decision.ticket_id or ""),
                                    received_at=mail.received_at, reopen_window=self.threading.reopen_window)
-        self._log_decision(decision, route)
+        self._log_decision(mail, decision, route)
         if route.ticket_id:
             ticket_id = self.store.claim_reply(key.kind, key.key, route.ticket_id)
             return self._follow_up(mail, fetched, key, ticket_id, who)
@@ -366,12 +366,16 @@ class IntakeEmailService:
         return self._open_ticket(mail, fetched, key, ticket_id, who)
 
     @staticmethod
-    def _log_decision(decision: thread_match.Decision, route: thread_match.Route) -> None:
+    def _log_decision(mail: NormalizedMail, decision: thread_match.Decision, route: thread_match.Route) -> None:
         if decision.ignored_tag:
-            log.info("mail_subject_tag_ignored", tag=decision.ignored_tag, why=decision.ignored_why)
+            log.info("mail_subject_tag_ignored", tag=decision.ignored_tag, why=decision.ignored_why,
+                     from_email=mail.from_email)
         if decision.ticket_id is None:
             return
-        evidence = mask(decision.evidence) if decision.by == thread_match.BY_PLUS_ADDRESS else decision.evidence
+        # Our signed ids and the tag say nothing about anyone; an address or a customer's
+        # Message-ID (some clients put the address in it) is masked.
+        ours = decision.by in (thread_match.BY_SIGNED_MESSAGE_ID, thread_match.BY_SUBJECT_TAG)
+        evidence = decision.evidence if ours else mask(decision.evidence)
         log.info("mail_threaded", by=decision.by, to_ticket=decision.ticket_id, evidence=evidence)
         if route.linked_ticket_id:
             log.info("mail_opens_linked_ticket", linked_ticket_id=route.linked_ticket_id, why=route.why)

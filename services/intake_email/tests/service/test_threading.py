@@ -5,6 +5,7 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 import pytest
+import structlog
 from nameko.standalone.events import event_dispatcher
 
 from shared import events as ev
@@ -108,13 +109,20 @@ def open_ticket(mailbox, events, subject="发票抬头错误", **kw):
     return events.next("ticket_received")["ticket_id"]
 
 
+def logged(logs, event):
+    return [entry for entry in logs if entry["event"] == event]
+
+
 def test_reply_with_only_our_plus_address_follows_up(start, mailbox, events):
     start()
     ticket = open_ticket(mailbox, events)
     # A client that dropped In-Reply-To, References and the tag; it still sent to our Reply-To.
-    mailbox.append(mail("Re: invoice", "still wrong", to=mail_tokens.reply_address(SECRET.encode(), ticket, SUPPORT)))
-    follow_up = events.next("message_received")
+    with structlog.testing.capture_logs() as logs:
+        mailbox.append(mail("Re: invoice", "still wrong",
+                            to=mail_tokens.reply_address(SECRET.encode(), ticket, SUPPORT)))
+        follow_up = events.next("message_received")
     assert (follow_up["ticket_id"], follow_up["text"]) == (ticket, "still wrong")
+    assert [e["by"] for e in logged(logs, "mail_threaded")] == ["plus_address"]
 
 
 def test_outlook_reply_with_only_references_to_our_mail_follows_up(start, mailbox, events):
@@ -137,8 +145,11 @@ def test_forged_plus_address_opens_a_new_ticket(start, mailbox, events):
 def test_stranger_quoting_the_subject_tag_gets_a_new_ticket(start, mailbox, events):
     start()
     ticket = open_ticket(mailbox, events)
-    mailbox.append(mail(f"Re: [#{ticket}] 发票抬头错误", "let me in", sender="Mallory <mallory@evil.test>"))
-    stranger = events.next("ticket_received")
+    with structlog.testing.capture_logs() as logs:
+        mailbox.append(mail(f"Re: [#{ticket}] 发票抬头错误", "let me in", sender="Mallory <mallory@evil.test>"))
+        stranger = events.next("ticket_received")
+    assert [(e["tag"], e["why"]) for e in logged(logs, "mail_subject_tag_ignored")] == [
+        (ticket, "sender_not_participant")]
     assert stranger["ticket_id"] != ticket
     assert stranger["customer"]["email"] == "mallory@evil.test"
     assert events.of("message_received") == []
