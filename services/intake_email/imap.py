@@ -107,6 +107,16 @@ class MailboxConnection:
 
     # -- finding mail --------------------------------------------------------------------------
 
+    def folder_was_recreated(self) -> bool:
+        """True when the folder's UIDVALIDITY is no longer the one we selected.
+
+        Dovecot may keep a session on a folder that was deleted and created again (or rebuilt)
+        and go on answering searches, and even STATUS, for the old one; selecting the folder
+        again reads it as it is now (one round trip per round, cheap next to a search).
+        """
+        selected = self.client.select_folder(self.settings.folder)
+        return int(selected[b"UIDVALIDITY"]) != self.uidvalidity
+
     def highest_uid(self) -> int:
         """UID of the newest message now in the folder (0 when empty)."""
         return max(self.client.search(["UID", "*"]), default=0)
@@ -204,7 +214,9 @@ class MailboxConnection:
             return
         settle = min(IDLE_SETTLE_SECONDS, timeout)
         for period in (settle, timeout - settle):
-            if period <= 0 or self._idle_for(period, wake_fd, quiet, quiet_every):
+            # A notice that reached imaplib's stash while one IDLE ended is not repeated by the
+            # server in the next one: look before idling on.
+            if period <= 0 or self._idle_for(period, wake_fd, quiet, quiet_every) or self.take_new_mail_notices():
                 return
 
     def _idle_for(self, seconds: float, wake_fd: int, quiet: Callable[[], None] | None,

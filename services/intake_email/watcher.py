@@ -83,6 +83,10 @@ class _LeaseLost(Exception):
     """Another replica took the mailbox over (we were away longer than the lease)."""
 
 
+class _FolderRecreated(Exception):
+    """The folder has a new UIDVALIDITY under our session: select it afresh."""
+
+
 def backoff_delay(failures: int, cap: float) -> float:
     base = min(cap, RECONNECT_FIRST_DELAY_SECONDS * 2 ** max(0, failures - 1))
     return base * random.uniform(0.8, 1.0)
@@ -143,6 +147,10 @@ class MailboxLoop:
                     break
                 except _LeaseLost:
                     log.warning("mailbox_lease_lost", mailbox=name)
+                except _FolderRecreated as exc:
+                    # Not a failure: the next session selects the new folder and the checkpoint
+                    # logic treats it as a new UIDVALIDITY (Message-ID dedupe keeps it exactly-once).
+                    log.warning("mailbox_folder_recreated", mailbox=name, detail=str(exc))
                 except _RetryLater as exc:
                     self._failures += 1
                     delay = backoff_delay(self._failures, self.settings.reconnect_max_seconds)
@@ -200,7 +208,10 @@ class MailboxLoop:
     def _ingest_round(self, conn: MailboxConnection) -> bool:
         """Handle pending mail; True when more is waiting than one round takes."""
         s = self.settings
-        conn.take_new_mail_notices()  # what this round's searches will see anyway
+        if conn.folder_was_recreated():
+            raise _FolderRecreated(f"{s.folder}: UIDVALIDITY changed since SELECT")
+        # What this round's searches will see anyway (the re-SELECT above reports EXISTS too).
+        conn.take_new_mail_notices()
         checkpoint = self.store.checkpoint(s.name)
         resume = checkpoint is not None and checkpoint.uidvalidity == conn.uidvalidity and checkpoint.account == s.account
         if resume:
@@ -328,8 +339,11 @@ class MailboxWatcher(Entrypoint):
         config = self.container.config
         store = self._provided(IntakeEmailStore, "store")
         quarantine = self._provided(Quarantine, "quarantine")
-        replica = config.get(REPLICA_CONFIG_KEY) or f"{socket.gethostname()}:{os.getpid()}"
-        holder = f"{replica}:{uuid.uuid4().hex[:8]}"  # unique even for two containers in one process
+        # A configured replica id is stable across restarts, so a replica that was killed takes
+        # its mailboxes back at once instead of waiting for its own lease to expire; without one,
+        # the holder is unique even for two containers in one process.
+        replica = config.get(REPLICA_CONFIG_KEY)
+        holder = str(replica) if replica else f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         stall_seconds = float(config.get(STALL_CONFIG_KEY, DEFAULT_STALL_SECONDS))
         self.loops = [MailboxLoop(MailboxSettings.from_config(raw), store, quarantine, holder, self._run_worker,
                                   stall_seconds=stall_seconds)
