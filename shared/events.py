@@ -231,9 +231,10 @@ class NotificationSent(TicketEvent):
 class MailBounced(Envelope):
     """Mail we sent could not be delivered (a delivery status notification came back).
 
-    ``ticket_id`` is the ticket of the bounced message when the report names one of ours
-    (None otherwise); ``hard`` is a permanent failure (status 5.x.x): the notifier stops
-    mailing those recipients. ``recipients`` are the failed addresses, lowercased.
+    ``ticket_id`` is set only when the report names a Message-ID we signed (anyone can send
+    a bounce-shaped mail, so nothing else is trusted); ``hard`` is a permanent failure (status
+    5.x.x). The notifier stops mailing a recipient only when the event names a ticket and it
+    mailed that recipient about it. ``recipients`` are the failed addresses, lowercased.
     """
 
     recipients: list[str] = Field(min_length=1, max_length=50)
