@@ -88,16 +88,19 @@ DEFAULT_REOPEN_DAYS = 14.0
 # REPLY_TTL_SECONDS). A reopen window longer than that would promise follow-ups to tickets whose
 # resolution is already forgotten.
 TICKET_RECORD_RETENTION_DAYS = CONTACT_TTL_SECONDS / 86400
+# agent_desk keeps a ticket's view 30 days after its last change (its VIEW_TTL_SECONDS; a unit
+# test keeps the two in step): a reopen must land while the desk still has the ticket.
+REOPEN_DAYS_MAX = min(30.0, TICKET_RECORD_RETENTION_DAYS)
 
 
 def parse_reopen_days(raw: str | float) -> float:
     days = float(raw)
     if not days >= 0:
         raise ValueError("expected a number of days >= 0")
-    if days > TICKET_RECORD_RETENTION_DAYS:
-        raise ValueError(f"the reopen window cannot be longer than the {TICKET_RECORD_RETENTION_DAYS:g} days "
-                         "intake_email keeps a ticket's records (a reply later than that opens a new linked "
-                         "ticket anyway)")
+    if days > REOPEN_DAYS_MAX:
+        raise ValueError(f"the reopen window cannot be longer than {REOPEN_DAYS_MAX:g} days: agent_desk keeps a "
+                         "resolved ticket that long, and a reply it could not reopen would be lost "
+                         "(later replies open a new ticket linked to the old one)")
     return days
 
 

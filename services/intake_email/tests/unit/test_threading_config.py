@@ -29,7 +29,7 @@ def test_configured_values():
 @pytest.mark.parametrize("env,names", [
     ({"TM_EMAIL_REOPEN_DAYS": "-1"}, "TM_EMAIL_REOPEN_DAYS"),
     ({"TM_EMAIL_REOPEN_DAYS": "soon"}, "TM_EMAIL_REOPEN_DAYS"),
-    ({"TM_EMAIL_REOPEN_DAYS": "91"}, "TM_EMAIL_REOPEN_DAYS=.*cannot be longer than the 90 days"),
+    ({"TM_EMAIL_REOPEN_DAYS": "31"}, "TM_EMAIL_REOPEN_DAYS=.*cannot be longer than 30 days"),
     ({"TM_EMAIL_SENDER_FROM_REPLY_TO": "maybe"}, "TM_EMAIL_SENDER_FROM_REPLY_TO"),
     ({"TM_MAIL_TOKEN_SECRET": "short"}, "TM_MAIL_TOKEN_SECRET"),
 ])
@@ -39,4 +39,11 @@ def test_bad_values_are_refused_at_start(env, names):
 
 
 def test_the_reopen_window_may_be_as_long_as_ticket_records_are_kept():
-    assert Settings.from_env({"TM_EMAIL_REOPEN_DAYS": "90"}).reopen_days == 90.0
+    assert Settings.from_env({"TM_EMAIL_REOPEN_DAYS": "30"}).reopen_days == 30.0
+
+
+def test_reopen_window_fits_in_what_agent_desk_keeps_of_a_resolved_ticket():
+    from services.agent_desk.store import VIEW_TTL_SECONDS
+    from services.intake_email.config import REOPEN_DAYS_MAX
+
+    assert REOPEN_DAYS_MAX * 86400 <= VIEW_TTL_SECONDS
