@@ -36,7 +36,12 @@ class CutRule:
 
 
 class _Link:
-    """One client connection and its upstream; the two pump threads share it."""
+    """One client connection and its upstream; the two pump threads share it.
+
+    Each socket is closed only by the pump that reads it, after its recv() returned: closing a
+    socket another green thread is blocked on leaves eventlet listening on a file descriptor
+    the next socket or pipe of the process will reuse ("Second simultaneous read").
+    """
 
     def __init__(self, proxy: "FaultProxy", client: socket.socket, upstream: socket.socket):
         self.proxy = proxy
@@ -80,13 +85,12 @@ class _Link:
             self.closed = True
         for sock in (self.client, self.upstream):
             try:
-                # Linger 0: closing sends RST. SHUT_RD first wakes the other pump thread blocked
-                # in recv() on this socket (a bare close() would not), so the close completes.
+                # Linger 0: the close (by the pump that reads this socket) sends RST. SHUT_RD
+                # wakes that pump's recv() with EOF.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass
-            sock.close()
         self.proxy._note_cut()
 
     def close(self) -> None:
@@ -99,7 +103,6 @@ class _Link:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            sock.close()
 
 
 class FaultProxy:
@@ -136,8 +139,7 @@ class FaultProxy:
                 # Wake the accept() with a connection of our own, then close the listener.
                 socket.create_connection((self.host, self.port), timeout=1).close()
             except OSError:
-                pass
-            self._listener.close()
+                pass  # the accept loop closes the listener itself (see _Link)
         with self._lock:
             links, self._links = self._links, []
         for link in links:
@@ -166,6 +168,13 @@ class FaultProxy:
             self.cuts += 1
 
     def _accept_loop(self) -> None:
+        assert self._listener is not None
+        try:
+            self._accept_until_stopped()
+        finally:
+            self._listener.close()
+
+    def _accept_until_stopped(self) -> None:
         assert self._listener is not None
         while not self._stopping:
             try:
@@ -199,6 +208,8 @@ class FaultProxy:
                     link.from_client(data)
                 elif not link.from_server(data):
                     return
-        except (OSError, EOFError):  # EOFError: eventlet's recv() on a socket the other pump closed
+        except (OSError, EOFError):  # EOFError: eventlet's recv() on a socket shut down meanwhile
             pass
-        link.close()
+        finally:
+            link.close()  # wakes the other pump (shutdown), which then closes its own socket
+            source.close()
