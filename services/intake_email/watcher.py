@@ -359,7 +359,7 @@ class MailboxWatcher(Entrypoint):
             _join(loop.thread, STOP_TIMEOUT_SECONDS)
             if loop.thread is not None:
                 loop.thread.kill()
-            loop.close()
+            _close_if_finished(loop)
 
     def kill(self) -> None:
         for loop in self.loops:
@@ -367,7 +367,7 @@ class MailboxWatcher(Entrypoint):
             if loop.thread is not None:
                 loop.thread.kill()
                 _join(loop.thread, KILL_GRACE_SECONDS)  # its `finally` releases the lease
-            loop.close()
+            _close_if_finished(loop)
 
     def _provided(self, kind: type, attribute: str) -> Any:
         for provider in self.container.dependencies:
@@ -390,6 +390,15 @@ class MailboxWatcher(Entrypoint):
 
 
 watch_mailbox = MailboxWatcher.decorator
+
+
+def _close_if_finished(loop: MailboxLoop) -> None:
+    """Close the loop's wake pipe only once its thread is gone: closing a descriptor a live green
+    thread still waits on leaves eventlet listening on a number the process will reuse."""
+    if loop.thread is None or getattr(loop.thread, "dead", True):
+        loop.close()
+    else:
+        log.warning("mailbox_loop_not_finished", mailbox=loop.settings.name)
 
 
 def _join(thread: Any, timeout: float) -> None:
