@@ -224,6 +224,8 @@ class MailboxConnection:
         """IDLE up to ``seconds``; True when the server said something or we were woken."""
         self.client.idle()
         try:
+            if self._response_already_buffered():
+                return True  # (the finally ends IDLE and reads it)
             readable = _select_in_slices([self.client.socket(), wake_fd], seconds, quiet, quiet_every)
             if self.client.socket() in readable:
                 self.client.idle_check(timeout=0)
@@ -231,6 +233,26 @@ class MailboxConnection:
             # Ending IDLE is also the liveness check: a dead server fails here and we reconnect.
             _text, responses = self.client.idle_done()
         return bool(readable) or _announces_new_mail(responses)
+
+    def _response_already_buffered(self) -> bool:
+        """Did the server's first notice arrive together with IDLE's "+ idling" line?
+
+        imaplib reads the socket through a buffer: a "* n EXISTS" sent in the same packet as the
+        continuation sits in that buffer, the socket is no longer readable, and select() would
+        wait out the whole IDLE. Peek without blocking (socket briefly non-blocking).
+        """
+        reader = getattr(self.client._imap, "file", None)
+        sock = self.client.socket()
+        if reader is None or not hasattr(reader, "peek"):
+            return False
+        timeout = sock.gettimeout()
+        try:
+            sock.settimeout(0)
+            return bool(reader.peek(1))
+        except (BlockingIOError, OSError, ValueError):
+            return False
+        finally:
+            sock.settimeout(timeout)
 
     def close(self, *, graceful: bool) -> None:
         """Log out politely when stopping; just drop the socket when the session already failed."""
