@@ -22,10 +22,11 @@ from devenv.servers import ServerSet, http_get, smtp_sink
 from shared.testing.asyncio_helpers import free_port
 
 
-def running_dovecot(prefix: str = "tm-mesh-dovecot-") -> Iterator[DovecotServer]:
-    """A started DovecotServer in a fresh /tmp folder; stopped and removed afterwards."""
+def running_dovecot(prefix: str = "tm-mesh-dovecot-", **options: Any) -> Iterator[DovecotServer]:
+    """A started DovecotServer in a fresh /tmp folder (Dovecot's mail user must reach it),
+    with ``options`` for DovecotServer (users, oauth2_introspection_url); stopped and removed afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
-    server = DovecotServer(workdir)
+    server = DovecotServer(workdir, **options)
     server.start()
     try:
         yield server

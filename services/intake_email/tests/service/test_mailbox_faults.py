@@ -5,16 +5,13 @@ Each test ends by waiting for a last mail (or every mail's \\Seen flag) that the
 after everything else, so "no other event arrived" is known, not hoped: the service publishes
 on one channel in mailbox order, and flags a mail only after its events are confirmed.
 """
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 import structlog
 
-from devenv.dovecot import DovecotServer
 from shared.intake_ledger import stable_event_id
+from shared.testing.mesh_fixtures import running_dovecot
 from shared.testing.tcp_proxy import CutRule, FaultProxy
 from services.intake_email.config import MAILBOXES_CONFIG_KEY, Settings
 from services.intake_email.service import IntakeEmailService
@@ -152,14 +149,7 @@ def test_folder_recreated_under_a_running_service_is_selected_again_without_dupl
 
 @pytest.fixture(scope="module")
 def two_user_dovecot():
-    workdir = Path(tempfile.mkdtemp(prefix="tm-dovecot-two-"))  # under /tmp: Dovecot's mail user must reach it
-    server = DovecotServer(workdir, users={"support": "support-pw", "sales": "sales-pw"})
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    yield from running_dovecot("tm-dovecot-two-", users={"support": "support-pw", "sales": "sales-pw"})
 
 
 @pytest.fixture

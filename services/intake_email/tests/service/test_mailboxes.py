@@ -1,19 +1,17 @@
 """Several mailboxes, XOAUTH2, archive, oversize, flood and health, against real Dovecot, RabbitMQ and Redis."""
 import json
-import shutil
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import imapclient
 import pytest
 import structlog
 from nameko.web.server import WebServer
 
-from devenv.dovecot import DovecotServer, TokenIntrospection
+from shared.testing.mesh_fixtures import running_dovecot
+from devenv.dovecot import TokenIntrospection
 from shared.intake_ledger import stable_event_id
 from services.intake_email.config import (DATA_DIR_CONFIG_KEY, FLOOD_MAX_CONFIG_KEY, FLOOD_WINDOW_CONFIG_KEY,
                                           MAILBOXES_CONFIG_KEY, STALL_CONFIG_KEY,
@@ -199,15 +197,10 @@ def test_readyz_names_the_stalled_mailbox_while_dovecot_is_down_and_recovers(sta
 
 @pytest.fixture(scope="module")
 def oauth_dovecot():
-    workdir = Path(tempfile.mkdtemp(prefix="tm-dovecot-oauth-"))
     with TokenIntrospection({GOOD_TOKEN: OAUTH_USER}) as idp:
-        server = DovecotServer(workdir, users={"support": "support-demo"}, oauth2_introspection_url=idp.url)
-        server.start()
-        try:
+        for server in running_dovecot("tm-dovecot-oauth-", users={"support": "support-demo"},
+                                      oauth2_introspection_url=idp.url):
             yield server, idp
-        finally:
-            server.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_xoauth2_mailbox_logs_in_with_its_token_and_a_wrong_token_fails_alone(
