@@ -82,24 +82,18 @@ def _parse_from(value: str) -> OriginalSender | None:
     return OriginalSender(email=address, name=name[:NAME_MAX_CHARS] if name.lower() != address else "")
 
 
-def customer_of(*, from_email: str, from_name: str, reply_to: tuple[str, ...], text: str,
-                agents_by_email: Mapping[str, str], our_address: str, sender_from_reply_to: bool) -> Customer:
+def customer_of(*, from_email: str, from_name: str, text: str, agents_by_email: Mapping[str, str],
+                our_address: str) -> Customer:
     """Who the ticket is for.
 
     - a roster agent's mail with a forwarded block → the original sender, ``forwarded_by`` = the
       agent (unless the original is us or another agent: then it is the agent's own mail);
-    - ``sender_from_reply_to`` and a Reply-To that is not ours → the Reply-To address (web
-      forms and shared mailboxes send "on behalf of" the real customer);
-    - else the sender.
+    - else the sender (already the Reply-To person when ``TM_EMAIL_SENDER_FROM_REPLY_TO`` is on:
+      :func:`~services.intake_email.normalize.normalize` applies that rule, with the name).
     """
     agent = agents_by_email.get(from_email.lower())
     if agent:
         original = original_sender(text)
         if original and original.email not in agents_by_email and original.email != our_address.lower():
             return Customer(original.email, original.name, forwarded_by=agent)
-    if sender_from_reply_to:
-        other = next((a for a in reply_to if a and a.lower() != from_email.lower()
-                      and a.lower() != our_address.lower()), None)
-        if other:
-            return Customer(other.lower(), "")
     return Customer(from_email, from_name)

@@ -236,17 +236,19 @@ def parse_message(raw: bytes) -> Message:
 
 def normalize(raw: bytes, *, received_at: datetime, max_bytes: int = DEFAULT_MAX_BYTES,
               allow_remote_images: bool = False, sender_from_reply_to: bool = False,
-              parsed: Message | None = None) -> NormalizedMail:
+              our_address: str = "", parsed: Message | None = None) -> NormalizedMail:
     """Parse ``raw`` into a :class:`NormalizedMail` or raise :class:`MailRejected`; nothing else.
 
     ``parsed`` is ``raw`` already parsed by :func:`parse_message` (e.g. :func:`automatic.parse`'s
     result): it is used as is instead of parsing again. ``allow_remote_images`` keeps http(s)
     images in ``html_sanitized``; ``sender_from_reply_to`` takes the sender from a Reply-To naming
-    exactly one valid address (mail sent by a form or a shared system on a person's behalf).
+    exactly one valid address other than the sender and ``our_address`` (mail sent by a form or a
+    shared system on a person's behalf).
     """
     try:
         return _normalize(raw, received_at=received_at, max_bytes=max_bytes, parsed=parsed,
-                          allow_remote_images=allow_remote_images, sender_from_reply_to=sender_from_reply_to)
+                          allow_remote_images=allow_remote_images, sender_from_reply_to=sender_from_reply_to,
+                          our_address=our_address.strip().lower())
     except MailRejected:
         raise
     except Exception as exc:  # noqa: BLE001 - the contract: bad input is a rejection, never a crash
@@ -254,7 +256,7 @@ def normalize(raw: bytes, *, received_at: datetime, max_bytes: int = DEFAULT_MAX
 
 
 def _normalize(raw: bytes, *, received_at: datetime, max_bytes: int, allow_remote_images: bool,
-               sender_from_reply_to: bool, parsed: Message | None) -> NormalizedMail:
+               sender_from_reply_to: bool, our_address: str, parsed: Message | None) -> NormalizedMail:
     if not isinstance(raw, (bytes, bytearray)):
         raise MailRejected(f"message is {type(raw).__name__}, not bytes")
     if not raw.strip():
@@ -273,7 +275,7 @@ def _normalize(raw: bytes, *, received_at: datetime, max_bytes: int, allow_remot
     flags = _Flags()
     from_name, from_email = _sender(msg, flags)
     reply_to = _addresses(msg, ("Reply-To",), flags)
-    if sender_from_reply_to and len(reply_to) == 1 and reply_to[0][1] != from_email:
+    if sender_from_reply_to and len(reply_to) == 1 and reply_to[0][1] not in (from_email, our_address):
         from_name, from_email = reply_to[0]
     subject = _clean_line(decode_header_value(_header(msg, "Subject"), flags))[:SUBJECT_MAX_CHARS]
     body = _Body(flags)

@@ -251,7 +251,8 @@ class IntakeEmailService:
             try:
                 # The size limit was applied at fetch time from RFC822.SIZE; parsed once, above.
                 mail = normalize(fetched.raw, received_at=fetched.internal_date, max_bytes=len(fetched.raw),
-                                 parsed=parsed)
+                                 sender_from_reply_to=self.threading.sender_from_reply_to,
+                                 our_address=self.our_address, parsed=parsed)
             except MailRejected as rejected:
                 return self._quarantine(fetched, rejected.reason)
             key = intake.contact_key(mail, fetched)
@@ -275,10 +276,8 @@ class IntakeEmailService:
         return self._quarantine(fetched, reason, as_outcome=THROTTLED)
 
     def _customer(self, mail: NormalizedMail) -> forwarding.Customer:
-        return forwarding.customer_of(
-            from_email=mail.from_email, from_name=mail.from_name, reply_to=mail.reply_to, text=mail.text,
-            agents_by_email=self.threading.agents_by_email, our_address=self.our_address,
-            sender_from_reply_to=self.threading.sender_from_reply_to)
+        return forwarding.customer_of(from_email=mail.from_email, from_name=mail.from_name, text=mail.text,
+                                      agents_by_email=self.threading.agents_by_email, our_address=self.our_address)
 
     def _flood_reason(self, fetched: FetchedMail, parsed: Any) -> str | None:
         address = rejection.sender(parsed)[1]

@@ -15,7 +15,8 @@ import structlog
 
 from services.intake_email import flood, intake
 from services.intake_email.config import (DATA_DIR_CONFIG_KEY, FLOOD_MAX_CONFIG_KEY, MAILBOXES_CONFIG_KEY,
-                                          REOPEN_DAYS_CONFIG_KEY, ROSTER_FILE_CONFIG_KEY, TOKEN_SECRET_CONFIG_KEY)
+                                          REOPEN_DAYS_CONFIG_KEY, ROSTER_FILE_CONFIG_KEY,
+                                          SENDER_FROM_REPLY_TO_CONFIG_KEY, TOKEN_SECRET_CONFIG_KEY)
 from services.intake_email.service import IntakeEmailService
 
 from .conftest import wait_until
@@ -184,6 +185,15 @@ def test_follow_up_to_a_resolved_ticket(start, mailbox, events, resolve, resolve
         assert new["linked_ticket_id"] == ticket
         assert new["subject"] == f"Re: [#{ticket}] 发票抬头错误"
         assert events.of("message_received") == []
+
+
+def test_with_sender_from_reply_to_a_web_form_mail_is_filed_for_the_person_in_reply_to(start, mailbox, events):
+    start(**{SENDER_FROM_REPLY_TO_CONFIG_KEY: True})
+    form = mail("订单咨询", sender="Web Form <noreply@shop.example>")
+    form = form.replace(b"Subject:", "Reply-To: 李雷 <li.lei@example.cn>\r\nSubject:".encode(), 1)
+    mailbox.append(form)
+    ticket = events.next("ticket_received")
+    assert (ticket["customer"]["email"], ticket["customer"]["name"]) == ("li.lei@example.cn", "李雷")
 
 
 def test_agent_forwarding_a_customers_mail_opens_the_ticket_for_the_customer(start, mailbox, events):

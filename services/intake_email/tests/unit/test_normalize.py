@@ -359,6 +359,20 @@ def test_sender_from_reply_to_only_when_asked_and_only_for_one_valid_address():
     assert (mail.from_email, mail.reply_to) == ("noreply@shop.example", ())
 
 
+def test_reply_to_is_the_sender_only_when_configured_and_never_the_sender_itself_or_us():
+    form = (b"From: Web form <forms@shop.example>\r\nReply-To: buyer@example.com\r\nSubject: hi\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n")
+    assert (normalize(form, received_at=AT).from_email) == "forms@shop.example"
+    assert (normalize(form, received_at=AT, sender_from_reply_to=True).from_email,
+            normalize(form, received_at=AT, sender_from_reply_to=True).from_name) == ("buyer@example.com", "")
+    ours = form.replace(b"buyer@example.com", b"Support@TicketMesh.test")
+    assert normalize(ours, received_at=AT, sender_from_reply_to=True,
+                     our_address="support@ticketmesh.test").from_email == "forms@shop.example"
+    both = form.replace(b"buyer@example.com", b"forms@shop.example, support@ticketmesh.test")
+    assert normalize(both, received_at=AT, sender_from_reply_to=True,
+                     our_address="support@ticketmesh.test").from_email == "forms@shop.example"
+
+
 def test_reply_text_is_the_new_part_and_text_keeps_everything():
     body = ("The fix worked, thanks!\r\n\r\nOn Tue, Jan 2, 2024 at 10:00 AM Support <support@example.com> wrote:\r\n"
             "> Please restart the router.\r\n").encode()
