@@ -58,6 +58,13 @@ SLA_BREACHED = "sla_breached"
 NOTIFICATION_SENT = "notification_sent"
 MAIL_BOUNCED = "mail_bounced"
 MAIL_REJECTED = "mail_rejected"
+# Issue 5: offers, declines, transfers, reopen, escalation.
+TICKET_DECLINED = "ticket_declined"                      # agent_desk: an agent declined an offer
+TICKET_UNASSIGNED = "ticket_unassigned"                  # dispatcher: an offer/assignment ended without resolution
+TICKET_TRANSFER_REQUESTED = "ticket_transfer_requested"  # agent_desk: transfer or supervisor reassignment asked for
+TICKET_TRANSFERRED = "ticket_transferred"                # dispatcher: a transfer/reassignment was carried out
+TICKET_REOPENED = "ticket_reopened"                      # agent_desk: a resolved ticket is open again
+TICKET_ESCALATED = "ticket_escalated"                    # sla_watcher: route the ticket to the next tier
 
 
 def exchange_name(service: str) -> str:
@@ -92,6 +99,7 @@ class Customer(BaseModel):
     phone: str | None = Field(default=None, max_length=32, description="E.164")
     chat_visitor_id: str | None = Field(default=None, max_length=128)
     language: str | None = Field(default=None, max_length=16)
+    tier: str | None = Field(default=None, max_length=32, description="e.g. vip; None = standard")
 
 
 class TicketEvent(Envelope):
@@ -150,6 +158,12 @@ class MessageReceived(TicketEvent):
     attachments: list[Attachment] = Field(default_factory=list, max_length=200)
 
 
+Tier = Literal["L1", "L2", "duty_manager"]
+TIERS: tuple[str, ...] = ("L1", "L2", "duty_manager")  # lowest first; escalation moves one step right
+UnassignReason = Literal["declined", "offer_expired", "agent_offline", "agent_away", "transferred",
+                         "reassigned", "escalated", "roster_removed"]
+
+
 class TicketClassified(TicketEvent):
     channel: Channel
     priority: Priority
@@ -158,23 +172,61 @@ class TicketClassified(TicketEvent):
     tags: list[str] = Field(default_factory=list)
     received_at: AwareDatetime
     customer_tier: str = "standard"
+    preferred_skills: list[str] = Field(default_factory=list)
+    category: str | None = Field(default=None, max_length=100)
+    group: str | None = Field(default=None, max_length=100)
+    signals: list[str] = Field(default_factory=list, description="built-in signals, e.g. complaint_risk, repeat_contact")
+    matched_rules: list[str] = Field(default_factory=list)
+
+
+class CandidateScore(BaseModel):
+    """One eligible agent as the router scored it (the decision record's candidate list)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    agent_id: str
+    score: float
+    spare_share: float = Field(description="free share of the agent's capacity, 0..1")
+    proficiency: float = Field(default=0.0, description="required-skill proficiency, normalised 0..1")
+    preferred: float = Field(default=0.0, description="share of the preferred skills the agent has, 0..1")
+    idle_seconds: float | None = Field(default=None, description="since last assignment; None = never")
 
 
 class RoutingDecision(BaseModel):
+    """Why a routing attempt ended as it did. Every field but the first three is optional so
+    older records still parse."""
+
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     considered: int
     eligible: int
     reason: str
-    rejected: dict[str, str] = Field(default_factory=dict, description="agent_id -> why filtered")
+    rejected: dict[str, str] = Field(default_factory=dict, description="agent_id -> 'kind: detail' (kind: presence, "
+                                     "skill, language, capacity, fairness, tier, group, declined)")
+    rejected_counts: dict[str, int] = Field(default_factory=dict, description="kind -> agents filtered, incl. unlisted")
+    candidates: list[CandidateScore] = Field(default_factory=list, description="best first, at most ~10")
+    winner: str | None = None
+    step: str = Field(default="initial", description="initial | drop_preferred | widen_group | next_tier | sticky | "
+                      "transfer | reassign | escalation | requeue")
+    policy: str = "default"
+    decided_at: AwareDatetime | None = None
 
 
 class TicketAssigned(TicketEvent):
+    """The ticket is offered to (and holds capacity of) ``agent_id``. With offers on,
+    ``offer_expires_at`` says when an unaccepted offer goes back to the queue; None = no
+    acceptance needed (offers off, or a transfer/reassignment the agent cannot decline)."""
+
     agent_id: str = Field(min_length=1)
     channel: Channel
     priority: Priority
     required_skills: list[str]
     decision: RoutingDecision
+    attempt: int = Field(default=1, ge=1, description="1 for the first assignment, +1 for each later one")
+    offer_expires_at: AwareDatetime | None = None
+    preferred_skills: list[str] = Field(default_factory=list)
+    group: str | None = None
+    tier: Tier = "L1"
 
 
 class TicketQueued(TicketEvent):
@@ -182,6 +234,63 @@ class TicketQueued(TicketEvent):
     priority: Priority
     required_skills: list[str]
     reason: str
+    decision: RoutingDecision | None = None
+    preferred_skills: list[str] = Field(default_factory=list)
+    group: str | None = None
+    tier: Tier = "L1"
+    received_at: AwareDatetime | None = None
+
+
+class TicketUnassigned(TicketEvent):
+    """``agent_id`` no longer holds the ticket (their capacity is freed); a ``ticket_assigned``
+    or ``ticket_queued`` follows."""
+
+    agent_id: str = Field(min_length=1)
+    reason: UnassignReason
+    by: str | None = Field(default=None, description="who caused it (agent/supervisor id), None = the system")
+    note: str = Field(default="", max_length=500)
+
+
+class TicketDeclined(TicketEvent):
+    agent_id: str = Field(min_length=1)
+    reason: str = Field(default="", max_length=500)
+
+
+class TicketTransferRequested(TicketEvent):
+    """An agent hands a ticket on, or a supervisor assigns it; exactly one target is set."""
+
+    requested_by: str = Field(min_length=1, description="agent id of who asked")
+    kind: Literal["transfer", "reassign"]
+    to_agent_id: str | None = None
+    to_group: str | None = Field(default=None, max_length=100)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class TicketTransferred(TicketEvent):
+    requested_by: str
+    kind: Literal["transfer", "reassign"]
+    from_agent_id: str | None = None
+    to_agent_id: str | None = None
+    to_group: str | None = None
+    reason: str
+    outcome: Literal["assigned", "queued", "rejected"]
+    detail: str = ""
+
+
+class TicketReopened(TicketEvent):
+    """A resolved ticket is open again: by an agent, or by a customer's message."""
+
+    by: Literal["agent", "customer"]
+    agent_id: str | None = Field(default=None, description="who reopened (by=agent) / last assignee (by=customer)")
+    channel: Channel
+
+
+class TicketEscalated(TicketEvent):
+    clock: str
+    policy: str
+    level: int = Field(ge=1)
+    to_tier: Tier | None = Field(default=None, description="None = the next tier after the current one")
+    reason: str = Field(max_length=500)
 
 
 class AgentPresenceChanged(Envelope):
@@ -269,6 +378,12 @@ SCHEMAS: dict[tuple[str, str], type[Envelope]] = {
     (DISPATCHER, TICKET_CLASSIFIED): TicketClassified,
     (DISPATCHER, TICKET_ASSIGNED): TicketAssigned,
     (DISPATCHER, TICKET_QUEUED): TicketQueued,
+    (DISPATCHER, TICKET_UNASSIGNED): TicketUnassigned,
+    (DISPATCHER, TICKET_TRANSFERRED): TicketTransferred,
+    (AGENT_DESK, TICKET_DECLINED): TicketDeclined,
+    (AGENT_DESK, TICKET_TRANSFER_REQUESTED): TicketTransferRequested,
+    (AGENT_DESK, TICKET_REOPENED): TicketReopened,
+    (SLA_WATCHER, TICKET_ESCALATED): TicketEscalated,
     (AGENT_DESK, AGENT_PRESENCE_CHANGED): AgentPresenceChanged,
     (AGENT_DESK, TICKET_ACCEPTED): TicketAccepted,
     (AGENT_DESK, AGENT_REPLIED): AgentReplied,

@@ -15,7 +15,14 @@ Example::
         email: li.na@example.com
         skills: {billing: 4, technical: 2}
         languages: [zh, en]
+        group: billing         # optional: the team a ticket can be routed or transferred to
+        tier: L1               # L1 (default), L2 or duty_manager: escalation moves a ticket up
         capacity: {email: 10, chat: 3, phone: 1}
+
+Capacity is one budget shared across channels (routing.yaml ``routing.capacity_model``,
+default ``shared``): ``{email: 10, chat: 3, phone: 1}`` means a full load is 10 emails, or 3
+chats, or 1 call, or any mix whose shares add up to at most 1 (e.g. 1 chat + 6 emails).
+``per_channel`` makes each channel's number an independent cap instead.
 """
 from __future__ import annotations
 
@@ -63,6 +70,8 @@ class AgentProfile(BaseModel):
     skills: dict[str, int] = Field(default_factory=dict)
     languages: list[str] = Field(default_factory=lambda: ["zh"])
     capacity: dict[Literal["email", "chat", "phone"], int] = Field(default_factory=dict)
+    group: str | None = Field(default=None, max_length=100)
+    tier: Literal["L1", "L2", "duty_manager"] = "L1"
 
     @field_validator("password_hash")
     @classmethod

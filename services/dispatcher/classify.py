@@ -37,6 +37,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from services.dispatcher.customers import CustomerHistory
 from shared.config_files import ConfigFileError, describe_validation_error, read_yaml, repeated_names
 
 Priority = Literal["P1", "P2", "P3", "P4"]
@@ -150,6 +151,10 @@ class Classification:
     tags: tuple[str, ...]
     language: str
     matched_rules: tuple[str, ...]
+    preferred_skills: tuple[str, ...] = ()
+    category: str | None = None
+    group: str | None = None
+    signals: tuple[str, ...] = ()  # built-in: complaint_risk, repeat_contact, repeat_complaint
 
 
 def _keyword_regex(word: str) -> str:
@@ -233,7 +238,8 @@ def _most_urgent(priorities: list[str]) -> str:
 
 
 def classify(rules: RuleSet, *, channel: str, subject: str, text: str, customer_language: str | None = None,
-             source: Mapping[str, str] | None = None) -> Classification:
+             source: Mapping[str, str] | None = None, customer_tier: str | None = None,
+             sender: str | None = None, history: CustomerHistory | None = None) -> Classification:
     haystacks = {"subject": subject.casefold(), "text": text[:TEXT_SCAN_LIMIT].casefold()}
     skills: list[str] = []
     tags: list[str] = []

@@ -17,7 +17,7 @@ from nameko.timer import timer
 
 from services.sla_watcher.clocks import FIRST_RESPONSE, due_items, item_from_member, parse_member
 from services.sla_watcher.config import DEFAULT_SLA_POLICY_FILE, SLA_POLICY_FILE_KEY
-from services.sla_watcher.policy import Policy, load_policies, select_policy
+from shared.sla_policy import Policy, load_policies, select_policy
 from services.sla_watcher.store import FULFILLED, RUNNING, STOPPED, ClaimedItem, Clock, SlaStore
 from shared import events as ev
 from shared.intake_ledger import stable_event_id

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from services.sla_watcher.policy import PolicyError, load_policies, parse_policies, select_policy
+from shared.sla_policy import PolicyError, load_policies, parse_policies, select_policy
 
 DEFAULT_POLICIES = Path(__file__).resolve().parents[4] / "deploy" / "config" / "sla.yaml"
 
