@@ -7,6 +7,7 @@ File format (``deploy/config/sla.yaml`` by default)::
         when: {priority: [P1], channel: [chat]}   # optional; all given conditions must hold
         first_response: 300                        # seconds
         warn_at: [0.5, 0.8]                        # fractions of the target; default [0.8]
+        escalate_on_breach: true                   # default: a breach routes the ticket to the next tier
       - name: fallback                             # no conditions: matches everything
         first_response: 14400
 
@@ -54,6 +55,7 @@ class _Policy(BaseModel):
     when: _When = Field(default_factory=_When)
     first_response: int = Field(gt=0, description="seconds")
     warn_at: list[float] = Field(default_factory=lambda: list(DEFAULT_WARN_AT))
+    escalate_on_breach: bool = True
 
     @field_validator("warn_at")
     @classmethod
@@ -80,6 +82,8 @@ class Policy:
     priorities: frozenset[str] | None = None
     channels: frozenset[str] | None = None
     customer_tiers: frozenset[str] | None = None
+    # A breach also asks the dispatcher to route the ticket to the next tier (ticket_escalated).
+    escalate_on_breach: bool = True
 
     def matches(self, *, priority: str, channel: str, customer_tier: str) -> bool:
         return ((self.priorities is None or priority in self.priorities)
@@ -105,7 +109,7 @@ def parse_policies(data: Any, *, origin: str = "sla policies") -> tuple[Policy, 
     return tuple(
         Policy(name=p.name, first_response_seconds=p.first_response, warn_at=tuple(p.warn_at),
                priorities=_frozen(p.when.priority), channels=_frozen(p.when.channel),
-               customer_tiers=_frozen(p.when.customer_tier))
+               customer_tiers=_frozen(p.when.customer_tier), escalate_on_breach=p.escalate_on_breach)
         for p in parsed.policies
     )
 

@@ -100,6 +100,13 @@ class SlaWatcherService:
             if len(batch) < SWEEP_BATCH:
                 return
 
+    def _escalates(self, policy_name: str) -> bool:
+        """A policy renamed or removed since the clock started keeps the default (escalate)."""
+        for policy in self.policies:
+            if policy.name == policy_name:
+                return policy.escalate_on_breach
+        return True
+
     def _fire(self, claimed: ClaimedItem, clock: Clock | None) -> None:
         if clock is None or clock.state != RUNNING:
             # Finished between the claim and now (or its record expired): nothing to say.
@@ -117,6 +124,12 @@ class SlaWatcherService:
         if not item.is_breach:
             fields["elapsed_fraction"] = item.fraction
         self.emit(event_type, now=now, trace_id=clock.trace_id, **fields)
+        if item.is_breach and self._escalates(clock.policy):
+            # Published before the release: a worker dying here re-fires both, with the same ids.
+            self.emit(ev.TICKET_ESCALATED, now=now, trace_id=clock.trace_id, ticket_id=clock.ticket_id,
+                      event_id=stable_event_id(ev.SLA_WATCHER, ev.TICKET_ESCALATED, clock.ticket_id, clock.clock, "1"),
+                      clock=clock.clock, policy=clock.policy, level=1,
+                      reason=f"{clock.clock} target of {clock.target_seconds}s missed")
         self.store.release(claimed.member)
         log.info(event_type, ticket_id=clock.ticket_id, trace_id=clock.trace_id, clock=clock.clock,
                  kind=item.kind, agent_id=clock.agent_id, late_seconds=round(now.timestamp() - item.due_at, 3))

@@ -46,10 +46,10 @@ def resolved(ticket_id):
                          ticket_id=ticket_id, agent_id="li.na", channel="email")
 
 
-def tiny_policies(tmp_path, target=1, warn_at=(0.5,)):
+def tiny_policies(tmp_path, target=1, warn_at=(0.5,), **extra):
     path = tmp_path / "sla.yaml"
     path.write_text(yaml.safe_dump({"policies": [
-        {"name": "tiny", "first_response": target, "warn_at": list(warn_at)}]}), encoding="utf-8")
+        {"name": "tiny", "first_response": target, "warn_at": list(warn_at), **extra}]}), encoding="utf-8")
     return str(path)
 
 
@@ -100,7 +100,7 @@ def test_warning_then_breach_fire_on_time_once_naming_the_assignee(service_conta
     publish(ev.DISPATCHER, ev.TICKET_CLASSIFIED, classified("TM-marker", received_at + 0.3))
 
     seen = collect(listener, breached("TM-marker"))
-    mine = [(t, b, when) for t, b, when in seen if b["ticket_id"] == "TM-1"]
+    mine = [(t, b, when) for t, b, when in seen if b["ticket_id"] == "TM-1" and t != ev.TICKET_ESCALATED]
     assert [t for t, _, _ in mine] == [ev.SLA_WARNING, ev.SLA_BREACHED]
     (_, warning, warned_at), (_, breach, breached_at) = mine
     assert warning["elapsed_fraction"] == 0.5 and warning["agent_id"] == "li.na"
@@ -158,11 +158,11 @@ def test_items_overdue_before_start_fire_once_in_due_order(service_container, st
     listener = event_listener(ev.SLA_WATCHER)
     start_watcher(service_container, str(DEFAULT_POLICIES))
 
-    seen = collect(listener, lambda s: len(s) == 6)
+    seen = collect(listener, lambda s: len(s) == 9)  # each breach is followed by its escalation
     assert [(t, b["ticket_id"]) for t, b, _ in seen] == [
-        (ev.SLA_WARNING, "TM-3"), (ev.SLA_BREACHED, "TM-3"),
-        (ev.SLA_WARNING, "TM-1"), (ev.SLA_BREACHED, "TM-1"),
-        (ev.SLA_WARNING, "TM-2"), (ev.SLA_BREACHED, "TM-2"),
+        (ev.SLA_WARNING, "TM-3"), (ev.SLA_BREACHED, "TM-3"), (ev.TICKET_ESCALATED, "TM-3"),
+        (ev.SLA_WARNING, "TM-1"), (ev.SLA_BREACHED, "TM-1"), (ev.TICKET_ESCALATED, "TM-1"),
+        (ev.SLA_WARNING, "TM-2"), (ev.SLA_BREACHED, "TM-2"), (ev.TICKET_ESCALATED, "TM-2"),
     ]
     poll_until(lambda: store.due_members() == [])  # released once fired: nothing left to fire again
 
@@ -183,6 +183,30 @@ def test_two_replicas_fire_each_item_exactly_once(service_container, tmp_path, s
 
     seen = collect(listener, breached("TM-marker"), timeout=15)
     fired = [(b["ticket_id"], t) for t, b, _ in seen if b["ticket_id"] != "TM-marker"]
-    assert len(fired) == 80
-    assert set(fired) == {(t, kind) for t in tickets for kind in (ev.SLA_WARNING, ev.SLA_BREACHED)}
+    kinds = (ev.SLA_WARNING, ev.SLA_BREACHED, ev.TICKET_ESCALATED)
+    assert len(fired) == 3 * len(tickets)
+    assert set(fired) == {(t, kind) for t in tickets for kind in kinds}
     assert len({b["event_id"] for _, b, _ in seen}) == len(seen)
+
+
+@pytest.mark.parametrize("escalate", [True, False])
+def test_a_breach_escalates_once_unless_the_policy_says_not_to(service_container, tmp_path, publish, event_listener,
+                                                             escalate):
+    container = start_watcher(service_container, tiny_policies(tmp_path, escalate_on_breach=escalate))
+    listener = event_listener(ev.SLA_WATCHER)
+    received_at = time.time()
+    for _ in range(2):  # a redelivered classification starts nothing twice
+        with entrypoint_waiter(container, "handle_ticket_classified", timeout=10):
+            publish(ev.DISPATCHER, ev.TICKET_CLASSIFIED, classified("TM-1", received_at))
+    publish(ev.DISPATCHER, ev.TICKET_CLASSIFIED, classified("TM-marker", received_at + 0.5))
+
+    seen = collect(listener, breached("TM-marker"))
+    escalations = [b for t, b, _ in seen if t == ev.TICKET_ESCALATED and b["ticket_id"] == "TM-1"]
+    if not escalate:
+        assert escalations == []
+        return
+    assert len(escalations) == 1
+    (escalation,) = escalations
+    assert escalation["level"] == 1 and escalation["policy"] == "tiny" and escalation["clock"] == FIRST_RESPONSE
+    assert escalation["to_tier"] is None and "missed" in escalation["reason"]
+    assert escalation["trace_id"] == "trace-TM-1"
