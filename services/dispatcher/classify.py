@@ -109,7 +109,7 @@ BUILTIN_COMPLAINT_WORDS = (
 # each with the substrings one of which it needs (a cheap test before the regex runs). Chinese
 # refund threats ("要求退款否则投诉") are caught by the lexicon's 投诉/曝光/起诉/差评 words.
 BUILTIN_COMPLAINT_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (r"\b(sue|sued|suing)\b", ("su",)),
+    (r"\b(sue|sued|suing)\b", ("sue", "suing")),
     (r"\brefund\b.{0,60}\bor (else|i will|i'll|i am going to|i'm going to)\b", ("refund",)),
     (r"\b(unless|if)\b.{0,40}\brefund.{0,60}\b(i will|i'll|i am going to|i'm going to)\b", ("refund",)),
 )
@@ -143,6 +143,8 @@ _T2S = str.maketrans({_TRAD_SIMP[i]: _TRAD_SIMP[i + 1] for i in range(0, len(_TR
 
 def fold(text: str) -> str:
     """What keywords and regexes are matched against: NFKC, casefolded, Traditional → Simplified."""
+    if text.isascii():  # most English mail: nothing to normalise or map
+        return text.lower()
     return unicodedata.normalize("NFKC", text).casefold().translate(_T2S)
 
 
@@ -334,13 +336,16 @@ class _KeywordIndex:
     (C speed) comes first and the keyword's regex runs only where its needle is present, so a
     field costs about one ``in`` per distinct keyword rather than one regex pass per rule."""
     keywords: tuple[_Keyword, ...] = ()
+    ascii_ids: tuple[int, ...] = ()  # the keywords an all-ASCII text can contain
 
     def find(self, haystacks: Mapping[str, str]) -> dict[str, dict[int, int]]:
         """field → keyword id → position of its first match in that field."""
         found: dict[str, dict[int, int]] = {f: {} for f in haystacks}
         # Most keywords are in no field: one substring test over all fields rules them out.
         joined = "\x00".join(haystacks.values())
-        for kid, word in enumerate(self.keywords):
+        keywords = self.keywords
+        for kid in self.ascii_ids if joined.isascii() else range(len(keywords)):
+            word = keywords[kid]
             if word.needle not in joined:
                 continue
             for f, haystack in haystacks.items():
@@ -404,7 +409,9 @@ def _keyword(word: str) -> _Keyword:
 
 def _build_index(words: list[str]) -> tuple[_KeywordIndex, dict[str, int]]:
     """``words`` are folded and distinct; returns the index and word → id."""
-    return _KeywordIndex(tuple(_keyword(w) for w in words)), {w: i for i, w in enumerate(words)}
+    keywords = tuple(_keyword(w) for w in words)
+    ascii_ids = tuple(i for i, k in enumerate(keywords) if k.needle.isascii())
+    return _KeywordIndex(keywords, ascii_ids), {w: i for i, w in enumerate(words)}
 
 
 def _folded_set(values: list[str] | None) -> frozenset[str] | None:
