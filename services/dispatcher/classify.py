@@ -51,8 +51,10 @@ start at a word boundary, so ``error`` matches "errors" but ``charge`` does not 
 "discharge". Regexes see the same folded text; a regex that does not compile is a load error
 naming the rule.
 
-Everything is compiled at load; per ticket, all keywords of all rules are found in one regex
-pass per field. Nothing here touches the network or the clock; :func:`load_rules` reads one
+Everything is compiled at load. Per ticket, every distinct keyword (of all rules and the
+complaint lexicon) costs one substring test over subject and text together, and its regex runs
+only where that test hits; an all-ASCII ticket skips the Chinese keywords. A regex that starts
+with plain text is faster than one starting with ``\b`` or a group. Nothing here touches the network or the clock; :func:`load_rules` reads one
 file, :func:`rules_file` gives a :class:`~shared.reloading.ReloadingFile` of it.
 """
 from __future__ import annotations
@@ -310,7 +312,7 @@ class Rule:
     languages: frozenset[str] | None = None
     signals: frozenset[str] | None = None
     keywords: tuple[str, ...] | None = None           # as written, for explanations
-    keyword_ids: frozenset[int] | None = None          # into RuleSet.keywords
+    keyword_ids: frozenset[int] | None = None          # into RuleSet.index.keywords
     regexes: tuple[re.Pattern[str], ...] | None = None
     regex_sources: tuple[str, ...] = ()                # as written
     fields: tuple[str, ...] = TEXT_FIELDS
