@@ -10,6 +10,8 @@
     ticketmesh quarantine list [--mailbox M]     mail intake_email kept aside, and why
     ticketmesh quarantine show ID                one of them: the note and its headers
     ticketmesh quarantine reprocess ID...        put them back into their mailbox for intake
+    ticketmesh rules validate [FILE]             check the classification rules
+    ticketmesh rules explain --subject S --text T  how a sample ticket is classified, and why
 """
 from __future__ import annotations
 
@@ -324,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     parse.add_argument("--our-address", default=None,
                        help="our support address, to recognise our own mail (default: TM_MAIL_FROM)")
     email_cmd.set_defaults(func=_cmd_email)
+
+    from services.dispatcher import rules_cli  # ticketmesh rules validate|explain
+
+    rules_cli.register(sub)
     return parser
 
 

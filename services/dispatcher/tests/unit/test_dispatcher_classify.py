@@ -41,7 +41,7 @@ def test_complaint_signals_tag_and_raise_priority_while_skills_accumulate(rules)
     assert result.required_skills == ("billing",)
 
     english = classify(rules, channel="chat", subject="", text="My lawyer will contact you")
-    assert english.priority == "P1" and english.tags == ("complaint",) and english.required_skills == ("general",)
+    assert english.priority == "P1" and english.tags == ("complaint", "complaint_risk") and english.required_skills == ("general",)
 
 
 def test_defaults_when_nothing_matches(rules):
