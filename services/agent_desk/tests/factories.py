@@ -13,6 +13,10 @@ from shared.roster import hash_password
 PASSWORDS = {"li.na": "li-na-pass-1", "sam.taylor": "sam-pass-22", "wang.fang": "wang-fang-pass-3"}
 
 
+DECISION = {"considered": 3, "eligible": 1, "reason": "billing 5/5, zh, load 0/10", "rejected": {},
+            "candidates": [{"agent_id": "li.na", "score": 0.9, "spare_share": 1.0}], "winner": "li.na"}
+
+
 def write_roster(path: Path) -> Path:
     agents = [
         {"agent_id": "li.na", "name": "李娜", "role": "agent", "skills": {"billing": 5}, "languages": ["zh", "en"],
@@ -45,7 +49,7 @@ def ticket_assigned(ticket_id: str = "TM-10001", agent_id: str = "li.na", *, at:
     return ev.make_event(
         ev.DISPATCHER, ev.TICKET_ASSIGNED, now=at or now(), trace_id="trace-" + ticket_id, ticket_id=ticket_id,
         agent_id=agent_id, channel="email", priority="P2", required_skills=["billing"],
-        decision={"considered": 3, "eligible": 1, "reason": "billing 5/5, zh, load 0/10", "rejected": {}}, **extra,
+        decision=DECISION, **extra,
     )
 
 
@@ -69,9 +73,6 @@ def mail_bounced(ticket_id: str | None = "TM-10001", *, recipients: tuple[str, .
         received_at=now().isoformat(),
     )
 
-
-DECISION = {"considered": 3, "eligible": 1, "reason": "billing 5/5, zh, load 0/10", "rejected": {},
-            "candidates": [{"agent_id": "li.na", "score": 0.9, "spare_share": 1.0}], "winner": "li.na"}
 
 
 def _dispatcher(event_type: str, ticket_id: str, at: datetime | None = None, **fields: Any) -> dict:
