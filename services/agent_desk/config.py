@@ -16,6 +16,8 @@ VARIABLES = (
     Variable("TM_DESK_SECRET", None, "key that signs session cookies (required in production; a dev default logs a warning)"),
     Variable("TM_DESK_SECURE_COOKIE", "false", "mark the session cookie Secure (set true behind HTTPS)"),
     Variable("TM_DESK_SESSION_HOURS", "12", "hours a sign-in lasts"),
+    Variable("TM_DESK_PRESENCE_GRACE_SECONDS", "60", "an agent with no console socket on any replica this long is set offline"),
+    Variable("TM_DESK_TOKEN_DAYS", "90", "days an API token (Authorization: Bearer) lasts"),
     Variable("TM_ROSTER_FILE", "deploy/demo/roster.yaml", "agent roster: logins, names, roles"),
 )
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
@@ -31,6 +33,8 @@ class Settings:
     secure_cookie: bool
     session_seconds: int
     roster_file: str
+    presence_grace_seconds: float = 60.0
+    token_seconds: int = 90 * 24 * 3600
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -47,4 +51,6 @@ class Settings:
             secure_cookie=get("TM_DESK_SECURE_COOKIE", as_bool),
             session_seconds=int(get("TM_DESK_SESSION_HOURS", float) * 3600),
             roster_file=get("TM_ROSTER_FILE"),
+            presence_grace_seconds=get("TM_DESK_PRESENCE_GRACE_SECONDS", float),
+            token_seconds=int(get("TM_DESK_TOKEN_DAYS", float) * 24 * 3600),
         )

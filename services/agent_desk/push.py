@@ -33,7 +33,11 @@ class SocketHub:
         self._sockets.discard(socket)
 
     def has_agent(self, agent_id: str) -> bool:
-        return any(s.agent_id == agent_id for s in self._sockets)
+        return any(s.agent_id == agent_id and not s.ws.closed for s in self._sockets)
+
+    def agent_ids(self) -> set[str]:
+        """Agents with a live socket here (presence heartbeats are refreshed for them)."""
+        return {s.agent_id for s in self._sockets if not s.ws.closed}
 
     async def send_to_agents(self, agent_ids: set[str], frame: dict, *, supervisors: bool = False) -> int:
         """Send ``frame`` to these agents' sockets (and every supervisor's if asked); count sent."""

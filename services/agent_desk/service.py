@@ -1,47 +1,73 @@
 """agent_desk: the agents' console. HTTP API + WebSocket push (aiohttp) and event handlers.
 
-HTTP (every /api route but login, and /ws, needs a signed-in session; else 401 JSON)::
+HTTP (every /api route but login, and /ws, needs a signed-in session or an API token sent as
+``Authorization: Bearer <token>``; else 401 JSON). Agents see and act on their own tickets only
+(403 ``not_assignee``); supervisors on every ticket, plus the supervisor routes (else 403
+``not_supervisor``)::
 
     GET  /                               the console page (static/)
     POST /api/login {agent_id,password}  → sets the session cookie (HttpOnly, SameSite=Lax)
     POST /api/logout                     → session ended everywhere, then presence offline (best-effort)
-    GET  /api/me                         → {agent_id, name, role, presence}
+    GET  /api/me                         → {agent_id, name, role, group, presence}
     POST /api/presence {presence}        → emits agent_presence_changed when it changes
+    GET  /api/directory                  → agents (id, name, group) and groups, for transfer targets
+    POST /api/tokens {label}             → a new API token, shown once (session only; stored hashed)
+    GET  /api/tokens                     → the caller's tokens (no secrets)
+    DELETE /api/tokens/{token_id}        → revoke one
     GET  /api/tickets                    → the agent's work list (supervisors: ?agent_id=)
-    GET  /api/tickets/{id}               → one ticket view
-    POST /api/tickets/{id}/accept        → emits ticket_accepted (once)
+    GET  /api/tickets/{id}               → {ticket, history}: one ticket view and the customer's other tickets
+    GET  /api/tickets/{id}/decisions     → the routing decision of every attempt
+    POST /api/tickets/{id}/accept        → emits ticket_accepted (once; 409 when the offer ran out)
+    POST /api/tickets/{id}/decline {reason?}  → emits ticket_declined (the offered agent only)
     POST /api/tickets/{id}/reply {text, client_reply_id}
                                          → emits agent_replied (once per client_reply_id)
+    POST /api/tickets/{id}/notes {text, client_note_id?}  → internal note (no event: stays in the desk)
+    POST /api/tickets/{id}/transfer {to_agent_id|to_group, reason}
+                                         → emits ticket_transfer_requested kind=transfer
+    POST /api/tickets/{id}/reassign {to_agent_id|to_group, reason}  (supervisors)
+                                         → emits ticket_transfer_requested kind=reassign
     POST /api/tickets/{id}/resolve       → emits ticket_resolved (once)
+    POST /api/tickets/{id}/reopen        → emits ticket_reopened by=agent
+    GET  /api/supervisor/overview        → queues by skill, agents' presence and load, SLA risk, decisions
     GET  /ws                             → WebSocket: work list on connect, then pushes
 
-Only the assignee or a supervisor may act on a ticket (403). An action publishes its event
-(confirmed by the broker) before the view records it: if the publish fails the agent gets a
-503 and can retry, and accept/resolve/reply carry a stable event_id so a retry is the same
-event (a reply's comes from the console's client_reply_id, one per draft).
+An action publishes its event (confirmed by the broker) before the view records it: if the
+publish fails the agent gets a 503 and can retry, and every action event carries a stable
+event_id so a retry is the same event (a reply's comes from the console's client_reply_id).
 
 Consumed events (handler name = queue name, wire contract): ``store_*`` handlers share one
 queue across replicas and keep the ticket views; ``push_*`` handlers are broadcast (one queue
-per replica) and deliver frames to the sockets this replica holds. A customer message on a
-resolved ticket reopens it for its last assignee and is pushed as ``ticket_assigned``. A view
-missing because events overtook each other raises TransientError (retried after a pause) for
-``tickets.OUT_OF_ORDER_GRACE_SECONDS``, then dead-letters. ``intake_email.mail_bounced`` with a
-ticket adds a system note to it ("Delivery to c***@… failed: …") and pushes the ticket to its
-assignee as ``ticket_updated``; a bounce about a ticket the desk does not hold is logged and dropped.
+per replica) and deliver frames to the sockets this replica holds (``board_*`` ones only tell
+supervisors' consoles to refresh their boards). ``ticket_assigned`` is pushed as an offer
+(with ``offer_expires_at``); ``ticket_unassigned`` takes the ticket off that agent's console;
+``ticket_classified`` fills tags/category/signals; ``ticket_assigned``/``ticket_queued`` keep
+their decision records; ``ticket_transferred`` and ``sla_watcher.ticket_escalated`` add system
+notes; ``sla_warning``/``sla_breached`` keep the due time. A customer message on a resolved
+ticket reopens it and the desk emits ``ticket_reopened`` by=customer (the dispatcher routes it,
+preferring the last agent). A view missing because events overtook each other raises
+TransientError (retried after a pause) for ``tickets.OUT_OF_ORDER_GRACE_SECONDS``, then
+dead-letters. ``intake_email.mail_bounced`` with a ticket adds a system note to it.
+
+Presence: every replica marks the agents whose console sockets it holds as seen every
+``grace/4`` seconds; an agent online/away but not seen on any replica for
+``TM_DESK_PRESENCE_GRACE_SECONDS`` is announced offline by exactly one replica (a Redis claim).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import re
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
-from services.agent_desk import tickets
+from services.agent_desk import supervisor, tickets
 from services.agent_desk.config import Settings
 from services.agent_desk.push import ConsoleSocket, SocketHub
 from services.agent_desk.sessions import COOKIE_NAME, Session, sign_session, verify_session
@@ -69,10 +95,19 @@ _INTAKES = ((ev.INTAKE_EMAIL, "email"), (ev.INTAKE_CHAT, "chat"), (ev.INTAKE_PHO
 _MESSAGE_INTAKES = ((ev.INTAKE_EMAIL, "email"), (ev.INTAKE_CHAT, "chat"))
 _UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 CLIENT_REPLY_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+TOKEN_PREFIX = "tmd_"
+BEARER = re.compile(r"Bearer\s+(\S{1,200})", re.IGNORECASE)
+MAX_TOKENS_PER_AGENT = 20
+MIN_PRESENCE_TICK_SECONDS = 0.05
 
 
 AGENT = web.RequestKey("agent", AgentProfile)
 SESSION = web.RequestKey("session", Session)
+VIA_TOKEN = web.RequestKey("via_token", bool)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _utcnow() -> datetime:
@@ -91,6 +126,8 @@ class AgentDesk:
         self.clock = clock
         # Unknown agent ids are checked against this, so a miss costs as long as a wrong password.
         self._decoy_hash = hash_password("decoy password")
+        self.groups = sorted({a.group for a in roster.values() if a.group})
+        self.presence_ticks = 0  # sweeps done by this replica (tests wait on it)
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -101,12 +138,24 @@ class AgentDesk:
         app.router.add_post("/api/logout", self.logout)
         app.router.add_get("/api/me", self.me)
         app.router.add_post("/api/presence", self.set_presence)
+        app.router.add_get("/api/directory", self.directory)
+        app.router.add_post("/api/tokens", self.create_token)
+        app.router.add_get("/api/tokens", self.list_tokens)
+        app.router.add_delete("/api/tokens/{token_id}", self.revoke_token)
         app.router.add_get("/api/tickets", self.list_tickets)
         app.router.add_get("/api/tickets/{ticket_id}", self.get_ticket)
+        app.router.add_get("/api/tickets/{ticket_id}/decisions", self.decisions)
         app.router.add_post("/api/tickets/{ticket_id}/accept", self.accept)
+        app.router.add_post("/api/tickets/{ticket_id}/decline", self.decline)
         app.router.add_post("/api/tickets/{ticket_id}/reply", self.reply)
+        app.router.add_post("/api/tickets/{ticket_id}/notes", self.add_note)
+        app.router.add_post("/api/tickets/{ticket_id}/transfer", self.transfer)
+        app.router.add_post("/api/tickets/{ticket_id}/reassign", self.reassign)
         app.router.add_post("/api/tickets/{ticket_id}/resolve", self.resolve)
+        app.router.add_post("/api/tickets/{ticket_id}/reopen", self.reopen)
+        app.router.add_get("/api/supervisor/overview", self.overview)
         app.router.add_get("/ws", self.websocket)
+        app.cleanup_ctx.append(self._presence_keeper)
 
     def subscribe(self, consumer: EventConsumer) -> None:
         for source, channel in _INTAKES:
@@ -119,6 +168,25 @@ class AgentDesk:
         consumer.subscribe(ev.DISPATCHER, ev.TICKET_ASSIGNED, "push_ticket_assigned", self.push_ticket_assigned,
                            broadcast=True)
         consumer.subscribe(ev.DISPATCHER, ev.TICKET_QUEUED, "store_ticket_queued", self.store_ticket_queued)
+        consumer.subscribe(ev.DISPATCHER, ev.TICKET_QUEUED, "push_ticket_queued", self.push_ticket_queued,
+                           broadcast=True)
+        consumer.subscribe(ev.DISPATCHER, ev.TICKET_CLASSIFIED, "store_ticket_classified", self.store_ticket_classified)
+        consumer.subscribe(ev.DISPATCHER, ev.TICKET_UNASSIGNED, "store_ticket_unassigned", self.store_ticket_unassigned)
+        consumer.subscribe(ev.DISPATCHER, ev.TICKET_UNASSIGNED, "push_ticket_unassigned", self.push_ticket_unassigned,
+                           broadcast=True)
+        consumer.subscribe(ev.DISPATCHER, ev.TICKET_TRANSFERRED, "store_ticket_transferred",
+                           self.store_ticket_transferred)
+        consumer.subscribe(ev.DISPATCHER, ev.TICKET_TRANSFERRED, "push_ticket_transferred", self.push_system_note,
+                           broadcast=True)
+        consumer.subscribe(ev.SLA_WATCHER, ev.TICKET_ESCALATED, "store_ticket_escalated", self.store_ticket_escalated)
+        consumer.subscribe(ev.SLA_WATCHER, ev.TICKET_ESCALATED, "push_ticket_escalated", self.push_system_note,
+                           broadcast=True)
+        consumer.subscribe(ev.SLA_WATCHER, ev.SLA_WARNING, "store_sla_warning", self.store_sla_event)
+        consumer.subscribe(ev.SLA_WATCHER, ev.SLA_BREACHED, "store_sla_breached", self.store_sla_event)
+        # The desk's own facts, as seen by every replica: supervisors' boards refresh on them.
+        for event_type in (ev.AGENT_PRESENCE_CHANGED, ev.TICKET_ACCEPTED, ev.TICKET_RESOLVED, ev.TICKET_DECLINED,
+                           ev.TICKET_REOPENED):
+            consumer.subscribe(ev.AGENT_DESK, event_type, f"board_{event_type}", self.board_hint, broadcast=True)
         consumer.subscribe(ev.INTAKE_EMAIL, ev.MAIL_BOUNCED, "store_mail_bounced", self.store_mail_bounced)
         consumer.subscribe(ev.INTAKE_EMAIL, ev.MAIL_BOUNCED, "push_mail_bounced", self.push_mail_bounced,
                            broadcast=True)
@@ -127,17 +195,25 @@ class AgentDesk:
 
     @web.middleware
     async def guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        """Same-origin check for state changes and sockets, then the session for /api and /ws."""
-        needs_session = request.path == "/ws" or (request.path.startswith("/api/") and request.path != "/api/login")
+        """Same-origin check for state changes and sockets, then who is asking for /api and /ws:
+        an API token (``Authorization: Bearer``) or the session cookie."""
+        needs_agent = request.path == "/ws" or (request.path.startswith("/api/") and request.path != "/api/login")
         if request.method in _UNSAFE_METHODS or request.path == "/ws":
             origin = request.headers.get("Origin")
             if origin and urlsplit(origin).netloc != request.host:
                 raise ApiError(403, "cross_origin", "requests from other sites are not accepted")
-        if needs_session:
-            session, agent = await self._signed_in(request)
-            if agent is None:
-                raise ApiError(401, "not_signed_in", "sign in first")
-            request[SESSION], request[AGENT] = session, agent
+        if needs_agent:
+            authorization = request.headers.get("Authorization")
+            if authorization is not None:
+                agent = await self._token_agent(authorization)
+                if agent is None:
+                    raise ApiError(401, "invalid_token", "the API token is unknown, revoked or expired")
+                request[AGENT], request[VIA_TOKEN] = agent, True
+            else:
+                session, agent = await self._signed_in(request)
+                if agent is None:
+                    raise ApiError(401, "not_signed_in", "sign in first")
+                request[SESSION], request[AGENT], request[VIA_TOKEN] = session, agent, False
         try:
             return await handler(request)
         except ActionRefused as exc:
@@ -149,6 +225,18 @@ class AgentDesk:
         if session is None or await self.store.session_agent(session.session_id) != session.agent_id:
             return None, None
         return session, self.roster.get(session.agent_id)
+
+    async def _token_agent(self, authorization: str) -> AgentProfile | None:
+        found = BEARER.fullmatch(authorization.strip())
+        if not found or not found.group(1).startswith(TOKEN_PREFIX):
+            return None
+        agent_id = await self.store.token_agent(token_hash(found.group(1)))
+        return self.roster.get(agent_id) if agent_id else None  # gone from the roster: the token is dead too
+
+    @staticmethod
+    def _require_supervisor(agent: AgentProfile) -> None:
+        if agent.role != "supervisor":
+            raise ApiError(403, "not_supervisor", "only supervisors may do this")
 
     # -- pages and sign-in ----------------------------------------------------------------
 
@@ -183,6 +271,8 @@ class AgentDesk:
 
     async def logout(self, request: web.Request) -> web.Response:
         agent: AgentProfile = request[AGENT]
+        if request[VIA_TOKEN]:
+            raise ApiError(400, "no_session", "API tokens are revoked with DELETE /api/tokens/{token_id}")
         session: Session = request[SESSION]
         # End the session first: signing out must work while the broker is away. Going
         # offline is announced best-effort afterwards.
@@ -202,7 +292,7 @@ class AgentDesk:
         return json_response(await self._me(request[AGENT]))
 
     async def _me(self, agent: AgentProfile) -> dict[str, Any]:
-        return {"agent_id": agent.agent_id, "name": agent.name, "role": agent.role,
+        return {"agent_id": agent.agent_id, "name": agent.name, "role": agent.role, "group": agent.group,
                 "presence": await self.store.presence(agent.agent_id)}
 
     async def set_presence(self, request: web.Request) -> web.Response:
@@ -218,9 +308,44 @@ class AgentDesk:
         if await self.store.presence(agent.agent_id) == presence:
             return
         await self._publish(ev.AGENT_PRESENCE_CHANGED, trace_id=ev.new_id(), agent_id=agent.agent_id, presence=presence)
-        await self.store.set_presence(agent.agent_id, presence)
+        await self.store.set_presence(agent.agent_id, presence, self.clock())
         await self.hub.send_to_agents({agent.agent_id}, {"type": "presence", "presence": presence})
         log.info("agent_presence_changed", agent_id=agent.agent_id, presence=presence)
+
+    # -- directory and API tokens ---------------------------------------------------------
+
+    async def directory(self, _request: web.Request) -> web.Response:
+        agents = [{"agent_id": a.agent_id, "name": a.name, "group": a.group, "role": a.role}
+                  for a in sorted(self.roster.values(), key=lambda a: a.agent_id)]
+        return json_response({"agents": agents, "groups": self.groups})
+
+    async def create_token(self, request: web.Request) -> web.Response:
+        agent: AgentProfile = request[AGENT]
+        if request[VIA_TOKEN]:
+            raise ApiError(403, "session_required", "tokens are created from a signed-in console, not with a token")
+        label = (await read_json(request)).get("label", "")
+        if not isinstance(label, str) or len(label.strip()) > 100:
+            raise ApiError(400, "invalid_label", "label is a string of at most 100 characters")
+        now = self.clock()
+        if len(await self.store.tokens(agent.agent_id, now)) >= MAX_TOKENS_PER_AGENT:
+            raise ApiError(409, "too_many_tokens", f"at most {MAX_TOKENS_PER_AGENT} tokens; revoke one first")
+        token, token_id = TOKEN_PREFIX + secrets.token_urlsafe(32), secrets.token_hex(8)
+        await self.store.add_token(agent.agent_id, token_id, token_hash(token), label.strip(), now,
+                                   self.settings.token_seconds)
+        log.info("api_token_created", agent_id=agent.agent_id, token_id=token_id)
+        expires_at = datetime.fromtimestamp(now.timestamp() + self.settings.token_seconds, timezone.utc)
+        return json_response({"token": token, "token_id": token_id, "label": label.strip(),
+                              "expires_at": expires_at.isoformat()}, status=201)
+
+    async def list_tokens(self, request: web.Request) -> web.Response:
+        return json_response({"tokens": await self.store.tokens(request[AGENT].agent_id, self.clock())})
+
+    async def revoke_token(self, request: web.Request) -> web.Response:
+        agent: AgentProfile = request[AGENT]
+        if not await self.store.revoke_token(agent.agent_id, request.match_info["token_id"]):
+            raise ApiError(404, "unknown_token", "no such token")
+        log.info("api_token_revoked", agent_id=agent.agent_id, token_id=request.match_info["token_id"])
+        return json_response({"revoked": True})
 
     # -- tickets --------------------------------------------------------------------------
 
@@ -232,8 +357,19 @@ class AgentDesk:
         return json_response({"tickets": [v.for_console() for v in await self.store.worklist(whose)]})
 
     async def get_ticket(self, request: web.Request) -> web.Response:
+        agent: AgentProfile = request[AGENT]
         view = await self._ticket_for(request)
-        return json_response({"ticket": view.for_console()})
+        history = await self.store.customer_history(view)
+        return json_response({"ticket": self._shown(view, agent), "history": [h.summary() for h in history]})
+
+    @staticmethod
+    def _shown(view: TicketView, agent: AgentProfile) -> dict[str, Any]:
+        return view.for_console(full_contact=agent.role == "supervisor" or view.agent_id == agent.agent_id)
+
+    async def decisions(self, request: web.Request) -> web.Response:
+        view = await self._ticket_for(request)
+        return json_response({"ticket_id": view.ticket_id,
+                              "decisions": [r.model_dump(mode="json") for r in reversed(view.decisions)]})
 
     async def _ticket_for(self, request: web.Request) -> TicketView:
         agent: AgentProfile = request[AGENT]
@@ -251,11 +387,35 @@ class AgentDesk:
             with bound_event_context(trace_id=view.trace_id, ticket_id=view.ticket_id):
                 await self._publish(
                     ev.TICKET_ACCEPTED, trace_id=view.trace_id, ticket_id=view.ticket_id, agent_id=view.agent_id,
-                    event_id=stable_event_id(ev.TICKET_ACCEPTED, view.ticket_id, str(view.agent_id), str(view.assigned_at)),
+                    event_id=stable_event_id(ev.TICKET_ACCEPTED, view.ticket_id, str(view.agent_id),
+                                             str(view.assigned_at), str(view.attempt or 1)),
                 )
                 view = await self._record(view.ticket_id, lambda v: tickets.accept(v, agent.agent_id, agent.role, now))
                 log.info("ticket_accepted", agent_id=view.agent_id, by=agent.agent_id)
-        return json_response({"ticket": view.for_console()})
+        return json_response({"ticket": self._shown(view, agent)})
+
+    async def decline(self, request: web.Request) -> web.Response:
+        agent: AgentProfile = request[AGENT]
+        data = await read_json(request)
+        view, now = await self.store.ticket(request.match_info["ticket_id"]), self.clock()
+        if view is None:
+            raise ApiError(404, "unknown_ticket", "no such ticket at the desk")
+        if tickets.already_declined(view, agent.agent_id):
+            return json_response({"declined": True, "ticket_id": view.ticket_id})  # a retry: published before
+        _, reason = tickets.decline(view, agent.agent_id, data.get("reason"), now)
+        offered_at = view.assigned_at
+        with bound_event_context(trace_id=view.trace_id, ticket_id=view.ticket_id):
+            await self._publish(
+                ev.TICKET_DECLINED, trace_id=view.trace_id, ticket_id=view.ticket_id, agent_id=agent.agent_id,
+                reason=reason, event_id=stable_event_id(ev.TICKET_DECLINED, view.ticket_id, agent.agent_id,
+                                                        str(offered_at), str(view.attempt or 1)),
+            )
+            await self._record(view.ticket_id, lambda v: v if tickets.already_declined(v, agent.agent_id)
+                               else tickets.decline(v, agent.agent_id, reason, now)[0])
+            await self.hub.send_to_agents({agent.agent_id}, {"type": "ticket_removed", "ticket_id": view.ticket_id,
+                                                             "reason": "declined"})
+            log.info("ticket_declined", agent_id=agent.agent_id)
+        return json_response({"declined": True, "ticket_id": view.ticket_id})
 
     async def resolve(self, request: web.Request) -> web.Response:
         agent: AgentProfile = request[AGENT]
@@ -264,11 +424,88 @@ class AgentDesk:
             with bound_event_context(trace_id=view.trace_id, ticket_id=view.ticket_id):
                 await self._publish(
                     ev.TICKET_RESOLVED, trace_id=view.trace_id, ticket_id=view.ticket_id, agent_id=view.agent_id,
-                    channel=view.channel, event_id=stable_event_id(ev.TICKET_RESOLVED, view.ticket_id),
+                    channel=view.channel, event_id=stable_event_id(ev.TICKET_RESOLVED, view.ticket_id,
+                                                                   str(view.assigned_at)),
                 )
                 view = await self._record(view.ticket_id, lambda v: tickets.resolve(v, agent.agent_id, agent.role, now))
                 log.info("ticket_resolved", agent_id=view.agent_id, by=agent.agent_id)
-        return json_response({"ticket": view.for_console()})
+        return json_response({"ticket": self._shown(view, agent)})
+
+    async def reopen(self, request: web.Request) -> web.Response:
+        agent: AgentProfile = request[AGENT]
+        view = await self.store.ticket(request.match_info["ticket_id"])
+        if view is None:
+            raise ApiError(404, "unknown_ticket", "no such ticket at the desk")
+        if tickets.reopen(view, agent.agent_id, agent.role) != view:
+            with bound_event_context(trace_id=view.trace_id, ticket_id=view.ticket_id):
+                await self._publish(
+                    ev.TICKET_REOPENED, trace_id=view.trace_id, ticket_id=view.ticket_id, by="agent",
+                    agent_id=agent.agent_id, channel=view.channel,
+                    event_id=stable_event_id(ev.TICKET_REOPENED, view.ticket_id, str(view.resolved_at)),
+                )
+                view = await self._record(view.ticket_id, lambda v: tickets.reopen(v, agent.agent_id, agent.role))
+                log.info("ticket_reopened", by="agent", agent_id=agent.agent_id)
+        return json_response({"ticket": self._shown(view, agent)})
+
+    async def add_note(self, request: web.Request) -> web.Response:
+        agent: AgentProfile = request[AGENT]
+        data = await read_json(request)
+        view, now = await self._ticket_for(request), self.clock()
+        client_note_id = data.get("client_note_id")
+        if client_note_id is not None and (not isinstance(client_note_id, str)
+                                           or not CLIENT_REPLY_ID.fullmatch(client_note_id)):
+            raise ApiError(400, "invalid_client_note_id", "client_note_id is 8 to 64 characters of A-Z a-z 0-9 _ -")
+        text = tickets.note_text(view, agent.agent_id, agent.role, data.get("text"))
+        note_id = stable_event_id("agent_note", view.ticket_id, client_note_id) if client_note_id else ev.new_id()
+        note = tickets.internal_note(note_id, agent.agent_id, text, now)
+        view = await self._record(view.ticket_id, lambda v: tickets.with_message(v, note))
+        log.info("internal_note_added", agent_id=agent.agent_id, note_id=note_id)
+        return json_response({"note_id": note_id, "ticket": self._shown(view, agent)}, status=201)
+
+    async def transfer(self, request: web.Request) -> web.Response:
+        return await self._request_transfer(request, "transfer")
+
+    async def reassign(self, request: web.Request) -> web.Response:
+        self._require_supervisor(request[AGENT])
+        return await self._request_transfer(request, "reassign")
+
+    async def _request_transfer(self, request: web.Request, kind: str) -> web.Response:
+        agent: AgentProfile = request[AGENT]
+        data = await read_json(request)
+        view, now = await self._ticket_for(request), self.clock()
+        to_agent, to_group, reason = tickets.transfer_target(data, agents=set(self.roster), groups=set(self.groups))
+        if kind == "transfer":
+            tickets.may_transfer(view, agent.agent_id, agent.role, to_agent)
+        else:
+            tickets.may_reassign(view, agent.role, to_agent)
+        # Same request for the same holding of the ticket = same event (a retried click).
+        event_id = stable_event_id(ev.TICKET_TRANSFER_REQUESTED, kind, view.ticket_id, agent.agent_id,
+                                   str(view.assigned_at), to_agent or "", to_group or "", reason)
+        with bound_event_context(trace_id=view.trace_id, ticket_id=view.ticket_id):
+            await self._publish(
+                ev.TICKET_TRANSFER_REQUESTED, trace_id=view.trace_id, ticket_id=view.ticket_id,
+                requested_by=agent.agent_id, kind=kind, to_agent_id=to_agent, to_group=to_group, reason=reason,
+                event_id=event_id,
+            )
+            note = tickets.request_note(kind, event_id, agent.agent_id, to_agent, to_group, reason, now)
+            view = await self._record(view.ticket_id, lambda v: tickets.with_message(v, note))
+            log.info("ticket_transfer_requested", kind=kind, by=agent.agent_id, to_agent_id=to_agent, to_group=to_group)
+        return json_response({"requested": True, "event_id": event_id, "ticket": self._shown(view, agent)},
+                             status=202)
+
+    async def overview(self, request: web.Request) -> web.Response:
+        self._require_supervisor(request[AGENT])
+        now = self.clock()
+        agent_ids = sorted(self.roster)
+        presences = await self.store.presences(agent_ids)
+        worklists = await self.store.worklists(agent_ids)
+        return json_response({
+            "generated_at": now.isoformat(),
+            "queues": supervisor.queues(await self.store.queued(), now),
+            "agents": supervisor.agents(self.roster.values(), presences, worklists),
+            "sla_risk": supervisor.at_risk(await self.store.at_risk(), now),
+            "decisions": await self.store.recent_decisions(),
+        })
 
     async def reply(self, request: web.Request) -> web.Response:
         agent: AgentProfile = request[AGENT]
@@ -282,7 +519,7 @@ class AgentDesk:
         reply_id = stable_event_id("agent_reply", view.ticket_id, client_reply_id)
         if tickets.has_message(view, tickets.agent_message_id(reply_id)):
             # Recorded, so its publish was confirmed before: answer as the first time did.
-            return json_response({"reply_id": reply_id, "ticket": view.for_console()}, status=201)
+            return json_response({"reply_id": reply_id, "ticket": self._shown(view, agent)}, status=201)
         text = tickets.reply_text(view, agent.agent_id, agent.role, data.get("text"))
         with bound_event_context(trace_id=view.trace_id, ticket_id=view.ticket_id):
             await self._publish(
@@ -293,7 +530,7 @@ class AgentDesk:
             message = tickets.agent_message(reply_id, agent.agent_id, text, now)
             view = await self._record(view.ticket_id, lambda v: tickets.with_message(v, message))
             log.info("agent_replied", agent_id=agent.agent_id, reply_id=reply_id, channel=view.channel)
-        return json_response({"reply_id": reply_id, "ticket": view.for_console()}, status=201)
+        return json_response({"reply_id": reply_id, "ticket": self._shown(view, agent)}, status=201)
 
     async def _record(self, ticket_id: str, change: Callable[[TicketView], TicketView]) -> TicketView:
         """Apply an agent action to the stored view and show the result on the agent's other tabs."""
@@ -316,12 +553,14 @@ class AgentDesk:
         agent: AgentProfile = request[AGENT]
         ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_SECONDS, max_msg_size=64 * 1024)
         await ws.prepare(request)
-        socket = ConsoleSocket(agent.agent_id, agent.role, request[SESSION].session_id, ws)
+        session = request.get(SESSION)
+        socket = ConsoleSocket(agent.agent_id, agent.role, session.session_id if session else "token", ws)
         # Join the hub before reading the work list, so an assignment in between is not missed
         # (the console merges by ticket id, a duplicate is harmless).
         self.hub.add(socket)
         self.open_sockets.add(ws)
         try:
+            await self.store.seen({agent.agent_id}, self.clock())
             await ws.send_json({"type": "hello", "agent": await self._me(agent)})
             worklist = await self.store.worklist(agent.agent_id)
             await ws.send_json({"type": "worklist", "tickets": [v.for_console() for v in worklist]})
@@ -333,6 +572,49 @@ class AgentDesk:
             self.open_sockets.discard(ws)
         return ws
 
+    # -- presence: heartbeat loss -----------------------------------------------------------
+
+    async def _presence_keeper(self, _app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(self._keep_presence())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _keep_presence(self) -> None:
+        tick = max(MIN_PRESENCE_TICK_SECONDS, self.settings.presence_grace_seconds / 4)
+        while True:
+            try:
+                await self.presence_tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis or the broker away: the next tick tries again
+                log.warning("presence_sweep_failed", error=repr(exc))
+            self.presence_ticks += 1
+            await asyncio.sleep(tick)
+
+    async def presence_tick(self) -> None:
+        """Mark this replica's console agents as seen; announce the agents nobody has seen."""
+        now = self.clock()
+        await self.store.seen(self.hub.agent_ids(), now)
+        cutoff = datetime.fromtimestamp(now.timestamp() - self.settings.presence_grace_seconds, timezone.utc)
+        for agent_id in await self.store.lost_agents(cutoff):
+            if self.hub.has_agent(agent_id):
+                continue
+            seen = await self.store.claim_offline(agent_id, cutoff, self.settings.common.replica_id)
+            if seen is None:
+                continue  # another replica has it, or the agent came back
+            try:
+                await self._publish(ev.AGENT_PRESENCE_CHANGED, trace_id=ev.new_id(), agent_id=agent_id,
+                                    presence="offline",
+                                    event_id=stable_event_id("presence_lost", agent_id, repr(seen)))
+            except BaseException:
+                await self.store.release_offline_claim(agent_id)  # the next sweep (any replica) retries
+                raise
+            await self.store.set_presence(agent_id, "offline", now)
+            await self.hub.send_to_agents({agent_id}, {"type": "presence", "presence": "offline"})
+            log.info("agent_presence_lost", agent_id=agent_id, grace_seconds=self.settings.presence_grace_seconds)
+
     # -- consumed events ------------------------------------------------------------------
 
     async def store_ticket_received(self, event: ev.TicketReceived) -> None:
@@ -341,15 +623,50 @@ class AgentDesk:
 
     async def store_message_received(self, event: ev.MessageReceived) -> None:
         message = tickets.customer_message(event)
-        await self._change_or_retry(event, lambda v: tickets.with_customer_message(v, message))
+        after = await self._change_or_retry(event, lambda v: tickets.with_customer_message(v, message))
+        if after.status == "reopened" and after.reopened_by_message == event.message_id:
+            # The dispatcher routes a reopened ticket (preferring the last agent); a redelivery
+            # publishes the same event again, which consumers dedupe on its id.
+            try:
+                await self._publish(ev.TICKET_REOPENED, trace_id=after.trace_id, ticket_id=after.ticket_id,
+                                    by="customer", agent_id=after.agent_id or after.last_agent_id,
+                                    channel=event.channel,
+                                    event_id=stable_event_id(ev.TICKET_REOPENED, after.ticket_id, event.message_id))
+            except BrokerUnavailable as exc:
+                raise TransientError(str(exc)) from exc  # redelivered: the view is kept, the publish retried
+            log.info("ticket_reopened", by="customer", agent_id=after.agent_id)
 
     async def store_ticket_assigned(self, event: ev.TicketAssigned) -> None:
         await self._change_or_retry(event, lambda v: tickets.with_assignment(v, event))
+        await self._keep_decision(event)
 
     async def store_ticket_queued(self, event: ev.TicketQueued) -> None:
         await self._change_or_retry(event, lambda v: tickets.with_queued(v, event))
+        await self._keep_decision(event)
 
-    async def _change_or_retry(self, event: ev.TicketEvent, change: Callable[[TicketView], TicketView]) -> None:
+    async def _keep_decision(self, event: ev.TicketAssigned | ev.TicketQueued) -> None:
+        record = tickets.decision_record(event)
+        if record is not None:
+            await self.store.add_decision(event.ticket_id, record)
+
+    async def store_ticket_classified(self, event: ev.TicketClassified) -> None:
+        await self._change_or_retry(event, lambda v: tickets.with_classification(v, event))
+
+    async def store_ticket_unassigned(self, event: ev.TicketUnassigned) -> None:
+        await self._change_or_retry(event, lambda v: tickets.with_unassigned(v, event))
+
+    async def store_ticket_transferred(self, event: ev.TicketTransferred) -> None:
+        note = tickets.transfer_note(event)
+        await self._change_or_retry(event, lambda v: tickets.with_message(v, note))
+
+    async def store_ticket_escalated(self, event: ev.TicketEscalated) -> None:
+        note = tickets.escalation_note(event)
+        await self._change_or_retry(event, lambda v: tickets.with_message(v, note))
+
+    async def store_sla_event(self, event: ev.SlaEvent) -> None:
+        await self._change_or_retry(event, lambda v: tickets.with_sla(v, event))
+
+    async def _change_or_retry(self, event: ev.TicketEvent, change: Callable[[TicketView], TicketView]) -> TicketView:
         try:
             before, after = await self.store.change_ticket(event.ticket_id, change)
         except TicketNotStored:
@@ -358,6 +675,7 @@ class AgentDesk:
             raise
         if before != after:
             log.info("ticket_view_updated", status=after.status, agent_id=after.agent_id)
+        return after
 
     async def store_mail_bounced(self, event: ev.MailBounced) -> None:
         if event.ticket_id is None:
@@ -384,37 +702,70 @@ class AgentDesk:
         _, view = await self.store.change_ticket(event.ticket_id, lambda v: tickets.with_message(v, note))
         await self.hub.send_to_agents({view.agent_id}, {"type": "ticket_updated", "ticket": view.for_console()})
 
-    async def push_ticket_assigned(self, event: ev.TicketAssigned) -> None:
-        if not self.hub.has_agent(event.agent_id):
-            return  # that agent's console is on another replica, or closed
-        # Record the assignment here too (it is idempotent), so by the time the console shows
-        # the ticket the view says whose it is and Accept works, whichever handler ran first.
+    async def _apply_for_push(self, event: ev.TicketEvent, change: Callable[[TicketView], TicketView]) -> TicketView | None:
+        """Apply a change here too (it is idempotent), so a pushed view already shows it,
+        whichever of the store and push handlers ran first."""
         try:
-            _, view = await self.store.change_ticket(event.ticket_id, lambda v: tickets.with_assignment(v, event))
+            _, view = await self.store.change_ticket(event.ticket_id, change)
         except TicketNotStored:
             if tickets.retry_or_give_up(event, self.clock()):
                 raise TransientError(f"view of {event.ticket_id} not stored yet") from None
-            return
-        if view.agent_id == event.agent_id and view.status != "resolved":
+            return None
+        return view
+
+    async def push_ticket_assigned(self, event: ev.TicketAssigned) -> None:
+        await self.hub.send_to_agents(set(), {"type": "board_changed", "event": ev.TICKET_ASSIGNED}, supervisors=True)
+        if not self.hub.has_agent(event.agent_id):
+            return  # that agent's console is on another replica, or closed
+        view = await self._apply_for_push(event, lambda v: tickets.with_assignment(v, event))
+        if view is not None and view.agent_id == event.agent_id and view.status != "resolved":
+            # An offer: the console shows it with its countdown (offer_expires_at) and chimes.
             await self.hub.send_to_agents({event.agent_id}, {"type": "ticket_assigned", "ticket": view.for_console()})
+
+    async def push_ticket_unassigned(self, event: ev.TicketUnassigned) -> None:
+        await self.hub.send_to_agents(set(), {"type": "board_changed", "event": ev.TICKET_UNASSIGNED}, supervisors=True)
+        if not self.hub.has_agent(event.agent_id):
+            return
+        view = await self._apply_for_push(event, lambda v: tickets.with_unassigned(v, event))
+        if view is not None and view.agent_id != event.agent_id:  # not handed back to them since
+            await self.hub.send_to_agents({event.agent_id}, {"type": "ticket_removed", "ticket_id": event.ticket_id,
+                                                             "reason": event.reason})
+
+    async def push_ticket_queued(self, event: ev.TicketQueued) -> None:
+        await self.hub.send_to_agents(set(), {"type": "board_changed", "event": ev.TICKET_QUEUED}, supervisors=True)
+
+    async def push_system_note(self, event: ev.TicketTransferred | ev.TicketEscalated) -> None:
+        note = tickets.transfer_note(event) if isinstance(event, ev.TicketTransferred) else tickets.escalation_note(event)
+        kind = ev.TICKET_TRANSFERRED if isinstance(event, ev.TicketTransferred) else ev.TICKET_ESCALATED
+        await self.hub.send_to_agents(set(), {"type": "board_changed", "event": kind}, supervisors=True)
+        view = await self.store.ticket(event.ticket_id)
+        if view is None or not view.agent_id or not self.hub.has_agent(view.agent_id):
+            return
+        view = await self._apply_for_push(event, lambda v: tickets.with_message(v, note))
+        if view is not None and view.agent_id:
+            await self.hub.send_to_agents({view.agent_id}, {"type": "ticket_updated", "ticket": view.for_console()})
+
+    async def board_hint(self, event: ev.Envelope) -> None:
+        kind = type(event).__name__
+        await self.hub.send_to_agents(set(), {"type": "board_changed", "event": kind}, supervisors=True)
 
     async def push_customer_message(self, event: ev.MessageReceived) -> None:
         view = await self.store.ticket(event.ticket_id)
         if view is None or not view.agent_id or not self.hub.has_agent(view.agent_id):
             return
         if view.status == "resolved":
-            # Reopen here too (idempotent, like push_ticket_assigned), so the console gets the
-            # ticket back whichever of this and store_message_received runs first.
+            # Reopen here too (idempotent), so the console gets the ticket back whichever of
+            # this and store_message_received runs first.
             message = tickets.customer_message(event)
             _, view = await self.store.change_ticket(event.ticket_id,
                                                      lambda v: tickets.with_customer_message(v, message))
-        if view.reopened_by_message == event.message_id and view.status != "resolved":
-            # The console dropped the ticket when it was resolved: send it whole, as new work.
-            await self.hub.send_to_agents({view.agent_id}, {"type": "ticket_assigned", "ticket": view.for_console()})
+        if view.reopened_by_message == event.message_id and view.status == "reopened" and view.agent_id:
+            # The console dropped the ticket when it was resolved: send it whole, back in the list.
+            await self.hub.send_to_agents({view.agent_id}, {"type": "ticket_reopened", "ticket": view.for_console()})
             return
         await self.hub.send_to_agents({view.agent_id}, {
             "type": "customer_message", "ticket_id": event.ticket_id, "message_id": event.message_id,
-            "text": event.text, "received_at": event.received_at.isoformat(),
+            "channel": event.channel, "text": event.text, "received_at": event.received_at.isoformat(),
         })
 
     async def push_sla_event(self, event: ev.SlaEvent) -> None:
@@ -429,6 +780,7 @@ class AgentDesk:
             frame["elapsed_fraction"] = event.elapsed_fraction
         # Supervisors see every breach; warnings are for the agent who can still act.
         await self.hub.send_to_agents({agent_id} if agent_id else set(), frame, supervisors=kind == ev.SLA_BREACHED)
+        await self.hub.send_to_agents(set(), {"type": "board_changed", "event": kind}, supervisors=True)
 
 
 def _frame_type(data: str) -> str | None:

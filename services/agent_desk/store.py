@@ -5,26 +5,55 @@
   MULTI/EXEC) so replicas handling different events for one ticket never lose an update;
 - ``tm:agent_desk:worklist:<agent id>`` – sorted set of the agent's unresolved tickets, scored
   by assignment time. It is an index of the views and changes in the same transaction;
-- ``tm:agent_desk:presence:<agent id>`` – online / away / offline;
+- ``tm:agent_desk:queued`` / ``tm:agent_desk:sla_risk`` – sorted sets of tickets waiting for an
+  agent (by queue time) and of unresolved tickets with an SLA warning or breach (by due time);
+  indexes of the views, changed in the same transaction;
+- ``tm:agent_desk:customer:<hash of chat visitor id / email / phone>`` – the customer's tickets
+  (by arrival), for the history panel;
+- ``tm:agent_desk:decisions`` – the latest routing decisions across tickets (supervisor view);
+- ``tm:agent_desk:presence:<agent id>`` – online / away / offline; ``tm:agent_desk:present``
+  the agents not offline, ``tm:agent_desk:last_seen`` when each was last seen on a socket (or
+  changed presence), refreshed by every replica for the sockets it holds;
+  ``tm:agent_desk:offline_claim:<agent id>`` – the one replica announcing a lost agent;
+- ``tm:agent_desk:token:<sha256 of token>`` – an API token's agent (hash: the token itself is
+  never stored), ``tm:agent_desk:tokens:<agent id>`` the agent's token ids → hash and label;
 - ``tm:agent_desk:session:<session id>`` – the agent a signed-in browser belongs to (logout
   deletes it);
 - ``tm:agent_desk:login_failures:<agent id>`` – failed sign-ins in the current window.
 """
 from __future__ import annotations
 
-from typing import Callable
+import json
+from datetime import datetime
+from typing import Any, Callable
 
 import redis.asyncio
 from redis.exceptions import WatchError
 
-from services.agent_desk.tickets import TicketNotStored, TicketView
+from services.agent_desk.tickets import DecisionRecord, TicketNotStored, TicketView, customer_keys, sla_state
 from shared.errors import TransientError
+from shared.intake_ledger import natural_key_hash
 
 VIEW_TTL_SECONDS = 30 * 24 * 3600       # long enough for a ticket's whole life at the desk
 PRESENCE_TTL_SECONDS = 30 * 24 * 3600   # forgotten presence reads as offline
 LOGIN_FAILURE_WINDOW_SECONDS = 15 * 60
 MAX_LOGIN_FAILURES = 10                 # per agent and window, then sign-in is refused for the window
+RECENT_DECISIONS_KEPT = 200
+HISTORY_TICKETS_SHOWN = 20
+BOARD_TICKETS_READ = 1000               # queued / at-risk tickets a supervisor board reads at most
+OFFLINE_CLAIM_TTL_SECONDS = 30          # one replica announces a lost agent; a crashed one's claim lapses
 _MAX_WATCH_RETRIES = 20
+
+# Claim the right to announce that ``agent`` lost every socket: still not offline, still not seen
+# since the cutoff, and nobody else claimed it. Atomic, so with N replicas sweeping one wins.
+_CLAIM_OFFLINE = """
+local seen = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not seen or tonumber(seen) > tonumber(ARGV[2]) then return false end
+local presence = redis.call('GET', KEYS[2])
+if presence ~= 'online' and presence ~= 'away' then return false end
+if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[4]) then return false end
+return seen
+"""
 
 
 class DeskStore:
@@ -52,11 +81,75 @@ class DeskStore:
     def _login_failures(agent_id: str) -> str:
         return f"tm:agent_desk:login_failures:{agent_id}"
 
+    @staticmethod
+    def _customer(key: str) -> str:
+        return f"tm:agent_desk:customer:{natural_key_hash(key)}"
+
+    @staticmethod
+    def _offline_claim(agent_id: str) -> str:
+        return f"tm:agent_desk:offline_claim:{agent_id}"
+
+    @staticmethod
+    def _token(token_hash: str) -> str:
+        return f"tm:agent_desk:token:{token_hash}"
+
+    @staticmethod
+    def _tokens(agent_id: str) -> str:
+        return f"tm:agent_desk:tokens:{agent_id}"
+
+    _QUEUED = "tm:agent_desk:queued"
+    _SLA_RISK = "tm:agent_desk:sla_risk"
+    _DECISIONS = "tm:agent_desk:decisions"
+    _PRESENT = "tm:agent_desk:present"
+    _LAST_SEEN = "tm:agent_desk:last_seen"
+
     # tickets
     async def add_ticket(self, view: TicketView) -> bool:
-        """Store a new ticket's view; False if it is already there (a redelivery)."""
-        return bool(await self._client.set(self._ticket(view.ticket_id), view.model_dump_json(), nx=True,
-                                           ex=VIEW_TTL_SECONDS))
+        """Store a new ticket's view and index it under its customer; False if it is already
+        there (a redelivery: the index entries are idempotent and written again)."""
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.set(self._ticket(view.ticket_id), view.model_dump_json(), nx=True, ex=VIEW_TTL_SECONDS)
+            for key in customer_keys(view.customer):
+                pipe.zadd(self._customer(key), {view.ticket_id: view.received_at.timestamp()})
+                pipe.expire(self._customer(key), VIEW_TTL_SECONDS)
+            results = await pipe.execute()
+        return bool(results[0])
+
+    async def tickets(self, ticket_ids: list[str]) -> list[TicketView]:
+        if not ticket_ids:
+            return []
+        raws = await self._client.mget([self._ticket(t) for t in ticket_ids])
+        return [TicketView.model_validate_json(raw) for raw in raws if raw]
+
+    async def customer_history(self, view: TicketView) -> list[TicketView]:
+        """The customer's other tickets the desk knows, newest first."""
+        ids: dict[str, float] = {}
+        for key in customer_keys(view.customer):
+            for ticket_id, score in await self._client.zrevrange(self._customer(key), 0, HISTORY_TICKETS_SHOWN,
+                                                                 withscores=True):
+                ids[ticket_id] = score
+        ids.pop(view.ticket_id, None)
+        newest = sorted(ids, key=lambda t: ids[t], reverse=True)[:HISTORY_TICKETS_SHOWN]
+        return await self.tickets(newest)
+
+    async def queued(self) -> list[TicketView]:
+        views = await self.tickets(await self._client.zrange(self._QUEUED, 0, BOARD_TICKETS_READ - 1))
+        return [v for v in views if v.status == "queued"]
+
+    async def at_risk(self) -> list[TicketView]:
+        views = await self.tickets(await self._client.zrange(self._SLA_RISK, 0, BOARD_TICKETS_READ - 1))
+        return [v for v in views if v.status != "resolved" and sla_state(v)]
+
+    async def add_decision(self, ticket_id: str, record: DecisionRecord) -> None:
+        """Keep the latest routing decisions across tickets (a redelivery is the same member)."""
+        member = json.dumps({"ticket_id": ticket_id, **record.model_dump(mode="json")}, sort_keys=True)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.zadd(self._DECISIONS, {member: record.at.timestamp()})
+            pipe.zremrangebyrank(self._DECISIONS, 0, -RECENT_DECISIONS_KEPT - 1)
+            await pipe.execute()
+
+    async def recent_decisions(self, count: int = 50) -> list[dict[str, Any]]:
+        return [json.loads(m) for m in await self._client.zrevrange(self._DECISIONS, 0, count - 1)]
 
     async def ticket(self, ticket_id: str) -> TicketView | None:
         raw = await self._client.get(self._ticket(ticket_id))
@@ -89,7 +182,17 @@ class DeskStore:
         raise TransientError(f"ticket {ticket_id} kept changing under us")
 
     def _index(self, pipe: redis.asyncio.client.Pipeline, before: TicketView, after: TicketView) -> None:
-        """Keep work lists in step with the views: an agent's unresolved tickets."""
+        """Keep the indexes in step with the views: an agent's unresolved tickets, the tickets
+        waiting for an agent, the unresolved tickets with an SLA at risk."""
+        if after.status == "queued":
+            pipe.zadd(self._QUEUED, {after.ticket_id: (after.queued_at or after.received_at).timestamp()})
+        else:
+            pipe.zrem(self._QUEUED, after.ticket_id)
+        if after.status != "resolved" and sla_state(after):
+            due = min(c.due_at for c in after.sla.values())
+            pipe.zadd(self._SLA_RISK, {after.ticket_id: due.timestamp()})
+        else:
+            pipe.zrem(self._SLA_RISK, after.ticket_id)
         if before.agent_id and before.agent_id != after.agent_id:
             pipe.zrem(self._worklist(before.agent_id), after.ticket_id)
         if after.agent_id:
@@ -109,14 +212,93 @@ class DeskStore:
         views = [TicketView.model_validate_json(raw) for raw in raws if raw]
         return [v for v in views if v.agent_id == agent_id and v.status != "resolved"]
 
+    async def worklists(self, agent_ids: list[str]) -> dict[str, list[TicketView]]:
+        """Every listed agent's open tickets (the supervisor's load board)."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for agent_id in agent_ids:
+                pipe.zrange(self._worklist(agent_id), 0, -1)
+            id_lists = await pipe.execute()
+        views = {v.ticket_id: v for v in await self.tickets([t for ids in id_lists for t in ids])}
+        return {agent_id: [views[t] for t in ids if t in views and views[t].agent_id == agent_id
+                           and views[t].status != "resolved"]
+                for agent_id, ids in zip(agent_ids, id_lists)}
+
     # presence
     async def presence(self, agent_id: str) -> str:
         return await self._client.get(self._presence(agent_id)) or "offline"
 
-    async def set_presence(self, agent_id: str, presence: str) -> str:
-        """Set and return the previous presence."""
-        previous = await self._client.set(self._presence(agent_id), presence, ex=PRESENCE_TTL_SECONDS, get=True)
+    async def presences(self, agent_ids: list[str]) -> dict[str, str]:
+        if not agent_ids:
+            return {}
+        values = await self._client.mget([self._presence(a) for a in agent_ids])
+        return {a: v or "offline" for a, v in zip(agent_ids, values)}
+
+    async def set_presence(self, agent_id: str, presence: str, now: datetime) -> str:
+        """Set and return the previous presence. Going online/away counts as being seen, so
+        an agent who never opens a console is swept offline after the grace period too."""
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.set(self._presence(agent_id), presence, ex=PRESENCE_TTL_SECONDS, get=True)
+            if presence == "offline":
+                pipe.srem(self._PRESENT, agent_id)
+            else:
+                pipe.sadd(self._PRESENT, agent_id)
+                pipe.zadd(self._LAST_SEEN, {agent_id: now.timestamp()})
+            pipe.delete(self._offline_claim(agent_id))
+            previous = (await pipe.execute())[0]
         return previous or "offline"
+
+    async def seen(self, agent_ids: set[str], now: datetime) -> None:
+        """These agents have a live console socket on this replica."""
+        if agent_ids:
+            await self._client.zadd(self._LAST_SEEN, {a: now.timestamp() for a in agent_ids})
+
+    async def lost_agents(self, cutoff: datetime) -> list[str]:
+        """Agents not offline and not seen since ``cutoff`` (candidates; claim before acting)."""
+        stale = await self._client.zrangebyscore(self._LAST_SEEN, "-inf", cutoff.timestamp())
+        if not stale:
+            return []
+        present = await self._client.smismember(self._PRESENT, stale)
+        return [a for a, here in zip(stale, present) if here]
+
+    async def claim_offline(self, agent_id: str, cutoff: datetime, replica_id: str) -> float | None:
+        """The last-seen time if this replica won the right to announce the agent offline."""
+        seen = await self._client.eval(_CLAIM_OFFLINE, 3, self._LAST_SEEN, self._presence(agent_id),
+                                       self._offline_claim(agent_id), agent_id, cutoff.timestamp(), replica_id,
+                                       OFFLINE_CLAIM_TTL_SECONDS)
+        return float(seen) if seen else None
+
+    async def release_offline_claim(self, agent_id: str) -> None:
+        await self._client.delete(self._offline_claim(agent_id))
+
+    # API tokens (only their SHA-256 is stored: a token is 256 random bits, so a fast hash is enough)
+    async def add_token(self, agent_id: str, token_id: str, token_hash: str, label: str, created_at: datetime,
+                        ttl_seconds: int) -> None:
+        meta = json.dumps({"token_id": token_id, "label": label, "created_at": created_at.isoformat(),
+                           "expires_at": created_at.timestamp() + ttl_seconds, "hash": token_hash})
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.set(self._token(token_hash), agent_id, ex=ttl_seconds)
+            pipe.hset(self._tokens(agent_id), token_id, meta)
+            pipe.expire(self._tokens(agent_id), ttl_seconds, gt=True)
+            pipe.expire(self._tokens(agent_id), ttl_seconds, nx=True)
+            await pipe.execute()
+
+    async def token_agent(self, token_hash: str) -> str | None:
+        return await self._client.get(self._token(token_hash))
+
+    async def tokens(self, agent_id: str, now: datetime) -> list[dict[str, Any]]:
+        metas = [json.loads(m) for m in (await self._client.hgetall(self._tokens(agent_id))).values()]
+        return sorted(({k: v for k, v in m.items() if k != "hash"} for m in metas if m["expires_at"] > now.timestamp()),
+                      key=lambda m: m["created_at"])
+
+    async def revoke_token(self, agent_id: str, token_id: str) -> bool:
+        raw = await self._client.hget(self._tokens(agent_id), token_id)
+        if raw is None:
+            return False
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.delete(self._token(json.loads(raw)["hash"]))
+            pipe.hdel(self._tokens(agent_id), token_id)
+            await pipe.execute()
+        return True
 
     # sessions and sign-in
     async def open_session(self, session_id: str, agent_id: str, ttl_seconds: int) -> None:

@@ -6,8 +6,15 @@ intake_email's ``mail_bounced`` (a system note: our mail to the customer did not
 agents' own actions. Every change is a function ``view -> new view`` that gives the
 same result when applied twice, because events are delivered at least once.
 
-Status: ``new`` → ``queued`` (no agent free) → ``assigned`` → ``accepted`` → ``resolved``; a
-customer message on a resolved ticket reopens it (back to ``accepted``/``assigned``, same agent).
+Status: ``new`` → ``queued`` (no agent free) → ``assigned`` (offered) → ``accepted`` →
+``resolved`` → ``reopened`` (by the agent, or by a customer message; the dispatcher routes it
+again, preferring the last agent, who keeps it in their list meanwhile). ``ticket_unassigned``
+(declined, offer expired, moved, escalated) takes it from its agent: ``queued`` until the next
+``ticket_assigned``.
+
+Classification fills tags, category, signals; every routing attempt's decision is kept (the
+decision records); SLA warnings/breaches keep their due time per clock; transfers and
+escalations add system notes; internal notes stay in the desk.
 """
 from __future__ import annotations
 
@@ -18,12 +25,17 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared import events as ev
-from shared.logging import mask_email
+from shared.logging import mask_email, mask_phone
 
-Status = Literal["new", "queued", "assigned", "accepted", "resolved"]
+Status = Literal["new", "queued", "assigned", "accepted", "resolved", "reopened"]
+OPEN_STATUSES = ("assigned", "accepted", "reopened")
 
 MAX_REPLY_CHARS = 10_000
 MAX_MESSAGES_KEPT = 500  # a view is one Redis value; the oldest messages give way first
+MAX_DECISIONS_KEPT = 50  # routing attempts kept per ticket (decision records)
+MAX_NOTE_CHARS = 10_000
+MAX_REASON_CHARS = 500
+NOTE_MAX_CHARS = 1_000  # system notes
 # Events on different queues arrive out of order for a moment; a view still missing after
 # this long will not come (expired, or never ours), and waiting longer only spins the queue.
 OUT_OF_ORDER_GRACE_SECONDS = 300
@@ -37,19 +49,33 @@ class Message(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     message_id: str
-    author: Literal["customer", "agent", "system"]
+    # "note" is an internal note: it stays in the desk, no customer ever sees it.
+    author: Literal["customer", "agent", "system", "note"]
     agent_id: str | None = None
+    channel: ev.Channel | None = None   # the channel a customer message came by
     text: str
     at: AwareDatetime
 
 
-class Decision(BaseModel):
+class DecisionRecord(BaseModel):
+    """One routing attempt as the dispatcher reported it (``ticket_assigned`` or ``ticket_queued``)."""
+
     model_config = ConfigDict(frozen=True)
 
-    considered: int = 0
-    eligible: int = 0
-    reason: str = ""
-    rejected: dict[str, str] = Field(default_factory=dict)
+    event_id: str
+    outcome: Literal["assigned", "queued"]
+    agent_id: str | None = None
+    attempt: int | None = None
+    at: AwareDatetime
+    decision: ev.RoutingDecision
+
+
+class SlaClock(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    state: Literal["warning", "breached"]
+    due_at: AwareDatetime
+    policy: str = ""
 
 
 class TicketView(BaseModel):
@@ -64,20 +90,80 @@ class TicketView(BaseModel):
     received_at: AwareDatetime
     status: Status = "new"
     agent_id: str | None = None
+    last_agent_id: str | None = None   # who worked it last (reopen and history say so)
     priority: str | None = None
     required_skills: list[str] = Field(default_factory=list)
-    decision: Decision | None = None
+    tags: list[str] = Field(default_factory=list)
+    category: str | None = None
+    signals: list[str] = Field(default_factory=list)
+    language: str | None = None
+    group: str | None = None
+    customer_tier: str | None = None
+    decision: ev.RoutingDecision | None = None
+    decisions: list[DecisionRecord] = Field(default_factory=list)
     queued_reason: str | None = None
+    queued_at: AwareDatetime | None = None
     assigned_at: AwareDatetime | None = None
+    attempt: int | None = None
+    offer_expires_at: AwareDatetime | None = None
+    # The assignment that last ended (declined, expired, moved): a redelivery of it, or of an
+    # older one, must not hand the ticket back.
+    released_assignment_at: AwareDatetime | None = None
+    declined_by: list[str] = Field(default_factory=list)
     accepted_at: AwareDatetime | None = None
     resolved_at: AwareDatetime | None = None
     reopened_by_message: str | None = None  # the customer message that last reopened it
+    sla: dict[str, SlaClock] = Field(default_factory=dict)  # clock name -> latest warning/breach
     messages: list[Message] = Field(default_factory=list)
 
-    def for_console(self) -> dict[str, Any]:
-        """The JSON the console gets (the WebSocket ``ticket`` object and the API's body)."""
+    def for_console(self, *, full_contact: bool = True) -> dict[str, Any]:
+        """The JSON the console gets (the WebSocket ``ticket`` object and the API's body).
+
+        The customer's address and phone are masked unless ``full_contact`` (the assignee or a
+        supervisor looking). Decision records are served on their own route.
+        """
         # The chat visitor id is the visitor's credential for their transcript: agents never need it.
-        return self.model_dump(mode="json", exclude={"trace_id": True, "customer": {"chat_visitor_id"}})
+        data = self.model_dump(mode="json", exclude={"trace_id": True, "decisions": True,
+                                                     "customer": {"chat_visitor_id"}})
+        customer = data["customer"]
+        customer["masked_email"] = mask_email(self.customer.email) if self.customer.email else None
+        customer["masked_phone"] = mask_phone(self.customer.phone) if self.customer.phone else None
+        if not full_contact:
+            customer["email"] = customer["masked_email"]
+            customer["phone"] = customer["masked_phone"]
+        data["sla_due_at"] = _earliest_due(self)
+        data["notes_count"] = sum(1 for m in self.messages if m.author == "note")
+        return data
+
+    def summary(self) -> dict[str, Any]:
+        """A line in a list that is not the ticket itself (history, supervisor boards): no contact, no text."""
+        return {"ticket_id": self.ticket_id, "channel": self.channel, "subject": self.subject[:200],
+                "status": self.status, "agent_id": self.agent_id, "priority": self.priority,
+                "received_at": self.received_at.isoformat(), "sla_due_at": _earliest_due(self),
+                "sla_state": sla_state(self), "required_skills": self.required_skills}
+
+
+def _earliest_due(view: "TicketView") -> str | None:
+    dues = [c.due_at for c in view.sla.values()]
+    return min(dues).isoformat() if dues else None
+
+
+def sla_state(view: "TicketView") -> str | None:
+    """"breached" if any clock breached, else "warning" if any warned, else None."""
+    states = {c.state for c in view.sla.values()}
+    return "breached" if "breached" in states else "warning" if "warning" in states else None
+
+
+def customer_keys(customer: ev.Customer) -> list[str]:
+    """What identifies a customer across tickets and channels: chat visitor, email, phone."""
+    keys = []
+    if customer.chat_visitor_id:
+        keys.append(f"chat:{customer.chat_visitor_id}")
+    if customer.email:
+        keys.append(f"email:{customer.email.strip().lower()}")
+    if customer.phone:
+        keys.append(f"phone:{re.sub(r'[^0-9+]', '', customer.phone)}")
+    return keys
 
 
 class ActionRefused(Exception):
@@ -100,34 +186,120 @@ def view_from_received(event: ev.TicketReceived) -> TicketView:
     return TicketView(
         ticket_id=event.ticket_id, trace_id=event.trace_id, channel=event.channel, subject=event.subject,
         text=event.text, customer=event.customer, received_at=event.received_at,
+        language=event.customer.language, customer_tier=event.customer.tier,
     )
 
 
+def _with_decision(view: TicketView, record: DecisionRecord) -> list[DecisionRecord]:
+    if any(r.event_id == record.event_id for r in view.decisions):
+        return list(view.decisions)
+    return sorted([*view.decisions, record], key=lambda r: r.at)[-MAX_DECISIONS_KEPT:]
+
+
+def decision_record(event: ev.TicketAssigned | ev.TicketQueued) -> DecisionRecord | None:
+    if event.decision is None:
+        return None
+    if isinstance(event, ev.TicketAssigned):
+        return DecisionRecord(event_id=event.event_id, outcome="assigned", agent_id=event.agent_id,
+                              attempt=event.attempt, at=event.occurred_at, decision=event.decision)
+    return DecisionRecord(event_id=event.event_id, outcome="queued", at=event.occurred_at, decision=event.decision)
+
+
 def with_assignment(view: TicketView, event: ev.TicketAssigned) -> TicketView:
+    record = decision_record(event)
+    decisions = _with_decision(view, record) if record else list(view.decisions)
     if view.status == "resolved":
-        return view
-    if view.assigned_at and event.occurred_at < view.assigned_at:
-        return view  # an older assignment redelivered after a newer one (a transfer)
+        return view.model_copy(update={"decisions": decisions})
+    stale = (view.assigned_at and event.occurred_at < view.assigned_at) or \
+        (view.released_assignment_at and event.occurred_at <= view.released_assignment_at)
+    if stale:
+        # An older assignment redelivered after a newer one (a transfer), or one that already ended.
+        return view.model_copy(update={"decisions": decisions})
     same_agent = view.agent_id == event.agent_id and view.status in ("assigned", "accepted")
     return view.model_copy(update={
         "status": view.status if same_agent else "assigned",
         "agent_id": event.agent_id,
+        "last_agent_id": event.agent_id,
         "priority": event.priority,
         "required_skills": list(event.required_skills),
-        "decision": Decision(**event.decision.model_dump()),
+        "group": event.group or view.group,
+        "decision": event.decision,
+        "decisions": decisions,
         "queued_reason": None,
+        "queued_at": None,
         "assigned_at": view.assigned_at if same_agent else event.occurred_at,
+        "attempt": event.attempt,
+        "offer_expires_at": view.offer_expires_at if same_agent else event.offer_expires_at,
         "accepted_at": view.accepted_at if same_agent else None,
+        "reopened_by_message": None if not same_agent else view.reopened_by_message,
     })
 
 
 def with_queued(view: TicketView, event: ev.TicketQueued) -> TicketView:
-    if view.status != "new" and view.status != "queued":
-        return view  # a late "queued" must not undo an assignment
+    record = decision_record(event)
+    decisions = _with_decision(view, record) if record else list(view.decisions)
+    if view.status not in ("new", "queued", "reopened") or \
+            (view.assigned_at and event.occurred_at < view.assigned_at):
+        return view.model_copy(update={"decisions": decisions})  # a late "queued" must not undo an assignment
     return view.model_copy(update={
-        "status": "queued", "priority": event.priority, "required_skills": list(event.required_skills),
-        "queued_reason": event.reason,
+        "status": "queued", "agent_id": None, "priority": event.priority,
+        "required_skills": list(event.required_skills), "group": event.group or view.group,
+        "queued_reason": event.reason, "queued_at": view.queued_at or event.occurred_at,
+        "decision": event.decision or view.decision, "decisions": decisions, "offer_expires_at": None,
     })
+
+
+def with_classification(view: TicketView, event: ev.TicketClassified) -> TicketView:
+    return view.model_copy(update={
+        "tags": list(event.tags), "category": event.category, "signals": list(event.signals),
+        "priority": view.priority or event.priority, "required_skills": view.required_skills or list(event.required_skills),
+        "language": event.language or view.language, "group": view.group or event.group,
+        "customer_tier": event.customer_tier,
+    })
+
+
+def with_unassigned(view: TicketView, event: ev.TicketUnassigned) -> TicketView:
+    """The dispatcher took the ticket from ``event.agent_id``; a newer assignment is left alone."""
+    if view.agent_id != event.agent_id or view.status == "resolved":
+        return view
+    if view.assigned_at and event.occurred_at < view.assigned_at:
+        return view  # this unassignment is about an earlier hold of the same agent
+    return _released(view, f"unassigned: {event.reason}", event.occurred_at)
+
+
+def _released(view: TicketView, reason: str, now: datetime) -> TicketView:
+    return view.model_copy(update={
+        "status": "queued", "agent_id": None, "queued_reason": reason, "queued_at": now,
+        "offer_expires_at": None, "accepted_at": None, "released_assignment_at": view.assigned_at,
+    })
+
+
+def with_sla(view: TicketView, event: ev.SlaEvent) -> TicketView:
+    state = "breached" if isinstance(event, ev.SlaBreached) else "warning"
+    current = view.sla.get(event.clock)
+    if current is not None and current.state == "breached" and state == "warning" and current.due_at == event.due_at:
+        return view  # a late warning does not undo a breach
+    clock = SlaClock(state=state, due_at=event.due_at, policy=event.policy)
+    if current == clock:
+        return view
+    return view.model_copy(update={"sla": {**view.sla, event.clock: clock}})
+
+
+def transfer_note(event: ev.TicketTransferred) -> Message:
+    target = event.to_agent_id or (f"group {event.to_group}" if event.to_group else "the queue")
+    what = "Reassigned" if event.kind == "reassign" else "Transferred"
+    source = f" from {event.from_agent_id}" if event.from_agent_id else ""
+    detail = f" – {event.detail}" if event.detail else ""
+    text = f"{what}{source} to {target} by {event.requested_by} ({event.outcome}{detail}): {event.reason}"
+    return Message(message_id=f"transferred:{event.event_id}", author="system", text=text[:NOTE_MAX_CHARS],
+                   at=event.occurred_at)
+
+
+def escalation_note(event: ev.TicketEscalated) -> Message:
+    tier = event.to_tier or "next tier"
+    text = f"Escalated to {tier} (level {event.level}, {event.clock} clock): {event.reason}"
+    return Message(message_id=f"escalated:{event.event_id}", author="system", text=text[:NOTE_MAX_CHARS],
+                   at=event.occurred_at)
 
 
 def has_message(view: TicketView, message_id: str) -> bool:
@@ -141,22 +313,21 @@ def with_message(view: TicketView, message: Message) -> TicketView:
 
 
 def with_customer_message(view: TicketView, message: Message) -> TicketView:
-    """Append a customer's message; one arriving on a resolved ticket reopens it for its last
-    assignee (else the work list, which hides resolved tickets, would swallow it). A
-    redelivered message is already there and changes nothing, even if resolved again since."""
+    """Append a customer's message; one arriving on a resolved ticket reopens it (``reopened``,
+    still with its last agent: the desk announces ``ticket_reopened`` and the dispatcher routes
+    it). A redelivered message is already there and changes nothing, even if resolved again since."""
     if has_message(view, message.message_id):
         return view
     appended = with_message(view, message)
-    if view.status != "resolved" or not view.agent_id:
+    if view.status != "resolved":
         return appended
-    return appended.model_copy(update={
-        "status": "accepted" if view.accepted_at else "assigned", "resolved_at": None,
-        "reopened_by_message": message.message_id,
-    })
+    return appended.model_copy(update={"status": "reopened", "resolved_at": None,
+                                       "reopened_by_message": message.message_id})
 
 
 def customer_message(event: ev.MessageReceived) -> Message:
-    return Message(message_id=event.message_id, author="customer", text=event.text, at=event.received_at)
+    return Message(message_id=event.message_id, author="customer", channel=event.channel, text=event.text,
+                   at=event.received_at)
 
 
 def bounce_note(event: ev.MailBounced) -> Message:
@@ -191,29 +362,120 @@ def _require_actor(view: TicketView, agent_id: str, role: str) -> None:
 
 
 def accept(view: TicketView, agent_id: str, role: str, now: datetime) -> TicketView:
-    """Accepting twice is fine (same view back); a queued or resolved ticket cannot be accepted."""
+    """Accepting twice is fine (same view back); a queued or resolved ticket, or an offer that
+    has run out, cannot be accepted."""
     _require_actor(view, agent_id, role)
     if view.status == "accepted":
         return view
     if view.status != "assigned":
         raise ActionRefused(409, f"ticket_{view.status}", f"the ticket is {view.status}, not assigned")
-    return view.model_copy(update={"status": "accepted", "accepted_at": now})
+    if view.offer_expires_at and now > view.offer_expires_at:
+        raise ActionRefused(409, "offer_expired", "the offer has run out")
+    return view.model_copy(update={"status": "accepted", "accepted_at": now, "offer_expires_at": None})
+
+
+def already_declined(view: TicketView, agent_id: str) -> bool:
+    """A retried decline: the agent declined and the ticket is no longer theirs."""
+    return agent_id in view.declined_by and view.agent_id != agent_id
+
+
+def decline(view: TicketView, agent_id: str, reason: Any, now: datetime) -> tuple[TicketView, str]:
+    """The offer goes back (only the offered agent can decline, and only before accepting)."""
+    if view.agent_id != agent_id:
+        raise ActionRefused(403, "not_assignee", "only the agent the ticket is offered to may decline it")
+    if view.status != "assigned":
+        raise ActionRefused(409, f"ticket_{view.status}", f"the ticket is {view.status}, there is no offer to decline")
+    reason = _short_text(reason, "reason", required=False)
+    released = _released(view, "declined", now)
+    return released.model_copy(update={"declined_by": [*view.declined_by, agent_id][-20:]}), reason
 
 
 def resolve(view: TicketView, agent_id: str, role: str, now: datetime) -> TicketView:
     _require_actor(view, agent_id, role)
     if view.status == "resolved":
         return view
-    if view.status not in ("assigned", "accepted"):
+    if view.status not in OPEN_STATUSES:
         raise ActionRefused(409, f"ticket_{view.status}", f"the ticket is {view.status}, nobody works on it yet")
-    return view.model_copy(update={"status": "resolved", "resolved_at": now})
+    return view.model_copy(update={"status": "resolved", "resolved_at": now, "offer_expires_at": None})
+
+
+def may_reopen(view: TicketView, agent_id: str, role: str) -> None:
+    if not (role == "supervisor" or view.agent_id == agent_id or view.last_agent_id == agent_id):
+        raise ActionRefused(403, "not_assignee", "only the last agent or a supervisor may reopen this ticket")
+
+
+def reopen(view: TicketView, agent_id: str, role: str) -> TicketView:
+    """A resolved ticket is open again, with its last agent until the dispatcher routes it."""
+    may_reopen(view, agent_id, role)
+    if view.status == "reopened":
+        return view
+    if view.status != "resolved":
+        raise ActionRefused(409, f"ticket_{view.status}", f"the ticket is {view.status}, not resolved")
+    return view.model_copy(update={"status": "reopened", "resolved_at": None, "reopened_by_message": None})
+
+
+def note_text(view: TicketView, agent_id: str, role: str, text: Any) -> str:
+    _require_actor(view, agent_id, role)
+    return _short_text(text, "text", limit=MAX_NOTE_CHARS)
+
+
+def internal_note(note_id: str, agent_id: str, text: str, now: datetime) -> Message:
+    return Message(message_id=f"note:{note_id}", author="note", agent_id=agent_id, text=text, at=now)
+
+
+def transfer_target(data: dict, *, agents: set[str], groups: set[str]) -> tuple[str | None, str | None, str]:
+    """(to_agent_id, to_group, reason) from a transfer/reassign request body; exactly one target."""
+    to_agent, to_group = data.get("to_agent_id"), data.get("to_group")
+    if (to_agent is None) == (to_group is None):
+        raise ActionRefused(400, "invalid_target", "give exactly one of to_agent_id and to_group")
+    if to_agent is not None and (not isinstance(to_agent, str) or to_agent not in agents):
+        raise ActionRefused(400, "unknown_agent", "to_agent_id is not an agent in the roster")
+    if to_group is not None and (not isinstance(to_group, str) or to_group not in groups):
+        raise ActionRefused(400, "unknown_group", "to_group is not a group in the roster")
+    return to_agent, to_group, _short_text(data.get("reason"), "reason")
+
+
+def may_transfer(view: TicketView, agent_id: str, role: str, to_agent: str | None) -> None:
+    _require_actor(view, agent_id, role)
+    if view.status not in OPEN_STATUSES:
+        raise ActionRefused(409, f"ticket_{view.status}", f"the ticket is {view.status}, it cannot be transferred")
+    if to_agent is not None and to_agent == view.agent_id:
+        raise ActionRefused(400, "same_agent", "the ticket is already with that agent")
+
+
+def may_reassign(view: TicketView, role: str, to_agent: str | None) -> None:
+    if role != "supervisor":
+        raise ActionRefused(403, "not_supervisor", "only supervisors reassign tickets")
+    if view.status == "resolved":
+        raise ActionRefused(409, "ticket_resolved", "the ticket is resolved; reopen it first")
+    if to_agent is not None and to_agent == view.agent_id:
+        raise ActionRefused(400, "same_agent", "the ticket is already with that agent")
+
+
+def request_note(kind: str, event_id: str, by: str, to_agent: str | None, to_group: str | None, reason: str,
+                 now: datetime) -> Message:
+    target = to_agent or f"group {to_group}"
+    what = "Reassignment" if kind == "reassign" else "Transfer"
+    return Message(message_id=f"{kind}-requested:{event_id}", author="system",
+                   text=f"{what} to {target} requested by {by}: {reason}"[:NOTE_MAX_CHARS], at=now)
+
+
+def _short_text(value: Any, name: str, *, required: bool = True, limit: int = MAX_REASON_CHARS) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise ActionRefused(400, f"invalid_{name}", f"{name} must be a string")
+    value = value.strip()
+    if len(value) > limit or (required and not value):
+        raise ActionRefused(400, f"invalid_{name}", f"{name} has {1 if required else 0} to {limit} characters")
+    return value
 
 
 def reply_text(view: TicketView, agent_id: str, role: str, text: Any) -> str:
     """The reply as it will be sent, or ActionRefused (403 before 400: don't leak validity)."""
     _require_actor(view, agent_id, role)
     if view.status == "resolved":
-        raise ActionRefused(409, "ticket_resolved", "the ticket is resolved")
+        raise ActionRefused(409, "ticket_resolved", "the ticket is resolved; reopen it first")
     if not isinstance(text, str):
         raise ActionRefused(400, "invalid_text", "text must be a string")
     text = text.strip()

@@ -1,5 +1,6 @@
 // TicketMesh agent console. Vanilla JS, no build step.
-// Customer-supplied text is only ever put on the page with textContent, never innerHTML.
+// Customer-supplied text is only ever put on the page with textContent, never innerHTML: the
+// views carry text (HTML mail is already reduced to text at intake), so no markup is rendered.
 "use strict";
 
 const LABELS = {
@@ -11,8 +12,19 @@ const LABELS = {
     connected: "已连接", reconnecting: "连接中断，正在重连…", loginFailed: "账号或密码错误",
     tooMany: "失败次数过多，请稍后再试", failed: "操作失败：", otherLang: "English", you: "我", system: "系统",
     none: "无", slaWarning: "SLA 即将超时", slaBreached: "SLA 已超时",
-    st_new: "新建", st_queued: "排队中", st_assigned: "已分配", st_accepted: "处理中", st_resolved: "已解决",
-    ch_email: "邮件", ch_chat: "在线咨询", ch_phone: "电话",
+    st_new: "新建", st_queued: "排队中", st_assigned: "待接受", st_accepted: "处理中", st_resolved: "已解决",
+    st_reopened: "已重新打开", ch_email: "邮件", ch_chat: "在线咨询", ch_phone: "电话",
+    newOffer: "新工单分配", decline: "拒绝", declineReason: "拒绝原因（可选）", offerLeft: "剩余 ", expired: "已过期",
+    category: "分类", tags: "标签", reopen: "重新打开", decisions: "分配记录", notePlaceholder: "内部备注（客户不可见）…",
+    addNote: "添加内部备注", transferTo: "转交给", reason: "原因", transfer: "转交", name: "姓名", contact: "联系方式",
+    tier: "客户等级", language: "语言", history: "历史工单", note: "内部备注", dueIn: "剩余 ", overdue: "已超时 ",
+    supervisorView: "主管视图", queues: "按技能排队", skill: "技能", waiting: "等待数", oldestWait: "最长等待",
+    byPriority: "按优先级", tickets: "工单", agents: "坐席状态与负载", agent: "坐席", load: "负载", offers: "待接受",
+    slaRisk: "SLA 风险工单", ticket: "工单", timeLeft: "剩余时间", reassign: "手动改派", ticketId: "工单号",
+    requested: "已提交请求", group: "组：", assignedOutcome: "分配给 ", queuedOutcome: "排队", attempt: "第几次",
+    removed: "工单已移出：", r_declined: "已拒绝", r_offer_expired: "分配超时", r_agent_offline: "坐席离线",
+    r_agent_away: "坐席离开", r_transferred: "已转交", r_reassigned: "已被改派", r_escalated: "已升级",
+    r_roster_removed: "坐席已移除",
   },
   en: {
     title: "Agent console", signIn: "Sign in", agentId: "Agent id", password: "Password", logout: "Sign out",
@@ -23,16 +35,34 @@ const LABELS = {
     loginFailed: "Wrong agent id or password", tooMany: "Too many failed attempts, try again later",
     failed: "Failed: ", otherLang: "中文", you: "me", system: "System", none: "none",
     slaWarning: "SLA at risk", slaBreached: "SLA breached",
-    st_new: "New", st_queued: "Queued", st_assigned: "Assigned", st_accepted: "In progress", st_resolved: "Resolved",
-    ch_email: "Email", ch_chat: "Chat", ch_phone: "Phone",
+    st_new: "New", st_queued: "Queued", st_assigned: "Offered", st_accepted: "In progress", st_resolved: "Resolved",
+    st_reopened: "Reopened", ch_email: "Email", ch_chat: "Chat", ch_phone: "Phone",
+    newOffer: "New ticket offered", decline: "Decline", declineReason: "Reason (optional)", offerLeft: "", expired: "expired",
+    category: "Category", tags: "Tags", reopen: "Reopen", decisions: "Decision records",
+    notePlaceholder: "Internal note (customers never see it)…", addNote: "Add internal note", transferTo: "Transfer to",
+    reason: "Reason", transfer: "Transfer", name: "Name", contact: "Contact", tier: "Tier", language: "Language",
+    history: "Earlier tickets", note: "Internal note", dueIn: "due in ", overdue: "overdue by ",
+    supervisorView: "Supervisor", queues: "Queues by skill", skill: "Skill", waiting: "Waiting", oldestWait: "Oldest wait",
+    byPriority: "By priority", tickets: "Tickets", agents: "Agents: presence and load", agent: "Agent", load: "Load",
+    offers: "Offers", slaRisk: "Tickets at SLA risk", ticket: "Ticket", timeLeft: "Time left", reassign: "Reassign",
+    ticketId: "Ticket id", requested: "Requested", group: "group: ", assignedOutcome: "assigned to ",
+    queuedOutcome: "queued", attempt: "attempt", removed: "Ticket taken off your list: ", r_declined: "declined",
+    r_offer_expired: "offer expired", r_agent_offline: "you went offline", r_agent_away: "you went away",
+    r_transferred: "transferred", r_reassigned: "reassigned", r_escalated: "escalated", r_roster_removed: "removed",
   },
 };
 
 const state = {
   lang: localStorage.getItem("tm.lang") || (navigator.language.toLowerCase().startsWith("zh") ? "zh" : "en"),
   me: null,
+  tab: "console",
   tickets: new Map(),   // ticket_id -> ticket view
-  sla: new Map(),       // ticket_id -> "sla_warning" | "sla_breached"
+  sla: new Map(),       // ticket_id -> {type, due_at}
+  history: new Map(),   // ticket_id -> the customer's other tickets
+  decisions: null,      // decision records of the selected ticket, when shown
+  directory: { agents: [], groups: [] },
+  board: null,
+  boardTimer: null,
   selected: null,
   socket: null,
   retryDelay: 1000,
@@ -40,6 +70,7 @@ const state = {
   // The reply being sent: the same ticket and text keep the same client_reply_id until the
   // server accepts it, so a retry after a lost answer is one reply, not two.
   replyDraft: null,     // {ticketId, text, clientReplyId}
+  noteDraft: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -59,8 +90,10 @@ function applyLabels() {
   for (const node of document.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = t(node.dataset.i18nPlaceholder);
   for (const node of document.querySelectorAll("[data-i18n-label]")) node.setAttribute("aria-label", t(node.dataset.i18nLabel));
   $("lang-toggle").textContent = t("otherLang");
+  renderTargets();
   renderWorklist();
   renderTicket();
+  renderBoard();
 }
 
 // -- HTTP -----------------------------------------------------------------------------------
@@ -89,6 +122,7 @@ function showLogin() {
   if (state.socket) state.socket.close(1000);
   $("session-bar").hidden = true;
   $("console-view").hidden = true;
+  $("supervisor-view").hidden = true;
   $("login-view").hidden = false;
   $("login-agent").focus();
 }
@@ -96,11 +130,22 @@ function showLogin() {
 function showConsole(me) {
   state.me = me;
   $("login-view").hidden = true;
-  $("console-view").hidden = false;
   $("session-bar").hidden = false;
   $("agent-name").textContent = me.name;
+  $("tab-supervisor").hidden = me.role !== "supervisor";
+  showTab("console");
   renderPresence(me.presence);
+  api("GET", "/api/directory").then((d) => { state.directory = d; renderTargets(); }).catch(() => {});
   connect();
+}
+
+function showTab(tab) {
+  state.tab = tab === "supervisor" && state.me && state.me.role === "supervisor" ? "supervisor" : "console";
+  $("console-view").hidden = state.tab !== "console";
+  $("supervisor-view").hidden = state.tab !== "supervisor";
+  $("tab-console").setAttribute("aria-selected", String(state.tab === "console"));
+  $("tab-supervisor").setAttribute("aria-selected", String(state.tab === "supervisor"));
+  if (state.tab === "supervisor") loadBoard();
 }
 
 async function onLogin(event) {
@@ -181,18 +226,23 @@ function handleFrame(frame) {
       renderTicket();
       $("worklist").dataset.loaded = "true";  // the push channel is live from here on
       break;
-    case "ticket_assigned":
+    case "ticket_assigned":   // an offer (or an assignment that needs no acceptance)
+    case "ticket_reopened":
       upsert(frame.ticket, true);
       beep();
       break;
     case "ticket_updated":
       upsert(frame.ticket, false);
       break;
+    case "ticket_removed":
+      drop(frame.ticket_id, frame.reason);
+      break;
     case "customer_message": {
       const ticket = state.tickets.get(frame.ticket_id);
       if (!ticket) break;
       if (!ticket.messages.some((m) => m.message_id === frame.message_id)) {
-        ticket.messages.push({ message_id: frame.message_id, author: "customer", text: frame.text, at: frame.received_at });
+        ticket.messages.push({ message_id: frame.message_id, author: "customer", channel: frame.channel,
+          text: frame.text, at: frame.received_at });
       }
       renderWorklist();
       if (state.selected === frame.ticket_id) renderTicket();
@@ -200,13 +250,18 @@ function handleFrame(frame) {
       break;
     }
     case "sla_warning":
-    case "sla_breached":
-      if (state.sla.get(frame.ticket_id) !== "sla_breached") state.sla.set(frame.ticket_id, frame.type);
+    case "sla_breached": {
+      const current = state.sla.get(frame.ticket_id);
+      if (!current || current.type !== "sla_breached") state.sla.set(frame.ticket_id, { type: frame.type, due_at: frame.due_at });
       renderWorklist();
       if (state.selected === frame.ticket_id) renderTicket();
       break;
+    }
     case "presence":
       renderPresence(frame.presence);
+      break;
+    case "board_changed":
+      scheduleBoard();
       break;
   }
 }
@@ -221,7 +276,33 @@ function upsert(ticket, fresh) {
   if (state.selected === ticket.ticket_id) renderTicket();
 }
 
-// -- rendering ------------------------------------------------------------------------------
+function drop(ticketId, reason) {
+  if (!state.tickets.delete(ticketId)) return;
+  if (state.selected === ticketId) {
+    state.selected = state.tickets.size ? state.tickets.keys().next().value : null;
+    $("action-error").textContent = t("removed") + t("r_" + reason);
+  }
+  renderWorklist();
+  renderTicket();
+}
+
+// -- rendering: console ---------------------------------------------------------------------
+
+function slaOf(ticket) {
+  const pushed = state.sla.get(ticket.ticket_id);
+  if (pushed) return pushed;
+  const clocks = Object.values(ticket.sla || {});
+  if (!clocks.length) return null;
+  const breached = clocks.some((c) => c.state === "breached");
+  return { type: breached ? "sla_breached" : "sla_warning", due_at: ticket.sla_due_at };
+}
+
+function countdown(iso) {
+  const seconds = Math.round((new Date(iso).getTime() - Date.now()) / 1000);
+  const abs = Math.abs(seconds);
+  const text = (abs >= 3600 ? Math.floor(abs / 3600) + "h " : "") + Math.floor((abs % 3600) / 60) + "m " + (abs % 60) + "s";
+  return { seconds, text };
+}
 
 function renderWorklist(freshId) {
   const list = $("worklist");
@@ -235,19 +316,35 @@ function renderWorklist(freshId) {
     if (ticket.ticket_id === freshId) item.classList.add("fresh");
     const head = el("div", "meta", ticket.ticket_id + " · " + t("ch_" + ticket.channel) + " · " + t("st_" + ticket.status));
     if (ticket.priority) head.append(el("span", "badge " + ticket.priority, ticket.priority));
-    const sla = state.sla.get(ticket.ticket_id);
-    if (sla) head.append(el("span", "badge " + sla, t(sla === "sla_breached" ? "slaBreached" : "slaWarning")));
+    const sla = slaOf(ticket);
+    if (sla) head.append(el("span", "badge " + sla.type, t(sla.type === "sla_breached" ? "slaBreached" : "slaWarning")));
     item.append(head, el("span", "subject", ticket.subject || ticket.text.slice(0, 80)));
-    item.addEventListener("click", () => { state.selected = ticket.ticket_id; renderWorklist(); renderTicket(); });
+    item.addEventListener("click", () => select(ticket.ticket_id));
     list.append(item);
   }
   $("worklist-empty").hidden = tickets.length > 0;
+}
+
+function select(ticketId) {
+  state.selected = ticketId;
+  state.decisions = null;
+  renderWorklist();
+  renderTicket();
+}
+
+async function loadDetails(ticketId) {
+  try {
+    const body = await api("GET", "/api/tickets/" + encodeURIComponent(ticketId));
+    state.history.set(ticketId, body.history);
+    if (state.selected === ticketId) renderTicket();
+  } catch (_) { /* the ticket may have moved on */ }
 }
 
 function renderTicket() {
   const ticket = state.tickets.get(state.selected);
   $("ticket").hidden = !ticket;
   if (!ticket) return;
+  if (!state.history.has(ticket.ticket_id)) { state.history.set(ticket.ticket_id, []); loadDetails(ticket.ticket_id); }
   $("ticket").dataset.ticketId = ticket.ticket_id;
   $("t-id").textContent = "#" + ticket.ticket_id;
   $("t-subject").textContent = ticket.subject;
@@ -255,27 +352,96 @@ function renderTicket() {
   $("t-status").dataset.status = ticket.status;
   $("t-channel").textContent = t("ch_" + ticket.channel);
   const c = ticket.customer;
-  $("t-customer").textContent = [c.name, c.email, c.phone].filter(Boolean).join(" · ") || t("none");
+  $("t-customer").textContent = c.name || t("none");
+  $("t-contact").textContent = [c.email, c.phone].filter(Boolean).join(" · ") || t("none");
+  $("t-tier").textContent = ticket.customer_tier || c.tier || "–";
+  $("t-language").textContent = ticket.language || c.language || "–";
   $("t-priority").textContent = ticket.priority || "–";
+  $("t-category").textContent = ticket.category || "–";
+  const tags = $("t-tags");
+  tags.replaceChildren(...[...ticket.tags, ...ticket.signals].map((tag) => el("span", "tag", tag)));
+  if (!tags.childElementCount) tags.textContent = "–";
   $("t-skills").textContent = ticket.required_skills.join(", ") || t("none");
   $("t-decision").textContent = ticket.decision ? ticket.decision.reason : (ticket.queued_reason || "–");
-  const sla = state.sla.get(ticket.ticket_id);
-  $("t-sla").textContent = sla ? t(sla === "sla_breached" ? "slaBreached" : "slaWarning") : "–";
-  $("t-received").textContent = formatTime(ticket.received_at);
+  $("t-received").textContent = t("ch_" + ticket.channel) + " · " + formatTime(ticket.received_at);
   $("t-text").textContent = ticket.text;
   const messages = $("t-messages");
   messages.replaceChildren();
   for (const m of ticket.messages) {
     const item = el("li", "message " + m.author);
     const who = m.author === "agent" ? (m.agent_id === state.me.agent_id ? t("you") : m.agent_id)
-      : m.author === "system" ? t("system") : (c.name || t("customer"));
+      : m.author === "note" ? t("note") + " · " + (m.agent_id === state.me.agent_id ? t("you") : m.agent_id)
+      : m.author === "system" ? t("system") : (c.name || t("customer")) + (m.channel ? " · " + t("ch_" + m.channel) : "");
     item.append(el("div", "meta", who + " · " + formatTime(m.at)), el("div", "text", m.text));
     messages.append(item);
   }
-  const open = ticket.status === "assigned" || ticket.status === "accepted";
+  const history = $("t-history");
+  history.replaceChildren(...(state.history.get(ticket.ticket_id) || []).map((h) =>
+    el("li", null, h.ticket_id + " · " + t("ch_" + h.channel) + " · " + t("st_" + h.status) + " · " + h.subject)));
+  renderDecisions();
+  const open = ["assigned", "accepted", "reopened"].includes(ticket.status);
+  $("offer").hidden = ticket.status !== "assigned" || ticket.agent_id !== state.me.agent_id;
   $("accept").disabled = ticket.status !== "assigned";
   $("resolve").disabled = !open;
+  $("reopen").hidden = ticket.status !== "resolved";
   $("reply-send").disabled = ticket.status === "resolved";
+  $("transfer-send").disabled = !open;
+  tick();
+}
+
+function renderDecisions() {
+  const list = $("t-decisions");
+  list.hidden = !state.decisions;
+  list.replaceChildren(...(state.decisions || []).map((r) => {
+    const outcome = r.outcome === "assigned" ? t("assignedOutcome") + r.agent_id : t("queuedOutcome");
+    const item = el("li", null, formatTime(r.at) + " · " + outcome + " · " + r.decision.step + " · " + r.decision.reason);
+    const candidates = (r.decision.candidates || []).map((c) => c.agent_id + " " + c.score.toFixed(2)).join(", ");
+    if (candidates) item.append(el("div", "meta", candidates));
+    const rejected = Object.entries(r.decision.rejected_counts || {}).map(([k, v]) => k + " " + v).join(", ");
+    if (rejected) item.append(el("div", "meta", rejected));
+    return item;
+  }));
+}
+
+function renderTargets() {
+  for (const id of ["transfer-target", "sv-target"]) {
+    const select = $(id);
+    const current = select.value;
+    select.replaceChildren();
+    for (const agent of state.directory.agents) {
+      if (state.me && agent.agent_id === state.me.agent_id && id === "transfer-target") continue;
+      const option = el("option", null, agent.name + " (" + agent.agent_id + ")");
+      option.value = "agent:" + agent.agent_id;
+      select.append(option);
+    }
+    for (const group of state.directory.groups) {
+      const option = el("option", null, t("group") + group);
+      option.value = "group:" + group;
+      select.append(option);
+    }
+    if (current) select.value = current;
+  }
+}
+
+// Countdowns (offer, SLA) tick once a second without re-rendering the whole ticket.
+function tick() {
+  const ticket = state.tickets.get(state.selected);
+  if (!ticket) return;
+  if (ticket.status === "assigned" && ticket.offer_expires_at) {
+    const left = countdown(ticket.offer_expires_at);
+    $("offer-countdown").textContent = left.seconds > 0 ? t("offerLeft") + left.text : t("expired");
+    $("offer-countdown").dataset.seconds = String(left.seconds);
+  } else {
+    $("offer-countdown").textContent = "";
+  }
+  const sla = slaOf(ticket);
+  const node = $("t-sla");
+  node.dataset.state = sla ? sla.type : "";
+  if (!sla) { node.textContent = "–"; return; }
+  const label = t(sla.type === "sla_breached" ? "slaBreached" : "slaWarning");
+  if (!sla.due_at) { node.textContent = label; return; }
+  const left = countdown(sla.due_at);
+  node.textContent = label + " · " + (left.seconds >= 0 ? t("dueIn") : t("overdue")) + left.text;
 }
 
 function formatTime(iso) {
@@ -285,13 +451,12 @@ function formatTime(iso) {
 
 // -- actions --------------------------------------------------------------------------------
 
-async function act(path, body) {
-  const id = state.selected;
-  if (!id) return;
+async function act(path, body, id = state.selected) {
+  if (!id) return null;
   $("action-error").textContent = "";
   try {
     const result = await api("POST", "/api/tickets/" + encodeURIComponent(id) + path, body);
-    upsert(result.ticket, false);
+    if (result.ticket) upsert(result.ticket, false);
     return result;
   } catch (error) {
     $("action-error").textContent = t("failed") + error.message;
@@ -299,7 +464,7 @@ async function act(path, body) {
   }
 }
 
-function newClientReplyId() {
+function newClientId() {
   if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
   // randomUUID needs a secure context (https or localhost); getRandomValues does not.
   const bytes = crypto.getRandomValues(new Uint8Array(16));
@@ -314,7 +479,7 @@ async function onReply(event) {
   $("reply-send").disabled = true;
   const draft = state.replyDraft;
   if (!draft || draft.ticketId !== state.selected || draft.text !== text) {
-    state.replyDraft = { ticketId: state.selected, text, clientReplyId: newClientReplyId() };
+    state.replyDraft = { ticketId: state.selected, text, clientReplyId: newClientId() };
   }
   const result = await act("/reply", { text, client_reply_id: state.replyDraft.clientReplyId });
   if (result) {
@@ -322,6 +487,131 @@ async function onReply(event) {
     state.replyDraft = null;
   }
   $("reply-send").disabled = false;
+}
+
+async function onNote(event) {
+  event.preventDefault();
+  const box = $("note-text");
+  const text = box.value.trim();
+  if (!text) return;
+  const draft = state.noteDraft;
+  if (!draft || draft.ticketId !== state.selected || draft.text !== text) {
+    state.noteDraft = { ticketId: state.selected, text, id: newClientId() };
+  }
+  if (await act("/notes", { text, client_note_id: state.noteDraft.id })) { box.value = ""; state.noteDraft = null; }
+}
+
+function target(value) {
+  const [kind, id] = [value.slice(0, value.indexOf(":")), value.slice(value.indexOf(":") + 1)];
+  return kind === "agent" ? { to_agent_id: id } : { to_group: id };
+}
+
+async function onTransfer(event) {
+  event.preventDefault();
+  const reason = $("transfer-reason").value.trim();
+  if (!$("transfer-target").value) return;
+  if (await act("/transfer", { ...target($("transfer-target").value), reason })) $("transfer-reason").value = "";
+}
+
+async function onDecline() {
+  const id = state.selected;
+  if (!id) return;
+  $("action-error").textContent = "";
+  try {
+    await api("POST", "/api/tickets/" + encodeURIComponent(id) + "/decline", { reason: $("decline-reason").value.trim() });
+    $("decline-reason").value = "";
+    drop(id, "declined");
+  } catch (error) {
+    $("action-error").textContent = t("failed") + error.message;
+  }
+}
+
+async function onShowDecisions() {
+  const id = state.selected;
+  if (state.decisions) { state.decisions = null; renderDecisions(); return; }
+  try {
+    state.decisions = (await api("GET", "/api/tickets/" + encodeURIComponent(id) + "/decisions")).decisions;
+    if (state.selected === id) renderDecisions();
+  } catch (error) {
+    $("action-error").textContent = t("failed") + error.message;
+  }
+}
+
+// -- supervisor view ------------------------------------------------------------------------
+
+function scheduleBoard() {
+  if (state.tab !== "supervisor" || state.boardTimer) return;
+  // Several events come together (assigned + queued + presence): one refresh for the burst.
+  state.boardTimer = setTimeout(() => { state.boardTimer = null; loadBoard(); }, 250);
+}
+
+async function loadBoard() {
+  if (!state.me || state.me.role !== "supervisor") return;
+  try {
+    state.board = await api("GET", "/api/supervisor/overview");
+    state.board.loadedAt = Date.now();
+    renderBoard();
+  } catch (error) {
+    $("sv-result").textContent = t("failed") + error.message;
+  }
+}
+
+function row(cells) {
+  const tr = el("tr");
+  for (const cell of cells) { const td = el("td"); td.append(cell instanceof Node ? cell : document.createTextNode(String(cell))); tr.append(td); }
+  return tr;
+}
+
+function duration(seconds) {
+  const abs = Math.abs(seconds);
+  return (seconds < 0 ? "-" : "") + (abs >= 3600 ? Math.floor(abs / 3600) + "h " : "") + Math.floor((abs % 3600) / 60) + "m " + (abs % 60) + "s";
+}
+
+function renderBoard() {
+  const board = state.board;
+  if (!board) return;
+  const since = Math.round((Date.now() - board.loadedAt) / 1000);
+  const queues = $("sv-queues").tBodies[0];
+  queues.replaceChildren(...board.queues.map((q) => {
+    const tr = row([q.skill, q.count, duration(q.oldest_wait_seconds + since),
+      Object.entries(q.by_priority).map(([p, n]) => p + "×" + n).join(" "), q.tickets.map((x) => x.ticket_id).join(", ")]);
+    tr.dataset.skill = q.skill;
+    return tr;
+  }));
+  const agents = $("sv-agents").tBodies[0];
+  agents.replaceChildren(...board.agents.map((a) => {
+    const load = Object.entries(a.load).map(([ch, n]) => t("ch_" + ch) + " " + n + (a.capacity[ch] ? "/" + a.capacity[ch] : "")).join(" · ") || "0";
+    const tr = row([a.name + " (" + a.agent_id + ")", t(a.presence), load, a.offers]);
+    tr.dataset.agentId = a.agent_id;
+    tr.dataset.presence = a.presence;
+    return tr;
+  }));
+  const risk = $("sv-risk").tBodies[0];
+  risk.replaceChildren(...board.sla_risk.map((r) => {
+    const tr = row([r.ticket_id + " · " + r.subject, t("st_" + r.status), r.agent_id || "–",
+      t(r.sla_state === "breached" ? "slaBreached" : "slaWarning"), duration(r.seconds_left - since)]);
+    tr.dataset.ticketId = r.ticket_id;
+    tr.dataset.state = r.sla_state;
+    tr.addEventListener("click", () => { $("sv-ticket").value = r.ticket_id; });
+    return tr;
+  }));
+  $("sv-decisions").replaceChildren(...board.decisions.map((d) => el("li", null,
+    formatTime(d.at) + " · " + d.ticket_id + " · " + (d.outcome === "assigned" ? t("assignedOutcome") + d.agent_id : t("queuedOutcome"))
+    + " · " + d.decision.reason)));
+}
+
+async function onReassign(event) {
+  event.preventDefault();
+  const id = $("sv-ticket").value.trim();
+  const reason = $("sv-reason").value.trim();
+  if (!id || !reason || !$("sv-target").value) return;
+  try {
+    await api("POST", "/api/tickets/" + encodeURIComponent(id) + "/reassign", { ...target($("sv-target").value), reason });
+    $("sv-result").textContent = t("requested") + " · " + id;
+    $("sv-reason").value = "";
+  } catch (error) {
+    $("sv-result").textContent = t("failed") + error.message;
+  }
 }
 
 // -- a short chime for new work (WebAudio; browsers allow it after the first click) -----------
@@ -332,6 +622,7 @@ function unlockAudio() {
 }
 
 function beep() {
+  window.__tmBeeps = (window.__tmBeeps || 0) + 1;  // tests count chimes; the sound itself is a nicety
   const ctx = state.audio;
   if (!ctx) return;
   try {
@@ -353,13 +644,23 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("logout").addEventListener("click", onLogout);
   $("presence").addEventListener("click", onPresence);
   $("accept").addEventListener("click", () => act("/accept"));
+  $("decline").addEventListener("click", onDecline);
   $("resolve").addEventListener("click", () => act("/resolve"));
+  $("reopen").addEventListener("click", () => act("/reopen"));
+  $("show-decisions").addEventListener("click", onShowDecisions);
   $("reply-form").addEventListener("submit", onReply);
+  $("note-form").addEventListener("submit", onNote);
+  $("transfer-form").addEventListener("submit", onTransfer);
+  $("reassign-form").addEventListener("submit", onReassign);
+  $("tab-console").addEventListener("click", () => showTab("console"));
+  $("tab-supervisor").addEventListener("click", () => showTab("supervisor"));
   $("lang-toggle").addEventListener("click", () => {
     state.lang = state.lang === "zh" ? "en" : "zh";
     localStorage.setItem("tm.lang", state.lang);
     applyLabels();
   });
+  setInterval(() => { tick(); if (state.tab === "supervisor") renderBoard(); }, 1000);
+  setInterval(() => { if (state.tab === "supervisor") loadBoard(); }, 15000);  // in case a hint was missed
   applyLabels();
   try {
     showConsole(await api("GET", "/api/me"));

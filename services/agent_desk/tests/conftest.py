@@ -18,15 +18,28 @@ def roster_file(tmp_path_factory) -> str:
 
 
 @pytest.fixture
-async def desk(amqp_uri, redis_url, roster_file):
-    settings = Settings.from_env({
-        "TM_AMQP_URI": amqp_uri, "TM_REDIS_URL": redis_url, "TM_DESK_PORT": "0", "TM_DESK_SECRET": "test-secret",
-        "TM_ROSTER_FILE": roster_file, "TM_REPLICA_ID": "desk-test",
-    })
-    service = create_service(settings)
-    await service.start()
-    yield service
-    await service.stop()
+async def start_desk(amqp_uri, redis_url, roster_file):
+    """``await start_desk(replica_id, **env)`` → a started desk replica (stopped after the test)."""
+    started = []
+
+    async def start(replica_id: str = "desk-test", **env: str):
+        settings = Settings.from_env({
+            "TM_AMQP_URI": amqp_uri, "TM_REDIS_URL": redis_url, "TM_DESK_PORT": "0", "TM_DESK_SECRET": "test-secret",
+            "TM_ROSTER_FILE": roster_file, "TM_REPLICA_ID": replica_id, **env,
+        })
+        service = create_service(settings)
+        await service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in reversed(started):
+        await service.stop()
+
+
+@pytest.fixture
+async def desk(start_desk):
+    return await start_desk()
 
 
 @pytest.fixture

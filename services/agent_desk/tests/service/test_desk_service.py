@@ -274,18 +274,22 @@ async def test_logout_works_while_the_broker_refuses_publishes(signed_in, base_u
         assert (await stranger.get("/api/me", cookies={"tm_desk_session": cookie})).status == 401
 
 
-async def test_a_customer_message_after_resolution_reopens_the_ticket_live(signed_in, publish):
+async def test_a_customer_message_after_resolution_reopens_the_ticket_live(signed_in, publish, amqp_uri):
     li_na = await signed_in("li.na")
-    async with li_na.ws_connect("/ws") as ws:
+    async with li_na.ws_connect("/ws") as ws, AsyncEventListener(amqp_uri, "agent_desk", ["ticket_reopened"]) as bus:
         await assigned_ticket(publish, ws)
         assert (await li_na.post("/api/tickets/TM-10001/accept")).status == 200
         assert (await li_na.post("/api/tickets/TM-10001/resolve")).status == 200
         assert await _worklist_ids(li_na) == []
         late = message_received(text="还有一个问题：发票什么时候寄出？", message_id="chat-m-9", channel="chat")
         await publish("intake_chat", "message_received", late)
-        pushed = await next_frame(ws, "ticket_assigned")
-        assert pushed["ticket"]["ticket_id"] == "TM-10001" and pushed["ticket"]["status"] == "accepted"
+        pushed = await next_frame(ws, "ticket_reopened")
+        assert pushed["ticket"]["ticket_id"] == "TM-10001" and pushed["ticket"]["status"] == "reopened"
         assert [m["text"] for m in pushed["ticket"]["messages"]] == ["还有一个问题：发票什么时候寄出？"]
+        # The desk does not assign it itself: it tells the dispatcher, naming the last agent.
+        _, reopened = await bus.wait_for(lambda t, b: True)
+        assert (reopened["by"], reopened["agent_id"], reopened["channel"]) == ("customer", "li.na", "chat")
+        assert reopened["event_id"] == stable_event_id("ticket_reopened", "TM-10001", "chat-m-9")
         assert await wait_until(lambda: _worklist_ids(li_na), message="reopened ticket back in the work list") \
             == ["TM-10001"]
         # Resolved again, then the same message redelivered: it stays resolved, the message once.
