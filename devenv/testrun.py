@@ -41,7 +41,8 @@ class TestGroup:
 GROUPS = (
     TestGroup("unit + asyncio tier", "asyncio",
               ("tests/unit", "services/*/tests/unit", "tests/contract_async", "tests/devenv",
-               *(f"services/{s}/tests/service" for s in ASYNCIO_SERVICES), "tests/e2e"),
+               *(f"services/{s}/tests/service" for s in ASYNCIO_SERVICES), "services/*/tests/browser",
+               "tests/e2e"),
               ("-p", "no:pytest_nameko")),
     TestGroup("nameko tier", "nameko",
               ("tests/contract", *(f"services/{s}/tests/service" for s in NAMEKO_SERVICES))),

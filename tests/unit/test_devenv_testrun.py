@@ -111,3 +111,13 @@ def test_tests_are_pointed_at_the_servers_that_were_ensured():
     assert env["TM_TEST_REDIS_DB"] == "7"
     assert env["TM_TEST_AMQP_BASE"] == "amqp://u:p@elsewhere:5672"  # the caller's choice wins
     assert env["TM_TEST_RABBIT_MGMT"] == "http://guest:guest@127.0.0.1:15672"
+
+
+def test_every_test_file_in_the_repository_is_run_by_some_group():
+    """A test folder no group names never runs, silently (the console's browser tests once sat so)."""
+    root = Path(__file__).resolve().parents[2]
+    covered = [root / d for group in GROUPS for d in existing_dirs(root, group.patterns)]
+    test_files = [p for p in root.glob("**/test_*.py") if ".venv" not in p.parts and "corpus" not in p.parts]
+    orphans = [p.relative_to(root).as_posix() for p in test_files
+               if not any(p.is_relative_to(d) for d in covered)]
+    assert test_files and orphans == []
