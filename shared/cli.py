@@ -10,6 +10,7 @@
     ticketmesh quarantine list [--mailbox M]     mail intake_email kept aside, and why
     ticketmesh quarantine show ID                one of them: the note and its headers
     ticketmesh quarantine reprocess ID...        put them back into their mailbox for intake
+    ticketmesh simulate --trace T --staffing S   replay a workload through the routing policies, offline
 """
 from __future__ import annotations
 
@@ -324,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     parse.add_argument("--our-address", default=None,
                        help="our support address, to recognise our own mail (default: TM_MAIL_FROM)")
     email_cmd.set_defaults(func=_cmd_email)
+
+    from services.dispatcher import simulate_cli
+    simulate_cli.register(sub)
     return parser
 
 
