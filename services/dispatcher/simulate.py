@@ -261,6 +261,8 @@ class _Run:
         return self._result()
 
     def _update_room(self, agent: _Agent) -> None:
+        """Channels where ``agent`` may have room: below its cap there (routing may still find
+        them full under a shared budget, see _offer)."""
         for channel, agents in self.with_room.items():
             if agent.online and agent.room(channel):
                 agents[agent.agent_id] = agent
@@ -320,6 +322,11 @@ class _Run:
             return False
         ranking = rank_agents(needs, candidates, now)
         self.decisions += 1
+        for agent_id, why in ranking.rejected.items():
+            # Routing knows the capacity model (per channel or one shared budget): an agent it
+            # finds full for this channel is left out of it until their own load changes.
+            if why.startswith("capacity"):
+                self.with_room[needs.channel].pop(agent_id, None)
         if not ranking.ranked:
             return False
         self._assign(i, self.agents[self._choose(ranking)], now)
@@ -377,7 +384,7 @@ class _Run:
                 heap = self.queues[cls]
                 while heap and status[heap[0][3]] != _WAITING:
                     heapq.heappop(heap)
-                if not heap or not agent.room(cls[0]):
+                if not heap or agent.agent_id not in self.with_room[cls[0]]:
                     classes.remove(cls)
                 elif best is None or heap[0] < best:
                     best_cls, best = cls, heap[0]

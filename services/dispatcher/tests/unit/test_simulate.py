@@ -109,16 +109,14 @@ def test_round_robin_rotates_while_least_loaded_and_default_pick_the_emptiest():
     assert picks["default"]["c4"][1] == "c"
 
 
-def test_least_loaded_counts_every_channel_where_the_dispatcher_looks_at_one():
-    # a (the expert) holds one of its two email slots; a chat arrives. The dispatcher sees both
-    # with an empty chat channel and prefers a's proficiency; least_loaded sees a half full.
+def test_least_loaded_counts_every_channel_and_breaks_ties_in_the_dispatchers_order():
+    # a (the expert) holds one of its ten email slots when a chat arrives. least_loaded leaves a
+    # out as the busier one and takes the better of the two empty agents, c before novice b.
     trace = [contact("mail", 0, 1000, channel="email"), contact("chat", 10, 10)]
-    staffing = [shift("a", skills={"general": 5}, capacity={"email": 2, "chat": 1}),
-                shift("b", skills={"general": 1}, capacity={"email": 2, "chat": 1})]
-    default = outcomes(simulate(trace, staffing, ONE_MINUTE, "default"))
+    staffing = [shift(agent_id, skills={"general": level}, capacity={"email": 10, "chat": 2})
+                for agent_id, level in (("a", 5), ("b", 1), ("c", 3))]
     least = outcomes(simulate(trace, staffing, ONE_MINUTE, "least_loaded"))
-    assert (default["mail"][1], default["chat"][1]) == ("a", "a")
-    assert (least["mail"][1], least["chat"][1]) == ("a", "b")
+    assert (least["mail"][1], least["chat"][1]) == ("a", "c")
 
 
 def test_routing_filters_apply_skill_language_and_channel():
@@ -170,3 +168,9 @@ def test_unknown_policy_and_overlapping_shifts_are_refused():
         simulate([contact("c", 0, 1)], [shift("a")], ONE_MINUTE, "fastest")
     with pytest.raises(SimulationError, match="shifts of a overlap"):
         simulate([contact("c", 0, 1)], [shift("a", 0, 100), shift("a", 50, 150)], ONE_MINUTE)
+
+
+def test_a_slot_freed_at_the_end_of_a_shift_is_not_refilled():
+    trace = [contact("c1", 0, 100), contact("c2", 10, 10)]
+    result = outcomes(simulate(trace, [shift("a", 0, 100), shift("b", 130, 200)], ONE_MINUTE))
+    assert result["c2"] == ("answered", "b", 120)
