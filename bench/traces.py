@@ -24,7 +24,7 @@ FIRST_DAY = datetime(2026, 3, 2, tzinfo=CST)  # a Monday
 OPEN_HOUR, CLOSE_HOUR = 8, 22
 # Relative arrivals per hour from 08:00 to 21:00: a late-morning peak, a lunch dip, an evening peak.
 HOURLY_WEIGHTS = [3, 6, 9, 10, 8, 6, 7, 8, 9, 8, 9, 10, 7, 4]
-CONTACTS_PER_AGENT_DAY = 200  # high occupancy: queues at the peaks, some abandonment
+CONTACTS_PER_AGENT_DAY = 100  # under a shared capacity budget: queues at the peaks, some abandonment
 
 CHANNELS = [("chat", 0.5), ("email", 0.3), ("phone", 0.2)]
 SKILLS = [("general", 0.45), ("billing", 0.25), ("technical", 0.18), ("logistics", 0.12)]
@@ -35,7 +35,7 @@ TIERS = [("standard", 0.9), ("vip", 0.1)]
 HANDLE_MEDIAN = {"chat": 420, "email": 600, "phone": 300}
 # Mean patience in seconds (exponential); email customers do not hang up.
 PATIENCE_MEAN = {"chat": 600, "phone": 240}
-CAPACITY = "email=4;chat=2;phone=1"
+CAPACITY = "email=6;chat=3;phone=1"
 SHIFTS = [(8, 16), (14, 22)]
 
 

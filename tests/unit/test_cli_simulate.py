@@ -40,7 +40,7 @@ def test_the_example_compares_three_policies_in_a_table(capsys):
                        "--config", str(DEMO / "config.yaml"))
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith("800 contacts, 8 agents")
+    assert lines[0].startswith("600 contacts, 8 agents")
     policy_rows = [line.split()[0] for line in lines if line.split()[1:2] == ["all"]]
     assert policy_rows == ["default", "least_loaded", "round_robin"]
     assert any(line.startswith("agent008") for line in lines)
