@@ -12,6 +12,7 @@
     ticketmesh quarantine reprocess ID...        put them back into their mailbox for intake
     ticketmesh rules validate [FILE]             check the classification rules
     ticketmesh rules explain --subject S --text T  how a sample ticket is classified, and why
+    ticketmesh simulate --trace T --staffing S   replay a workload through the routing policies, offline
 """
 from __future__ import annotations
 
@@ -330,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     from services.dispatcher import rules_cli  # ticketmesh rules validate|explain
 
     rules_cli.register(sub)
+    from services.dispatcher import simulate_cli  # ticketmesh simulate
+
+    simulate_cli.register(sub)
     return parser
 
 
