@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from nameko.standalone.events import event_dispatcher
 from nameko.testing.services import entrypoint_waiter
 
 from services.dispatcher.classify import RulesError
@@ -18,6 +17,7 @@ from shared.testing.plugin import poll_until
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=timezone.utc)
 PASSWORD_HASH = hash_password("not-used-here", salt=b"fixed-test-salt!")
 RULES_FILE = Path(__file__).resolve().parents[4] / "deploy" / "config" / "routing.yaml"
+SLA_FILE = Path(__file__).resolve().parents[4] / "deploy" / "config" / "sla.yaml"
 
 
 def write_roster(tmp_path, agents):
@@ -27,17 +27,22 @@ def write_roster(tmp_path, agents):
         entry = {"agent_id": a["agent_id"], "name": a["agent_id"], "password_hash": PASSWORD_HASH,
                  "skills": a.get("skills", {"general": 3}), "languages": a.get("languages", ["zh", "en"]),
                  "capacity": a.get("capacity", {"email": 2, "chat": 2, "phone": 1})}
+        for optional in ("role", "group", "tier"):
+            if optional in a:
+                entry[optional] = a[optional]
         entries.append(entry)
     path.write_text(yaml.safe_dump({"agents": entries}, allow_unicode=True), encoding="utf-8")
     return str(path)
 
 
-def received(ticket_id, *, channel="email", subject="咨询", text="你好", received_at=NOW):
+def received(ticket_id, *, channel="email", subject="咨询", text="你好", received_at=NOW,
+             customer=None, linked_ticket_id=None):
     source = {"intake_email": "intake_email", "chat": "intake_chat", "phone": "intake_phone"}
     return ev.make_event(
         source.get(channel, "intake_email"), ev.TICKET_RECEIVED, now=NOW, trace_id=f"trace-{ticket_id}",
         event_id=f"rx-{ticket_id}", ticket_id=ticket_id, channel=channel,
-        customer={"name": "张伟", "email": "zhang.wei@example.com"}, subject=subject, text=text, received_at=received_at,
+        customer=customer or {"name": "张伟", "email": "zhang.wei@example.com"}, subject=subject, text=text,
+        received_at=received_at, linked_ticket_id=linked_ticket_id,
     )
 
 
@@ -67,29 +72,15 @@ def of(events, event_type, ticket_id=None):
     return [b for t, b in events if t == event_type and (ticket_id is None or b["ticket_id"] == ticket_id)]
 
 
-@pytest.fixture
-def publish(amqp_uri):
-    dispatch = event_dispatcher({"AMQP_URI": amqp_uri})
-
-    def send(source, event_type, body):
-        dispatch(source, event_type, body)
-
-    return send
-
-
-@pytest.fixture
-def store(redis_client):
-    return DispatchStore(redis_client)
-
-
 def register(store, facts):
     """Record a received ticket the way routing does (lease, register, release)."""
     with store.routing(facts):
         pass
 
 
-def start_dispatcher(service_container, roster_file):
-    container = service_container(DispatcherService, TM_ROSTER_FILE=roster_file, TM_ROUTING_RULES_FILE=str(RULES_FILE))
+def start_dispatcher(service_container, roster_file, rules_file=RULES_FILE):
+    container = service_container(DispatcherService, TM_ROSTER_FILE=roster_file, TM_ROUTING_RULES_FILE=str(rules_file),
+                                  TM_SLA_POLICY_FILE=str(SLA_FILE))
     container.start()
     return container
 
@@ -364,7 +355,7 @@ def test_claim_whose_announcement_failed_is_announced_by_the_timer_with_no_other
 
     [(_, assigned)] = collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED), timeout=10)
     assert (assigned["ticket_id"], assigned["agent_id"]) == ("TM-55", "li.na")
-    assert assigned["decision"] == decision and assigned["trace_id"] == "trace-TM-55"
+    assert {k: assigned["decision"][k] for k in decision} == decision and assigned["trace_id"] == "trace-TM-55"
     poll_until(lambda: "assigned" in store.ticket("TM-55").announced, what="announcement recorded")
     assert store.unannounced_before(now.timestamp() + 60) == []
 
