@@ -181,7 +181,7 @@ local function unassign(k, a)
   local attempt = tonumber(redis.call('HGET', k[1], 'attempt') or '1')
   redis.call('HDEL', k[1], 'agent_id', 'accepted_by', 'accepted_at', 'offer_expires_at')
   redis.call('HSET', k[1], 'state', 'queued', 'queued_at', a[5], 'unassigned', cjson.encode({agent_id = holder,
-    reason = a[3], by = a[4], attempt = attempt, note = a[8], at = tonumber(a[5])}))
+    reason = a[3], by = a[4], attempt = attempt, note = a[8], at = a[5]}))
   if a[7] == '1' then redis.call('HSET', k[1], 'declined:' .. holder, a[5]) end
   for i = 10, #a - 1, 2 do redis.call('HSET', k[1], a[i], a[i + 1]) end
   if a[6] ~= '' then redis.call('ZADD', k[6], a[6], a[1]) end
@@ -856,13 +856,14 @@ class DispatchStore:
     def unassignments_before(self, cutoff: float, limit: int = 100) -> list[str]:
         return self.client.zrangebyscore(self.unassigned_outbox_key, "-inf", cutoff, start=0, num=limit)
 
-    def forget_unassignment(self, ticket_id: str, at: float | None) -> None:
+    def forget_unassignment(self, ticket_id: str, at: str | float | None) -> None:
         """Drop the outbox entry once its ``ticket_unassigned`` went out (unless a newer one came)."""
         if at is None:
             self.client.zrem(self.unassigned_outbox_key, ticket_id)
             return
+        # ``at`` is the script's own epoch string (cjson would round a number to 14 digits).
         score = self.client.zscore(self.unassigned_outbox_key, ticket_id)
-        if score is not None and score <= at:
+        if score is not None and score <= float(at):
             self.client.zrem(self.unassigned_outbox_key, ticket_id)
 
     def due_offers(self, now: float, limit: int = 100) -> list[tuple[str, float]]:

@@ -303,3 +303,69 @@ def test_capacity_is_one_shared_budget_across_channels(service_container, tmp_pa
     [queued] = of(collect(listener, lambda seen: of(seen, ev.TICKET_QUEUED, "TM-3")), ev.TICKET_QUEUED)
     assert queued["decision"]["rejected"]["li.na"] == "capacity: no room for a email (1/2 chat, 1/2 email)"
     assert (store.load_of("li.na", "chat"), store.load_of("li.na", "email")) == (1, 1)
+
+
+def test_three_replicas_under_a_burst_with_arrivals_and_declines(service_container, tmp_path, publish, store,
+                                                                 event_listener):
+    """No ticket held twice, no agent over capacity, nothing waiting while an agent has room."""
+    agents = [f"agent{i}" for i in range(5)]
+    roster = write_roster(tmp_path, [{"agent_id": a, "capacity": {"email": 3, "chat": 1}} for a in agents])
+    for _ in range(3):
+        start_dispatcher(service_container, roster)  # same service name: the three share every queue
+    listener = event_listener(ev.DISPATCHER, [ev.TICKET_ASSIGNED, ev.TICKET_UNASSIGNED, ev.TICKET_QUEUED])
+    go_online(publish, store, *agents[:2])
+    tickets = [f"TM-{100 + n}" for n in range(40)]
+    for n, ticket_id in enumerate(tickets):
+        channel = "chat" if n % 5 == 0 else "email"
+        publish(ev.INTAKE_EMAIL if channel == "email" else ev.INTAKE_CHAT, ev.TICKET_RECEIVED,
+                received(ticket_id, channel=channel, received_at=NOW.replace(second=n)))
+        if n == 10:
+            for agent_id in agents[2:]:
+                publish(ev.AGENT_DESK, ev.AGENT_PRESENCE_CHANGED, presence(agent_id, "online", NOW))
+    poll_until(lambda: store.open_tickets("agent0"), what="agent0 has offers")
+    for ticket_id in sorted(store.open_tickets("agent0")):
+        publish(ev.AGENT_DESK, ev.TICKET_DECLINED, desk(ev.TICKET_DECLINED, ticket_id, agent_id="agent0"))
+
+    def settled():
+        seen = set(store.waiting_ids())
+        records = [store.ticket(t) for t in tickets]
+        held = [r for r in records if r is not None and r.state == "assigned"]
+        return (len(seen) + len(held) == len(tickets) and not store.unassignments_before(10**12)
+                and not any(room_for_an_email(a) for a in agents))
+
+    def room_for_an_email(agent_id):  # 25 emails are left over, each declined by agent0 at most
+        used = store.load_of(agent_id, "email") / 3 + store.load_of(agent_id, "chat")
+        return 1 - used >= 1 / 3 - 1e-9
+
+    try:
+        poll_until(settled, timeout=45, what="every agent full, the rest waiting")
+    except AssertionError:
+        state = {a: (store.presence(a), store.load_of(a, "email"), store.load_of(a, "chat")) for a in agents}
+        raise AssertionError(f"not settled: agents {state}, waiting {store.waiting_ids()}, "
+                             f"states {[(t, r.state if r else None) for t, r in zip(tickets, store.tickets(tickets))]}")
+    held_by = {}
+    for agent_id in agents:
+        open_ = store.open_tickets(agent_id)
+        email, chat = store.load_of(agent_id, "email"), store.load_of(agent_id, "chat")
+        assert email / 3 + chat <= 1 + 1e-9, (agent_id, email, chat)
+        assert email + chat == len(open_), agent_id
+        for ticket_id in open_:
+            assert ticket_id not in held_by, f"{ticket_id} held by {held_by.get(ticket_id)} and {agent_id}"
+            held_by[ticket_id] = agent_id
+            assert store.ticket(ticket_id).agent_id == agent_id
+    waiting = set(store.waiting_ids())
+    assert not (waiting & set(held_by)) and len(waiting) + len(held_by) == len(tickets)
+
+    # Every assignment that ended was announced as ended: per ticket, the distinct assigned
+    # events are the unassigned ones plus the current holding.
+    def balanced(seen):
+        for ticket_id in tickets:
+            assigned = {b["event_id"] for t, b in seen if t == ev.TICKET_ASSIGNED and b["ticket_id"] == ticket_id}
+            ended = {b["event_id"] for t, b in seen if t == ev.TICKET_UNASSIGNED and b["ticket_id"] == ticket_id}
+            if len(assigned) != len(ended) + (ticket_id in held_by):
+                return False
+        return True
+
+    events = collect(listener, balanced, timeout=30)
+    declined = [b for b in of(events, ev.TICKET_UNASSIGNED) if b["reason"] == "declined"]
+    assert declined and all(held_by.get(b["ticket_id"]) != "agent0" for b in declined)
