@@ -1,15 +1,14 @@
 """Issue 5 flows through a real dispatcher container: offers, declines, expiry, presence,
 relaxation, transfers, reassignment, escalation, sticky owners, fairness, shared capacity."""
 import pytest
-import yaml
 from nameko.testing.services import entrypoint_waiter
 
 from services.dispatcher.tests.service.test_dispatcher_service import (
     NOW,
-    RULES_FILE,
     collect,
     go_online,
     of,
+    plain_rules,
     presence,
     received,
     start_dispatcher,
@@ -20,15 +19,9 @@ from shared.testing.plugin import poll_until
 
 
 @pytest.fixture
-def rules_with(tmp_path):
-    """A copy of the shipped rules file with the given ``routing:`` section."""
-    def make(routing):
-        data = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))
-        data["routing"] = routing
-        path = tmp_path / "routing.yaml"
-        path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-        return path
-    return make
+def rules_with():
+    """The shipped rules with the given ``routing:`` section."""
+    return plain_rules
 
 
 def desk(event_type, ticket_id, **fields):

@@ -1,4 +1,6 @@
 """The dispatcher in a nameko container against a real RabbitMQ vhost and Redis database."""
+import os
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -78,7 +80,24 @@ def register(store, facts):
         pass
 
 
-def start_dispatcher(service_container, roster_file, rules_file=RULES_FILE):
+def plain_rules(routing=None, _cache={}):
+    """The shipped classification rules with a test's own ``routing:`` section (default: none,
+    so the shipped policy's sticky owners and relaxation do not steer unrelated tests)."""
+    key = yaml.safe_dump(routing)
+    if key not in _cache:
+        data = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))
+        data.pop("routing", None)
+        if routing is not None:
+            data["routing"] = routing
+        handle, path = tempfile.mkstemp(prefix="tm-routing-", suffix=".yaml")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            yaml.safe_dump(data, out, allow_unicode=True)
+        _cache[key] = path
+    return _cache[key]
+
+
+def start_dispatcher(service_container, roster_file, rules_file=None):
+    rules_file = rules_file or plain_rules()
     container = service_container(DispatcherService, TM_ROSTER_FILE=roster_file, TM_ROUTING_RULES_FILE=str(rules_file),
                                   TM_SLA_POLICY_FILE=str(SLA_FILE))
     container.start()
@@ -383,3 +402,37 @@ def test_drain_ranks_only_agents_online_with_room_on_the_tickets_channel(service
     assert (decision["considered"], decision["eligible"]) == (2, 1)
     assert decision["rejected"] == {"en.only": "language: does not speak zh"}
     assert "queue drain: ranked the 2 of 4 agents online with spare email capacity" in decision["reason"]
+
+
+def test_claim_script_enforces_shared_budget_fairness_and_declines_and_force_only_checks_presence(store):
+    from services.dispatcher.policy import RoutingPolicy
+
+    store.policy = RoutingPolicy(fairness_window_seconds=3600, fairness_max=3, decline_cooldown_seconds=900)
+    store.load_roster([AgentProfile(agent_id="a", name="A", password_hash=PASSWORD_HASH,
+                                    capacity={"email": 4, "chat": 2})])
+    now = NOW.timestamp()
+    store.set_presence("a", "online", at=now)
+    for n, channel in enumerate(["chat", "email", "email", "email", "chat", "email", "email"]):
+        register(store, TicketFacts(ticket_id=f"T-{n}", trace_id="t", channel=channel, priority="P3",
+                                    required_skills=("general",), language="zh", tags=(), received_at=NOW))
+
+    def claim(n, channel, **kw):
+        result = store.claim(f"T-{n}", "a", channel, now=now, decision={}, **kw)
+        return result.status if result.assigned else result.detail
+
+    assert claim(0, "chat") == "assigned"  # 1/2 used
+    assert claim(1, "email") == "assigned"  # 3/4
+    assert claim(2, "email") == "assigned"  # 4/4: full
+    assert claim(3, "email") == "capacity: no room for a email (100% used)"
+    assert store.resolve("T-1", now=now).freed_capacity  # 3/4 used, 3 assignments in the window
+    assert claim(3, "email") == "fairness: 3 recent assignments (max 3)"
+    store.policy = RoutingPolicy(decline_cooldown_seconds=900)
+    assert claim(4, "chat") == "capacity: no room for a chat (75% used)"
+    assert claim(3, "email") == "assigned"
+
+    assert store.unassign("T-3", "a", "declined", now=now, score=1.0, declined=True).done
+    assert claim(3, "email") == "declined: passed on this ticket recently"
+    store.set_presence("a", "away", at=now + 1)
+    assert claim(5, "email", force=True) == "assigned"  # over the budget and away: an explicit choice
+    store.set_presence("a", "offline", at=now + 2)
+    assert claim(6, "email", force=True) == "presence: offline"
