@@ -46,6 +46,7 @@ from services.dispatcher.store import (
     ANNOUNCED_CLASSIFIED,
     ANNOUNCED_QUEUED,
     ASSIGNED,
+    INDEX_PAGE_SIZE,
     QUEUED,
     RESOLVED,
     DispatchStore,
@@ -115,13 +116,13 @@ class Assigner:
             if ANNOUNCED_ASSIGNED not in record.announced:
                 self._announce_record_assignment(record, mark)
             return "already_assigned"
-        attempt = self._offer(record, routing.snapshots, mark, step="initial")
+        attempt = self._offer_best(record, mark, step="initial", snapshots=routing.snapshots)
         if attempt.status == "none":
             now = self._now()
             state = self.store.enqueue(facts, now=now, relax_due=self._relax_due(0, now))
             if state != QUEUED:
                 return f"taken_while_queueing:{state}"
-            attempt = self._offer(record, self.store.agent_snapshots(now), mark, step="initial")
+            attempt = self._offer_best(record, mark, step="initial")
         if attempt.status == "none":
             self.store.record_decision(facts.ticket_id, attempt.decision)
             if ANNOUNCED_QUEUED not in record.announced:
@@ -246,7 +247,7 @@ class Assigner:
         if record is None or record.state != QUEUED:
             return None
         mark = partial(self.store.mark_announced, ticket_id)
-        attempt = self._offer(record, self.store.agent_snapshots(self._now()), mark, step=step, announce=announce)
+        attempt = self._offer_best(record, mark, step=step, announce=announce)
         if attempt.status == "none":
             self.store.record_decision(ticket_id, attempt.decision)
             if announce:
@@ -420,6 +421,30 @@ class Assigner:
         return since + steps[step_index].after_seconds - previous
 
     # internals
+    def _offer_best(self, record: TicketRecord, mark: Mark, *, step: str, announce: bool = True,
+                    snapshots: list[AgentSnapshot] | None = None) -> Attempt:
+        """Offer to the whole roster when it is small, else page by page down the availability
+        index of the ticket's channel and first required skill (every agent there is online
+        with room; the other filters run on the page)."""
+        if snapshots is not None or not self.store.uses_index() or not record.facts.required_skills:
+            if snapshots is None:
+                snapshots = self.store.agent_snapshots(self._now())
+            return self._offer(record, snapshots, mark, step=step, announce=announce)
+        channel, skill = record.facts.channel, record.facts.required_skills[0]
+        page = 0
+        while True:
+            agents, total = self.store.index_page(channel, skill, page=page, now=self._now())
+            first = page * INDEX_PAGE_SIZE + 1
+            scope = (f"ranked agents {first}-{first + len(agents) - 1} of the {total} online with room for "
+                     f"{channel} and {skill}")
+            attempt = self._offer(record, agents, mark, step=step, scope=scope, announce=announce)
+            if attempt.status != "none" or first - 1 + INDEX_PAGE_SIZE >= total:
+                if attempt.status == "none" and total == 0:
+                    attempt = replace(attempt, decision={**attempt.decision, "reason":
+                                      f"no agent online with room for {channel} and {skill}"})
+                return attempt
+            page += 1
+
     def _offer(self, record: TicketRecord, snapshots: Iterable[AgentSnapshot], mark: Mark, *, step: str,
                scope: str | None = None, announce: bool = True) -> Attempt:
         """Claim for the best-ranked agent that still has room; ``scope`` says (in the decision's

@@ -65,6 +65,10 @@ DECISIONS_KEPT = 20
 CUSTOMER_TTL_SECONDS = 90 * 24 * 3600
 HISTORY_WINDOW_SECONDS = 30 * 24 * 3600
 CHANNELS = ("email", "chat", "phone")
+# Rosters up to this size are ranked whole (so a decision lists every agent left out and why);
+# larger ones are ranked a page at a time from the availability index (see _INDEX_FN).
+FULL_SCAN_AGENTS = 50
+INDEX_PAGE_SIZE = 100
 
 NEW, QUEUED, ASSIGNED, RESOLVED = "new", "queued", "assigned", "resolved"
 ANNOUNCED_CLASSIFIED, ANNOUNCED_QUEUED, ANNOUNCED_ASSIGNED = "classified", "queued", "assigned"
@@ -81,6 +85,63 @@ if redis.call('HSETNX', KEYS[2], 'state', 'new') == 1 then
   redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
 return redis.call('HGETALL', KEYS[2])
+"""
+
+# The availability index: ``avail:<channel>:<skill>`` zsets of the agents online with room for
+# one more ticket of that channel, scored by spare share (3 decimals) then longest idle, so a
+# decision reads the top of one zset instead of the whole roster. Every script that changes an
+# agent's presence or load calls this for that agent; ``avail_keys`` lists the zsets (for a
+# roster reload). Key names are built here (one Redis, not a cluster).
+_INDEX_FN = """
+local P = '""" + PREFIX + """'
+local function reindex(agent, model)
+  local raw = redis.call('HGET', P .. 'agents', agent)
+  local skills = {}
+  if raw then
+    local profile = cjson.decode(raw)
+    if type(profile['skills']) == 'table' then skills = profile['skills'] end
+  end
+  local online = redis.call('HGET', P .. 'presence', agent) == 'online'
+  local channels = {'email', 'chat', 'phone'}
+  local caps, loads, used = {}, {}, 0
+  for _, ch in ipairs(channels) do
+    caps[ch] = tonumber(redis.call('HGET', P .. 'capacity', agent .. ':' .. ch) or '0')
+    loads[ch] = tonumber(redis.call('HGET', P .. 'load', agent .. ':' .. ch) or '0')
+    if loads[ch] > 0 then
+      if caps[ch] <= 0 then used = used + 1 else used = used + loads[ch] / caps[ch] end
+    end
+  end
+  local last = tonumber(redis.call('HGET', P .. 'last_assigned', agent) or '0')
+  for _, ch in ipairs(channels) do
+    local fits, share
+    if model == 'per_channel' then
+      fits = caps[ch] > 0 and loads[ch] < caps[ch]
+      if caps[ch] > 0 then share = (caps[ch] - loads[ch]) / caps[ch] else share = 0 end
+    else
+      fits = caps[ch] > 0 and used + 1 / caps[ch] <= 1 + 1e-9
+      share = 1 - used
+    end
+    local score = math.floor(share * 1000 + 0.5) * 1e10 + (1e10 - last)
+    for skill, _ in pairs(skills) do
+      local key = P .. 'avail:' .. ch .. ':' .. skill
+      if online and fits then
+        redis.call('ZADD', key, score, agent)
+        redis.call('SADD', P .. 'avail_keys', key)
+      else
+        redis.call('ZREM', key, agent)
+      end
+    end
+  end
+end
+"""
+
+# ARGV: capacity model. Rebuilds the whole index (a roster load): one script, no window.
+_REINDEX_ALL = _INDEX_FN + """
+for _, key in ipairs(redis.call('SMEMBERS', P .. 'avail_keys')) do redis.call('DEL', key) end
+redis.call('DEL', P .. 'avail_keys')
+local agents = redis.call('HKEYS', P .. 'agents')
+for _, agent in ipairs(agents) do reindex(agent, ARGV[1]) end
+return #agents
 """
 
 # The claim as a Lua function, shared by the plain claim and the transfer's move.
@@ -158,6 +219,7 @@ local function claim(k, a)
     redis.call('ZADD', k[9], a[4], a[1] .. ':' .. attempt)
     redis.call('EXPIRE', k[9], math.ceil(window))
   end
+  reindex(agent, a[6])
   return {'assigned', agent, attempt}
 end
 """
@@ -166,7 +228,7 @@ end
 # the queue (or stays out of it for a move), the event waits in the outbox.
 # keys: ticket, load, open(holder), offers, unassigned_outbox, waiting, relax
 # a: ticket_id, holder, reason, by, now, waiting score ('' = not queued), mark declined ('1'),
-#    note, relax due ('' = none), then field/value pairs to set on the ticket
+#    note, relax due ('' = none), capacity model, then field/value pairs to set on the ticket
 _UNASSIGN_FN = """
 local function unassign(k, a)
   local state = redis.call('HGET', k[1], 'state')
@@ -183,25 +245,26 @@ local function unassign(k, a)
   redis.call('HSET', k[1], 'state', 'queued', 'queued_at', a[5], 'unassigned', cjson.encode({agent_id = holder,
     reason = a[3], by = a[4], attempt = attempt, note = a[8], at = a[5]}))
   if a[7] == '1' then redis.call('HSET', k[1], 'declined:' .. holder, a[5]) end
-  for i = 10, #a - 1, 2 do redis.call('HSET', k[1], a[i], a[i + 1]) end
+  for i = 11, #a - 1, 2 do redis.call('HSET', k[1], a[i], a[i + 1]) end
   if a[6] ~= '' then redis.call('ZADD', k[6], a[6], a[1]) end
   if a[9] ~= '' then redis.call('ZADD', k[7], a[9], a[1]) end
   redis.call('ZADD', k[5], a[5], a[1])
+  reindex(holder, a[10])
   return {'unassigned', holder, attempt}
 end
 """
 
-_CLAIM = _CLAIM_FN + """
+_CLAIM = _INDEX_FN + _CLAIM_FN + """
 return claim(KEYS, ARGV)
 """
 
-_UNASSIGN = _UNASSIGN_FN + """
+_UNASSIGN = _INDEX_FN + _UNASSIGN_FN + """
 return unassign(KEYS, ARGV)
 """
 
 # An offer that ran out: only if it is still the same unaccepted offer.
 # KEYS: unassign keys   ARGV: unassign args, with ARGV[#ARGV] = the expected offer expiry
-_EXPIRE_OFFER = _UNASSIGN_FN + """
+_EXPIRE_OFFER = _INDEX_FN + _UNASSIGN_FN + """
 local expected = table.remove(ARGV)
 if redis.call('HGET', KEYS[1], 'accepted_by') then
   redis.call('ZREM', KEYS[4], ARGV[1]); return {'accepted', '', 0}
@@ -214,7 +277,7 @@ return unassign(KEYS, ARGV)
 
 # An away/offline agent's unaccepted offer goes back: only while they are still not online.
 # KEYS: unassign keys + presence   ARGV: unassign args
-_RETURN_OFFER = _UNASSIGN_FN + """
+_RETURN_OFFER = _INDEX_FN + _UNASSIGN_FN + """
 local presence = redis.call('HGET', KEYS[8], ARGV[2])
 if presence == 'online' then return {'online', '', 0} end
 if redis.call('HGET', KEYS[1], 'accepted_by') or not redis.call('HGET', KEYS[1], 'offer_expires_at') then
@@ -229,7 +292,7 @@ return unassign(KEYS, ARGV)
 # KEYS: 1-7 unassign keys (open of the holder), 8-18 claim keys
 # ARGV: [1] expected holder ('' = none expected), [2] n = number of unassign args,
 #       then n unassign args, then the claim args
-_MOVE = _UNASSIGN_FN + _CLAIM_FN + """
+_MOVE = _INDEX_FN + _UNASSIGN_FN + _CLAIM_FN + """
 local uk = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
 local ck = {}
 for i = 8, 18 do ck[#ck + 1] = KEYS[i] end
@@ -247,7 +310,7 @@ local presence = redis.call('HGET', ck[2], ca[2])
 if presence ~= 'online' and presence ~= 'away' then return {'no', 'presence: ' .. (presence or 'unknown'), 0} end
 if holder ~= '' then unassign(uk, ua) end
 local result = claim(ck, ca)
-for i = 10, #ua - 1, 2 do redis.call('HSET', KEYS[1], ua[i], ua[i + 1]) end
+for i = 11, #ua - 1, 2 do redis.call('HSET', KEYS[1], ua[i], ua[i + 1]) end
 return result
 """
 
@@ -266,8 +329,8 @@ return state or 'unknown'
 """
 
 # KEYS: ticket, load, open(expected agent), waiting, unannounced, offers, relax
-# ARGV: ticket_id, expected agent ('' if none), now, ttl
-_RESOLVE = """
+# ARGV: ticket_id, expected agent ('' if none), now, ttl, capacity model
+_RESOLVE = _INDEX_FN + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'resolved' then return {'already', '', ''} end
 redis.call('ZREM', KEYS[6], ARGV[1])
@@ -282,6 +345,7 @@ if state == 'assigned' then
   redis.call('ZREM', KEYS[5], ARGV[1])
   redis.call('HSET', KEYS[1], 'state', 'resolved', 'resolved_at', ARGV[3])
   redis.call('EXPIRE', KEYS[1], ARGV[4])
+  reindex(agent, ARGV[5])
   return {'freed', agent, channel}
 end
 redis.call('ZREM', KEYS[4], ARGV[1])
@@ -338,12 +402,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: presence, presence_at   ARGV: agent_id, presence, at
-_SET_PRESENCE = """
+# KEYS: presence, presence_at   ARGV: agent_id, presence, at, capacity model
+_SET_PRESENCE = _INDEX_FN + """
 local previous = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
 if previous > tonumber(ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+reindex(ARGV[1], ARGV[4])
 return 1
 """
 
@@ -417,7 +482,7 @@ class Routing:
     """
 
     record: TicketRecord
-    snapshots: list[AgentSnapshot]
+    snapshots: list[AgentSnapshot] | None  # None: a large roster, ranked from the index instead
     announced: list[str] = field(default_factory=list)
 
     def note_announced(self, what: str) -> None:
@@ -525,6 +590,7 @@ class DispatchStore:
     def __init__(self, client: redis.Redis, policy: RoutingPolicy = DEFAULT_POLICY):
         self.client = client
         self.policy = policy  # the provider sets the loaded one
+        self.full_scan_agents = FULL_SCAN_AGENTS
         self._claim = client.register_script(_CLAIM)
         self._unassign = client.register_script(_UNASSIGN)
         self._expire_offer = client.register_script(_EXPIRE_OFFER)
@@ -539,6 +605,7 @@ class DispatchStore:
         self._set_presence = client.register_script(_SET_PRESENCE)
         self._release = client.register_script(_RELEASE)
         self._begin_routing = client.register_script(_BEGIN_ROUTING)
+        self._reindex_all = client.register_script(_REINDEX_ALL)
         self._roster: Roster | None = None  # the roster as of ``roster_version``, decoded once
 
     # keys
@@ -594,11 +661,13 @@ class DispatchStore:
             pipe.hset(self.capacity_key, mapping=capacity)
         pipe.incr(self.roster_version_key)
         pipe.execute()
+        self._reindex_all(args=[self.policy.capacity_model])
         return len(profiles)
 
     def set_presence(self, agent_id: str, presence: str, at: float) -> bool:
         """Record presence unless a newer change was already recorded; True if applied."""
-        return bool(self._set_presence(keys=[self.presence_key, self.presence_at_key], args=[agent_id, presence, repr(at)]))
+        return bool(self._set_presence(keys=[self.presence_key, self.presence_at_key],
+                                       args=[agent_id, presence, repr(at), self.policy.capacity_model]))
 
     def presence(self, agent_id: str) -> str | None:
         return self.client.hget(self.presence_key, agent_id)
@@ -667,6 +736,51 @@ class DispatchStore:
         snapshots.sort(key=lambda a: a.agent_id)
         return snapshots
 
+    @staticmethod
+    def index_key(channel: str, skill: str) -> str:
+        return f"{PREFIX}avail:{channel}:{skill}"
+
+    def uses_index(self) -> bool:
+        roster = self._roster
+        return roster is not None and len(roster.profiles) > self.full_scan_agents
+
+    def index_page(self, channel: str, skill: str, *, page: int, now: float) -> tuple[list[AgentSnapshot], int]:
+        """Page ``page`` of the agents online with room for one more ``channel`` ticket who have
+        ``skill``, best spare share then longest idle first; and how many the index holds."""
+        key = self.index_key(channel, skill)
+        start = page * INDEX_PAGE_SIZE
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.roster_version_key)
+        pipe.zrevrange(key, start, start + INDEX_PAGE_SIZE - 1)
+        pipe.zcard(key)
+        version, ids, total = pipe.execute()
+        if not ids:
+            return [], int(total)
+        slots = [f"{a}:{c}" for a in ids for c in CHANNELS]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self.presence_key, ids)
+        pipe.hmget(self.load_key, slots)
+        pipe.hmget(self.last_assigned_key, ids)
+        window = self.policy.fairness_window_seconds
+        if window:
+            for agent_id in ids:
+                pipe.zcount(self.recent_key(agent_id), f"({now - window!r}", "+inf")
+        presence, loads, last, *recent = pipe.execute()
+        roster = self._current_roster(version)
+        snapshots = []
+        for i, agent_id in enumerate(ids):
+            profile = roster.profiles.get(agent_id)
+            if profile is None:
+                continue
+            load = {c: int(loads[i * len(CHANNELS) + j] or 0) for j, c in enumerate(CHANNELS)}
+            snapshots.append(AgentSnapshot(
+                agent_id=agent_id, presence=presence[i] or "offline", skills=profile["skills"],
+                languages=tuple(profile["languages"]), capacity=roster.capacity.get(agent_id, {}),
+                load={c: n for c, n in load.items() if n}, last_assigned_at=float(last[i]) if last[i] else None,
+                group=profile.get("group"), tier=profile.get("tier") or "L1",
+                recent_assignments=int(recent[i]) if recent else 0))
+        return snapshots, int(total)
+
     def load_of(self, agent_id: str, channel: str) -> int:
         return int(self.client.hget(self.load_key, f"{agent_id}:{channel}") or 0)
 
@@ -686,10 +800,12 @@ class DispatchStore:
         for name, value in _facts_fields(facts).items():
             args += [name, value]
         keys = [lease_key, self.ticket_key(facts.ticket_id)]
+        whole_roster = not self.uses_index()  # a large roster is read page by page from the index
 
         def begin(pipe: redis.client.Pipeline) -> None:
             pipe.evalsha(self._begin_routing.sha, len(keys), *keys, *args)
-            self._queue_snapshot_reads(pipe, now)
+            if whole_roster:
+                self._queue_snapshot_reads(pipe, now)
 
         flat, *snapshot_reads = self._execute_with_scripts(begin)
         if flat is None:
@@ -697,7 +813,7 @@ class DispatchStore:
         record = _record(_pairs(flat))
         if record is None:  # a tombstone (resolved before it was received) has no facts
             record = TicketRecord(facts=facts, state=_pairs(flat).get("state", RESOLVED))
-        routing = Routing(record=record, snapshots=self._snapshots(*snapshot_reads))
+        routing = Routing(record=record, snapshots=self._snapshots(*snapshot_reads) if whole_roster else None)
         try:
             yield routing
         finally:
@@ -760,12 +876,12 @@ class DispatchStore:
         return [self.ticket_key(ticket_id), self.load_key, self.open_key(holder or "-"), self.offers_key,
                 self.unassigned_outbox_key, self.waiting_key, self.relax_key]
 
-    @staticmethod
-    def _unassign_args(ticket_id: str, holder: str, reason: str, *, by: str | None, now: float,
+    def _unassign_args(self, ticket_id: str, holder: str, reason: str, *, by: str | None, now: float,
                        score: float | None, declined: bool, note: str, relax_due: float | None,
                        updates: dict[str, str] | None) -> list:
         args: list = [ticket_id, holder, reason, by or "", repr(now), "" if score is None else repr(score),
-                      "1" if declined else "0", note, "" if relax_due is None else repr(relax_due)]
+                      "1" if declined else "0", note, "" if relax_due is None else repr(relax_due),
+                      self.policy.capacity_model]
         for name, value in (updates or {}).items():
             args += [name, value]
         return args
@@ -903,7 +1019,7 @@ class DispatchStore:
             status, agent, channel = self._resolve(
                 keys=[self.ticket_key(ticket_id), self.load_key, self.open_key(agent_id or "-"), self.waiting_key,
                       self.unannounced_key, self.offers_key, self.relax_key],
-                args=[ticket_id, agent_id, repr(now), TICKET_TTL_SECONDS],
+                args=[ticket_id, agent_id, repr(now), TICKET_TTL_SECONDS, self.policy.capacity_model],
             )
             if status != "moved":
                 return Resolution(status=status, agent_id=agent or None, channel=channel or None)

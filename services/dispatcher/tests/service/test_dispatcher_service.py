@@ -10,7 +10,7 @@ from nameko.testing.services import entrypoint_waiter
 
 from services.dispatcher.classify import RulesError
 from services.dispatcher.service import DispatcherService
-from services.dispatcher.store import DispatchStore, TicketFacts
+from services.dispatcher.store import TicketFacts
 from shared import events as ev
 from shared.errors import TransientError
 from shared.roster import AgentProfile, hash_password
@@ -436,3 +436,44 @@ def test_claim_script_enforces_shared_budget_fairness_and_declines_and_force_onl
     assert claim(5, "email", force=True) == "assigned"  # over the budget and away: an explicit choice
     store.set_presence("a", "offline", at=now + 2)
     assert claim(6, "email", force=True) == "presence: offline"
+
+
+def test_large_roster_is_ranked_from_the_availability_index_with_the_same_winner(store):
+    from services.dispatcher.assigner import Assigner
+    from services.dispatcher.routing import rank_agents
+
+    emitted = []
+
+    def emit(event_type, /, *, now, trace_id, **fields):
+        emitted.append((event_type, ev.make_event(ev.DISPATCHER, event_type, now=now, trace_id=trace_id, **fields)))
+
+    # 150 agents (> FULL_SCAN_AGENTS): only agent149 speaks fr; every 3rd agent is offline.
+    agents = [AgentProfile(agent_id=f"agent{i:03d}", name="x", password_hash=PASSWORD_HASH,
+                           skills={"general": 1 + i % 5}, languages=["fr"] if i == 149 else ["zh"],
+                           capacity={"email": 2 + i % 4, "chat": 1}) for i in range(150)]
+    store.load_roster(agents)
+    now = datetime.now(timezone.utc)
+    for i in range(150):
+        store.set_presence(f"agent{i:03d}", "offline" if i % 3 == 0 and i != 149 else "online", at=now.timestamp())
+    assigner = Assigner(store, emit, clock=lambda: datetime.now(timezone.utc))
+    assert store.agent_snapshots() and store.uses_index()
+
+    def facts(ticket_id, language="zh"):
+        return TicketFacts(ticket_id=ticket_id, trace_id="t", channel="email", priority="P3",
+                           required_skills=("general",), language=language, tags=(), received_at=now)
+
+    for n in range(40):
+        expected = rank_agents(facts(f"T-{n}").needs(), store.agent_snapshots(), now.timestamp()).ranked[0]
+        assert assigner.receive(facts(f"T-{n}")) == "assigned"
+        decision = store.ticket(f"T-{n}").decision
+        assert decision["winner"] == expected.agent_id, n
+        assert "online with room for email and general" in decision["reason"]
+    # The only French speaker is deep in the index: later pages are read until someone fits.
+    assert assigner.receive(facts("T-fr", language="fr")) == "assigned"
+    assert store.ticket("T-fr").agent_id == "agent149"
+    # An agent going offline leaves the index; one full for email leaves that channel's index.
+    store.set_presence("agent149", "offline", at=now.timestamp() + 1)
+    assert assigner.receive(facts("T-fr2", language="fr")) == "queued"
+    assert store.decisions("T-fr2")[-1]["reason"].startswith("no eligible agent: 99 language")
+    index = store.client.zrange(store.index_key("email", "general"), 0, -1)
+    assert "agent149" not in index and "agent000" not in index and len(index) == 99
