@@ -34,6 +34,7 @@ from services.dispatcher.routing import (
     ONLINE,
     AgentSnapshot,
     Ranking,
+    Requirement,
     assigned_reason,
     next_tier,
     queued_reason,
@@ -53,6 +54,7 @@ from services.dispatcher.store import (
     Routing,
     TicketFacts,
     TicketRecord,
+    facts_with,
 )
 from shared import events as ev
 from shared.errors import TransientError
@@ -61,6 +63,10 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 
+# A drain claims at most this many tickets for one agent, looking at this many tickets at the
+# head of each queue the agent serves (more only matter if they declined all of those).
+DRAIN_MAX_CLAIMS = 50
+QUEUE_HEAD_DEPTH = 5
 REJECTED_REPORT_LIMIT = 50  # the decision names at most this many filtered agents (counts cover the rest)
 DRAIN_PAGE_SIZE = 100
 # A claim this old without a confirmed ticket_assigned belongs to a worker that died mid-way
@@ -130,48 +136,54 @@ class Assigner:
         return "queued" if attempt.status == "none" else attempt.status
 
     # queue drain
-    def drain(self, trigger: str) -> int:
-        """Offer waiting tickets, in queue order, while any online agent has room.
+    def drain(self, agent_id: str, trigger: str) -> int:
+        """Give waiting tickets to ``agent_id`` (just online, or just freed capacity) while they
+        have room: the oldest head among the requirement queues they can serve, each time.
 
-        Each ticket is ranked against only the agents online with spare capacity on its channel
-        (kept per channel and updated as claims land), not the whole roster: a drain with a long
-        queue and one freed agent costs queue × agents-with-room, not queue × roster.
+        Reads the queue registry and a few heads per queue the agent matches, never the whole
+        queue or the roster, so a drain costs the same with 100,000 tickets waiting.
         """
-        self.announce_orphaned_claims()
-        now = self._now()
-        model = self.policy.capacity_model
-        snapshots = {a.agent_id: a for a in self.store.agent_snapshots(now)}
-        room = _agents_with_room(snapshots.values(), model)
         assigned = 0
-        cursor: float | None = None
-        while room:
-            ids, cursor = self.store.waiting_page(cursor, DRAIN_PAGE_SIZE)
-            if not ids:
+        model = self.policy.capacity_model
+        for _ in range(DRAIN_MAX_CLAIMS):
+            agent = self.store.agent_snapshot(agent_id, self._now())
+            if agent is None:
                 break
-            records = self.store.tickets(ids)
-            self.store.forget_waiting([tid for tid, rec in zip(ids, records) if rec is None])
-            for record in records:
-                if record is None or record.state != QUEUED or record.facts.channel not in room:
+            served = [r for r in self.store.requirements_waiting() if Requirement.parse(r).served_by(agent, model)]
+            if not served:
+                break
+            heads = sorted(self.store.queue_heads(served, QUEUE_HEAD_DEPTH), key=lambda head: (head[1], head[0]))
+            progressed = False
+            for (ticket_id, _, requirement), record in zip(heads, self.store.tickets([h[0] for h in heads])):
+                if record is None or record.state == RESOLVED:
+                    self.store.drop_from_queue(requirement, ticket_id)  # expired or closed meanwhile
                     continue
-                channel = record.facts.channel
-                candidates = room[channel]
-                scope = (f"queue drain: ranked the {len(candidates)} of {len(snapshots)} agents "
-                         f"online with spare {channel} capacity")
-                mark = partial(self.store.mark_announced, record.facts.ticket_id)
-                step = "requeue" if record.attempt else "initial"
-                attempt = self._offer(record, list(candidates.values()), mark, step=step, scope=scope)
-                if attempt.stale_snapshot:
-                    snapshots = {a.agent_id: a for a in self.store.agent_snapshots(self._now())}
-                    room = _agents_with_room(snapshots.values(), model)
-                elif attempt.status == "assigned" and attempt.agent_id in snapshots:
-                    updated = _with_one_more(snapshots[attempt.agent_id], channel, self._now())
-                    snapshots[attempt.agent_id] = updated
-                    _update_room(room, updated, model)
+                if record.state != QUEUED:
+                    continue
+                scope = f"queue drain for {agent_id} ({trigger}): oldest of the {len(served)} queues they serve"
+                attempt = self._offer(record, [agent], partial(self.store.mark_announced, ticket_id),
+                                      step="requeue" if record.attempt else "initial", scope=scope)
                 if attempt.status == "assigned":
                     assigned += 1
-                if not room:
+                if attempt.status == "assigned" or attempt.stale_snapshot:
+                    progressed = True  # re-read the agent: their room (or fairness) changed
                     break
-        log.info("queue_drained", trigger=trigger, assigned=assigned, still_waiting=self.store.waiting_count())
+            if not progressed:
+                break
+        log.info("queue_drained", trigger=trigger, agent_id=agent_id, assigned=assigned,
+                 still_waiting=self.store.waiting_count())
+        return assigned
+
+    def sweep_queues(self) -> int:
+        """Offer the head of every requirement queue again: what no event announces (a fairness
+        window or a decline cooldown running out) still reaches a waiting ticket."""
+        heads = self.store.queue_heads(self.store.requirements_waiting(), 1)
+        assigned = 0
+        for (ticket_id, _, _), record in zip(heads, self.store.tickets([h[0] for h in heads])):
+            if record is not None and record.state == QUEUED:
+                mark = partial(self.store.mark_announced, ticket_id)
+                if self._offer_best(record, mark, step="requeue").status == "assigned":
+                    assigned += 1
         return assigned
 
     # offers: accept, decline, expiry, presence
@@ -189,13 +201,14 @@ class Assigner:
         now = self._now()
         result = self.store.unassign(ticket_id, agent_id, "declined", by=agent_id, now=now,
                                      score=record.facts.queue_score(), declined=True, note=reason[:500],
-                                     relax_due=self._relax_due(record.relax_step, now))
+                                     relax_due=self._relax_due(record.relax_step, now),
+                                     requirement=record.facts.requirement_key())
         # A redelivery finds the ticket already back in the queue: announcing and re-routing
         # again is harmless (same event ids), and finishes what a crashed first delivery began.
         self.announce_unassignment(ticket_id)
         self.reroute(ticket_id, step="requeue")
         if result.done:
-            self.drain(trigger=f"declined:{ticket_id}")
+            self.drain(agent_id, trigger=f"declined:{ticket_id}")
         return result.status
 
     def expire_offers(self) -> int:
@@ -210,20 +223,20 @@ class Assigner:
                 continue
             result = self.store.expire_offer(ticket_id, record.agent_id, repr(record.offer_expires_at), now=now,
                                              score=record.facts.queue_score(),
-                                             relax_due=self._relax_due(record.relax_step, now))
+                                             relax_due=self._relax_due(record.relax_step, now),
+                                             requirement=record.facts.requirement_key())
             if result.done:
                 expired += 1
                 log.info("offer_expired", ticket_id=ticket_id, agent_id=record.agent_id)
                 self.announce_unassignment(ticket_id)
                 self.reroute(ticket_id, step="requeue")
-        if expired:
-            self.drain(trigger="offers_expired")
+                self.drain(record.agent_id, trigger=f"offer_expired:{ticket_id}")
         return expired
 
     def presence_changed(self, agent_id: str, presence: str) -> int:
         """Away/offline: that agent's unaccepted offers go back to routing. Online: drain."""
         if presence == ONLINE:
-            return self.drain(trigger=f"online:{agent_id}")
+            return self.drain(agent_id, trigger="online")
         returned = 0
         now = self._now()
         for record in self.store.tickets(sorted(self.store.open_tickets(agent_id))):
@@ -232,7 +245,8 @@ class Assigner:
                 continue
             result = self.store.return_offer(record.facts.ticket_id, agent_id, f"agent_{presence}", now=now,
                                              score=record.facts.queue_score(),
-                                             relax_due=self._relax_due(record.relax_step, now))
+                                             relax_due=self._relax_due(record.relax_step, now),
+                                             requirement=record.facts.requirement_key())
             if result.done:
                 returned += 1
                 self.announce_unassignment(record.facts.ticket_id)
@@ -299,18 +313,21 @@ class Assigner:
                 self.announce_unassignment(ticket_id)
             self._announce_assigned(record.facts, target, decision, partial(self.store.mark_announced, ticket_id),
                                     attempt=result.attempt, offer_expires_at=None)
+            if holder:
+                self.drain(holder, trigger=f"{reason_code}:{ticket_id}")
             return "assigned"
         group = event.to_group or ""
         updates = {"group": group, "sticky_agent_id": "", marker: "1"}
+        requirement = facts_with(record.facts, updates).requirement_key()
         if holder:
             result = self.store.unassign(ticket_id, holder, reason_code, by=event.requested_by, now=now,
                                          score=record.facts.queue_score(), declined=event.kind == "transfer",
                                          note=event.reason[:500], relax_due=self._relax_due(record.relax_step, now),
-                                         updates=updates)
+                                         updates=updates, requirement=requirement)
             if result.status == "moved":
                 raise TransientError(f"ticket {ticket_id} changed hands during the transfer; retrying")
         else:
-            self.store.update_open_ticket(ticket_id, updates)
+            self.store.update_open_ticket(ticket_id, updates, requirement=requirement)
         attempt = self.reroute(ticket_id, step=event.kind, announce=False)
         outcome = "assigned" if attempt is not None and attempt.status == "assigned" else "queued"
         after = self.store.ticket(ticket_id)
@@ -325,6 +342,8 @@ class Assigner:
                                         offer_expires_at=attempt.offer_expires_at)
             else:
                 self._announce_queued(after.facts, attempt.decision, _ignore, key=f"{event.kind}-{event.event_id}")
+        if holder:
+            self.drain(holder, trigger=f"{reason_code}:{ticket_id}")
         return outcome
 
     def _transfer_outcome(self, event: ev.TicketTransferRequested, record: TicketRecord | None, outcome: str,
@@ -354,6 +373,7 @@ class Assigner:
             self.store.update_open_ticket(event.ticket_id, {"escalation_level": str(event.level)})
             return "already_at_tier"
         updates = {"tiers": json.dumps([target]), "escalation_level": str(event.level), "sticky_agent_id": ""}
+        requirement = facts_with(record.facts, updates).requirement_key()
         now = self._now()
         if record.state == ASSIGNED and record.agent_id:
             holder_tier = (self.store.profile(record.agent_id) or {}).get("tier") or "L1"
@@ -365,13 +385,16 @@ class Assigner:
                 return "holder_keeps"
             result = self.store.unassign(event.ticket_id, record.agent_id, "escalated", by=None, now=now,
                                          score=record.facts.queue_score(), note=event.reason[:500],
-                                         relax_due=self._relax_due(record.relax_step, now), updates=updates)
+                                         relax_due=self._relax_due(record.relax_step, now), updates=updates,
+                                         requirement=requirement)
             if result.status == "moved":
                 raise TransientError(f"ticket {event.ticket_id} changed hands during escalation; retrying")
             self.announce_unassignment(event.ticket_id)
         else:
-            self.store.update_open_ticket(event.ticket_id, updates)
+            self.store.update_open_ticket(event.ticket_id, updates, requirement=requirement)
         attempt = self.reroute(event.ticket_id, step="escalation", queued_key=f"escalation-{event.level}")
+        if record.state == ASSIGNED and record.agent_id:
+            self.drain(record.agent_id, trigger=f"escalated:{event.ticket_id}")
         return "assigned" if attempt is not None and attempt.status == "assigned" else "queued"
 
     def reopen(self, event: ev.TicketReopened) -> str:
@@ -382,7 +405,8 @@ class Assigner:
         owner = record.last_agent_id or event.agent_id
         now = self._now()
         status = self.store.reopen(event.ticket_id, event.event_id, score=record.facts.queue_score(), now=now,
-                                   sticky_agent_id=owner, relax_due=self._relax_due(0, now))
+                                   sticky_agent_id=owner, relax_due=self._relax_due(0, now),
+                                   requirement=record.facts.requirement_key())
         if status not in ("reopened", "duplicate", QUEUED):
             return status
         self.store.record_customer_ticket(record.facts.customer_key, event.ticket_id, received=now, complaint=False)
@@ -404,7 +428,8 @@ class Assigner:
                 continue
             step = steps[index]
             updates = _relaxed(record.facts, step.step)
-            if not self.store.relax(ticket_id, index, next_due=self._relax_due(index + 1, now), updates=updates):
+            if not self.store.relax(ticket_id, index, next_due=self._relax_due(index + 1, now), updates=updates,
+                                    requirement=facts_with(record.facts, updates).requirement_key()):
                 continue  # another replica applied it
             applied += 1
             log.info("routing_relaxed", ticket_id=ticket_id, step=step.step, waited=step.after_seconds)
@@ -586,27 +611,3 @@ def _relaxed(facts: TicketFacts, step: str) -> dict[str, str]:
     highest = max(facts.tiers, key=tier_rank) if facts.tiers else "L1"
     wider = next_tier(highest)
     return {"tiers": json.dumps(list(facts.tiers) + ([wider] if wider else []))}
-
-
-def _agents_with_room(agents: Iterable[AgentSnapshot], model: str) -> dict[str, dict[str, AgentSnapshot]]:
-    """channel → {agent_id: snapshot} of the online agents with spare capacity on it."""
-    room: dict[str, dict[str, AgentSnapshot]] = {}
-    for agent in agents:
-        _update_room(room, agent, model)
-    return room
-
-
-def _update_room(room: dict[str, dict[str, AgentSnapshot]], agent: AgentSnapshot, model: str) -> None:
-    for channel in agent.capacity:
-        if agent.presence == ONLINE and agent.fits(channel, model):
-            room.setdefault(channel, {})[agent.agent_id] = agent
-        elif channel in room:
-            room[channel].pop(agent.agent_id, None)
-            if not room[channel]:
-                del room[channel]
-
-
-def _with_one_more(agent: AgentSnapshot, channel: str, now: float) -> AgentSnapshot:
-    load = dict(agent.load)
-    load[channel] = load.get(channel, 0) + 1
-    return replace(agent, load=load, last_assigned_at=now, recent_assignments=agent.recent_assignments + 1)

@@ -245,3 +245,32 @@ def next_tier(tier: str) -> str | None:
 
 def tier_rank(tier: str | None) -> int:
     return TIERS.index(tier) if tier in TIERS else 0
+
+
+def requirement_key(channel: str, required_skills: Iterable[str], language: str, group: str | None,
+                    tiers: Iterable[str]) -> str:
+    """``email|billing,general|zh|vip|L1,L2``: the queue of tickets an agent must match alike."""
+    return "|".join((channel, ",".join(sorted(set(required_skills))), language, group or "*",
+                     ",".join(sorted(set(tiers), key=tier_rank))))
+
+
+@dataclass(frozen=True)
+class Requirement:
+    channel: str
+    skills: tuple[str, ...]
+    language: str
+    group: str | None
+    tiers: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, key: str) -> "Requirement":
+        channel, skills, language, group, tiers = key.split("|")
+        return cls(channel, tuple(s for s in skills.split(",") if s), language, None if group == "*" else group,
+                   tuple(t for t in tiers.split(",") if t))
+
+    def served_by(self, agent: AgentSnapshot, capacity_model: str = SHARED) -> bool:
+        """Whether ``agent`` could take a ticket of this queue now (declines and fairness aside)."""
+        return (agent.presence == ONLINE and agent.tier in self.tiers
+                and (self.group is None or agent.group == self.group)
+                and all(agent.skills.get(s, 0) > 0 for s in self.skills) and self.language in agent.languages
+                and agent.fits(self.channel, capacity_model))

@@ -38,6 +38,7 @@ log = get_logger(__name__)
 
 OFFER_SWEEP_SECONDS = 1.0
 RELAX_SWEEP_SECONDS = 1.0
+QUEUE_SWEEP_SECONDS = 5.0
 COMPLAINT_MARKERS = ("complaint", "complaint_risk")
 
 
@@ -158,7 +159,7 @@ class DispatcherService:
         if record is not None:
             self.store.customer_ticket_closed(record.facts.customer_key, event.ticket_id)
         if resolution.status != "closed":
-            self._assigner().drain(trigger=f"resolved:{event.ticket_id}")
+            self._assigner().drain(resolution.agent_id or event.agent_id, trigger=f"resolved:{event.ticket_id}")
 
     @timer(interval=ANNOUNCE_GRACE_SECONDS)
     def announce_orphaned_claims(self) -> None:
@@ -170,6 +171,14 @@ class DispatcherService:
         announced = self._assigner().announce_orphaned_claims()
         if announced:
             log.info("orphaned_claims_announced", count=announced)
+
+    @timer(interval=QUEUE_SWEEP_SECONDS)
+    def sweep_queues(self) -> None:
+        """Offer each requirement queue's head again (fairness windows and decline cooldowns end
+        without an event)."""
+        assigned = self._assigner().sweep_queues()
+        if assigned:
+            log.info("queue_heads_assigned", count=assigned)
 
     @timer(interval=OFFER_SWEEP_SECONDS)
     def expire_offers(self) -> None:

@@ -18,6 +18,10 @@ Keys (this class is their only owner):
   agent's capacity); it expires ``TICKET_TTL_SECONDS`` after it is resolved, or after it was
   registered if never queued;
 - ``waiting`` zset of queued tickets, scored by priority then SLA first-response due time;
+- ``q:<requirement>`` zsets (same scores) and the ``queues`` set of requirements with waiting
+  tickets: a freed agent reads the heads of the queues it can serve, not the whole queue;
+- ``avail:<channel>:<skill>`` zsets of agents online with room (see ``_INDEX_FN``), listed in
+  ``avail_keys``;
 - ``offers`` zset ticket → offer expiry epoch (unaccepted offers, swept by a timer);
 - ``relax`` zset ticket → when its next relaxation step is due;
 - ``routing:<id>`` lease (``ROUTING_LEASE_MS``): the worker currently routing a received ticket;
@@ -37,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Callable, Iterable, Iterator
 
@@ -45,7 +49,7 @@ import redis
 
 from services.dispatcher.customers import CustomerHistory
 from services.dispatcher.policy import DEFAULT_POLICY, RoutingPolicy
-from services.dispatcher.routing import AgentSnapshot, TicketNeeds
+from services.dispatcher.routing import AgentSnapshot, TicketNeeds, requirement_key
 from shared.errors import TransientError
 from shared.roster import AgentProfile
 
@@ -135,6 +139,29 @@ local function reindex(agent, model)
 end
 """
 
+# Queues per requirement: ``q:<requirement>`` zsets (same scores as ``waiting``) and the
+# ``queues`` registry set of requirements with a waiting ticket, so a freed agent looks at the
+# heads of the few queues it can serve instead of scanning the whole queue. The ticket's
+# ``queue`` field names its current requirement.
+_QUEUE_FN = """
+local QP = '""" + PREFIX + """'
+local function dequeue_req(tk, tid)
+  local old = redis.call('HGET', tk, 'queue')
+  if old then
+    redis.call('ZREM', QP .. 'q:' .. old, tid)
+    if redis.call('ZCARD', QP .. 'q:' .. old) == 0 then redis.call('SREM', QP .. 'queues', old) end
+    redis.call('HDEL', tk, 'queue')
+  end
+end
+local function enqueue_req(tk, tid, req, score)
+  local old = redis.call('HGET', tk, 'queue')
+  if old and old ~= req then dequeue_req(tk, tid) end
+  redis.call('HSET', tk, 'queue', req)
+  redis.call('ZADD', QP .. 'q:' .. req, score, tid)
+  redis.call('SADD', QP .. 'queues', req)
+end
+"""
+
 # ARGV: capacity model. Rebuilds the whole index (a roster load): one script, no window.
 _REINDEX_ALL = _INDEX_FN + """
 for _, key in ipairs(redis.call('SMEMBERS', P .. 'avail_keys')) do redis.call('DEL', key) end
@@ -212,6 +239,7 @@ local function claim(k, a)
   redis.call('PERSIST', k[1])
   redis.call('SADD', k[5], a[1])
   redis.call('ZREM', k[6], a[1])
+  dequeue_req(k[1], a[1])
   redis.call('ZREM', k[11], a[1])
   redis.call('HSET', k[7], agent, a[4])
   redis.call('ZADD', k[8], a[4], a[1])
@@ -228,7 +256,8 @@ end
 # the queue (or stays out of it for a move), the event waits in the outbox.
 # keys: ticket, load, open(holder), offers, unassigned_outbox, waiting, relax
 # a: ticket_id, holder, reason, by, now, waiting score ('' = not queued), mark declined ('1'),
-#    note, relax due ('' = none), capacity model, then field/value pairs to set on the ticket
+#    note, relax due ('' = none), capacity model, requirement (its queue once back), then
+#    field/value pairs to set on the ticket
 _UNASSIGN_FN = """
 local function unassign(k, a)
   local state = redis.call('HGET', k[1], 'state')
@@ -245,8 +274,11 @@ local function unassign(k, a)
   redis.call('HSET', k[1], 'state', 'queued', 'queued_at', a[5], 'unassigned', cjson.encode({agent_id = holder,
     reason = a[3], by = a[4], attempt = attempt, note = a[8], at = a[5]}))
   if a[7] == '1' then redis.call('HSET', k[1], 'declined:' .. holder, a[5]) end
-  for i = 11, #a - 1, 2 do redis.call('HSET', k[1], a[i], a[i + 1]) end
-  if a[6] ~= '' then redis.call('ZADD', k[6], a[6], a[1]) end
+  for i = 12, #a - 1, 2 do redis.call('HSET', k[1], a[i], a[i + 1]) end
+  if a[6] ~= '' then
+    redis.call('ZADD', k[6], a[6], a[1])
+    enqueue_req(k[1], a[1], a[11], a[6])
+  end
   if a[9] ~= '' then redis.call('ZADD', k[7], a[9], a[1]) end
   redis.call('ZADD', k[5], a[5], a[1])
   reindex(holder, a[10])
@@ -254,17 +286,17 @@ local function unassign(k, a)
 end
 """
 
-_CLAIM = _INDEX_FN + _CLAIM_FN + """
+_CLAIM = _INDEX_FN + _QUEUE_FN + _CLAIM_FN + """
 return claim(KEYS, ARGV)
 """
 
-_UNASSIGN = _INDEX_FN + _UNASSIGN_FN + """
+_UNASSIGN = _INDEX_FN + _QUEUE_FN + _UNASSIGN_FN + """
 return unassign(KEYS, ARGV)
 """
 
 # An offer that ran out: only if it is still the same unaccepted offer.
 # KEYS: unassign keys   ARGV: unassign args, with ARGV[#ARGV] = the expected offer expiry
-_EXPIRE_OFFER = _INDEX_FN + _UNASSIGN_FN + """
+_EXPIRE_OFFER = _INDEX_FN + _QUEUE_FN + _UNASSIGN_FN + """
 local expected = table.remove(ARGV)
 if redis.call('HGET', KEYS[1], 'accepted_by') then
   redis.call('ZREM', KEYS[4], ARGV[1]); return {'accepted', '', 0}
@@ -277,7 +309,7 @@ return unassign(KEYS, ARGV)
 
 # An away/offline agent's unaccepted offer goes back: only while they are still not online.
 # KEYS: unassign keys + presence   ARGV: unassign args
-_RETURN_OFFER = _INDEX_FN + _UNASSIGN_FN + """
+_RETURN_OFFER = _INDEX_FN + _QUEUE_FN + _UNASSIGN_FN + """
 local presence = redis.call('HGET', KEYS[8], ARGV[2])
 if presence == 'online' then return {'online', '', 0} end
 if redis.call('HGET', KEYS[1], 'accepted_by') or not redis.call('HGET', KEYS[1], 'offer_expires_at') then
@@ -292,7 +324,7 @@ return unassign(KEYS, ARGV)
 # KEYS: 1-7 unassign keys (open of the holder), 8-18 claim keys
 # ARGV: [1] expected holder ('' = none expected), [2] n = number of unassign args,
 #       then n unassign args, then the claim args
-_MOVE = _INDEX_FN + _UNASSIGN_FN + _CLAIM_FN + """
+_MOVE = _INDEX_FN + _QUEUE_FN + _UNASSIGN_FN + _CLAIM_FN + """
 local uk = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
 local ck = {}
 for i = 8, 18 do ck[#ck + 1] = KEYS[i] end
@@ -310,12 +342,12 @@ local presence = redis.call('HGET', ck[2], ca[2])
 if presence ~= 'online' and presence ~= 'away' then return {'no', 'presence: ' .. (presence or 'unknown'), 0} end
 if holder ~= '' then unassign(uk, ua) end
 local result = claim(ck, ca)
-for i = 11, #ua - 1, 2 do redis.call('HSET', KEYS[1], ua[i], ua[i + 1]) end
+for i = 12, #ua - 1, 2 do redis.call('HSET', KEYS[1], ua[i], ua[i + 1]) end
 return result
 """
 
-# KEYS: ticket, waiting, relax   ARGV: ticket_id, score, now, relax due ('' = none)
-_ENQUEUE = """
+# KEYS: ticket, waiting, relax   ARGV: ticket_id, score, now, relax due ('' = none), requirement
+_ENQUEUE = _QUEUE_FN + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'new' then
   redis.call('HSET', KEYS[1], 'state', 'queued')
@@ -324,13 +356,15 @@ if state == 'new' then
   state = 'queued'
   if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], 'NX', ARGV[4], ARGV[1]) end
 end
-if state == 'queued' then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1]) end
+if state == 'queued' and redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1]) == 1 then
+  enqueue_req(KEYS[1], ARGV[1], ARGV[5], ARGV[2])
+end
 return state or 'unknown'
 """
 
 # KEYS: ticket, load, open(expected agent), waiting, unannounced, offers, relax
 # ARGV: ticket_id, expected agent ('' if none), now, ttl, capacity model
-_RESOLVE = _INDEX_FN + """
+_RESOLVE = _INDEX_FN + _QUEUE_FN + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'resolved' then return {'already', '', ''} end
 redis.call('ZREM', KEYS[6], ARGV[1])
@@ -349,13 +383,15 @@ if state == 'assigned' then
   return {'freed', agent, channel}
 end
 redis.call('ZREM', KEYS[4], ARGV[1])
+dequeue_req(KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], 'state', 'resolved', 'resolved_at', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return {'closed', '', ''}
 """
 
-# KEYS: ticket, waiting, relax   ARGV: ticket_id, event id, score, now, sticky agent, relax due
-_REOPEN = """
+# KEYS: ticket, waiting, relax
+# ARGV: ticket_id, event id, score, now, sticky agent, relax due, requirement
+_REOPEN = _QUEUE_FN + """
 if redis.call('HGET', KEYS[1], 'reopened:' .. ARGV[2]) then return 'duplicate' end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'resolved' then return state or 'unknown' end
@@ -364,18 +400,21 @@ redis.call('HSET', KEYS[1], 'reopened:' .. ARGV[2], ARGV[4], 'state', 'queued', 
 redis.call('HDEL', KEYS[1], 'announced_queued')
 redis.call('PERSIST', KEYS[1])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+enqueue_req(KEYS[1], ARGV[1], ARGV[7], ARGV[3])
 if ARGV[6] ~= '' then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1]) end
 return 'reopened'
 """
 
 # KEYS: ticket, relax, waiting   ARGV: ticket_id, expected step index, next due ('' = last step),
-#       new waiting score, then field/value pairs
-_RELAX = """
+#       requirement after the step, then field/value pairs
+_RELAX = _QUEUE_FN + """
 if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then redis.call('ZREM', KEYS[2], ARGV[1]); return 0 end
 if tonumber(redis.call('HGET', KEYS[1], 'relax_step') or '0') ~= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'relax_step', tonumber(ARGV[2]) + 1)
 for i = 5, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[1]) else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) end
+local score = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if score and ARGV[4] ~= '' then enqueue_req(KEYS[1], ARGV[1], ARGV[4], score) end
 return 1
 """
 
@@ -389,11 +428,14 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return {'accepted', holder}
 """
 
-# KEYS: ticket   ARGV: field/value pairs, written only while the ticket is open
-_UPDATE_OPEN_TICKET = """
+# KEYS: ticket, waiting   ARGV: ticket_id, requirement ('' = unchanged), then field/value pairs,
+# written only while the ticket is open (a queued ticket moves to its new requirement's queue)
+_UPDATE_OPEN_TICKET = _QUEUE_FN + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'queued' and state ~= 'assigned' then return 0 end
-for i = 1, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 3, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if state == 'queued' and score and ARGV[2] ~= '' then enqueue_req(KEYS[1], ARGV[1], ARGV[2], score) end
 return 1
 """
 
@@ -445,6 +487,10 @@ class TicketFacts:
     def tier(self) -> str:
         from services.dispatcher.routing import tier_rank
         return min(self.tiers, key=tier_rank) if self.tiers else "L1"
+
+    def requirement_key(self) -> str:
+        """Which queue the ticket waits in: everything an agent must match (preferences do not)."""
+        return requirement_key(self.channel, self.required_skills, self.language, self.group, self.tiers)
 
     def queue_score(self) -> float:
         due = self.sla_due_at if self.sla_due_at is not None else self.received_at.timestamp()
@@ -546,6 +592,20 @@ def _facts_fields(facts: TicketFacts) -> dict[str, str]:
     }
 
 
+def facts_with(facts: TicketFacts, updates: dict[str, str]) -> TicketFacts:
+    """``facts`` as they read once ``updates`` (ticket-hash fields) are written."""
+    changes: dict = {}
+    if "group" in updates:
+        changes["group"] = updates["group"] or None
+    if "tiers" in updates:
+        changes["tiers"] = tuple(json.loads(updates["tiers"]))
+    if "preferred_skills" in updates:
+        changes["preferred_skills"] = tuple(json.loads(updates["preferred_skills"]))
+    if "sticky_agent_id" in updates:
+        changes["sticky_agent_id"] = updates["sticky_agent_id"] or None
+    return replace(facts, **changes) if changes else facts
+
+
 def _json_list(fields: dict[str, str], name: str, default: tuple = ()) -> tuple:
     raw = fields.get(name)
     return tuple(json.loads(raw)) if raw else default
@@ -620,6 +680,7 @@ class DispatchStore:
     unassigned_outbox_key = PREFIX + "unassigned_outbox"
     offers_key = PREFIX + "offers"
     relax_key = PREFIX + "relax"
+    queues_key = PREFIX + "queues"
     roster_version_key = PREFIX + "roster_version"
 
     @staticmethod
@@ -878,37 +939,37 @@ class DispatchStore:
 
     def _unassign_args(self, ticket_id: str, holder: str, reason: str, *, by: str | None, now: float,
                        score: float | None, declined: bool, note: str, relax_due: float | None,
-                       updates: dict[str, str] | None) -> list:
+                       updates: dict[str, str] | None, requirement: str = "") -> list:
         args: list = [ticket_id, holder, reason, by or "", repr(now), "" if score is None else repr(score),
                       "1" if declined else "0", note, "" if relax_due is None else repr(relax_due),
-                      self.policy.capacity_model]
+                      self.policy.capacity_model, requirement]
         for name, value in (updates or {}).items():
             args += [name, value]
         return args
 
     def unassign(self, ticket_id: str, holder: str, reason: str, *, now: float, score: float | None,
                  by: str | None = None, declined: bool = False, note: str = "", relax_due: float | None = None,
-                 updates: dict[str, str] | None = None) -> Unassignment:
+                 updates: dict[str, str] | None = None, requirement: str = "") -> Unassignment:
         """Take the ticket from ``holder`` (if they still hold it), free their capacity and put it
         back in the queue with ``score`` (None: out of the queue); ``updates`` change its facts."""
         status, agent, attempt = self._unassign(
             keys=self._unassign_keys(ticket_id, holder),
             args=self._unassign_args(ticket_id, holder, reason, by=by, now=now, score=score, declined=declined,
-                                     note=note, relax_due=relax_due, updates=updates))
+                                     note=note, relax_due=relax_due, updates=updates, requirement=requirement))
         return Unassignment(status, agent or None, int(attempt))
 
     def expire_offer(self, ticket_id: str, holder: str, expected_expiry: str, *, now: float, score: float,
-                     relax_due: float | None) -> Unassignment:
+                     relax_due: float | None, requirement: str) -> Unassignment:
         args = self._unassign_args(ticket_id, holder, "offer_expired", by=None, now=now, score=score, declined=True,
-                                   note="", relax_due=relax_due, updates=None)
+                                   note="", relax_due=relax_due, updates=None, requirement=requirement)
         status, agent, attempt = self._expire_offer(keys=self._unassign_keys(ticket_id, holder),
                                                     args=[*args, expected_expiry])
         return Unassignment(status, agent or None, int(attempt))
 
     def return_offer(self, ticket_id: str, holder: str, reason: str, *, now: float, score: float,
-                     relax_due: float | None) -> Unassignment:
+                     relax_due: float | None, requirement: str) -> Unassignment:
         args = self._unassign_args(ticket_id, holder, reason, by=holder, now=now, score=score, declined=False,
-                                   note="", relax_due=relax_due, updates=None)
+                                   note="", relax_due=relax_due, updates=None, requirement=requirement)
         status, agent, attempt = self._return_offer(keys=[*self._unassign_keys(ticket_id, holder), self.presence_key],
                                                     args=args)
         return Unassignment(status, agent or None, int(attempt))
@@ -929,16 +990,17 @@ class DispatchStore:
         return self._enqueue(keys=[self.ticket_key(facts.ticket_id), self.waiting_key, self.relax_key],
                              args=[facts.ticket_id, repr(facts.queue_score()),
                                    repr(now if now is not None else facts.received_at.timestamp()),
-                                   "" if relax_due is None else repr(relax_due)])
+                                   "" if relax_due is None else repr(relax_due), facts.requirement_key()])
 
     def reopen(self, ticket_id: str, event_id: str, *, score: float, now: float, sticky_agent_id: str | None,
-               relax_due: float | None) -> str:
+               relax_due: float | None, requirement: str) -> str:
         return self._reopen(keys=[self.ticket_key(ticket_id), self.waiting_key, self.relax_key],
                             args=[ticket_id, event_id, repr(score), repr(now), sticky_agent_id or "",
-                                  "" if relax_due is None else repr(relax_due)])
+                                  "" if relax_due is None else repr(relax_due), requirement])
 
-    def relax(self, ticket_id: str, step_index: int, *, next_due: float | None, updates: dict[str, str]) -> bool:
-        args: list = [ticket_id, step_index, "" if next_due is None else repr(next_due), ""]
+    def relax(self, ticket_id: str, step_index: int, *, next_due: float | None, updates: dict[str, str],
+              requirement: str = "") -> bool:
+        args: list = [ticket_id, step_index, "" if next_due is None else repr(next_due), requirement]
         for name, value in updates.items():
             args += [name, value]
         return bool(self._relax(keys=[self.ticket_key(ticket_id), self.relax_key, self.waiting_key], args=args))
@@ -946,11 +1008,59 @@ class DispatchStore:
     def relax_due(self, now: float, limit: int = 100) -> list[str]:
         return self.client.zrangebyscore(self.relax_key, "-inf", repr(now), start=0, num=limit)
 
-    def update_open_ticket(self, ticket_id: str, updates: dict[str, str]) -> bool:
-        args: list = []
+    def update_open_ticket(self, ticket_id: str, updates: dict[str, str], requirement: str = "") -> bool:
+        """Change an open ticket's facts; a queued one moves to ``requirement``'s queue."""
+        args: list = [ticket_id, requirement]
         for name, value in updates.items():
             args += [name, value]
-        return bool(self._update_open(keys=[self.ticket_key(ticket_id)], args=args))
+        return bool(self._update_open(keys=[self.ticket_key(ticket_id), self.waiting_key], args=args))
+
+    # queues per requirement
+    @staticmethod
+    def queue_key(requirement: str) -> str:
+        return f"{PREFIX}q:{requirement}"
+
+    def requirements_waiting(self) -> list[str]:
+        return sorted(self.client.smembers(self.queues_key))
+
+    def queue_heads(self, requirements: list[str], depth: int) -> list[tuple[str, float, str]]:
+        """The first ``depth`` tickets of each requirement's queue: (ticket, score, requirement)."""
+        pipe = self.client.pipeline(transaction=False)
+        for requirement in requirements:
+            pipe.zrange(self.queue_key(requirement), 0, depth - 1, withscores=True)
+        heads = []
+        for requirement, page in zip(requirements, pipe.execute()):
+            heads += [(ticket_id, score, requirement) for ticket_id, score in page]
+        return heads
+
+    def drop_from_queue(self, requirement: str, ticket_id: str) -> None:
+        """A queue member whose ticket is gone (expired) or no longer waiting there."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrem(self.queue_key(requirement), ticket_id)
+        pipe.zrem(self.waiting_key, ticket_id)
+        pipe.execute()
+
+    def agent_snapshot(self, agent_id: str, now: float) -> AgentSnapshot | None:
+        """One agent as routing sees them (for a drain on their behalf)."""
+        slots = [f"{agent_id}:{c}" for c in CHANNELS]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.roster_version_key)
+        pipe.hget(self.presence_key, agent_id)
+        pipe.hmget(self.load_key, slots)
+        pipe.hget(self.last_assigned_key, agent_id)
+        window = self.policy.fairness_window_seconds
+        if window:
+            pipe.zcount(self.recent_key(agent_id), f"({now - window!r}", "+inf")
+        version, presence, loads, last, *recent = pipe.execute()
+        profile = self._current_roster(version).profiles.get(agent_id)
+        if profile is None:
+            return None
+        return AgentSnapshot(
+            agent_id=agent_id, presence=presence or "offline", skills=profile["skills"],
+            languages=tuple(profile["languages"]), capacity=self._current_roster(version).capacity.get(agent_id, {}),
+            load={c: int(n) for c, n in zip(CHANNELS, loads) if n and int(n)},
+            last_assigned_at=float(last) if last else None, group=profile.get("group"),
+            tier=profile.get("tier") or "L1", recent_assignments=int(recent[0]) if recent else 0)
 
     def mark_announced(self, ticket_id: str, what: str) -> None:
         pipe = self.client.pipeline(transaction=True)

@@ -379,7 +379,7 @@ def test_claim_whose_announcement_failed_is_announced_by_the_timer_with_no_other
     assert store.unannounced_before(now.timestamp() + 60) == []
 
 
-def test_drain_ranks_only_agents_online_with_room_on_the_tickets_channel(service_container, tmp_path, publish, store,
+def test_drain_ranks_only_the_freed_agent_against_the_queue_heads_they_serve(service_container, tmp_path, publish, store,
                                                                           event_listener):
     start_dispatcher(service_container, write_roster(tmp_path, [
         {"agent_id": "li.na", "capacity": {"email": 1}},
@@ -398,10 +398,9 @@ def test_drain_ranks_only_agents_online_with_room_on_the_tickets_channel(service
     [assigned] = of(collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED, "TM-2")), ev.TICKET_ASSIGNED)
     decision = assigned["decision"]
     assert assigned["agent_id"] == "li.na"
-    # The full roster is 4; the drain ranked only the two online with spare email capacity.
-    assert (decision["considered"], decision["eligible"]) == (2, 1)
-    assert decision["rejected"] == {"en.only": "language: does not speak zh"}
-    assert "queue drain: ranked the 2 of 4 agents online with spare email capacity" in decision["reason"]
+    # The drain ranked only the agent who freed capacity, against the heads of the queues they serve.
+    assert (decision["considered"], decision["eligible"]) == (1, 1)
+    assert "queue drain for li.na (resolved:TM-1): oldest of the 1 queues they serve" in decision["reason"]
 
 
 def test_claim_script_enforces_shared_budget_fairness_and_declines_and_force_only_checks_presence(store):
