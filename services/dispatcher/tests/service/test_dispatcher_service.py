@@ -476,3 +476,30 @@ def test_large_roster_is_ranked_from_the_availability_index_with_the_same_winner
     assert store.decisions("T-fr2")[-1]["reason"].startswith("no eligible agent: 99 language")
     index = store.client.zrange(store.index_key("email", "general"), 0, -1)
     assert "agent149" not in index and "agent000" not in index and len(index) == 99
+
+
+def test_a_ticket_waits_in_its_requirement_queue_and_moves_when_its_needs_change(store):
+    store.load_roster([AgentProfile(agent_id="a", name="A", password_hash=PASSWORD_HASH, capacity={"email": 1})])
+    now = NOW.timestamp()
+    facts = TicketFacts(ticket_id="T-1", trace_id="t", channel="email", priority="P3", required_skills=("general",),
+                        language="zh", tags=(), received_at=NOW)
+    register(store, facts)
+    assert store.enqueue(facts, now=now) == "queued"
+    assert store.requirements_waiting() == ["email|general|zh|*|L1"]
+    assert [h[0] for h in store.queue_heads(store.requirements_waiting(), 5)] == ["T-1"]
+
+    wider = '["L1", "L2"]'
+    assert store.relax("T-1", 0, next_due=None, updates={"tiers": wider},
+                       requirement="email|general|zh|*|L1,L2")
+    assert store.requirements_waiting() == ["email|general|zh|*|L1,L2"]
+    assert store.update_open_ticket("T-1", {"group": "vip"}, requirement="email|general|zh|vip|L1,L2")
+    assert store.requirements_waiting() == ["email|general|zh|vip|L1,L2"]
+
+    store.set_presence("a", "online", at=now)
+    assert store.claim("T-1", "a", "email", now=now, decision={}).assigned
+    assert store.requirements_waiting() == [] and store.waiting_ids() == []
+    assert store.unassign("T-1", "a", "declined", now=now, score=facts.queue_score(), declined=True,
+                          requirement="email|general|zh|vip|L1,L2").done
+    assert store.requirements_waiting() == ["email|general|zh|vip|L1,L2"] and store.waiting_ids() == ["T-1"]
+    assert store.resolve("T-1", now=now).status == "closed"
+    assert store.requirements_waiting() == [] and store.waiting_ids() == []

@@ -131,3 +131,19 @@ def test_ties_on_score_go_to_the_longest_idle():
     a = agent("a", last_assigned_at=NOW - 5)
     b = agent("b", last_assigned_at=NOW - 500)
     assert [c.agent_id for c in rank_agents(TICKET, [a, b], NOW).ranked] == ["b", "a"]
+
+
+def test_requirement_keys_group_alike_tickets_and_say_who_serves_them():
+    from services.dispatcher.routing import Requirement, requirement_key
+
+    key = requirement_key("chat", ["general", "billing", "billing"], "zh", None, ["L2", "L1"])
+    assert key == "chat|billing,general|zh|*|L1,L2"
+    requirement = Requirement.parse(key)
+    assert requirement == Requirement("chat", ("billing", "general"), "zh", None, ("L1", "L2"))
+    assert requirement.served_by(agent("ok", tier="L2"))
+    assert not requirement.served_by(agent("full", load={"chat": 4}))
+    assert not requirement.served_by(agent("away", presence="away"))
+    assert not requirement.served_by(agent("no-general", skills={"billing": 3}))
+    assert not requirement.served_by(agent("duty", tier="duty_manager"))
+    vip = Requirement.parse(requirement_key("email", ["billing"], "en", "vip", ["L1"]))
+    assert vip.served_by(agent("v", group="vip")) and not vip.served_by(agent("b", group="billing"))
