@@ -1,4 +1,4 @@
-"""Dispatcher settings: the common ones plus the two files it routes by."""
+"""Dispatcher settings: the common ones plus the files it routes by."""
 from __future__ import annotations
 
 import os
@@ -10,13 +10,17 @@ from shared.config import CommonSettings, Variable, read
 # Container-config keys (``__main__`` fills them from the environment; tests pass them directly).
 ROSTER_FILE_KEY = "TM_ROSTER_FILE"
 ROUTING_RULES_FILE_KEY = "TM_ROUTING_RULES_FILE"
+SLA_POLICY_FILE_KEY = "TM_SLA_POLICY_FILE"
 
 DEFAULT_ROSTER_FILE = "deploy/demo/roster.yaml"
 DEFAULT_ROUTING_RULES_FILE = "deploy/config/routing.yaml"
+DEFAULT_SLA_POLICY_FILE = "deploy/config/sla.yaml"
 
 VARIABLES = (
     Variable(ROSTER_FILE_KEY, DEFAULT_ROSTER_FILE, "agent roster: skills, languages, capacity per channel"),
-    Variable(ROUTING_RULES_FILE_KEY, DEFAULT_ROUTING_RULES_FILE, "classification rules: keywords → skills, priority, tags"),
+    Variable(ROUTING_RULES_FILE_KEY, DEFAULT_ROUTING_RULES_FILE,
+             "classification rules (keywords → skills, priority, tags) and the routing: policy section"),
+    Variable(SLA_POLICY_FILE_KEY, DEFAULT_SLA_POLICY_FILE, "SLA policies: the queue is ordered by first-response due time"),
 )
 
 
@@ -25,6 +29,7 @@ class Settings:
     common: CommonSettings
     roster_file: str
     routing_rules_file: str
+    sla_policy_file: str = DEFAULT_SLA_POLICY_FILE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -32,8 +37,10 @@ class Settings:
             common=CommonSettings.from_env(environ),
             roster_file=read(environ, ROSTER_FILE_KEY, DEFAULT_ROSTER_FILE),
             routing_rules_file=read(environ, ROUTING_RULES_FILE_KEY, DEFAULT_ROUTING_RULES_FILE),
+            sla_policy_file=read(environ, SLA_POLICY_FILE_KEY, DEFAULT_SLA_POLICY_FILE),
         )
 
     def container_config(self) -> dict[str, str]:
         """The extra nameko config keys the service's providers read."""
-        return {ROSTER_FILE_KEY: self.roster_file, ROUTING_RULES_FILE_KEY: self.routing_rules_file}
+        return {ROSTER_FILE_KEY: self.roster_file, ROUTING_RULES_FILE_KEY: self.routing_rules_file,
+                SLA_POLICY_FILE_KEY: self.sla_policy_file}

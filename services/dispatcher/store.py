@@ -2,38 +2,54 @@
 
 Keys (this class is their only owner):
 
-- ``agents`` hash agent_id → profile JSON (skills, languages) and ``capacity`` hash
-  ``<agent>:<channel>`` → cap: the roster, rewritten at start from the roster file, which also
-  bumps ``roster_version`` (so a snapshot re-reads the roster only when it changed);
+- ``agents`` hash agent_id → profile JSON (skills, languages, role, group, tier) and
+  ``capacity`` hash ``<agent>:<channel>`` → cap: the roster, rewritten at start from the roster
+  file, which also bumps ``roster_version`` (so a snapshot re-reads the roster only when it
+  changed);
 - ``presence`` / ``presence_at`` hashes agent_id → presence / epoch of the event that set it;
 - ``load`` hash ``<agent>:<channel>`` → open assigned tickets; ``last_assigned`` hash agent → epoch;
 - ``open:<agent>`` set of the agent's assigned, unresolved tickets;
-- ``ticket:<id>`` hash: routing facts, ``state`` (new → queued → assigned → resolved), assignee,
-  decision and which events were already announced. It never expires while queued or assigned
-  (an expired assigned ticket could no longer free its agent's capacity); it expires
-  ``TICKET_TTL_SECONDS`` after it is resolved, or after it was registered if never queued;
-- ``waiting`` zset of queued tickets, scored by priority then received time;
-- ``routing:<id>`` lease (``ROUTING_LEASE_MS``): the worker currently routing a received ticket
-  (taken together with the ticket's registration, and released together with the
-  announcements it confirmed, so routing a ticket costs three round trips: begin, claim, end);
-- ``unannounced`` zset of tickets claimed but whose ``ticket_assigned`` is not confirmed yet
-  (an outbox: a drain that died between claim and publish is announced by the next drain).
+- ``recent:<agent>`` zset ``<ticket>:<attempt>`` → epoch: assignments inside the fairness window
+  (trimmed by the claim; expires with the window);
+- ``ticket:<id>`` hash: routing facts, ``state`` (new → queued → assigned → resolved, and back
+  to queued when an offer is declined/expires or the ticket is moved), assignee, ``attempt``,
+  offer expiry, ``declined:<agent>`` → epoch, decision and which events were announced. It
+  never expires while queued or assigned (an expired assigned ticket could no longer free its
+  agent's capacity); it expires ``TICKET_TTL_SECONDS`` after it is resolved, or after it was
+  registered if never queued;
+- ``waiting`` zset of queued tickets, scored by priority then SLA first-response due time;
+- ``q:<requirement>`` zsets (same scores) and the ``queues`` set of requirements with waiting
+  tickets: a freed agent reads the heads of the queues it can serve, not the whole queue;
+- ``avail:<channel>:<skill>`` zsets of agents online with room (see ``_INDEX_FN``), listed in
+  ``avail_keys``;
+- ``offers`` zset ticket → offer expiry epoch (unaccepted offers, swept by a timer);
+- ``relax`` zset ticket → when its next relaxation step is due;
+- ``routing:<id>`` lease (``ROUTING_LEASE_MS``): the worker currently routing a received ticket;
+- ``unannounced`` zset of tickets claimed but whose ``ticket_assigned`` is not confirmed yet, and
+  ``unassigned_outbox`` zset of tickets whose ``ticket_unassigned`` is not confirmed yet
+  (outboxes: a worker that died between the script and the publish is covered by the timer);
+- ``decisions:<id>`` list: the ticket's last ``DECISIONS_KEPT`` routing decisions (JSON);
+- ``customer:<key>`` hash (last agent), ``customer:<key>:tickets`` / ``:complaints`` zsets
+  ticket → received epoch, ``customer:<key>:open`` set: a small per-customer history
+  (``CUSTOMER_TTL_SECONDS`` since the last ticket).
 
 Every change that touches more than one key is one Lua script, so N dispatcher replicas never
-assign a ticket twice or put an agent over capacity.
+assign a ticket twice or put an agent over capacity (or over the fairness cap).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Callable, Iterable, Iterator
 
 import redis
 
-from services.dispatcher.routing import AgentSnapshot, TicketNeeds
+from services.dispatcher.customers import CustomerHistory
+from services.dispatcher.policy import DEFAULT_POLICY, RoutingPolicy
+from services.dispatcher.routing import AgentSnapshot, TicketNeeds, requirement_key
 from shared.errors import TransientError
 from shared.roster import AgentProfile
 
@@ -45,8 +61,18 @@ TICKET_TTL_SECONDS = 30 * 24 * 3600
 # for at most this long (its redelivery is retried until then).
 ROUTING_LEASE_MS = 10_000
 PRIORITY_RANK = {"P1": 1, "P2": 2, "P3": 3, "P4": 4}
-# Queue score = rank * PRIORITY_BAND + received epoch: every P1 before any P2, then oldest first.
+# Queue score = rank * PRIORITY_BAND + SLA due epoch: every P1 before any P2, then soonest due.
 PRIORITY_BAND = 1e10
+DECISIONS_KEPT = 20
+# A customer's history (recent tickets, complaints, last agent) is forgotten this long after
+# their last ticket; "recent" counts tickets within HISTORY_WINDOW_SECONDS.
+CUSTOMER_TTL_SECONDS = 90 * 24 * 3600
+HISTORY_WINDOW_SECONDS = 30 * 24 * 3600
+CHANNELS = ("email", "chat", "phone")
+# Rosters up to this size are ranked whole (so a decision lists every agent left out and why);
+# larger ones are ranked a page at a time from the availability index (see _INDEX_FN).
+FULL_SCAN_AGENTS = 50
+INDEX_PAGE_SIZE = 100
 
 NEW, QUEUED, ASSIGNED, RESOLVED = "new", "queued", "assigned", "resolved"
 ANNOUNCED_CLASSIFIED, ANNOUNCED_QUEUED, ANNOUNCED_ASSIGNED = "classified", "queued", "assigned"
@@ -65,45 +91,284 @@ end
 return redis.call('HGETALL', KEYS[2])
 """
 
-# KEYS: ticket, presence, capacity, load, open(agent), waiting, last_assigned, unannounced
-# ARGV: ticket_id, agent_id, channel, now, decision_json
-_CLAIM = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'assigned' then return {'existing', redis.call('HGET', KEYS[1], 'agent_id')} end
-if state ~= 'new' and state ~= 'queued' then return {'closed', state or 'unknown'} end
-local presence = redis.call('HGET', KEYS[2], ARGV[2])
-if presence ~= 'online' then return {'no', 'presence: ' .. (presence or 'unknown')} end
-local slot = ARGV[2] .. ':' .. ARGV[3]
-local cap = tonumber(redis.call('HGET', KEYS[3], slot) or '0')
-local load = tonumber(redis.call('HGET', KEYS[4], slot) or '0')
-if load >= cap then return {'no', 'capacity: ' .. ARGV[3] .. ' full (' .. load .. '/' .. cap .. ')'} end
-redis.call('HINCRBY', KEYS[4], slot, 1)
-redis.call('HSET', KEYS[1], 'state', 'assigned', 'agent_id', ARGV[2], 'assigned_at', ARGV[4], 'decision', ARGV[5])
-redis.call('PERSIST', KEYS[1])
-redis.call('SADD', KEYS[5], ARGV[1])
-redis.call('ZREM', KEYS[6], ARGV[1])
-redis.call('HSET', KEYS[7], ARGV[2], ARGV[4])
-redis.call('ZADD', KEYS[8], ARGV[4], ARGV[1])
-return {'assigned', ARGV[2]}
+# The availability index: ``avail:<channel>:<skill>`` zsets of the agents online with room for
+# one more ticket of that channel, scored by spare share (3 decimals) then longest idle, so a
+# decision reads the top of one zset instead of the whole roster. Every script that changes an
+# agent's presence or load calls this for that agent; ``avail_keys`` lists the zsets (for a
+# roster reload). Key names are built here (one Redis, not a cluster).
+_INDEX_FN = """
+local P = '""" + PREFIX + """'
+local function reindex(agent, model)
+  local raw = redis.call('HGET', P .. 'agents', agent)
+  local skills = {}
+  if raw then
+    local profile = cjson.decode(raw)
+    if type(profile['skills']) == 'table' then skills = profile['skills'] end
+  end
+  local online = redis.call('HGET', P .. 'presence', agent) == 'online'
+  local channels = {'email', 'chat', 'phone'}
+  local caps, loads, used = {}, {}, 0
+  for _, ch in ipairs(channels) do
+    caps[ch] = tonumber(redis.call('HGET', P .. 'capacity', agent .. ':' .. ch) or '0')
+    loads[ch] = tonumber(redis.call('HGET', P .. 'load', agent .. ':' .. ch) or '0')
+    if loads[ch] > 0 then
+      if caps[ch] <= 0 then used = used + 1 else used = used + loads[ch] / caps[ch] end
+    end
+  end
+  local last = tonumber(redis.call('HGET', P .. 'last_assigned', agent) or '0')
+  for _, ch in ipairs(channels) do
+    local fits, share
+    if model == 'per_channel' then
+      fits = caps[ch] > 0 and loads[ch] < caps[ch]
+      if caps[ch] > 0 then share = (caps[ch] - loads[ch]) / caps[ch] else share = 0 end
+    else
+      fits = caps[ch] > 0 and used + 1 / caps[ch] <= 1 + 1e-9
+      share = 1 - used
+    end
+    local score = math.floor(share * 1000 + 0.5) * 1e10 + (1e10 - last)
+    for skill, _ in pairs(skills) do
+      local key = P .. 'avail:' .. ch .. ':' .. skill
+      if online and fits then
+        redis.call('ZADD', key, score, agent)
+        redis.call('SADD', P .. 'avail_keys', key)
+      else
+        redis.call('ZREM', key, agent)
+      end
+    end
+  end
+end
 """
 
-# KEYS: ticket, waiting   ARGV: ticket_id, score
-_ENQUEUE = """
+# Queues per requirement: ``q:<requirement>`` zsets (same scores as ``waiting``) and the
+# ``queues`` registry set of requirements with a waiting ticket, so a freed agent looks at the
+# heads of the few queues it can serve instead of scanning the whole queue. The ticket's
+# ``queue`` field names its current requirement.
+_QUEUE_FN = """
+local QP = '""" + PREFIX + """'
+local function dequeue_req(tk, tid)
+  local old = redis.call('HGET', tk, 'queue')
+  if old then
+    redis.call('ZREM', QP .. 'q:' .. old, tid)
+    if redis.call('ZCARD', QP .. 'q:' .. old) == 0 then redis.call('SREM', QP .. 'queues', old) end
+    redis.call('HDEL', tk, 'queue')
+  end
+end
+local function enqueue_req(tk, tid, req, score)
+  local old = redis.call('HGET', tk, 'queue')
+  if old and old ~= req then dequeue_req(tk, tid) end
+  redis.call('HSET', tk, 'queue', req)
+  redis.call('ZADD', QP .. 'q:' .. req, score, tid)
+  redis.call('SADD', QP .. 'queues', req)
+end
+"""
+
+# ARGV: capacity model. Rebuilds the whole index (a roster load): one script, no window.
+_REINDEX_ALL = _INDEX_FN + """
+for _, key in ipairs(redis.call('SMEMBERS', P .. 'avail_keys')) do redis.call('DEL', key) end
+redis.call('DEL', P .. 'avail_keys')
+local agents = redis.call('HKEYS', P .. 'agents')
+for _, agent in ipairs(agents) do reindex(agent, ARGV[1]) end
+return #agents
+"""
+
+# The claim as a Lua function, shared by the plain claim and the transfer's move.
+# keys: ticket, presence, capacity, load, open(agent), waiting, last_assigned, unannounced,
+#       recent(agent), offers, relax
+# a: ticket_id, agent_id, channel, now, decision_json, capacity model, fairness window s (0 = off),
+#    fairness max, offer expiry ('' = none), force ('1': only presence online/away is checked),
+#    decline cooldown s
+_CLAIM_FN = """
+local function room_error(k, agent, channel, model)
+  local cap = tonumber(redis.call('HGET', k[3], agent .. ':' .. channel) or '0')
+  if cap <= 0 then return 'capacity: takes no ' .. channel end
+  local load = tonumber(redis.call('HGET', k[4], agent .. ':' .. channel) or '0')
+  if model == 'per_channel' then
+    if load >= cap then return 'capacity: ' .. channel .. ' full (' .. load .. '/' .. cap .. ')' end
+    return nil
+  end
+  local used, others = 0, false
+  for _, ch in ipairs({'email', 'chat', 'phone'}) do
+    local l = tonumber(redis.call('HGET', k[4], agent .. ':' .. ch) or '0')
+    if l > 0 then
+      if ch ~= channel then others = true end
+      local c = tonumber(redis.call('HGET', k[3], agent .. ':' .. ch) or '0')
+      if c <= 0 then used = used + 1 else used = used + l / c end
+    end
+  end
+  if used + 1 / cap > 1 + 1e-9 then
+    if not others then return 'capacity: ' .. channel .. ' full (' .. load .. '/' .. cap .. ')' end
+    return 'capacity: no room for a ' .. channel .. ' (' .. math.floor(used * 100 + 0.5) .. '% used)'
+  end
+  return nil
+end
+
+local function claim(k, a)
+  local state = redis.call('HGET', k[1], 'state')
+  if state == 'assigned' then return {'existing', redis.call('HGET', k[1], 'agent_id'), 0} end
+  if state ~= 'new' and state ~= 'queued' then return {'closed', state or 'unknown', 0} end
+  local agent, now = a[2], tonumber(a[4])
+  local presence = redis.call('HGET', k[2], agent)
+  local window = tonumber(a[7])
+  if a[10] == '1' then
+    if presence ~= 'online' and presence ~= 'away' then return {'no', 'presence: ' .. (presence or 'unknown'), 0} end
+  else
+    if presence ~= 'online' then return {'no', 'presence: ' .. (presence or 'unknown'), 0} end
+    local declined = redis.call('HGET', k[1], 'declined:' .. agent)
+    if declined and tonumber(declined) > now - tonumber(a[11]) then
+      return {'no', 'declined: passed on this ticket recently', 0}
+    end
+    local full = room_error(k, agent, a[3], a[6])
+    if full then return {'no', full, 0} end
+    if window > 0 then
+      redis.call('ZREMRANGEBYSCORE', k[9], '-inf', now - window)
+      local n = redis.call('ZCARD', k[9])
+      if n >= tonumber(a[8]) then
+        return {'no', 'fairness: ' .. n .. ' recent assignments (max ' .. a[8] .. ')', 0}
+      end
+    end
+  end
+  redis.call('HINCRBY', k[4], agent .. ':' .. a[3], 1)
+  local attempt = redis.call('HINCRBY', k[1], 'attempt', 1)
+  redis.call('HDEL', k[1], 'accepted_by', 'accepted_at', 'announced_assigned', 'offer_expires_at')
+  redis.call('HSET', k[1], 'state', 'assigned', 'agent_id', agent, 'last_agent_id', agent, 'assigned_at', a[4],
+             'decision', a[5])
+  if a[9] ~= '' then
+    redis.call('HSET', k[1], 'offer_expires_at', a[9])
+    redis.call('ZADD', k[10], a[9], a[1])
+  end
+  redis.call('PERSIST', k[1])
+  redis.call('SADD', k[5], a[1])
+  redis.call('ZREM', k[6], a[1])
+  dequeue_req(k[1], a[1])
+  redis.call('ZREM', k[11], a[1])
+  redis.call('HSET', k[7], agent, a[4])
+  redis.call('ZADD', k[8], a[4], a[1])
+  if window > 0 then
+    redis.call('ZADD', k[9], a[4], a[1] .. ':' .. attempt)
+    redis.call('EXPIRE', k[9], math.ceil(window))
+  end
+  reindex(agent, a[6])
+  return {'assigned', agent, attempt}
+end
+"""
+
+# The unassignment as a Lua function: the holder's capacity is freed, the ticket goes back to
+# the queue (or stays out of it for a move), the event waits in the outbox.
+# keys: ticket, load, open(holder), offers, unassigned_outbox, waiting, relax
+# a: ticket_id, holder, reason, by, now, waiting score ('' = not queued), mark declined ('1'),
+#    note, relax due ('' = none), capacity model, requirement (its queue once back), then
+#    field/value pairs to set on the ticket
+_UNASSIGN_FN = """
+local function unassign(k, a)
+  local state = redis.call('HGET', k[1], 'state')
+  if state ~= 'assigned' then return {'not_assigned', state or 'unknown', 0} end
+  local holder = redis.call('HGET', k[1], 'agent_id')
+  if holder ~= a[2] then return {'moved', holder or '', 0} end
+  local channel = redis.call('HGET', k[1], 'channel')
+  local slot = holder .. ':' .. channel
+  if redis.call('HINCRBY', k[2], slot, -1) < 0 then redis.call('HSET', k[2], slot, 0) end
+  redis.call('SREM', k[3], a[1])
+  redis.call('ZREM', k[4], a[1])
+  local attempt = tonumber(redis.call('HGET', k[1], 'attempt') or '1')
+  redis.call('HDEL', k[1], 'agent_id', 'accepted_by', 'accepted_at', 'offer_expires_at')
+  redis.call('HSET', k[1], 'state', 'queued', 'queued_at', a[5], 'unassigned', cjson.encode({agent_id = holder,
+    reason = a[3], by = a[4], attempt = attempt, note = a[8], at = a[5]}))
+  if a[7] == '1' then redis.call('HSET', k[1], 'declined:' .. holder, a[5]) end
+  for i = 12, #a - 1, 2 do redis.call('HSET', k[1], a[i], a[i + 1]) end
+  if a[6] ~= '' then
+    redis.call('ZADD', k[6], a[6], a[1])
+    enqueue_req(k[1], a[1], a[11], a[6])
+  end
+  if a[9] ~= '' then redis.call('ZADD', k[7], a[9], a[1]) end
+  redis.call('ZADD', k[5], a[5], a[1])
+  reindex(holder, a[10])
+  return {'unassigned', holder, attempt}
+end
+"""
+
+_CLAIM = _INDEX_FN + _QUEUE_FN + _CLAIM_FN + """
+return claim(KEYS, ARGV)
+"""
+
+_UNASSIGN = _INDEX_FN + _QUEUE_FN + _UNASSIGN_FN + """
+return unassign(KEYS, ARGV)
+"""
+
+# An offer that ran out: only if it is still the same unaccepted offer.
+# KEYS: unassign keys   ARGV: unassign args, with ARGV[#ARGV] = the expected offer expiry
+_EXPIRE_OFFER = _INDEX_FN + _QUEUE_FN + _UNASSIGN_FN + """
+local expected = table.remove(ARGV)
+if redis.call('HGET', KEYS[1], 'accepted_by') then
+  redis.call('ZREM', KEYS[4], ARGV[1]); return {'accepted', '', 0}
+end
+if redis.call('HGET', KEYS[1], 'offer_expires_at') ~= expected then
+  redis.call('ZREM', KEYS[4], ARGV[1]); return {'stale', '', 0}
+end
+return unassign(KEYS, ARGV)
+"""
+
+# An away/offline agent's unaccepted offer goes back: only while they are still not online.
+# KEYS: unassign keys + presence   ARGV: unassign args
+_RETURN_OFFER = _INDEX_FN + _QUEUE_FN + _UNASSIGN_FN + """
+local presence = redis.call('HGET', KEYS[8], ARGV[2])
+if presence == 'online' then return {'online', '', 0} end
+if redis.call('HGET', KEYS[1], 'accepted_by') or not redis.call('HGET', KEYS[1], 'offer_expires_at') then
+  return {'accepted', '', 0}
+end
+return unassign(KEYS, ARGV)
+"""
+
+# Transfer/reassignment to one agent: the target's presence is checked *before* anything
+# changes (a script cannot roll back), then the holder (if any) is unassigned and the target
+# claims with force.
+# KEYS: 1-7 unassign keys (open of the holder), 8-18 claim keys
+# ARGV: [1] expected holder ('' = none expected), [2] n = number of unassign args,
+#       then n unassign args, then the claim args
+_MOVE = _INDEX_FN + _QUEUE_FN + _UNASSIGN_FN + _CLAIM_FN + """
+local uk = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
+local ck = {}
+for i = 8, 18 do ck[#ck + 1] = KEYS[i] end
+local n = tonumber(ARGV[2])
+local ua, ca = {}, {}
+for i = 3, 2 + n do ua[#ua + 1] = ARGV[i] end
+for i = 3 + n, #ARGV do ca[#ca + 1] = ARGV[i] end
+local state = redis.call('HGET', KEYS[1], 'state')
+local holder = redis.call('HGET', KEYS[1], 'agent_id') or ''
+if state ~= 'assigned' and state ~= 'queued' and state ~= 'new' then return {'closed', state or 'unknown', 0} end
+if state ~= 'assigned' then holder = '' end
+if holder ~= ARGV[1] then return {'moved', holder, 0} end
+if holder == ca[2] then return {'same', holder, 0} end
+local presence = redis.call('HGET', ck[2], ca[2])
+if presence ~= 'online' and presence ~= 'away' then return {'no', 'presence: ' .. (presence or 'unknown'), 0} end
+if holder ~= '' then unassign(uk, ua) end
+local result = claim(ck, ca)
+for i = 12, #ua - 1, 2 do redis.call('HSET', KEYS[1], ua[i], ua[i + 1]) end
+return result
+"""
+
+# KEYS: ticket, waiting, relax   ARGV: ticket_id, score, now, relax due ('' = none), requirement
+_ENQUEUE = _QUEUE_FN + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'new' then
   redis.call('HSET', KEYS[1], 'state', 'queued')
+  redis.call('HSETNX', KEYS[1], 'queued_at', ARGV[3])
   redis.call('PERSIST', KEYS[1])
   state = 'queued'
+  if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], 'NX', ARGV[4], ARGV[1]) end
 end
-if state == 'queued' then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1]) end
+if state == 'queued' and redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1]) == 1 then
+  enqueue_req(KEYS[1], ARGV[1], ARGV[5], ARGV[2])
+end
 return state or 'unknown'
 """
 
-# KEYS: ticket, load, open(expected agent), waiting, unannounced
-# ARGV: ticket_id, expected agent ('' if none), now, ttl
-_RESOLVE = """
+# KEYS: ticket, load, open(expected agent), waiting, unannounced, offers, relax
+# ARGV: ticket_id, expected agent ('' if none), now, ttl, capacity model
+_RESOLVE = _INDEX_FN + _QUEUE_FN + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'resolved' then return {'already', '', ''} end
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZREM', KEYS[7], ARGV[1])
 if state == 'assigned' then
   local agent = redis.call('HGET', KEYS[1], 'agent_id')
   if agent ~= ARGV[2] then return {'moved', agent, ''} end
@@ -114,12 +379,64 @@ if state == 'assigned' then
   redis.call('ZREM', KEYS[5], ARGV[1])
   redis.call('HSET', KEYS[1], 'state', 'resolved', 'resolved_at', ARGV[3])
   redis.call('EXPIRE', KEYS[1], ARGV[4])
+  reindex(agent, ARGV[5])
   return {'freed', agent, channel}
 end
 redis.call('ZREM', KEYS[4], ARGV[1])
+dequeue_req(KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], 'state', 'resolved', 'resolved_at', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return {'closed', '', ''}
+"""
+
+# KEYS: ticket, waiting, relax
+# ARGV: ticket_id, event id, score, now, sticky agent, relax due, requirement
+_REOPEN = _QUEUE_FN + """
+if redis.call('HGET', KEYS[1], 'reopened:' .. ARGV[2]) then return 'duplicate' end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'resolved' then return state or 'unknown' end
+redis.call('HSET', KEYS[1], 'reopened:' .. ARGV[2], ARGV[4], 'state', 'queued', 'queued_at', ARGV[4],
+           'sticky_agent_id', ARGV[5], 'relax_step', 0)
+redis.call('HDEL', KEYS[1], 'announced_queued')
+redis.call('PERSIST', KEYS[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+enqueue_req(KEYS[1], ARGV[1], ARGV[7], ARGV[3])
+if ARGV[6] ~= '' then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1]) end
+return 'reopened'
+"""
+
+# KEYS: ticket, relax, waiting   ARGV: ticket_id, expected step index, next due ('' = last step),
+#       requirement after the step, then field/value pairs
+_RELAX = _QUEUE_FN + """
+if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then redis.call('ZREM', KEYS[2], ARGV[1]); return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'relax_step') or '0') ~= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'relax_step', tonumber(ARGV[2]) + 1)
+for i = 5, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[1]) else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) end
+local score = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if score and ARGV[4] ~= '' then enqueue_req(KEYS[1], ARGV[1], ARGV[4], score) end
+return 1
+"""
+
+# KEYS: ticket, offers   ARGV: ticket_id, agent_id, now
+_ACCEPT = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'assigned' then return {'not_assigned', ''} end
+local holder = redis.call('HGET', KEYS[1], 'agent_id')
+if holder ~= ARGV[2] then return {'other', holder or ''} end
+redis.call('HSET', KEYS[1], 'accepted_by', ARGV[2], 'accepted_at', ARGV[3])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return {'accepted', holder}
+"""
+
+# KEYS: ticket, waiting   ARGV: ticket_id, requirement ('' = unchanged), then field/value pairs,
+# written only while the ticket is open (a queued ticket moves to its new requirement's queue)
+_UPDATE_OPEN_TICKET = _QUEUE_FN + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'queued' and state ~= 'assigned' then return 0 end
+for i = 3, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if state == 'queued' and score and ARGV[2] ~= '' then enqueue_req(KEYS[1], ARGV[1], ARGV[2], score) end
+return 1
 """
 
 _RELEASE = """
@@ -127,12 +444,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: presence, presence_at   ARGV: agent_id, presence, at
-_SET_PRESENCE = """
+# KEYS: presence, presence_at   ARGV: agent_id, presence, at, capacity model
+_SET_PRESENCE = _INDEX_FN + """
 local previous = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
 if previous > tonumber(ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+reindex(ARGV[1], ARGV[4])
 return 1
 """
 
@@ -149,13 +467,34 @@ class TicketFacts:
     language: str
     tags: tuple[str, ...]
     received_at: datetime
+    preferred_skills: tuple[str, ...] = ()
+    group: str | None = None
+    tiers: tuple[str, ...] = ("L1",)
+    customer_key: str | None = None
+    customer_tier: str = "standard"
+    sla_due_at: float | None = None  # epoch of the first-response due time, None = no policy
+    sticky_agent_id: str | None = None
+    category: str | None = None
+    signals: tuple[str, ...] = ()
+    matched_rules: tuple[str, ...] = ()
 
-    def needs(self) -> TicketNeeds:
-        return TicketNeeds(ticket_id=self.ticket_id, channel=self.channel,
-                           required_skills=self.required_skills, language=self.language)
+    def needs(self, declined_by: Iterable[str] = ()) -> TicketNeeds:
+        return TicketNeeds(ticket_id=self.ticket_id, channel=self.channel, required_skills=self.required_skills,
+                           language=self.language, preferred_skills=self.preferred_skills, group=self.group,
+                           tiers=self.tiers, declined_by=frozenset(declined_by), sticky_agent_id=self.sticky_agent_id)
+
+    @property
+    def tier(self) -> str:
+        from services.dispatcher.routing import tier_rank
+        return min(self.tiers, key=tier_rank) if self.tiers else "L1"
+
+    def requirement_key(self) -> str:
+        """Which queue the ticket waits in: everything an agent must match (preferences do not)."""
+        return requirement_key(self.channel, self.required_skills, self.language, self.group, self.tiers)
 
     def queue_score(self) -> float:
-        return PRIORITY_RANK[self.priority] * PRIORITY_BAND + self.received_at.timestamp()
+        due = self.sla_due_at if self.sla_due_at is not None else self.received_at.timestamp()
+        return PRIORITY_RANK[self.priority] * PRIORITY_BAND + due
 
 
 @dataclass(frozen=True)
@@ -166,6 +505,17 @@ class TicketRecord:
     decision: dict | None = None
     announced: frozenset[str] = field(default_factory=frozenset)
     accepted_by: str | None = None
+    attempt: int = 0
+    offer_expires_at: float | None = None
+    declined: dict[str, float] = field(default_factory=dict)  # agent → when they declined/let it expire
+    unassigned: dict | None = None  # the last unassignment (for its announcement)
+    last_agent_id: str | None = None
+    relax_step: int = 0
+    queued_at: float | None = None
+    escalation_level: int = 0
+
+    def declined_since(self, cutoff: float) -> set[str]:
+        return {a for a, at in self.declined.items() if at > cutoff}
 
 
 @dataclass
@@ -178,7 +528,7 @@ class Routing:
     """
 
     record: TicketRecord
-    snapshots: list[AgentSnapshot]
+    snapshots: list[AgentSnapshot] | None  # None: a large roster, ranked from the index instead
     announced: list[str] = field(default_factory=list)
 
     def note_announced(self, what: str) -> None:
@@ -194,12 +544,24 @@ class Roster:
 
 @dataclass(frozen=True)
 class ClaimResult:
-    status: str  # assigned | existing | no | closed
-    detail: str  # agent id (assigned/existing) or why not
+    status: str  # assigned | existing | no | closed | moved | same
+    detail: str  # agent id (assigned/existing/moved) or why not
+    attempt: int = 0
 
     @property
     def assigned(self) -> bool:
         return self.status == "assigned"
+
+
+@dataclass(frozen=True)
+class Unassignment:
+    status: str  # unassigned | not_assigned | moved | accepted | stale | online
+    agent_id: str | None = None
+    attempt: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.status == "unassigned"
 
 
 @dataclass(frozen=True)
@@ -213,12 +575,44 @@ class Resolution:
         return self.status == "freed"
 
 
+def _opt(value: str | None) -> str:
+    return "" if value is None else value
+
+
 def _facts_fields(facts: TicketFacts) -> dict[str, str]:
     return {
         "ticket_id": facts.ticket_id, "trace_id": facts.trace_id, "channel": facts.channel,
         "priority": facts.priority, "required_skills": json.dumps(list(facts.required_skills)),
         "language": facts.language, "tags": json.dumps(list(facts.tags)), "received_at": facts.received_at.isoformat(),
+        "preferred_skills": json.dumps(list(facts.preferred_skills)), "group": _opt(facts.group),
+        "tiers": json.dumps(list(facts.tiers)), "customer_key": _opt(facts.customer_key),
+        "customer_tier": facts.customer_tier, "sla_due_at": "" if facts.sla_due_at is None else repr(facts.sla_due_at),
+        "sticky_agent_id": _opt(facts.sticky_agent_id), "category": _opt(facts.category),
+        "signals": json.dumps(list(facts.signals)), "matched_rules": json.dumps(list(facts.matched_rules)),
     }
+
+
+def facts_with(facts: TicketFacts, updates: dict[str, str]) -> TicketFacts:
+    """``facts`` as they read once ``updates`` (ticket-hash fields) are written."""
+    changes: dict = {}
+    if "group" in updates:
+        changes["group"] = updates["group"] or None
+    if "tiers" in updates:
+        changes["tiers"] = tuple(json.loads(updates["tiers"]))
+    if "preferred_skills" in updates:
+        changes["preferred_skills"] = tuple(json.loads(updates["preferred_skills"]))
+    if "sticky_agent_id" in updates:
+        changes["sticky_agent_id"] = updates["sticky_agent_id"] or None
+    return replace(facts, **changes) if changes else facts
+
+
+def _json_list(fields: dict[str, str], name: str, default: tuple = ()) -> tuple:
+    raw = fields.get(name)
+    return tuple(json.loads(raw)) if raw else default
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value not in (None, "") else None
 
 
 def _record(fields: dict[str, str]) -> TicketRecord | None:
@@ -227,12 +621,25 @@ def _record(fields: dict[str, str]) -> TicketRecord | None:
     facts = TicketFacts(
         ticket_id=fields["ticket_id"], trace_id=fields["trace_id"], channel=fields["channel"],
         priority=fields["priority"], required_skills=tuple(json.loads(fields["required_skills"])),
-        language=fields["language"], tags=tuple(json.loads(fields["tags"])), received_at=datetime.fromisoformat(fields["received_at"]),
+        language=fields["language"], tags=tuple(json.loads(fields["tags"])),
+        received_at=datetime.fromisoformat(fields["received_at"]),
+        preferred_skills=_json_list(fields, "preferred_skills"), group=fields.get("group") or None,
+        tiers=_json_list(fields, "tiers", ("L1",)), customer_key=fields.get("customer_key") or None,
+        customer_tier=fields.get("customer_tier") or "standard", sla_due_at=_float(fields.get("sla_due_at")),
+        sticky_agent_id=fields.get("sticky_agent_id") or None, category=fields.get("category") or None,
+        signals=_json_list(fields, "signals"), matched_rules=_json_list(fields, "matched_rules"),
     )
     announced = frozenset(k.removeprefix("announced_") for k in fields if k.startswith("announced_"))
     decision = json.loads(fields["decision"]) if fields.get("decision") else None
-    return TicketRecord(facts=facts, state=fields.get("state", NEW), agent_id=fields.get("agent_id"),
-                        decision=decision, announced=announced, accepted_by=fields.get("accepted_by"))
+    declined = {k.removeprefix("declined:"): float(v) for k, v in fields.items() if k.startswith("declined:")}
+    return TicketRecord(
+        facts=facts, state=fields.get("state", NEW), agent_id=fields.get("agent_id"), decision=decision,
+        announced=announced, accepted_by=fields.get("accepted_by"), attempt=int(fields.get("attempt") or 0),
+        offer_expires_at=_float(fields.get("offer_expires_at")), declined=declined,
+        unassigned=json.loads(fields["unassigned"]) if fields.get("unassigned") else None,
+        last_agent_id=fields.get("last_agent_id"), relax_step=int(fields.get("relax_step") or 0),
+        queued_at=_float(fields.get("queued_at")), escalation_level=int(fields.get("escalation_level") or 0),
+    )
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
@@ -240,14 +647,25 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 
 
 class DispatchStore:
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, policy: RoutingPolicy = DEFAULT_POLICY):
         self.client = client
+        self.policy = policy  # the provider sets the loaded one
+        self.full_scan_agents = FULL_SCAN_AGENTS
         self._claim = client.register_script(_CLAIM)
+        self._unassign = client.register_script(_UNASSIGN)
+        self._expire_offer = client.register_script(_EXPIRE_OFFER)
+        self._return_offer = client.register_script(_RETURN_OFFER)
+        self._move = client.register_script(_MOVE)
         self._enqueue = client.register_script(_ENQUEUE)
         self._resolve = client.register_script(_RESOLVE)
+        self._reopen = client.register_script(_REOPEN)
+        self._relax = client.register_script(_RELAX)
+        self._accept = client.register_script(_ACCEPT)
+        self._update_open = client.register_script(_UPDATE_OPEN_TICKET)
         self._set_presence = client.register_script(_SET_PRESENCE)
         self._release = client.register_script(_RELEASE)
         self._begin_routing = client.register_script(_BEGIN_ROUTING)
+        self._reindex_all = client.register_script(_REINDEX_ALL)
         self._roster: Roster | None = None  # the roster as of ``roster_version``, decoded once
 
     # keys
@@ -259,6 +677,10 @@ class DispatchStore:
     last_assigned_key = PREFIX + "last_assigned"
     waiting_key = PREFIX + "waiting"
     unannounced_key = PREFIX + "unannounced"
+    unassigned_outbox_key = PREFIX + "unassigned_outbox"
+    offers_key = PREFIX + "offers"
+    relax_key = PREFIX + "relax"
+    queues_key = PREFIX + "queues"
     roster_version_key = PREFIX + "roster_version"
 
     @staticmethod
@@ -269,6 +691,18 @@ class DispatchStore:
     def open_key(agent_id: str) -> str:
         return f"{PREFIX}open:{agent_id}"
 
+    @staticmethod
+    def recent_key(agent_id: str) -> str:
+        return f"{PREFIX}recent:{agent_id}"
+
+    @staticmethod
+    def decisions_key(ticket_id: str) -> str:
+        return f"{PREFIX}decisions:{ticket_id}"
+
+    @staticmethod
+    def customer_key(key: str) -> str:
+        return f"{PREFIX}customer:{key}"
+
     # roster and agents
     def load_roster(self, agents: Iterable[AgentProfile]) -> int:
         """Replace the stored profiles with the roster's, in one transaction (presence and load stay)."""
@@ -276,7 +710,8 @@ class DispatchStore:
         capacity: dict[str, int] = {}
         for agent in agents:
             profiles[agent.agent_id] = json.dumps(
-                {"name": agent.name, "skills": agent.skills, "languages": agent.languages}, ensure_ascii=False)
+                {"name": agent.name, "skills": agent.skills, "languages": agent.languages, "role": agent.role,
+                 "group": agent.group, "tier": agent.tier}, ensure_ascii=False)
             for channel, cap in agent.capacity.items():
                 capacity[f"{agent.agent_id}:{channel}"] = cap
         pipe = self.client.pipeline(transaction=True)
@@ -287,11 +722,13 @@ class DispatchStore:
             pipe.hset(self.capacity_key, mapping=capacity)
         pipe.incr(self.roster_version_key)
         pipe.execute()
+        self._reindex_all(args=[self.policy.capacity_model])
         return len(profiles)
 
     def set_presence(self, agent_id: str, presence: str, at: float) -> bool:
         """Record presence unless a newer change was already recorded; True if applied."""
-        return bool(self._set_presence(keys=[self.presence_key, self.presence_at_key], args=[agent_id, presence, repr(at)]))
+        return bool(self._set_presence(keys=[self.presence_key, self.presence_at_key],
+                                       args=[agent_id, presence, repr(at), self.policy.capacity_model]))
 
     def presence(self, agent_id: str) -> str | None:
         return self.client.hget(self.presence_key, agent_id)
@@ -299,16 +736,26 @@ class DispatchStore:
     def is_known_agent(self, agent_id: str) -> bool:
         return bool(self.client.hexists(self.agents_key, agent_id))
 
-    def agent_snapshots(self) -> list[AgentSnapshot]:
+    def profile(self, agent_id: str) -> dict | None:
+        return self._current_roster(self.client.get(self.roster_version_key)).profiles.get(agent_id)
+
+    def agent_snapshots(self, now: float | None = None) -> list[AgentSnapshot]:
         pipe = self.client.pipeline(transaction=False)
-        self._queue_snapshot_reads(pipe)
+        self._queue_snapshot_reads(pipe, now)
         return self._snapshots(*pipe.execute())
 
-    def _queue_snapshot_reads(self, pipe: redis.client.Pipeline) -> None:
+    def _queue_snapshot_reads(self, pipe: redis.client.Pipeline, now: float | None = None) -> None:
         """What changes per ticket; the roster itself is re-read only when its version moved."""
         pipe.get(self.roster_version_key)
         for key in (self.presence_key, self.load_key, self.last_assigned_key):
             pipe.hgetall(key)
+        window = self.policy.fairness_window_seconds
+        roster = self._roster
+        if window and roster is not None and now is not None:
+            # Per agent of the cached roster; a roster change meanwhile only costs a stale count
+            # (the claim enforces the cap anyway).
+            for agent_id in roster.profiles:
+                pipe.zcount(self.recent_key(agent_id), f"({now - window!r}", "+inf")
 
     def _current_roster(self, version: str | None) -> Roster:
         if self._roster is not None and version is not None and self._roster.version == version:
@@ -328,8 +775,12 @@ class DispatchStore:
         return roster
 
     def _snapshots(self, version: str | None, presence: dict[str, str], load: dict[str, str],
-                   last_assigned: dict[str, str]) -> list[AgentSnapshot]:
+                   last_assigned: dict[str, str], *recent_counts: int) -> list[AgentSnapshot]:
+        cached = self._roster
         roster = self._current_roster(version)
+        recent: dict[str, int] = {}
+        if recent_counts and cached is not None:
+            recent = dict(zip(cached.profiles, recent_counts))
         loads: dict[str, dict[str, int]] = {}
         for slot, value in load.items():
             agent_id, channel = slot.rsplit(":", 1)
@@ -341,9 +792,55 @@ class DispatchStore:
                 agent_id=agent_id, presence=presence.get(agent_id, "offline"), skills=profile["skills"],
                 languages=tuple(profile["languages"]), capacity=roster.capacity.get(agent_id, {}),
                 load=loads.get(agent_id, {}), last_assigned_at=float(last) if last is not None else None,
+                group=profile.get("group"), tier=profile.get("tier") or "L1", recent_assignments=recent.get(agent_id, 0),
             ))
         snapshots.sort(key=lambda a: a.agent_id)
         return snapshots
+
+    @staticmethod
+    def index_key(channel: str, skill: str) -> str:
+        return f"{PREFIX}avail:{channel}:{skill}"
+
+    def uses_index(self) -> bool:
+        roster = self._roster
+        return roster is not None and len(roster.profiles) > self.full_scan_agents
+
+    def index_page(self, channel: str, skill: str, *, page: int, now: float) -> tuple[list[AgentSnapshot], int]:
+        """Page ``page`` of the agents online with room for one more ``channel`` ticket who have
+        ``skill``, best spare share then longest idle first; and how many the index holds."""
+        key = self.index_key(channel, skill)
+        start = page * INDEX_PAGE_SIZE
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.roster_version_key)
+        pipe.zrevrange(key, start, start + INDEX_PAGE_SIZE - 1)
+        pipe.zcard(key)
+        version, ids, total = pipe.execute()
+        if not ids:
+            return [], int(total)
+        slots = [f"{a}:{c}" for a in ids for c in CHANNELS]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self.presence_key, ids)
+        pipe.hmget(self.load_key, slots)
+        pipe.hmget(self.last_assigned_key, ids)
+        window = self.policy.fairness_window_seconds
+        if window:
+            for agent_id in ids:
+                pipe.zcount(self.recent_key(agent_id), f"({now - window!r}", "+inf")
+        presence, loads, last, *recent = pipe.execute()
+        roster = self._current_roster(version)
+        snapshots = []
+        for i, agent_id in enumerate(ids):
+            profile = roster.profiles.get(agent_id)
+            if profile is None:
+                continue
+            load = {c: int(loads[i * len(CHANNELS) + j] or 0) for j, c in enumerate(CHANNELS)}
+            snapshots.append(AgentSnapshot(
+                agent_id=agent_id, presence=presence[i] or "offline", skills=profile["skills"],
+                languages=tuple(profile["languages"]), capacity=roster.capacity.get(agent_id, {}),
+                load={c: n for c, n in load.items() if n}, last_assigned_at=float(last[i]) if last[i] else None,
+                group=profile.get("group"), tier=profile.get("tier") or "L1",
+                recent_assignments=int(recent[i]) if recent else 0))
+        return snapshots, int(total)
 
     def load_of(self, agent_id: str, channel: str) -> int:
         return int(self.client.hget(self.load_key, f"{agent_id}:{channel}") or 0)
@@ -353,7 +850,7 @@ class DispatchStore:
 
     # tickets
     @contextlib.contextmanager
-    def routing(self, facts: TicketFacts) -> Iterator[Routing]:
+    def routing(self, facts: TicketFacts, now: float | None = None) -> Iterator[Routing]:
         """Route a received ticket: lease it, register it once and snapshot the agents (one round
         trip); on leaving, write the announcements noted meanwhile and release (one round trip).
 
@@ -364,10 +861,12 @@ class DispatchStore:
         for name, value in _facts_fields(facts).items():
             args += [name, value]
         keys = [lease_key, self.ticket_key(facts.ticket_id)]
+        whole_roster = not self.uses_index()  # a large roster is read page by page from the index
 
         def begin(pipe: redis.client.Pipeline) -> None:
             pipe.evalsha(self._begin_routing.sha, len(keys), *keys, *args)
-            self._queue_snapshot_reads(pipe)
+            if whole_roster:
+                self._queue_snapshot_reads(pipe, now)
 
         flat, *snapshot_reads = self._execute_with_scripts(begin)
         if flat is None:
@@ -375,7 +874,7 @@ class DispatchStore:
         record = _record(_pairs(flat))
         if record is None:  # a tombstone (resolved before it was received) has no facts
             record = TicketRecord(facts=facts, state=_pairs(flat).get("state", RESOLVED))
-        routing = Routing(record=record, snapshots=self._snapshots(*snapshot_reads))
+        routing = Routing(record=record, snapshots=self._snapshots(*snapshot_reads) if whole_roster else None)
         try:
             yield routing
         finally:
@@ -412,19 +911,156 @@ class DispatchStore:
             pipe.hgetall(self.ticket_key(ticket_id))
         return [_record(fields) for fields in pipe.execute()]
 
-    def claim(self, ticket_id: str, agent_id: str, channel: str, *, now: float, decision: dict) -> ClaimResult:
-        """Atomically give ``ticket_id`` to ``agent_id`` if it is unassigned and they have room."""
-        status, detail = self._claim(
-            keys=[self.ticket_key(ticket_id), self.presence_key, self.capacity_key, self.load_key,
-                  self.open_key(agent_id), self.waiting_key, self.last_assigned_key, self.unannounced_key],
-            args=[ticket_id, agent_id, channel, repr(now), json.dumps(decision, ensure_ascii=False)],
-        )
-        return ClaimResult(status=status, detail=detail)
+    def _claim_keys(self, ticket_id: str, agent_id: str) -> list[str]:
+        return [self.ticket_key(ticket_id), self.presence_key, self.capacity_key, self.load_key,
+                self.open_key(agent_id), self.waiting_key, self.last_assigned_key, self.unannounced_key,
+                self.recent_key(agent_id), self.offers_key, self.relax_key]
 
-    def enqueue(self, facts: TicketFacts) -> str:
+    def _claim_args(self, ticket_id: str, agent_id: str, channel: str, now: float, decision: dict,
+                    offer_expires_at: float | None, force: bool) -> list:
+        policy = self.policy
+        return [ticket_id, agent_id, channel, repr(now), json.dumps(decision, ensure_ascii=False),
+                policy.capacity_model, repr(policy.fairness_window_seconds or 0), policy.fairness_max or 0,
+                "" if offer_expires_at is None else repr(offer_expires_at), "1" if force else "0",
+                repr(policy.decline_cooldown_seconds)]
+
+    def claim(self, ticket_id: str, agent_id: str, channel: str, *, now: float, decision: dict,
+              offer_expires_at: float | None = None, force: bool = False) -> ClaimResult:
+        """Atomically give ``ticket_id`` to ``agent_id`` if it is unassigned and they have room
+        (``force``: only presence is checked — a supervisor's or transfer's explicit choice)."""
+        status, detail, attempt = self._claim(
+            keys=self._claim_keys(ticket_id, agent_id),
+            args=self._claim_args(ticket_id, agent_id, channel, now, decision, offer_expires_at, force))
+        return ClaimResult(status=status, detail=detail, attempt=int(attempt))
+
+    def _unassign_keys(self, ticket_id: str, holder: str) -> list[str]:
+        return [self.ticket_key(ticket_id), self.load_key, self.open_key(holder or "-"), self.offers_key,
+                self.unassigned_outbox_key, self.waiting_key, self.relax_key]
+
+    def _unassign_args(self, ticket_id: str, holder: str, reason: str, *, by: str | None, now: float,
+                       score: float | None, declined: bool, note: str, relax_due: float | None,
+                       updates: dict[str, str] | None, requirement: str = "") -> list:
+        args: list = [ticket_id, holder, reason, by or "", repr(now), "" if score is None else repr(score),
+                      "1" if declined else "0", note, "" if relax_due is None else repr(relax_due),
+                      self.policy.capacity_model, requirement]
+        for name, value in (updates or {}).items():
+            args += [name, value]
+        return args
+
+    def unassign(self, ticket_id: str, holder: str, reason: str, *, now: float, score: float | None,
+                 by: str | None = None, declined: bool = False, note: str = "", relax_due: float | None = None,
+                 updates: dict[str, str] | None = None, requirement: str = "") -> Unassignment:
+        """Take the ticket from ``holder`` (if they still hold it), free their capacity and put it
+        back in the queue with ``score`` (None: out of the queue); ``updates`` change its facts."""
+        status, agent, attempt = self._unassign(
+            keys=self._unassign_keys(ticket_id, holder),
+            args=self._unassign_args(ticket_id, holder, reason, by=by, now=now, score=score, declined=declined,
+                                     note=note, relax_due=relax_due, updates=updates, requirement=requirement))
+        return Unassignment(status, agent or None, int(attempt))
+
+    def expire_offer(self, ticket_id: str, holder: str, expected_expiry: str, *, now: float, score: float,
+                     relax_due: float | None, requirement: str) -> Unassignment:
+        args = self._unassign_args(ticket_id, holder, "offer_expired", by=None, now=now, score=score, declined=True,
+                                   note="", relax_due=relax_due, updates=None, requirement=requirement)
+        status, agent, attempt = self._expire_offer(keys=self._unassign_keys(ticket_id, holder),
+                                                    args=[*args, expected_expiry])
+        return Unassignment(status, agent or None, int(attempt))
+
+    def return_offer(self, ticket_id: str, holder: str, reason: str, *, now: float, score: float,
+                     relax_due: float | None, requirement: str) -> Unassignment:
+        args = self._unassign_args(ticket_id, holder, reason, by=holder, now=now, score=score, declined=False,
+                                   note="", relax_due=relax_due, updates=None, requirement=requirement)
+        status, agent, attempt = self._return_offer(keys=[*self._unassign_keys(ticket_id, holder), self.presence_key],
+                                                    args=args)
+        return Unassignment(status, agent or None, int(attempt))
+
+    def move(self, ticket_id: str, *, holder: str | None, target: str, channel: str, reason: str, by: str,
+             now: float, decision: dict, updates: dict[str, str] | None = None) -> ClaimResult:
+        """Hand the ticket from ``holder`` (None: it is queued) to ``target`` in one step."""
+        uargs = self._unassign_args(ticket_id, holder or "", reason, by=by, now=now, score=None, declined=False,
+                                    note="", relax_due=None, updates=updates)
+        cargs = self._claim_args(ticket_id, target, channel, now, decision, None, True)
+        status, detail, attempt = self._move(
+            keys=[*self._unassign_keys(ticket_id, holder or ""), *self._claim_keys(ticket_id, target)],
+            args=[holder or "", len(uargs), *uargs, *cargs])
+        return ClaimResult(status=status, detail=detail, attempt=int(attempt))
+
+    def enqueue(self, facts: TicketFacts, *, now: float | None = None, relax_due: float | None = None) -> str:
         """Put a new ticket in the waiting queue; returns the ticket's state afterwards."""
-        return self._enqueue(keys=[self.ticket_key(facts.ticket_id), self.waiting_key],
-                             args=[facts.ticket_id, repr(facts.queue_score())])
+        return self._enqueue(keys=[self.ticket_key(facts.ticket_id), self.waiting_key, self.relax_key],
+                             args=[facts.ticket_id, repr(facts.queue_score()),
+                                   repr(now if now is not None else facts.received_at.timestamp()),
+                                   "" if relax_due is None else repr(relax_due), facts.requirement_key()])
+
+    def reopen(self, ticket_id: str, event_id: str, *, score: float, now: float, sticky_agent_id: str | None,
+               relax_due: float | None, requirement: str) -> str:
+        return self._reopen(keys=[self.ticket_key(ticket_id), self.waiting_key, self.relax_key],
+                            args=[ticket_id, event_id, repr(score), repr(now), sticky_agent_id or "",
+                                  "" if relax_due is None else repr(relax_due), requirement])
+
+    def relax(self, ticket_id: str, step_index: int, *, next_due: float | None, updates: dict[str, str],
+              requirement: str = "") -> bool:
+        args: list = [ticket_id, step_index, "" if next_due is None else repr(next_due), requirement]
+        for name, value in updates.items():
+            args += [name, value]
+        return bool(self._relax(keys=[self.ticket_key(ticket_id), self.relax_key, self.waiting_key], args=args))
+
+    def relax_due(self, now: float, limit: int = 100) -> list[str]:
+        return self.client.zrangebyscore(self.relax_key, "-inf", repr(now), start=0, num=limit)
+
+    def update_open_ticket(self, ticket_id: str, updates: dict[str, str], requirement: str = "") -> bool:
+        """Change an open ticket's facts; a queued one moves to ``requirement``'s queue."""
+        args: list = [ticket_id, requirement]
+        for name, value in updates.items():
+            args += [name, value]
+        return bool(self._update_open(keys=[self.ticket_key(ticket_id), self.waiting_key], args=args))
+
+    # queues per requirement
+    @staticmethod
+    def queue_key(requirement: str) -> str:
+        return f"{PREFIX}q:{requirement}"
+
+    def requirements_waiting(self) -> list[str]:
+        return sorted(self.client.smembers(self.queues_key))
+
+    def queue_heads(self, requirements: list[str], depth: int) -> list[tuple[str, float, str]]:
+        """The first ``depth`` tickets of each requirement's queue: (ticket, score, requirement)."""
+        pipe = self.client.pipeline(transaction=False)
+        for requirement in requirements:
+            pipe.zrange(self.queue_key(requirement), 0, depth - 1, withscores=True)
+        heads = []
+        for requirement, page in zip(requirements, pipe.execute()):
+            heads += [(ticket_id, score, requirement) for ticket_id, score in page]
+        return heads
+
+    def drop_from_queue(self, requirement: str, ticket_id: str) -> None:
+        """A queue member whose ticket is gone (expired) or no longer waiting there."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrem(self.queue_key(requirement), ticket_id)
+        pipe.zrem(self.waiting_key, ticket_id)
+        pipe.execute()
+
+    def agent_snapshot(self, agent_id: str, now: float) -> AgentSnapshot | None:
+        """One agent as routing sees them (for a drain on their behalf)."""
+        slots = [f"{agent_id}:{c}" for c in CHANNELS]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.roster_version_key)
+        pipe.hget(self.presence_key, agent_id)
+        pipe.hmget(self.load_key, slots)
+        pipe.hget(self.last_assigned_key, agent_id)
+        window = self.policy.fairness_window_seconds
+        if window:
+            pipe.zcount(self.recent_key(agent_id), f"({now - window!r}", "+inf")
+        version, presence, loads, last, *recent = pipe.execute()
+        profile = self._current_roster(version).profiles.get(agent_id)
+        if profile is None:
+            return None
+        return AgentSnapshot(
+            agent_id=agent_id, presence=presence or "offline", skills=profile["skills"],
+            languages=tuple(profile["languages"]), capacity=self._current_roster(version).capacity.get(agent_id, {}),
+            load={c: int(n) for c, n in zip(CHANNELS, loads) if n and int(n)},
+            last_assigned_at=float(last) if last else None, group=profile.get("group"),
+            tier=profile.get("tier") or "L1", recent_assignments=int(recent[0]) if recent else 0)
 
     def mark_announced(self, ticket_id: str, what: str) -> None:
         pipe = self.client.pipeline(transaction=True)
@@ -442,6 +1078,22 @@ class DispatchStore:
 
     def forget_unannounced(self, ticket_id: str) -> None:
         self.client.zrem(self.unannounced_key, ticket_id)
+
+    def unassignments_before(self, cutoff: float, limit: int = 100) -> list[str]:
+        return self.client.zrangebyscore(self.unassigned_outbox_key, "-inf", cutoff, start=0, num=limit)
+
+    def forget_unassignment(self, ticket_id: str, at: str | float | None) -> None:
+        """Drop the outbox entry once its ``ticket_unassigned`` went out (unless a newer one came)."""
+        if at is None:
+            self.client.zrem(self.unassigned_outbox_key, ticket_id)
+            return
+        # ``at`` is the script's own epoch string (cjson would round a number to 14 digits).
+        score = self.client.zscore(self.unassigned_outbox_key, ticket_id)
+        if score is not None and score <= float(at):
+            self.client.zrem(self.unassigned_outbox_key, ticket_id)
+
+    def due_offers(self, now: float, limit: int = 100) -> list[tuple[str, float]]:
+        return self.client.zrangebyscore(self.offers_key, "-inf", repr(now), start=0, num=limit, withscores=True)
 
     def forget_waiting(self, ticket_ids: list[str]) -> None:
         """Drop queue members whose ticket record is gone (expired) or no longer queued."""
@@ -476,20 +1128,92 @@ class DispatchStore:
             agent_id = self.client.hget(self.ticket_key(ticket_id), "agent_id") or ""
             status, agent, channel = self._resolve(
                 keys=[self.ticket_key(ticket_id), self.load_key, self.open_key(agent_id or "-"), self.waiting_key,
-                      self.unannounced_key],
-                args=[ticket_id, agent_id, repr(now), TICKET_TTL_SECONDS],
+                      self.unannounced_key, self.offers_key, self.relax_key],
+                args=[ticket_id, agent_id, repr(now), TICKET_TTL_SECONDS, self.policy.capacity_model],
             )
             if status != "moved":
                 return Resolution(status=status, agent_id=agent or None, channel=channel or None)
         raise RuntimeError(f"ticket {ticket_id} kept changing assignee while resolving")
 
+    def accept(self, ticket_id: str, agent_id: str, *, now: float) -> tuple[str, str | None]:
+        """Mark the offer accepted if ``agent_id`` holds it: (status, holder)."""
+        status, holder = self._accept(keys=[self.ticket_key(ticket_id), self.offers_key],
+                                      args=[ticket_id, agent_id, repr(now)])
+        return status, holder or None
+
     def record_acceptance(self, ticket_id: str, agent_id: str, *, now: float) -> str | None:
-        """Note who accepted; returns the assignee on record (None if the ticket is unknown)."""
+        """Compatibility: accept and return the assignee on record (None if unknown)."""
+        _, holder = self.accept(ticket_id, agent_id, now=now)
+        return holder if holder is not None else self.client.hget(self.ticket_key(ticket_id), "agent_id")
+
+    def mark_escalated(self, ticket_id: str, level: int) -> bool:
+        """True the first time this escalation level is seen for the ticket."""
         key = self.ticket_key(ticket_id)
+        if int(self.client.hget(key, "escalation_level") or 0) >= level:
+            return False
+        return self.update_open_ticket(ticket_id, {"escalation_level": str(level)})
+
+    # decision records
+    def record_decision(self, ticket_id: str, decision: dict) -> None:
+        key = self.decisions_key(ticket_id)
         pipe = self.client.pipeline(transaction=True)
-        pipe.hget(key, "agent_id")
-        pipe.exists(key)
-        assignee, exists = pipe.execute()
-        if exists:
-            self.client.hset(key, mapping={"accepted_by": agent_id, "accepted_at": repr(now)})
-        return assignee
+        pipe.rpush(key, json.dumps(decision, ensure_ascii=False, default=str))
+        pipe.ltrim(key, -DECISIONS_KEPT, -1)
+        pipe.expire(key, TICKET_TTL_SECONDS)
+        pipe.execute()
+
+    def decisions(self, ticket_id: str) -> list[dict]:
+        """The ticket's last routing decisions, oldest first (for the ops CLI)."""
+        return [json.loads(raw) for raw in self.client.lrange(self.decisions_key(ticket_id), 0, -1)]
+
+    # customer history
+    def customer_history(self, key: str | None, *, now: float, exclude: str | None = None) -> CustomerHistory:
+        if not key:
+            return CustomerHistory()
+        base = self.customer_key(key)
+        since = f"({now - HISTORY_WINDOW_SECONDS!r}"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrangebyscore(base + ":tickets", since, "+inf")
+        pipe.zrangebyscore(base + ":complaints", since, "+inf")
+        pipe.smembers(base + ":open")
+        pipe.hgetall(base)
+        tickets, complaints, open_, info = pipe.execute()
+        drop = {exclude} if exclude else set()
+        last_at = _float(info.get("last_agent_at"))
+        return CustomerHistory(
+            recent_tickets=len(set(tickets) - drop), recent_complaints=len(set(complaints) - drop),
+            open_tickets=len(set(open_) - drop), last_agent_id=info.get("last_agent_id") or None, last_agent_at=last_at)
+
+    def record_customer_ticket(self, key: str | None, ticket_id: str, *, received: float, complaint: bool) -> None:
+        if not key:
+            return
+        base = self.customer_key(key)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zadd(base + ":tickets", {ticket_id: received})
+        pipe.zremrangebyscore(base + ":tickets", "-inf", received - HISTORY_WINDOW_SECONDS)
+        if complaint:
+            pipe.zadd(base + ":complaints", {ticket_id: received})
+        pipe.sadd(base + ":open", ticket_id)
+        for suffix in (":tickets", ":complaints", ":open", ""):
+            pipe.expire(base + suffix, CUSTOMER_TTL_SECONDS)
+        pipe.execute()
+
+    def record_customer_agent(self, key: str | None, agent_id: str, *, at: float) -> None:
+        if key:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(self.customer_key(key), mapping={"last_agent_id": agent_id, "last_agent_at": repr(at)})
+            pipe.expire(self.customer_key(key), CUSTOMER_TTL_SECONDS)
+            pipe.execute()
+
+    def customer_ticket_closed(self, key: str | None, ticket_id: str) -> None:
+        if key:
+            self.client.srem(self.customer_key(key) + ":open", ticket_id)
+
+    def last_agent_of(self, ticket_id: str) -> str | None:
+        return self.client.hget(self.ticket_key(ticket_id), "last_agent_id")
+
+    def has_field(self, ticket_id: str, name: str) -> bool:
+        return bool(self.client.hexists(self.ticket_key(ticket_id), name))
+
+    def forget_offer(self, ticket_id: str) -> None:
+        self.client.zrem(self.offers_key, ticket_id)

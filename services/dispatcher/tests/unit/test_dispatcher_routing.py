@@ -78,3 +78,72 @@ def test_reasons_read_as_sentences():
     assert reason == "most spare chat capacity (3/4 free), billing proficiency 3, never assigned; 1 eligible"
     assert queued_reason(rank_agents(TICKET, [agent("away", presence="away")], NOW)) == "no eligible agent: 1 presence"
     assert queued_reason(rank_agents(TICKET, [], NOW)) == "no agents in the roster"
+
+
+def test_shared_budget_counts_every_channel_and_per_channel_does_not():
+    ticket = TicketNeeds(ticket_id="TM-3", channel="email", required_skills=("billing",), language="zh")
+    one_chat = agent("a", capacity={"email": 10, "chat": 3, "phone": 1}, load={"chat": 1, "email": 6})
+    # 1/3 + 6/10 = 0.93: no room for another email (0.1) in the shared budget
+    assert rank_agents(ticket, [one_chat], NOW).rejected == {"a": "capacity: no room for a email (1/3 chat, 6/10 email)"}
+    ranked = rank_agents(ticket, [one_chat], NOW, capacity_model="per_channel").ranked
+    assert [(c.agent_id, c.spare, round(c.spare_share, 2)) for c in ranked] == [("a", 4, 0.4)]
+    call = TicketNeeds(ticket_id="TM-4", channel="phone", required_skills=("billing",), language="zh")
+    busy = agent("b", capacity={"email": 10, "phone": 1}, load={"email": 1})
+    assert rank_agents(call, [busy], NOW).rejected["b"].startswith("capacity: no room for a phone")
+    free = agent("c", capacity={"email": 10, "phone": 1})
+    assert rank_agents(call, [free], NOW).ranked[0].spare == 1
+
+
+def test_tier_group_declined_and_fairness_filters():
+    ticket = TicketNeeds(ticket_id="TM-5", channel="chat", required_skills=("billing",), language="zh",
+                         group="vip", tiers=("L2",), declined_by=frozenset({"d"}))
+    agents = [agent("l1", group="vip"), agent("other", tier="L2", group="billing"), agent("d", tier="L2", group="vip"),
+              agent("busy", tier="L2", group="vip", recent_assignments=5), agent("ok", tier="L2", group="vip")]
+    ranking = rank_agents(ticket, agents, NOW, fairness_max=5)
+    assert [c.agent_id for c in ranking.ranked] == ["ok"]
+    assert ranking.rejected == {"l1": "tier: L1 not in L2", "other": "group: not in vip",
+                                "d": "declined: passed on this ticket recently",
+                                "busy": "fairness: 5 recent assignments (max 5)"}
+    assert rank_agents(ticket, agents, NOW).ranked[0].agent_id == "busy"  # no cap without a policy
+
+
+def test_preferred_skills_and_proficiency_add_to_the_score_and_sticky_goes_first():
+    ticket = TicketNeeds(ticket_id="TM-6", channel="chat", required_skills=("billing",), language="zh",
+                         preferred_skills=("vip_care",))
+    plain = agent("plain", skills={"billing": 5})
+    caring = agent("caring", skills={"billing": 5, "vip_care": 1})
+    ranking = rank_agents(ticket, [plain, caring], NOW)
+    assert [c.agent_id for c in ranking.ranked] == ["caring", "plain"]
+    scores = [c.as_score() for c in ranking.ranked]
+    assert scores[0] == {"agent_id": "caring", "score": 1.2, "spare_share": 1.0, "proficiency": 1.0, "preferred": 1.0,
+                         "idle_seconds": None}
+    # Spare capacity dominates the bonuses; the sticky owner beats both when eligible.
+    fuller = agent("caring", skills={"billing": 5, "vip_care": 1}, load={"chat": 2})
+    assert rank_agents(ticket, [plain, fuller], NOW).ranked[0].agent_id == "plain"
+    sticky = TicketNeeds(**{**ticket.__dict__, "sticky_agent_id": "caring"})
+    first = rank_agents(sticky, [plain, fuller], NOW).ranked[0]
+    assert first.agent_id == "caring" and first.sticky
+    gone = agent("caring", presence="away")
+    assert rank_agents(sticky, [plain, gone], NOW).ranked[0].agent_id == "plain"
+
+
+def test_ties_on_score_go_to_the_longest_idle():
+    a = agent("a", last_assigned_at=NOW - 5)
+    b = agent("b", last_assigned_at=NOW - 500)
+    assert [c.agent_id for c in rank_agents(TICKET, [a, b], NOW).ranked] == ["b", "a"]
+
+
+def test_requirement_keys_group_alike_tickets_and_say_who_serves_them():
+    from services.dispatcher.routing import Requirement, requirement_key
+
+    key = requirement_key("chat", ["general", "billing", "billing"], "zh", None, ["L2", "L1"])
+    assert key == "chat|billing,general|zh|*|L1,L2"
+    requirement = Requirement.parse(key)
+    assert requirement == Requirement("chat", ("billing", "general"), "zh", None, ("L1", "L2"))
+    assert requirement.served_by(agent("ok", tier="L2"))
+    assert not requirement.served_by(agent("full", load={"chat": 4}))
+    assert not requirement.served_by(agent("away", presence="away"))
+    assert not requirement.served_by(agent("no-general", skills={"billing": 3}))
+    assert not requirement.served_by(agent("duty", tier="duty_manager"))
+    vip = Requirement.parse(requirement_key("email", ["billing"], "en", "vip", ["L1"]))
+    assert vip.served_by(agent("v", group="vip")) and not vip.served_by(agent("b", group="billing"))
