@@ -607,7 +607,9 @@ def _relaxed(facts: TicketFacts, step: str) -> dict[str, str]:
     if step == "drop_preferred":
         return {"preferred_skills": "[]"}
     if step == "widen_group":
-        return {"group": ""}
+        # "Widen to the group": the required skills no longer bind; the ticket's group (if it
+        # has one) still does, so a billing ticket goes to anyone on the billing team.
+        return {"required_skills": "[]"}
     highest = max(facts.tiers, key=tier_rank) if facts.tiers else "L1"
     wider = next_tier(highest)
     return {"tiers": json.dumps(list(facts.tiers) + ([wider] if wider else []))}

@@ -601,6 +601,8 @@ def facts_with(facts: TicketFacts, updates: dict[str, str]) -> TicketFacts:
         changes["tiers"] = tuple(json.loads(updates["tiers"]))
     if "preferred_skills" in updates:
         changes["preferred_skills"] = tuple(json.loads(updates["preferred_skills"]))
+    if "required_skills" in updates:
+        changes["required_skills"] = tuple(json.loads(updates["required_skills"]))
     if "sticky_agent_id" in updates:
         changes["sticky_agent_id"] = updates["sticky_agent_id"] or None
     return replace(facts, **changes) if changes else facts

@@ -1,6 +1,7 @@
 """Issue 5 flows through a real dispatcher container: offers, declines, expiry, presence,
 relaxation, transfers, reassignment, escalation, sticky owners, fairness, shared capacity."""
 import pytest
+import yaml
 from nameko.testing.services import entrypoint_waiter
 
 from services.dispatcher.tests.service.test_dispatcher_service import (
@@ -362,3 +363,26 @@ def test_three_replicas_under_a_burst_with_arrivals_and_declines(service_contain
     events = collect(listener, balanced, timeout=30)
     declined = [b for b in of(events, ev.TICKET_UNASSIGNED) if b["reason"] == "declined"]
     assert declined and all(held_by.get(b["ticket_id"]) != "agent0" for b in declined)
+
+
+def test_widen_group_lets_any_member_of_the_tickets_group_take_it(service_container, tmp_path, publish, store,
+                                                                   event_listener):
+    rules = tmp_path / "routing.yaml"
+    rules.write_text(yaml.safe_dump({
+        "defaults": {"skills": ["general"], "priority": "P3"},
+        "rules": [{"name": "billing", "when": {"keywords": ["退款"]},
+                   "then": {"skills": ["billing"], "group": "money"}}],
+        "routing": {"offer_timeout_seconds": 0, "relaxation": [{"after_seconds": 1, "step": "widen_group"}]},
+    }, allow_unicode=True), encoding="utf-8")
+    start_dispatcher(service_container, write_roster(tmp_path, [
+        {"agent_id": "outsider", "group": "other", "skills": {"general": 5}},
+        {"agent_id": "teammate", "group": "money", "skills": {"general": 1}}]), str(rules))
+    listener = event_listener(ev.DISPATCHER)
+    go_online(publish, store, "outsider", "teammate")
+    publish(ev.INTAKE_EMAIL, ev.TICKET_RECEIVED, received("TM-1", text="我要退款"))
+    events = collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED, "TM-1"), timeout=15)
+    [queued] = of(events, ev.TICKET_QUEUED, "TM-1")
+    assert queued["decision"]["rejected"] == {"outsider": "group: not in money", "teammate": "skill: lacks billing"}
+    [assigned] = of(events, ev.TICKET_ASSIGNED, "TM-1")
+    assert assigned["agent_id"] == "teammate" and assigned["decision"]["step"] == "widen_group"
+    assert assigned["decision"]["rejected"]["outsider"].startswith("group:")
