@@ -13,6 +13,7 @@
     ticketmesh rules validate [FILE]             check the classification rules
     ticketmesh rules explain --subject S --text T  how a sample ticket is classified, and why
     ticketmesh simulate --trace T --staffing S   replay a workload through the routing policies, offline
+    ticketmesh dispatch explain TICKET           a ticket's routing decisions (also: queues, agents)
 """
 from __future__ import annotations
 
@@ -334,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     from services.dispatcher import simulate_cli  # ticketmesh simulate
 
     simulate_cli.register(sub)
+    from services.dispatcher import dispatch_cli  # ticketmesh dispatch explain|queues|agents
+
+    dispatch_cli.register(sub)
     return parser
 
 

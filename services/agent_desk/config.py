@@ -19,6 +19,7 @@ VARIABLES = (
     Variable("TM_DESK_PRESENCE_GRACE_SECONDS", "60", "an agent with no console socket on any replica this long is set offline"),
     Variable("TM_DESK_TOKEN_DAYS", "90", "days an API token (Authorization: Bearer) lasts"),
     Variable("TM_ROSTER_FILE", "deploy/demo/roster.yaml", "agent roster: logins, names, roles"),
+    Variable("TM_CONFIG_RELOAD_SECONDS", "5", "seconds between looks at the roster file: a changed roster is used without a restart"),
 )
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
 
@@ -35,6 +36,7 @@ class Settings:
     roster_file: str
     presence_grace_seconds: float = 60.0
     token_seconds: int = 90 * 24 * 3600
+    config_reload_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -53,4 +55,12 @@ class Settings:
             roster_file=get("TM_ROSTER_FILE"),
             presence_grace_seconds=get("TM_DESK_PRESENCE_GRACE_SECONDS", float),
             token_seconds=int(get("TM_DESK_TOKEN_DAYS", float) * 24 * 3600),
+            config_reload_seconds=get("TM_CONFIG_RELOAD_SECONDS", _seconds),
         )
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("expected seconds >= 0")
+    return value

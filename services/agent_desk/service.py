@@ -51,6 +51,11 @@ dead-letters. ``intake_email.mail_bounced`` with a ticket adds a system note to 
 Presence: every replica marks the agents whose console sockets it holds as seen every
 ``grace/4`` seconds; an agent online/away but not seen on any replica for
 ``TM_DESK_PRESENCE_GRACE_SECONDS`` is announced offline by exactly one replica (a Redis claim).
+
+Roster: ``TM_ROSTER_FILE`` is looked at every ``TM_CONFIG_RELOAD_SECONDS`` when a request needs
+it; a changed file is used without a restart (a new agent can sign in, a removed one's sessions
+and tokens answer 401, a role or group change applies to the next request), and a version that
+does not validate keeps the last good one (``config_reload_failed``).
 """
 from __future__ import annotations
 
@@ -60,6 +65,7 @@ import hashlib
 import json
 import re
 import secrets
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -80,7 +86,8 @@ from shared.amqp import EventConsumer, EventPublisher
 from shared.errors import TRANSIENT_ERRORS, TransientError
 from shared.intake_ledger import stable_event_id
 from shared.logging import bound_event_context, get_logger
-from shared.roster import AgentProfile, hash_password, load_roster, verify_password
+from shared.reloading import ReloadingFile
+from shared.roster import AgentProfile, RosterError, hash_password, load_roster, verify_password
 
 log = get_logger(__name__)
 
@@ -114,11 +121,28 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def roster_file(path: str, *, now: float, interval: float) -> ReloadingFile[dict[str, AgentProfile]]:
+    """The roster, re-read when the file changes (a bad new version keeps the last good one and
+    logs ``config_reload_failed``); a bad file at start raises :class:`RosterError`."""
+    try:
+        # load_roster reads the file itself; ReloadingFile decides when (a change).
+        return ReloadingFile(path, lambda _text: load_roster(path).by_id(), now=now, interval=interval, name="roster")
+    except OSError as exc:
+        raise RosterError(f"cannot read roster {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RosterError(f"roster {path} is not UTF-8: {exc}") from None
+
+
 class AgentDesk:
-    def __init__(self, settings: Settings, roster: dict[str, AgentProfile], store: DeskStore, publisher: EventPublisher,
-                 hub: SocketHub, open_sockets: set[web.WebSocketResponse], clock: Callable[[], datetime] = _utcnow):
+    """``roster``: fixed, or a :func:`roster_file` looked at (at most every few seconds) whenever
+    someone signs in or is checked: an agent added can sign in, a removed one's sessions and
+    tokens stop working, a changed role or group applies to their next request."""
+
+    def __init__(self, settings: Settings, roster: dict[str, AgentProfile] | ReloadingFile[dict[str, AgentProfile]],
+                 store: DeskStore, publisher: EventPublisher, hub: SocketHub, open_sockets: set[web.WebSocketResponse],
+                 clock: Callable[[], datetime] = _utcnow):
         self.settings = settings
-        self.roster = roster
+        self._roster = roster
         self.store = store
         self.publisher = publisher
         self.hub = hub
@@ -126,8 +150,21 @@ class AgentDesk:
         self.clock = clock
         # Unknown agent ids are checked against this, so a miss costs as long as a wrong password.
         self._decoy_hash = hash_password("decoy password")
-        self.groups = sorted({a.group for a in roster.values() if a.group})
+        self._groups: tuple[dict[str, AgentProfile], list[str]] | None = None  # (roster, its groups)
         self.presence_ticks = 0  # sweeps done by this replica (tests wait on it)
+
+    @property
+    def roster(self) -> dict[str, AgentProfile]:
+        if isinstance(self._roster, ReloadingFile):
+            return self._roster.current(time.monotonic())  # not self.clock: tests may stop that one
+        return self._roster
+
+    @property
+    def groups(self) -> list[str]:
+        roster = self.roster
+        if self._groups is None or self._groups[0] is not roster:
+            self._groups = (roster, sorted({a.group for a in roster.values() if a.group}))
+        return self._groups[1]
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -795,7 +832,7 @@ DESK_KEY = web.AppKey("agent_desk", AgentDesk)
 
 
 def create_service(settings: Settings) -> AioService:
-    roster = load_roster(settings.roster_file).by_id()
+    roster = roster_file(settings.roster_file, now=time.monotonic(), interval=settings.config_reload_seconds)
 
     def build_app(ctx: ServiceContext) -> web.Application:
         if settings.secret_is_dev_default:  # here, not above: logging is configured by now

@@ -598,6 +598,26 @@ class Assigner:
                 announced += 1
         return announced
 
+    def roster_removed(self, agent_id: str) -> int:
+        """``agent_id`` left the roster: every ticket they still hold (offered or accepted) goes
+        back to routing as ``roster_removed``. The desk no longer signs them in, so an accepted
+        ticket left with them would wait for nobody. Safe under N replicas: the script unassigns
+        only from the agent who still holds the ticket."""
+        returned = 0
+        now = self._now()
+        for record in self.store.tickets(sorted(self.store.open_tickets(agent_id))):
+            if record is None or record.state != ASSIGNED or record.agent_id != agent_id:
+                continue
+            result = self.store.unassign(record.facts.ticket_id, agent_id, "roster_removed", now=now,
+                                         score=record.facts.queue_score(),
+                                         relax_due=self._relax_due(record.relax_step, now),
+                                         requirement=record.facts.requirement_key())
+            if result.done:  # else another replica did it (a publish it missed is in the outbox)
+                returned += 1
+                self.announce_unassignment(record.facts.ticket_id)
+                self.reroute(record.facts.ticket_id, step="requeue")
+        return returned
+
 
 _NO_DECISION = {"considered": 0, "eligible": 0, "reason": "claim recorded without a decision"}
 

@@ -11,16 +11,20 @@ from shared.config import CommonSettings, Variable, read
 ROSTER_FILE_KEY = "TM_ROSTER_FILE"
 ROUTING_RULES_FILE_KEY = "TM_ROUTING_RULES_FILE"
 SLA_POLICY_FILE_KEY = "TM_SLA_POLICY_FILE"
+CONFIG_RELOAD_KEY = "TM_CONFIG_RELOAD_SECONDS"
 
 DEFAULT_ROSTER_FILE = "deploy/demo/roster.yaml"
 DEFAULT_ROUTING_RULES_FILE = "deploy/config/routing.yaml"
 DEFAULT_SLA_POLICY_FILE = "deploy/config/sla.yaml"
+DEFAULT_CONFIG_RELOAD_SECONDS = "5"
 
 VARIABLES = (
     Variable(ROSTER_FILE_KEY, DEFAULT_ROSTER_FILE, "agent roster: skills, languages, capacity per channel"),
     Variable(ROUTING_RULES_FILE_KEY, DEFAULT_ROUTING_RULES_FILE,
              "classification rules (keywords → skills, priority, tags) and the routing: policy section"),
     Variable(SLA_POLICY_FILE_KEY, DEFAULT_SLA_POLICY_FILE, "SLA policies: the queue is ordered by first-response due time"),
+    Variable(CONFIG_RELOAD_KEY, DEFAULT_CONFIG_RELOAD_SECONDS,
+             "seconds between looks at the rules and roster files: a changed file is used without a restart"),
 )
 
 
@@ -30,6 +34,7 @@ class Settings:
     roster_file: str
     routing_rules_file: str
     sla_policy_file: str = DEFAULT_SLA_POLICY_FILE
+    config_reload_seconds: float = float(DEFAULT_CONFIG_RELOAD_SECONDS)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -38,9 +43,17 @@ class Settings:
             roster_file=read(environ, ROSTER_FILE_KEY, DEFAULT_ROSTER_FILE),
             routing_rules_file=read(environ, ROUTING_RULES_FILE_KEY, DEFAULT_ROUTING_RULES_FILE),
             sla_policy_file=read(environ, SLA_POLICY_FILE_KEY, DEFAULT_SLA_POLICY_FILE),
+            config_reload_seconds=read(environ, CONFIG_RELOAD_KEY, DEFAULT_CONFIG_RELOAD_SECONDS, _seconds),
         )
 
     def container_config(self) -> dict[str, str]:
         """The extra nameko config keys the service's providers read."""
         return {ROSTER_FILE_KEY: self.roster_file, ROUTING_RULES_FILE_KEY: self.routing_rules_file,
-                SLA_POLICY_FILE_KEY: self.sla_policy_file}
+                SLA_POLICY_FILE_KEY: self.sla_policy_file, CONFIG_RELOAD_KEY: str(self.config_reload_seconds)}
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("expected seconds >= 0")
+    return value

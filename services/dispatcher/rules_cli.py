@@ -1,6 +1,7 @@
 """``ticketmesh rules``: check the classification rules and see how a sample ticket fares.
 
     ticketmesh rules validate [FILE]                     exit 0 valid, 2 with the file, rule and field
+                                                         (the routing: policy section is checked too)
     ticketmesh rules explain [--file F] --subject S --text T [--channel email] [--sender a@b]
                              [--tier vip] [--language zh] [--mailbox M] [--queue Q]
                              [--repeat N] [--complaints N] [--json]
@@ -20,6 +21,7 @@ from typing import Any
 from services.dispatcher.classify import RulesError, explain, load_rules
 from services.dispatcher.config import DEFAULT_ROUTING_RULES_FILE, ROUTING_RULES_FILE_KEY
 from services.dispatcher.customers import CustomerHistory
+from services.dispatcher.policy import PolicyError, load_policy
 
 VALUE_CHARS = 100  # per cell in the table; --json has everything
 
@@ -57,11 +59,13 @@ def run(args: argparse.Namespace) -> int:
     path = args.file or _default_file()
     try:
         rules = load_rules(path)
-    except RulesError as exc:
+        policy = load_policy(path)  # the routing: section of the same file, as the dispatcher reads it
+    except (RulesError, PolicyError) as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 2
     if args.action == "validate":
-        print(f"{path}: {len(rules.rules)} rules, valid")
+        print(f"{path}: {len(rules.rules)} rules, valid (routing policy {policy.name!r}, {policy.capacity_model} "
+              f"capacity)")
         return 0
     text = sys.stdin.read() if args.text == "-" else args.text
     source: dict[str, str] = {}

@@ -5,18 +5,42 @@ Failure policy (every handler): Redis or RabbitMQ briefly away raises a transien
 event is retried; anything else dead-letters it. Every handler is idempotent, so a retry or a
 redelivery changes nothing twice (see assigner.py and store.py for how). Timers run in every
 replica; the store's scripts make each expiry, relaxation and announcement happen once.
+
+Hot reload: the rules file (classification rules and its ``routing:`` policy) and the roster
+file are looked at every ``TM_CONFIG_RELOAD_SECONDS`` (from any handler, and from a 1 s timer so
+an idle dispatcher notices too); a changed file is used without a restart. A file that no
+longer validates keeps the last good version in use and logs ``config_reload_failed`` once.
+A bad file at start still stops the start. SLA policies are read once.
+
+- A new policy applies to the next decision and claim at once; a new capacity model also
+  rebuilds the availability index (by the timer).
+- A new roster is written to Redis by the timer with ``DispatchStore.load_roster``: profiles
+  and capacities are replaced in one transaction and the availability index is rebuilt from
+  them, while presence, load, open tickets and fairness counts stay as they are (keyed by
+  agent id). Then every online agent of the roster is drained, so raised capacity or a new
+  skill takes waiting tickets at once. Every replica writes the same file the same way, so N
+  replicas reloading it end with the same Redis state.
+- An agent removed from the roster gets no new work from the moment the roster is written
+  (routing ranks only roster agents; a claim finds no capacity for them), and every ticket
+  they still hold, offered or accepted, goes back to routing as ``ticket_unassigned`` reason
+  ``roster_removed`` (agent_desk no longer signs them in, so the work would wait for nobody).
+  Their recorded presence is left alone: re-added, they are as online as their console says.
 """
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import yaml
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
 from services.dispatcher.assigner import ANNOUNCE_GRACE_SECONDS, Assigner
-from services.dispatcher.classify import RuleSet, classify, parse_rules
+from services.dispatcher.classify import RuleSet, RulesError, classify, parse_rules
 from services.dispatcher.config import (
+    CONFIG_RELOAD_KEY,
+    DEFAULT_CONFIG_RELOAD_SECONDS,
     DEFAULT_ROSTER_FILE,
     DEFAULT_ROUTING_RULES_FILE,
     DEFAULT_SLA_POLICY_FILE,
@@ -25,13 +49,14 @@ from services.dispatcher.config import (
     SLA_POLICY_FILE_KEY,
 )
 from services.dispatcher.customers import customer_key
-from services.dispatcher.policy import SECTION, RoutingPolicy, load_policy, parse_policy
+from services.dispatcher.policy import RoutingPolicy, parse_policy
+from services.dispatcher.routing import ONLINE
 from services.dispatcher.store import DispatchStore, TicketFacts
 from shared import events as ev
-from shared.config_files import read_yaml
 from shared.logging import get_logger
 from shared.nameko_ext import Emitter, LogContext, StoreProvider, event_consumer
-from shared.roster import load_roster
+from shared.reloading import ReloadingFile
+from shared.roster import Roster, RosterError, load_roster
 from shared.sla_policy import Policy, load_policies, select_policy
 
 log = get_logger(__name__)
@@ -39,6 +64,7 @@ log = get_logger(__name__)
 OFFER_SWEEP_SECONDS = 1.0
 RELAX_SWEEP_SECONDS = 1.0
 QUEUE_SWEEP_SECONDS = 5.0
+RELOAD_SWEEP_SECONDS = 1.0  # the timer's tick; the files are looked at every TM_CONFIG_RELOAD_SECONDS
 COMPLAINT_MARKERS = ("complaint", "complaint_risk")
 
 
@@ -46,50 +72,121 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class Config:
-    """What the dispatcher routes by, read once per container (a bad file stops the start)."""
+def parse_routing(text: str, path: str) -> tuple[RuleSet, RoutingPolicy]:
+    """The rules file's text → (classification rules, routing policy); raises naming the entry."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RulesError(f"routing rules {path} is not valid YAML: {exc}") from None
+    policy = parse_policy(data, origin=f"routing policy {path}")
+    return parse_rules(data, origin=f"routing rules {path}"), policy  # classification skips ``routing:``
 
-    def __init__(self, rules: RuleSet, policy: RoutingPolicy, sla: tuple[Policy, ...]):
+
+class Config:
+    """What one worker routes by: the versions in use when it started."""
+
+    def __init__(self, rules: RuleSet, policy: RoutingPolicy, sla: tuple[Policy, ...], files: "ConfigFiles"):
         self.rules = rules
         self.policy = policy
         self.sla = sla
+        self.files = files
+
+
+class ConfigFiles:
+    """The rules and roster files of one container, re-read when they change (see the module
+    docstring), and what of them this container has written to Redis."""
+
+    def __init__(self, rules: ReloadingFile[tuple[RuleSet, RoutingPolicy]], roster: ReloadingFile[Roster],
+                 sla: tuple[Policy, ...]):
+        self.rules = rules
+        self.roster = roster
+        self.sla = sla
+        self.roster_written = 0  # version of the roster this container wrote to Redis (0: none yet)
+        self.indexed_model: str | None = None  # capacity model the availability index was built for
+
+    @classmethod
+    def open(cls, rules_path: str, roster_path: str, sla: tuple[Policy, ...], *, now: float,
+             interval: float) -> "ConfigFiles":
+        """Read both files; a missing or invalid one raises (the start fails with its message)."""
+        def parse_rules_file(text: str) -> tuple[RuleSet, RoutingPolicy]:
+            return parse_routing(text, rules_path)
+
+        def parse_roster_file(_text: str) -> Roster:
+            # load_roster reads the file itself; ReloadingFile decides when (a change) and keeps
+            # the last good roster.
+            return load_roster(roster_path)
+
+        rules = _reloading(rules_path, parse_rules_file, "routing rules", RulesError, now, interval)
+        roster = _reloading(roster_path, parse_roster_file, "roster", RosterError, now, interval)
+        return cls(rules, roster, sla)
+
+    def config(self, now: float) -> Config:
+        rules, policy = self.rules.current(now)
+        self.roster.current(now)
+        return Config(rules, policy, self.sla, self)
+
+
+def _reloading(path: str, parse: Any, what: str, error: type[Exception], now: float,
+               interval: float) -> ReloadingFile:
+    try:
+        return ReloadingFile(path, parse, now=now, interval=interval, name=what)
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not UTF-8: {exc}") from None
 
 
 class RoutingRulesProvider(DependencyProvider):
-    """Loads the classification rules, the routing policy and the SLA policies once per container."""
+    """The rules (with the routing policy) and the roster, re-read when they change; a bad file
+    stops the start. A worker gets the versions in use when it starts; a new policy also goes to
+    the store at once (its claim script enforces the capacity model and fairness cap)."""
 
     def setup(self) -> None:
-        path = self.container.config.get(ROUTING_RULES_FILE_KEY, DEFAULT_ROUTING_RULES_FILE)
-        data = read_yaml(path, "routing rules")
-        policy = parse_policy(data, origin=f"routing policy {path}")
-        # Classification reads the file without the routing policy section.
-        rules_data = {k: v for k, v in data.items() if k != SECTION} if isinstance(data, dict) else data
-        rules = parse_rules(rules_data, origin=f"routing rules {path}")
-        sla_path = self.container.config.get(SLA_POLICY_FILE_KEY, DEFAULT_SLA_POLICY_FILE)
-        self.config = Config(rules, policy, load_policies(sla_path))
-        log.info("routing_rules_loaded", path=str(path), rules=len(rules.rules), capacity_model=policy.capacity_model,
+        config = self.container.config
+        rules_path = str(config.get(ROUTING_RULES_FILE_KEY, DEFAULT_ROUTING_RULES_FILE))
+        self.files = ConfigFiles.open(
+            rules_path, str(config.get(ROSTER_FILE_KEY, DEFAULT_ROSTER_FILE)),
+            load_policies(config.get(SLA_POLICY_FILE_KEY, DEFAULT_SLA_POLICY_FILE)), now=time.time(),
+            interval=float(config.get(CONFIG_RELOAD_KEY, DEFAULT_CONFIG_RELOAD_SECONDS)))
+        ruleset, policy = self.files.rules.value
+        log.info("routing_rules_loaded", path=rules_path, rules=len(ruleset.rules), capacity_model=policy.capacity_model,
                  offer_timeout_seconds=policy.offer_timeout_seconds, relaxation_steps=len(policy.relaxation))
 
     def get_dependency(self, worker_ctx: Any) -> Config:
-        return self.config
+        config = self.files.config(time.time())
+        store = self._store()
+        if store is not None and store.policy != config.policy:
+            store.policy = config.policy
+        return config
+
+    def _store(self) -> DispatchStore | None:
+        for provider in self.container.dependencies:
+            if isinstance(provider, DispatchStoreProvider):
+                return provider.store
+        return None
 
 
 class DispatchStoreProvider(StoreProvider):
-    """The dispatch store, with the roster file written into Redis when the container starts."""
+    """The dispatch store, with the routing policy and roster of the rules provider written to it
+    when the container starts (later versions: ``DispatcherService.reload_config``)."""
 
     def __init__(self, **kwargs: Any):
         super().__init__(DispatchStore, **kwargs)
 
-    def setup(self) -> None:
-        path = self.container.config.get(ROSTER_FILE_KEY, DEFAULT_ROSTER_FILE)
-        self.roster = load_roster(path)  # before connecting: a bad roster fails the start at once
-        policy = load_policy(self.container.config.get(ROUTING_RULES_FILE_KEY, DEFAULT_ROUTING_RULES_FILE))
-        super().setup()
-        self.store.policy = policy  # the claim script enforces its capacity model and fairness cap
-
     def start(self) -> None:
-        count = self.store.load_roster(self.roster.agents)
-        log.info("roster_loaded", agents=count)
+        # Written here so the first tickets already see it; the reload timer's first tick writes
+        # it once more and returns the tickets of agents removed while the service was down.
+        files = self._files()
+        self.store.policy = files.rules.value[1]
+        count = self.store.load_roster(files.roster.value.agents)
+        files.indexed_model = self.store.policy.capacity_model
+        log.info("roster_loaded", agents=count, version=files.roster.version)
+
+    def _files(self) -> ConfigFiles:
+        for provider in self.container.dependencies:
+            if isinstance(provider, RoutingRulesProvider):
+                return provider.files
+        raise RuntimeError("DispatchStoreProvider needs a RoutingRulesProvider in the same service")
 
 
 class DispatcherService:
@@ -180,6 +277,17 @@ class DispatcherService:
         if assigned:
             log.info("queue_heads_assigned", count=assigned)
 
+    @timer(interval=RELOAD_SWEEP_SECONDS)
+    def reload_config(self) -> None:
+        """Carry a changed rules or roster file into Redis (providing ``self.config`` looked at them)."""
+        files, model = self.config.files, self.config.policy.capacity_model
+        if files.roster.version != files.roster_written:
+            self._apply_roster(files)
+        elif files.indexed_model != model:
+            count = self.store.reindex()
+            files.indexed_model = model
+            log.info("availability_reindexed", capacity_model=model, agents=count)
+
     @timer(interval=OFFER_SWEEP_SECONDS)
     def expire_offers(self) -> None:
         if self.config.policy.offers:
@@ -222,6 +330,25 @@ class DispatcherService:
         log.info("ticket_routed", outcome=outcome, channel=event.channel, priority=result.priority,
                  skills=list(result.required_skills), language=result.language, rules=list(result.matched_rules),
                  sticky=sticky)
+
+    def _apply_roster(self, files: ConfigFiles) -> None:
+        """Write the roster in use, return removed agents' tickets, drain the online agents.
+
+        Marked written only once all of it is done, so a failure half-way is redone by the next
+        tick (each step is idempotent).
+        """
+        version, roster = files.roster.version, files.roster.value
+        count = self.store.load_roster(roster.agents)
+        files.indexed_model = self.store.policy.capacity_model
+        log.info("roster_loaded", agents=count, version=version)
+        assigner = self._assigner()
+        for agent_id in sorted(self.store.loaded_agents() - {a.agent_id for a in roster.agents}):
+            returned = assigner.roster_removed(agent_id)
+            log.info("removed_agent_tickets_returned", agent_id=agent_id, returned=returned)
+        for agent in roster.agents:
+            if self.store.presence(agent.agent_id) == ONLINE:
+                assigner.drain(agent.agent_id, trigger="roster_changed")
+        files.roster_written = version
 
     def _assigner(self) -> Assigner:
         return Assigner(self.store, self.emit, clock=utcnow, policy=self.config.policy)

@@ -1,8 +1,9 @@
 """Trace replay: the dispatcher's routing on a simulated clock (pure: dataclasses in, results out).
 
 Each contact of a trace arrives, is offered to the agents online with room on its channel
-through the real ``routing.rank_agents`` (the same filters: skill, language, capacity), and a
-*routing policy* picks among the eligible agents:
+through the real ``routing.rank_agents`` (the same filters: skill, language, capacity, judged by
+the dispatcher's ``routing:`` capacity model, and the same score weights), and a *routing
+policy* picks among the eligible agents:
 
 - ``default``: the dispatcher's own order (``Ranking.ranked[0]``);
 - ``least_loaded``: the eligible agent with the lowest load share: each contact in hand counts
@@ -26,6 +27,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
+from services.dispatcher.policy import DEFAULT_POLICY, RoutingPolicy
 from services.dispatcher.routing import AgentSnapshot, Ranking, TicketNeeds, rank_agents
 from shared.sla_policy import Policy, select_policy
 
@@ -129,19 +131,21 @@ Progress = Callable[[int, int], None]  # (contacts arrived, contacts in trace)
 
 
 def simulate(contacts: Sequence[Contact], shifts: Sequence[Shift], sla_policies: tuple[Policy, ...],
-             policy: str = "default", progress: Progress | None = None) -> Result:
+             policy: str = "default", progress: Progress | None = None,
+             routing: RoutingPolicy = DEFAULT_POLICY) -> Result:
+    """``routing``: the dispatcher's ``routing:`` section (capacity model and score weights)."""
     if policy not in POLICIES:
         raise SimulationError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
-    return _Run(contacts, shifts, sla_policies, policy, progress).run()
+    return _Run(contacts, shifts, sla_policies, policy, progress, routing).run()
 
 
 def simulate_all(contacts: Sequence[Contact], shifts: Sequence[Shift], sla_policies: tuple[Policy, ...],
                  policies: Iterable[str] = POLICIES, progress: Callable[[str, int, int], None] | None = None,
-                 ) -> list[Result]:
+                 routing: RoutingPolicy = DEFAULT_POLICY) -> list[Result]:
     results = []
     for name in policies:
         report = (lambda done, total, name=name: progress(name, done, total)) if progress else None
-        results.append(simulate(contacts, shifts, sla_policies, name, report))
+        results.append(simulate(contacts, shifts, sla_policies, name, report, routing))
     return results
 
 
@@ -184,9 +188,10 @@ class _Agent:
 
 class _Run:
     def __init__(self, contacts: Sequence[Contact], shifts: Sequence[Shift], sla_policies: tuple[Policy, ...],
-                 policy: str, progress: Progress | None):
+                 policy: str, progress: Progress | None, routing: RoutingPolicy = DEFAULT_POLICY):
         self.contacts = contacts
         self.policy = policy
+        self.routing = routing
         self.progress = progress
         self.events: list[tuple] = []
         self.seq = 0
@@ -320,7 +325,9 @@ class _Run:
         candidates = [a.snapshot for a in self.with_room[needs.channel].values() if self._fits(a, cls)]
         if not candidates:
             return False
-        ranking = rank_agents(needs, candidates, now)
+        routing = self.routing
+        ranking = rank_agents(needs, candidates, now, capacity_model=routing.capacity_model,
+                              proficiency_weight=routing.proficiency_weight, preferred_weight=routing.preferred_weight)
         self.decisions += 1
         for agent_id, why in ranking.rejected.items():
             # Routing knows the capacity model (per channel or one shared budget): an agent it

@@ -13,6 +13,11 @@ staffing CSV, one shift per row: ``start``, ``end``, ``agent_id``, ``skills`` (`
 or ``email=10;chat=3;phone=1``, unlisted channels 0); optional ``languages`` (``;``-separated,
 empty: speaks every language). An agent may have several shifts that do not overlap.
 
+The config file (``--config``) holds the SLA targets (``policies:``, as in deploy/config/sla.yaml)
+and, optionally, the dispatcher's ``routing:`` section (as in deploy/config/routing.yaml): its
+capacity model and score weights rank agents exactly as the live dispatcher does. Offers,
+declines, fairness caps, sticky owners and relaxation are not simulated.
+
 Every error names the file, the line and the column.
 """
 from __future__ import annotations
@@ -27,6 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from services.dispatcher.policy import PolicyError as RoutingPolicyError
+from services.dispatcher.policy import RoutingPolicy, parse_policy
 from services.dispatcher.simulate import (
     ANY_LANGUAGE,
     CHANNELS,
@@ -245,9 +252,10 @@ def load_staffing(path: str | Path) -> list[Shift]:
     return shifts
 
 
-def load_config(path: str | Path) -> tuple[Policy, ...]:
-    """SLA targets from a file in the project's format: ``policies:`` as in deploy/config/sla.yaml.
-    Other keys (the dispatcher's ``routing:`` section, classification ``rules:``) are not used."""
+def load_config(path: str | Path) -> tuple[tuple[Policy, ...], RoutingPolicy]:
+    """SLA targets (``policies:`` as in deploy/config/sla.yaml) and the routing policy (the
+    dispatcher's ``routing:`` section; absent = its defaults). Other keys (classification
+    ``rules:``) are not used."""
     try:
         data = read_yaml(path, "simulation config", PolicyError)
     except PolicyError as exc:
@@ -256,9 +264,11 @@ def load_config(path: str | Path) -> tuple[Policy, ...]:
         raise InputError(f"simulation config {path}: expected a mapping with a 'policies' list "
                          f"(the SLA policy format of deploy/config/sla.yaml)")
     try:
-        return parse_policies({"policies": data["policies"]}, origin=f"simulation config {path}")
-    except PolicyError as exc:
+        sla = parse_policies({"policies": data["policies"]}, origin=f"simulation config {path}")
+        routing = parse_policy(data, origin=f"simulation config {path}")
+    except (PolicyError, RoutingPolicyError) as exc:
         raise InputError(str(exc)) from None
+    return sla, routing
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -287,8 +297,11 @@ def _table(rows: list[list[str]], header: list[str], right: set[int]) -> list[st
 
 
 def render(results: list[Result], summary: dict) -> str:
+    routing = summary["routing"]
     out = [f"{summary['contacts']} contacts, {summary['agents']} agents ({summary['shifts']} shifts), "
-           f"{summary['from']} → {summary['to']}; SLA targets from {summary['config']}", ""]
+           f"{summary['from']} → {summary['to']}; SLA targets from {summary['config']}",
+           f"routing: {routing['capacity_model']} capacity, weights proficiency {routing['proficiency_weight']:g} "
+           f"preferred {routing['preferred_weight']:g}", ""]
     rows = []
     for r in results:
         for label, s in [("all", r.overall), *r.by_priority.items()]:
@@ -306,7 +319,7 @@ def render(results: list[Result], summary: dict) -> str:
     return "\n".join(out)
 
 
-def _summary(contacts: list[Contact], shifts: list[Shift], config: str) -> dict:
+def _summary(contacts: list[Contact], shifts: list[Shift], config: str, routing: RoutingPolicy) -> dict:
     def iso(t: float) -> str:
         return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
@@ -316,7 +329,9 @@ def _summary(contacts: list[Contact], shifts: list[Shift], config: str) -> dict:
         levels[level] = levels.get(level, 0) + 1
     return {"contacts": len(contacts), "agents": len({s.agent_id for s in shifts}), "shifts": len(shifts),
             "from": iso(min(c.arrival for c in contacts)), "to": iso(max(c.arrival for c in contacts)),
-            "config": config, "by_priority": {lv: levels[lv] for lv in LEVELS if lv in levels}}
+            "config": config, "by_priority": {lv: levels[lv] for lv in LEVELS if lv in levels},
+            "routing": {"capacity_model": routing.capacity_model, "proficiency_weight": routing.proficiency_weight,
+                        "preferred_weight": routing.preferred_weight}}
 
 
 class _Progress:
@@ -356,7 +371,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--policies", default=",".join(POLICIES),
                         help=f"comma-separated, from {', '.join(POLICIES)} (default: all)")
     parser.add_argument("--config", default=None,
-                        help=f"SLA targets: a YAML with 'policies:' like deploy/config/sla.yaml (default: that file)")
+                        help="SLA targets ('policies:' like deploy/config/sla.yaml, the default) and optionally "
+                             "the dispatcher's 'routing:' section (capacity model, weights)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(func=run)
 
@@ -369,7 +385,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     config = args.config or str(DEFAULT_CONFIG)
     try:
-        sla = load_config(config)
+        sla, routing = load_config(config)
         contacts = load_trace(args.trace)
         shifts = load_staffing(args.staffing)
     except InputError as exc:
@@ -377,11 +393,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     progress = _Progress(sys.stderr, len(policies)) if len(contacts) >= PROGRESS_MIN_CONTACTS else None
     try:
-        results = simulate_all(contacts, shifts, sla, policies, progress)
+        results = simulate_all(contacts, shifts, sla, policies, progress, routing)
     except SimulationError as exc:
         print(exc, file=sys.stderr)
         return 2
-    summary = _summary(contacts, shifts, config)
+    summary = _summary(contacts, shifts, config, routing)
     if args.json:
         print(json.dumps({"input": summary, "priority_levels": {str(p): priority_level(p) for p in (4, 3, 2, 1)},
                           "results": [r.to_dict() for r in results]}, ensure_ascii=False, indent=2))

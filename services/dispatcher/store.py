@@ -3,9 +3,9 @@
 Keys (this class is their only owner):
 
 - ``agents`` hash agent_id → profile JSON (skills, languages, role, group, tier) and
-  ``capacity`` hash ``<agent>:<channel>`` → cap: the roster, rewritten at start from the roster
-  file, which also bumps ``roster_version`` (so a snapshot re-reads the roster only when it
-  changed);
+  ``capacity`` hash ``<agent>:<channel>`` → cap: the roster, rewritten from the roster file at
+  start and whenever the file changes, which also bumps ``roster_version`` (so a snapshot
+  re-reads the roster only when it changed);
 - ``presence`` / ``presence_at`` hashes agent_id → presence / epoch of the event that set it;
 - ``load`` hash ``<agent>:<channel>`` → open assigned tickets; ``last_assigned`` hash agent → epoch;
 - ``open:<agent>`` set of the agent's assigned, unresolved tickets;
@@ -1219,3 +1219,43 @@ class DispatchStore:
 
     def forget_offer(self, ticket_id: str) -> None:
         self.client.zrem(self.offers_key, ticket_id)
+
+    # --- roster reload and the ops CLI (``ticketmesh dispatch``): additive, reads only but reindex
+    def reindex(self) -> int:
+        """Rebuild the availability index under the current capacity model (the policy changed)."""
+        return int(self._reindex_all(args=[self.policy.capacity_model]))
+
+    def loaded_agents(self) -> set[str]:
+        """Agents holding at least one open ticket (a roster reload looks for removed ones here)."""
+        return {slot.rsplit(":", 1)[0] for slot, n in self.client.hgetall(self.load_key).items() if int(n) > 0}
+
+    def open_tickets_of(self, agent_ids: list[str]) -> dict[str, set[str]]:
+        pipe = self.client.pipeline(transaction=False)
+        for agent_id in agent_ids:
+            pipe.smembers(self.open_key(agent_id))
+        return {agent_id: set(members) for agent_id, members in zip(agent_ids, pipe.execute())}
+
+    def queue_stats(self, page: int = 1000) -> list[tuple[str, int, float | None]]:
+        """Each requirement queue: (requirement, tickets waiting, earliest ``queued_at`` among them).
+
+        Reads every member's ``queued_at`` (pipelined, ``page`` at a time): an operator's view,
+        not a routing path.
+        """
+        stats = []
+        for requirement in self.requirements_waiting():
+            key = self.queue_key(requirement)
+            count, oldest, start = int(self.client.zcard(key)), None, 0
+            while start < count:
+                members = self.client.zrange(key, start, start + page - 1)
+                if not members:
+                    break
+                pipe = self.client.pipeline(transaction=False)
+                for ticket_id in members:
+                    pipe.hget(self.ticket_key(ticket_id), "queued_at")
+                for raw in pipe.execute():
+                    at = _float(raw)
+                    if at is not None and (oldest is None or at < oldest):
+                        oldest = at
+                start += page
+            stats.append((requirement, count, oldest))
+        return stats

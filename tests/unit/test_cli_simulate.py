@@ -136,3 +136,31 @@ def test_thirty_thousand_contacts_with_fifty_agents_in_under_a_minute(capsys, tm
     assert err.count("30000 contacts in") == 3  # the progress line of a long run
     assert elapsed < 60, f"30,000 contacts took {elapsed:.1f}s"
     print(f"30k contacts, 50 agents, 3 policies: {elapsed:.1f}s")
+
+
+def test_the_routing_section_sets_the_capacity_model_like_the_dispatcher(capsys, tmp_path):
+    # One agent, email=2;chat=1, busy with an email when a chat arrives. As one shared budget the
+    # email uses half of it and a chat needs all of it: the chat waits past its patience. With
+    # per_channel caps the chat has its own slot.
+    trace = [TRACE_HEADER, "1772409600,email,general,2,1000,", "1772409610,chat,general,2,100,30"]
+    staffing = [STAFFING_HEADER, "1772409000,1772440000,a,general:4,email=2;chat=1"]
+    answered = {}
+    for model in ("shared", "per_channel"):
+        config = f"routing: {{capacity_model: {model}, weights: {{proficiency: 0.2}}}}\n" \
+                 "policies:\n  - {name: all, first_response: 60}\n"
+        code, out, _ = run(capsys, *files(tmp_path, trace, staffing, config=config), "--json", "--policies", "default")
+        assert code == 0
+        report = json.loads(out)
+        assert report["input"]["routing"] == {"capacity_model": model, "proficiency_weight": 0.2,
+                                              "preferred_weight": 0.1}
+        answered[model] = report["results"][0]["overall"]["answered"], report["results"][0]["overall"]["abandoned"]
+    assert answered == {"shared": (1, 1), "per_channel": (2, 0)}
+    code, out, _ = run(capsys, *files(tmp_path, trace, staffing, config=config), "--policies", "default")
+    assert out.splitlines()[1] == "routing: per_channel capacity, weights proficiency 0.2 preferred 0.1"
+
+
+def test_a_bad_routing_section_is_named(capsys, tmp_path):
+    config = "routing: {capacity_model: per_seat}\npolicies:\n  - {name: all, first_response: 60}\n"
+    code, out, err = run(capsys, *files(tmp_path, config=config))
+    assert code == 2 and out == ""
+    assert "simulation config" in err and "routing.capacity_model" in err

@@ -75,6 +75,9 @@ def test_cli_validate_exit_codes_name_file_rule_and_field(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"routing rules {bad}: rule 1 'tech': when.regex: regex 1 '(oops' does not compile" in err
     assert main(["rules", "explain", "--file", str(bad), "--text", "x"]) == 2
+    bad.write_text("rules: []\nrouting: {capacity_model: per_seat}\n", encoding="utf-8")
+    assert main(["rules", "validate", str(bad)]) == 2
+    assert f"routing policy {bad}: routing.capacity_model" in capsys.readouterr().err
 
 
 def test_the_default_rules_file_is_valid_and_reads_the_examples():
