@@ -13,10 +13,11 @@ Keys (this class is their only owner):
   (trimmed by the claim; expires with the window);
 - ``ticket:<id>`` hash: routing facts, ``state`` (new → queued → assigned → resolved, and back
   to queued when an offer is declined/expires or the ticket is moved), assignee, ``attempt``,
-  offer expiry, ``declined:<agent>`` → epoch, decision and which events were announced. It
-  never expires while queued or assigned (an expired assigned ticket could no longer free its
-  agent's capacity); it expires ``TICKET_TTL_SECONDS`` after it is resolved, or after it was
-  registered if never queued;
+  offer expiry, ``declined:<agent>`` → epoch, decision and which events were announced,
+  ``unassigned:<attempt>`` per unassignment not announced yet, ``original_<fact>`` (the first
+  classification, restored on reopen). It never expires while queued or assigned (an expired
+  assigned ticket could no longer free its agent's capacity); it expires ``TICKET_TTL_SECONDS``
+  after it is resolved, or after it was registered if never queued;
 - ``waiting`` zset of queued tickets, scored by priority then SLA first-response due time;
 - ``q:<requirement>`` zsets (same scores) and the ``queues`` set of requirements with waiting
   tickets: a freed agent reads the heads of the queues it can serve, not the whole queue;
@@ -26,7 +27,7 @@ Keys (this class is their only owner):
 - ``relax`` zset ticket → when its next relaxation step is due;
 - ``routing:<id>`` lease (``ROUTING_LEASE_MS``): the worker currently routing a received ticket;
 - ``unannounced`` zset of tickets claimed but whose ``ticket_assigned`` is not confirmed yet, and
-  ``unassigned_outbox`` zset of tickets whose ``ticket_unassigned`` is not confirmed yet
+  ``unassigned_outbox`` zset of tickets with a ``ticket_unassigned`` not confirmed yet
   (outboxes: a worker that died between the script and the publish is covered by the timer);
 - ``decisions:<id>`` list: the ticket's last ``DECISIONS_KEPT`` routing decisions (JSON);
 - ``customer:<key>`` hash (last agent), ``customer:<key>:tickets`` / ``:complaints`` zsets
