@@ -424,6 +424,7 @@ class AgentDesk:
             with bound_event_context(trace_id=view.trace_id, ticket_id=view.ticket_id):
                 await self._publish(
                     ev.TICKET_ACCEPTED, trace_id=view.trace_id, ticket_id=view.ticket_id, agent_id=view.agent_id,
+                    attempt=view.attempt,  # the offer it answers: the dispatcher ignores it for any other
                     event_id=stable_event_id(ev.TICKET_ACCEPTED, view.ticket_id, str(view.agent_id),
                                              str(view.assigned_at), str(view.attempt or 1)),
                 )
@@ -444,8 +445,9 @@ class AgentDesk:
         with bound_event_context(trace_id=view.trace_id, ticket_id=view.ticket_id):
             await self._publish(
                 ev.TICKET_DECLINED, trace_id=view.trace_id, ticket_id=view.ticket_id, agent_id=agent.agent_id,
-                reason=reason, event_id=stable_event_id(ev.TICKET_DECLINED, view.ticket_id, agent.agent_id,
-                                                        str(offered_at), str(view.attempt or 1)),
+                reason=reason, attempt=view.attempt,
+                event_id=stable_event_id(ev.TICKET_DECLINED, view.ticket_id, agent.agent_id, str(offered_at),
+                                         str(view.attempt or 1)),
             )
             await self._record(view.ticket_id, lambda v: v if tickets.already_declined(v, agent.agent_id)
                                else tickets.decline(v, agent.agent_id, reason, now)[0])

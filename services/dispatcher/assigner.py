@@ -72,6 +72,12 @@ DRAIN_PAGE_SIZE = 100
 # A claim this old without a confirmed ticket_assigned belongs to a worker that died mid-way
 # (or whose publish failed); the service's timer re-announces such claims this often.
 ANNOUNCE_GRACE_SECONDS = 2.0
+# A claim that finds the ticket's requirements changed since they were read (an escalation or
+# transfer meanwhile) re-reads the ticket and ranks again, at most this many times.
+STALE_READ_RETRIES = 3
+# An escalation or transfer whose ticket changed hands (or whose offer ended) between the read
+# and the change starts over from a fresh read this many times, then is retried later.
+CHANGED_RETRIES = 3
 
 Emit = Callable[..., dict]
 # Records that an announcement was confirmed by the broker (what: ANNOUNCED_*).
@@ -84,7 +90,8 @@ def _ignore(_what: str) -> None:
 
 @dataclass(frozen=True)
 class Attempt:
-    status: str  # assigned | taken (someone else holds it) | none (no claim succeeded)
+    status: str  # assigned | taken (someone else holds it) | none (no claim succeeded) | stale (the
+    #              ticket's requirements changed since it was read: re-read before trying again)
     ranking: Ranking
     agent_id: str | None = None
     stale_snapshot: bool = False  # a claim saw presence/capacity differ from the snapshot
@@ -165,8 +172,8 @@ class Assigner:
                                       step="requeue" if record.attempt else "initial", scope=scope)
                 if attempt.status == "assigned":
                     assigned += 1
-                if attempt.status == "assigned" or attempt.stale_snapshot:
-                    progressed = True  # re-read the agent: their room (or fairness) changed
+                if attempt.status in ("assigned", "stale") or attempt.stale_snapshot:
+                    progressed = True  # re-read the agent (their room or fairness changed) or the queues
                     break
             if not progressed:
                 break
@@ -187,22 +194,27 @@ class Assigner:
         return assigned
 
     # offers: accept, decline, expiry, presence
-    def accept(self, ticket_id: str, agent_id: str) -> str:
-        status, holder = self.store.accept(ticket_id, agent_id, now=self._now())
+    def accept(self, ticket_id: str, agent_id: str, attempt: int | None = None) -> str:
+        """Accept offer ``attempt`` (None: whichever the agent holds, for older desks)."""
+        status, holder = self.store.accept(ticket_id, agent_id, now=self._now(), attempt=attempt)
         if status != "accepted":
-            log.warning("ticket_accepted_by_other_agent", agent_id=agent_id, assignee=holder, status=status)
+            log.warning("ticket_accepted_by_other_agent", agent_id=agent_id, assignee=holder, status=status,
+                        attempt=attempt)
         return status
 
-    def decline(self, ticket_id: str, agent_id: str, reason: str) -> str:
+    def decline(self, ticket_id: str, agent_id: str, reason: str, attempt: int | None = None) -> str:
+        """Pass on offer ``attempt`` (None: whichever the agent holds); a decline of an earlier
+        offer, or of an accepted one, changes nothing."""
         record = self.store.ticket(ticket_id)
         if record is None:
             log.warning("decline_of_unknown_ticket", agent_id=agent_id)
             return "unknown"
         now = self._now()
-        result = self.store.unassign(ticket_id, agent_id, "declined", by=agent_id, now=now,
-                                     score=record.facts.queue_score(), declined=True, note=reason[:500],
-                                     relax_due=self._relax_due(record.relax_step, now),
-                                     requirement=record.facts.requirement_key())
+        result = self.store.decline(ticket_id, agent_id, attempt=attempt, now=now, score=record.facts.queue_score(),
+                                    note=reason[:500], relax_due=self._relax_due(record.relax_step, now),
+                                    requirement=record.facts.requirement_key())
+        if result.status in ("accepted", "stale"):
+            log.warning("stale_decline_ignored", agent_id=agent_id, status=result.status, attempt=attempt)
         # A redelivery finds the ticket already back in the queue: announcing and re-routing
         # again is harmless (same event ids), and finishes what a crashed first delivery began.
         self.announce_unassignment(ticket_id)
@@ -216,10 +228,12 @@ class Assigner:
         unassigns only the very offer it was asked about, once)."""
         now = self._now()
         expired = 0
-        for ticket_id, _ in self.store.due_offers(now):
+        for ticket_id, due_at in self.store.due_offers(now):
             record = self.store.ticket(ticket_id)
+            if record is not None and record.offer_expires_at is not None and record.offer_expires_at > now:
+                continue  # another replica expired it and offered it again since the due list was read
             if record is None or record.state != ASSIGNED or record.offer_expires_at is None or not record.agent_id:
-                self.store.forget_offer(ticket_id)
+                self.store.forget_offer(ticket_id, due_at)
                 continue
             result = self.store.expire_offer(ticket_id, record.agent_id, repr(record.offer_expires_at), now=now,
                                              score=record.facts.queue_score(),
@@ -271,6 +285,15 @@ class Assigner:
 
     # transfers, escalation, reopen, relaxation
     def transfer(self, event: ev.TicketTransferRequested) -> str:
+        for _ in range(CHANGED_RETRIES):
+            outcome = self._transfer(event)
+            if outcome is not None:
+                return outcome
+        raise TransientError(f"ticket {event.ticket_id} kept changing hands during the transfer; retrying")
+
+    def _transfer(self, event: ev.TicketTransferRequested) -> str | None:
+        """Carry out the transfer on a fresh read; None when the ticket changed hands (or its
+        offer ended) between the read and the change, so nothing was changed: start over."""
         ticket_id = event.ticket_id
         record = self.store.ticket(ticket_id)
         marker = f"transfer:{event.event_id}"
@@ -297,13 +320,15 @@ class Assigner:
                 return self._transfer_outcome(event, record, "rejected", None, holder, f"unknown agent {target}")
             decision = self._decision(None, {}, f"{event.kind} by {event.requested_by}: {event.reason}",
                                       event.kind, target, now, considered=1, eligible=1)
+            # Only a supervisor's reassignment overrides the target's capacity and fairness.
             result = self.store.move(ticket_id, holder=holder, target=target, channel=record.facts.channel,
                                      reason=reason_code, by=event.requested_by, now=now, decision=decision,
-                                     updates={marker: "1"})
+                                     updates={marker: "1"}, force=event.kind == "reassign")
             if result.status == "moved":
-                raise TransientError(f"ticket {ticket_id} changed hands during the transfer; retrying")
+                return None
             if not result.assigned:
-                detail = "already holds it" if result.status == "same" else result.detail
+                detail = {"same": "already holds it", "no": f"{target} cannot take it now: {result.detail}"}.get(
+                    result.status, f"the ticket is {result.detail}")
                 return self._transfer_outcome(event, record, "rejected", None, holder, detail)
             self.store.record_decision(ticket_id, decision)
             after = self.store.ticket(ticket_id)
@@ -324,8 +349,8 @@ class Assigner:
                                          score=record.facts.queue_score(), declined=event.kind == "transfer",
                                          note=event.reason[:500], relax_due=self._relax_due(record.relax_step, now),
                                          updates=updates, requirement=requirement)
-            if result.status == "moved":
-                raise TransientError(f"ticket {ticket_id} changed hands during the transfer; retrying")
+            if not result.done:
+                return None  # it changed hands or went back to the queue: the group must still change
         else:
             self.store.update_open_ticket(ticket_id, updates, requirement=requirement)
         attempt = self.reroute(ticket_id, step=event.kind, announce=False)
@@ -360,6 +385,15 @@ class Assigner:
         return outcome
 
     def escalate(self, event: ev.TicketEscalated) -> str:
+        for _ in range(CHANGED_RETRIES):
+            status = self._escalate(event)
+            if status is not None:
+                return status
+        raise TransientError(f"ticket {event.ticket_id} kept changing hands during escalation; retrying")
+
+    def _escalate(self, event: ev.TicketEscalated) -> str | None:
+        """Escalate on a fresh read; None when the ticket changed hands (or its offer ended)
+        between the read and the change, so nothing was changed: start over."""
         record = self.store.ticket(event.ticket_id)
         if record is None or record.state not in (QUEUED, ASSIGNED):
             return "not_open"
@@ -387,8 +421,8 @@ class Assigner:
                                          score=record.facts.queue_score(), note=event.reason[:500],
                                          relax_due=self._relax_due(record.relax_step, now), updates=updates,
                                          requirement=requirement)
-            if result.status == "moved":
-                raise TransientError(f"ticket {event.ticket_id} changed hands during escalation; retrying")
+            if not result.done:
+                return None  # it changed hands or went back to the queue: the tier must still change
             self.announce_unassignment(event.ticket_id)
         else:
             self.store.update_open_ticket(event.ticket_id, updates, requirement=requirement)
@@ -404,9 +438,10 @@ class Assigner:
             return "unknown"
         owner = record.last_agent_id or event.agent_id
         now = self._now()
-        status = self.store.reopen(event.ticket_id, event.event_id, score=record.facts.queue_score(), now=now,
+        original = record.original_facts()  # relaxation and escalation of the last round are undone
+        status = self.store.reopen(event.ticket_id, event.event_id, score=original.queue_score(), now=now,
                                    sticky_agent_id=owner, relax_due=self._relax_due(0, now),
-                                   requirement=record.facts.requirement_key())
+                                   requirement=original.requirement_key())
         if status not in ("reopened", "duplicate", QUEUED):
             return status
         self.store.record_customer_ticket(record.facts.customer_key, event.ticket_id, received=now, complaint=False)
@@ -450,7 +485,20 @@ class Assigner:
                     snapshots: list[AgentSnapshot] | None = None) -> Attempt:
         """Offer to the whole roster when it is small, else page by page down the availability
         index of the ticket's channel and first required skill (every agent there is online
-        with room; the other filters run on the page)."""
+        with room; the other filters run on the page). A ticket whose requirements changed since
+        ``record`` was read is read again and ranked again."""
+        for _ in range(STALE_READ_RETRIES):
+            attempt = self._offer_ranked(record, mark, step=step, announce=announce, snapshots=snapshots)
+            if attempt.status != "stale":
+                return attempt
+            fresh = self.store.ticket(record.facts.ticket_id)
+            if fresh is None or fresh.state not in (QUEUED, "new"):
+                return replace(attempt, status="taken")
+            record = fresh
+        return replace(attempt, status="taken")  # it keeps changing: whoever changes it routes it
+
+    def _offer_ranked(self, record: TicketRecord, mark: Mark, *, step: str, announce: bool,
+                      snapshots: list[AgentSnapshot] | None) -> Attempt:
         if snapshots is not None or not self.store.uses_index() or not record.facts.required_skills:
             if snapshots is None:
                 snapshots = self.store.agent_snapshots(self._now())
@@ -490,7 +538,7 @@ class Assigner:
             decision = self._decision(ranking, rejected, f"{reason} ({scope})" if scope else reason, chosen_step,
                                       candidate.agent_id, now)
             result = self.store.claim(facts.ticket_id, candidate.agent_id, facts.channel, now=now, decision=decision,
-                                      offer_expires_at=offer_expires_at)
+                                      offer_expires_at=offer_expires_at, requirement=record.requirement_stamp)
             if result.assigned:
                 self.store.record_decision(facts.ticket_id, decision)
                 self.store.record_customer_agent(facts.customer_key, candidate.agent_id, at=now)
@@ -499,6 +547,8 @@ class Assigner:
                                             offer_expires_at=offer_expires_at)
                 return Attempt("assigned", ranking, candidate.agent_id, stale, decision, result.attempt,
                                offer_expires_at)
+            if result.status == "stale":
+                return Attempt("stale", ranking, None, stale)
             if result.status != "no":
                 # "existing" may be our own claim whose reply was lost (a retried script): it is
                 # in the unannounced outbox, so the timer announces it with the decision on record;
@@ -564,19 +614,19 @@ class Assigner:
                  step=decision.get("step"), reason=decision["reason"])
 
     def announce_unassignment(self, ticket_id: str) -> bool:
-        """Publish the ticket's last unassignment if the outbox still holds it."""
+        """Publish every unassignment of the ticket not announced yet, oldest first."""
         record = self.store.ticket(ticket_id)
-        if record is None or not record.unassigned:
+        if record is None or not record.pending_unassignments:
             self.store.forget_unassignment(ticket_id, None)
             return False
-        info = record.unassigned
-        self.emit(ev.TICKET_UNASSIGNED, now=self.clock(), trace_id=record.facts.trace_id, ticket_id=ticket_id,
-                  event_id=stable_event_id(ev.DISPATCHER, ev.TICKET_UNASSIGNED, ticket_id, info["agent_id"],
-                                           str(info.get("attempt", 1))),
-                  agent_id=info["agent_id"], reason=info["reason"], by=info.get("by") or None,
-                  note=info.get("note") or "")
-        self.store.forget_unassignment(ticket_id, info.get("at"))
-        log.info("ticket_unassigned", ticket_id=ticket_id, agent_id=info["agent_id"], reason=info["reason"])
+        for attempt, info in sorted(record.pending_unassignments.items()):
+            self.emit(ev.TICKET_UNASSIGNED, now=self.clock(), trace_id=record.facts.trace_id, ticket_id=ticket_id,
+                      event_id=stable_event_id(ev.DISPATCHER, ev.TICKET_UNASSIGNED, ticket_id, info["agent_id"],
+                                               str(attempt)),
+                      agent_id=info["agent_id"], reason=info["reason"], by=info.get("by") or None,
+                      note=info.get("note") or "")
+            self.store.forget_unassignment(ticket_id, attempt)
+            log.info("ticket_unassigned", ticket_id=ticket_id, agent_id=info["agent_id"], reason=info["reason"])
         return True
 
     def announce_orphaned_claims(self) -> int:

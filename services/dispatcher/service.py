@@ -222,11 +222,11 @@ class DispatcherService:
 
     @event_consumer(ev.AGENT_DESK, ev.TICKET_ACCEPTED)
     def handle_ticket_accepted(self, event: ev.TicketAccepted) -> None:
-        self._assigner().accept(event.ticket_id, event.agent_id)
+        self._assigner().accept(event.ticket_id, event.agent_id, attempt=event.attempt)
 
     @event_consumer(ev.AGENT_DESK, ev.TICKET_DECLINED)
     def handle_ticket_declined(self, event: ev.TicketDeclined) -> None:
-        status = self._assigner().decline(event.ticket_id, event.agent_id, event.reason)
+        status = self._assigner().decline(event.ticket_id, event.agent_id, event.reason, attempt=event.attempt)
         log.info("ticket_decline_handled", agent_id=event.agent_id, status=status)
 
     @event_consumer(ev.AGENT_DESK, ev.TICKET_TRANSFER_REQUESTED)

@@ -13,10 +13,11 @@ Keys (this class is their only owner):
   (trimmed by the claim; expires with the window);
 - ``ticket:<id>`` hash: routing facts, ``state`` (new → queued → assigned → resolved, and back
   to queued when an offer is declined/expires or the ticket is moved), assignee, ``attempt``,
-  offer expiry, ``declined:<agent>`` → epoch, decision and which events were announced. It
-  never expires while queued or assigned (an expired assigned ticket could no longer free its
-  agent's capacity); it expires ``TICKET_TTL_SECONDS`` after it is resolved, or after it was
-  registered if never queued;
+  offer expiry, ``declined:<agent>`` → epoch, decision and which events were announced,
+  ``unassigned:<attempt>`` per unassignment not announced yet, ``original_<fact>`` (the first
+  classification, restored on reopen). It never expires while queued or assigned (an expired
+  assigned ticket could no longer free its agent's capacity); it expires ``TICKET_TTL_SECONDS``
+  after it is resolved, or after it was registered if never queued;
 - ``waiting`` zset of queued tickets, scored by priority then SLA first-response due time;
 - ``q:<requirement>`` zsets (same scores) and the ``queues`` set of requirements with waiting
   tickets: a freed agent reads the heads of the queues it can serve, not the whole queue;
@@ -26,7 +27,7 @@ Keys (this class is their only owner):
 - ``relax`` zset ticket → when its next relaxation step is due;
 - ``routing:<id>`` lease (``ROUTING_LEASE_MS``): the worker currently routing a received ticket;
 - ``unannounced`` zset of tickets claimed but whose ``ticket_assigned`` is not confirmed yet, and
-  ``unassigned_outbox`` zset of tickets whose ``ticket_unassigned`` is not confirmed yet
+  ``unassigned_outbox`` zset of tickets with a ``ticket_unassigned`` not confirmed yet
   (outboxes: a worker that died between the script and the publish is covered by the timer);
 - ``decisions:<id>`` list: the ticket's last ``DECISIONS_KEPT`` routing decisions (JSON);
 - ``customer:<key>`` hash (last agent), ``customer:<key>:tickets`` / ``:complaints`` zsets
@@ -75,6 +76,12 @@ FULL_SCAN_AGENTS = 50
 INDEX_PAGE_SIZE = 100
 
 NEW, QUEUED, ASSIGNED, RESOLVED = "new", "queued", "assigned", "resolved"
+# The ticket-hash fields that decide who may take a ticket: a claim compares them with what its
+# caller ranked by (escalation, transfer and relaxation change them while a ticket waits).
+REQUIREMENT_FIELDS = ("required_skills", "language", "group", "tiers")
+# Classification fields relaxation and escalation change; kept as ``original_<name>`` and
+# restored when a resolved ticket is reopened.
+RESTORED_ON_REOPEN = ("required_skills", "tiers", "preferred_skills")
 ANNOUNCED_CLASSIFIED, ANNOUNCED_QUEUED, ANNOUNCED_ASSIGNED = "classified", "queued", "assigned"
 
 # KEYS: routing lease, ticket   ARGV: token, lease ms, ttl, then field/value pairs of the facts
@@ -176,8 +183,17 @@ return #agents
 #       recent(agent), offers, relax
 # a: ticket_id, agent_id, channel, now, decision_json, capacity model, fairness window s (0 = off),
 #    fairness max, offer expiry ('' = none), force ('1': only presence online/away is checked),
-#    decline cooldown s
+#    decline cooldown s, the requirement stamp the caller ranked by ('' = not checked)
 _CLAIM_FN = """
+-- The ticket's requirement fields as they stand (see TicketRecord.requirement_stamp).
+local function requirement_stamp(tk)
+  local parts = {}
+  for i, name in ipairs({""" + ", ".join(f"'{n}'" for n in REQUIREMENT_FIELDS) + """}) do
+    parts[i] = redis.call('HGET', tk, name) or ''
+  end
+  return table.concat(parts, '\\n')
+end
+
 local function room_error(k, agent, channel, model)
   local cap = tonumber(redis.call('HGET', k[3], agent .. ':' .. channel) or '0')
   if cap <= 0 then return 'capacity: takes no ' .. channel end
@@ -206,6 +222,11 @@ local function claim(k, a)
   local state = redis.call('HGET', k[1], 'state')
   if state == 'assigned' then return {'existing', redis.call('HGET', k[1], 'agent_id'), 0} end
   if state ~= 'new' and state ~= 'queued' then return {'closed', state or 'unknown', 0} end
+  -- The caller matched the agent against the ticket as it read it; an escalation or transfer
+  -- since then changed who may take it.
+  if a[12] and a[12] ~= '' and requirement_stamp(k[1]) ~= a[12] then
+    return {'stale', 'requirements changed since read', 0}
+  end
   local agent, now = a[2], tonumber(a[4])
   local presence = redis.call('HGET', k[2], agent)
   local window = tonumber(a[7])
@@ -271,8 +292,10 @@ local function unassign(k, a)
   redis.call('ZREM', k[4], a[1])
   local attempt = tonumber(redis.call('HGET', k[1], 'attempt') or '1')
   redis.call('HDEL', k[1], 'agent_id', 'accepted_by', 'accepted_at', 'offer_expires_at')
-  redis.call('HSET', k[1], 'state', 'queued', 'queued_at', a[5], 'unassigned', cjson.encode({agent_id = holder,
-    reason = a[3], by = a[4], attempt = attempt, note = a[8], at = a[5]}))
+  -- ``unassigned`` is the last one; ``unassigned:<attempt>`` waits for its announcement (a
+  -- second unassignment before the first went out must not replace it).
+  local info = cjson.encode({agent_id = holder, reason = a[3], by = a[4], attempt = attempt, note = a[8], at = a[5]})
+  redis.call('HSET', k[1], 'state', 'queued', 'queued_at', a[5], 'unassigned', info, 'unassigned:' .. attempt, info)
   if a[7] == '1' then redis.call('HSET', k[1], 'declined:' .. holder, a[5]) end
   for i = 12, #a - 1, 2 do redis.call('HSET', k[1], a[i], a[i + 1]) end
   if a[6] ~= '' then
@@ -294,15 +317,44 @@ _UNASSIGN = _INDEX_FN + _QUEUE_FN + _UNASSIGN_FN + """
 return unassign(KEYS, ARGV)
 """
 
-# An offer that ran out: only if it is still the same unaccepted offer.
+# ARGV: ticket_id, the offer expiry read. The ``offers`` entry goes only if it is still that
+# offer's: another replica may have expired it and offered the ticket again meanwhile.
+_FORGET_OFFER_FN = """
+local function forget_offer(offers, tid, expiry)
+  local score = redis.call('ZSCORE', offers, tid)
+  if score and tonumber(score) == tonumber(expiry) then redis.call('ZREM', offers, tid); return 1 end
+  return 0
+end
+"""
+
+# An offer that ran out: only if it is still the same unaccepted offer, and it is due (a
+# caller's stale due list must not withdraw a newer offer).
 # KEYS: unassign keys   ARGV: unassign args, with ARGV[#ARGV] = the expected offer expiry
-_EXPIRE_OFFER = _INDEX_FN + _QUEUE_FN + _UNASSIGN_FN + """
+_EXPIRE_OFFER = _INDEX_FN + _QUEUE_FN + _UNASSIGN_FN + _FORGET_OFFER_FN + """
 local expected = table.remove(ARGV)
 if redis.call('HGET', KEYS[1], 'accepted_by') then
-  redis.call('ZREM', KEYS[4], ARGV[1]); return {'accepted', '', 0}
+  forget_offer(KEYS[4], ARGV[1], expected); return {'accepted', '', 0}
 end
 if redis.call('HGET', KEYS[1], 'offer_expires_at') ~= expected then
-  redis.call('ZREM', KEYS[4], ARGV[1]); return {'stale', '', 0}
+  forget_offer(KEYS[4], ARGV[1], expected); return {'stale', '', 0}
+end
+if tonumber(expected) > tonumber(ARGV[5]) then return {'not_due', '', 0} end
+return unassign(KEYS, ARGV)
+"""
+
+# KEYS: offers
+_FORGET_OFFER = _FORGET_OFFER_FN + """
+return forget_offer(KEYS[1], ARGV[1], ARGV[2])
+"""
+
+# A decline answers one offer: a stale or redelivered one (an earlier attempt, or an offer
+# already accepted) changes nothing.
+# KEYS: unassign keys   ARGV: unassign args, with ARGV[#ARGV] = the attempt declined ('' = any)
+_DECLINE = _INDEX_FN + _QUEUE_FN + _UNASSIGN_FN + """
+local expected = table.remove(ARGV)
+if redis.call('HGET', KEYS[1], 'state') == 'assigned' and redis.call('HGET', KEYS[1], 'agent_id') == ARGV[2] then
+  if redis.call('HGET', KEYS[1], 'accepted_by') then return {'accepted', ARGV[2], 0} end
+  if expected ~= '' and redis.call('HGET', KEYS[1], 'attempt') ~= expected then return {'stale', ARGV[2], 0} end
 end
 return unassign(KEYS, ARGV)
 """
@@ -318,9 +370,10 @@ end
 return unassign(KEYS, ARGV)
 """
 
-# Transfer/reassignment to one agent: the target's presence is checked *before* anything
-# changes (a script cannot roll back), then the holder (if any) is unassigned and the target
-# claims with force.
+# Transfer/reassignment to one agent: the target is checked *before* anything changes (a
+# script cannot roll back), then the holder (if any) is unassigned and the target claims. A
+# supervisor's reassignment (force) checks only presence (online/away); a transfer checks
+# presence, room and fairness like any claim (not the decline cooldown: a person chose them).
 # KEYS: 1-7 unassign keys (open of the holder), 8-18 claim keys
 # ARGV: [1] expected holder ('' = none expected), [2] n = number of unassign args,
 #       then n unassign args, then the claim args
@@ -339,7 +392,18 @@ if state ~= 'assigned' then holder = '' end
 if holder ~= ARGV[1] then return {'moved', holder, 0} end
 if holder == ca[2] then return {'same', holder, 0} end
 local presence = redis.call('HGET', ck[2], ca[2])
-if presence ~= 'online' and presence ~= 'away' then return {'no', 'presence: ' .. (presence or 'unknown'), 0} end
+if ca[10] == '1' then
+  if presence ~= 'online' and presence ~= 'away' then return {'no', 'presence: ' .. (presence or 'unknown'), 0} end
+else
+  if presence ~= 'online' then return {'no', 'presence: ' .. (presence or 'unknown'), 0} end
+  local full = room_error(ck, ca[2], ca[3], ca[6])
+  if full then return {'no', full, 0} end
+  local window = tonumber(ca[7])
+  if window > 0 then
+    local n = redis.call('ZCOUNT', ck[9], '(' .. (tonumber(ca[4]) - window), '+inf')
+    if n >= tonumber(ca[8]) then return {'no', 'fairness: ' .. n .. ' recent assignments (max ' .. ca[8] .. ')', 0} end
+  end
+end
 if holder ~= '' then unassign(uk, ua) end
 local result = claim(ck, ca)
 for i = 12, #ua - 1, 2 do redis.call('HSET', KEYS[1], ua[i], ua[i + 1]) end
@@ -390,11 +454,16 @@ return {'closed', '', ''}
 """
 
 # KEYS: ticket, waiting, relax
-# ARGV: ticket_id, event id, score, now, sticky agent, relax due, requirement
+# ARGV: ticket_id, event id, score, now, sticky agent, relax due, requirement (of the original
+# classification: what relaxation or escalation changed last time is restored)
 _REOPEN = _QUEUE_FN + """
 if redis.call('HGET', KEYS[1], 'reopened:' .. ARGV[2]) then return 'duplicate' end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'resolved' then return state or 'unknown' end
+for _, name in ipairs({""" + ", ".join(f"'{n}'" for n in RESTORED_ON_REOPEN) + """}) do
+  local original = redis.call('HGET', KEYS[1], 'original_' .. name)
+  if original then redis.call('HSET', KEYS[1], name, original) end
+end
 redis.call('HSET', KEYS[1], 'reopened:' .. ARGV[2], ARGV[4], 'state', 'queued', 'queued_at', ARGV[4],
            'sticky_agent_id', ARGV[5], 'relax_step', 0)
 redis.call('HDEL', KEYS[1], 'announced_queued')
@@ -418,11 +487,12 @@ if score and ARGV[4] ~= '' then enqueue_req(KEYS[1], ARGV[1], ARGV[4], score) en
 return 1
 """
 
-# KEYS: ticket, offers   ARGV: ticket_id, agent_id, now
+# KEYS: ticket, offers   ARGV: ticket_id, agent_id, now, attempt accepted ('' = whatever they hold)
 _ACCEPT = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'assigned' then return {'not_assigned', ''} end
 local holder = redis.call('HGET', KEYS[1], 'agent_id')
 if holder ~= ARGV[2] then return {'other', holder or ''} end
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[4] then return {'stale', holder} end
 redis.call('HSET', KEYS[1], 'accepted_by', ARGV[2], 'accepted_at', ARGV[3])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return {'accepted', holder}
@@ -437,6 +507,24 @@ for i = 3, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if state == 'queued' and score and ARGV[2] ~= '' then enqueue_req(KEYS[1], ARGV[1], ARGV[2], score) end
 return 1
+"""
+
+# KEYS: ticket, unassigned_outbox   ARGV: ticket_id, attempt announced ('' = none)
+# The ticket leaves the outbox once no unassignment of it waits for its announcement.
+_FORGET_UNASSIGNMENT = """
+if ARGV[2] ~= '' then redis.call('HDEL', KEYS[1], 'unassigned:' .. ARGV[2]) end
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(name, 1, 11) == 'unassigned:' then return 0 end
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: q:<requirement>, waiting, queues   ARGV: ticket_id, requirement
+_DROP_FROM_QUEUE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
 """
 
 _RELEASE = """
@@ -513,6 +601,13 @@ class TicketRecord:
     relax_step: int = 0
     queued_at: float | None = None
     escalation_level: int = 0
+    requirement_stamp: str = ""  # the REQUIREMENT_FIELDS as read, for the claim to compare
+    pending_unassignments: dict[int, dict] = field(default_factory=dict)  # attempt → not yet announced
+    original: dict[str, str] = field(default_factory=dict)  # RESTORED_ON_REOPEN as first classified
+
+    def original_facts(self) -> TicketFacts:
+        """The facts as first classified (what a reopen routes by)."""
+        return facts_with(self.facts, self.original)
 
     def declined_since(self, cutoff: float) -> set[str]:
         return {a for a, at in self.declined.items() if at > cutoff}
@@ -544,7 +639,7 @@ class Roster:
 
 @dataclass(frozen=True)
 class ClaimResult:
-    status: str  # assigned | existing | no | closed | moved | same
+    status: str  # assigned | existing | no | closed | moved | same | stale (requirements changed since read)
     detail: str  # agent id (assigned/existing/moved) or why not
     attempt: int = 0
 
@@ -555,7 +650,7 @@ class ClaimResult:
 
 @dataclass(frozen=True)
 class Unassignment:
-    status: str  # unassigned | not_assigned | moved | accepted | stale | online
+    status: str  # unassigned | not_assigned | moved | accepted | stale | not_due | online
     agent_id: str | None = None
     attempt: int = 0
 
@@ -589,6 +684,7 @@ def _facts_fields(facts: TicketFacts) -> dict[str, str]:
         "customer_tier": facts.customer_tier, "sla_due_at": "" if facts.sla_due_at is None else repr(facts.sla_due_at),
         "sticky_agent_id": _opt(facts.sticky_agent_id), "category": _opt(facts.category),
         "signals": json.dumps(list(facts.signals)), "matched_rules": json.dumps(list(facts.matched_rules)),
+        **{f"original_{name}": json.dumps(list(getattr(facts, name))) for name in RESTORED_ON_REOPEN},
     }
 
 
@@ -641,6 +737,10 @@ def _record(fields: dict[str, str]) -> TicketRecord | None:
         unassigned=json.loads(fields["unassigned"]) if fields.get("unassigned") else None,
         last_agent_id=fields.get("last_agent_id"), relax_step=int(fields.get("relax_step") or 0),
         queued_at=_float(fields.get("queued_at")), escalation_level=int(fields.get("escalation_level") or 0),
+        requirement_stamp="\n".join(fields.get(name, "") for name in REQUIREMENT_FIELDS),
+        pending_unassignments={int(k.removeprefix("unassigned:")): json.loads(v) for k, v in fields.items()
+                               if k.startswith("unassigned:")},
+        original={name: fields[f"original_{name}"] for name in RESTORED_ON_REOPEN if f"original_{name}" in fields},
     )
 
 
@@ -656,6 +756,10 @@ class DispatchStore:
         self._claim = client.register_script(_CLAIM)
         self._unassign = client.register_script(_UNASSIGN)
         self._expire_offer = client.register_script(_EXPIRE_OFFER)
+        self._forget_offer = client.register_script(_FORGET_OFFER)
+        self._decline = client.register_script(_DECLINE)
+        self._forget_unassignment = client.register_script(_FORGET_UNASSIGNMENT)
+        self._drop_from_queue = client.register_script(_DROP_FROM_QUEUE)
         self._return_offer = client.register_script(_RETURN_OFFER)
         self._move = client.register_script(_MOVE)
         self._enqueue = client.register_script(_ENQUEUE)
@@ -919,20 +1023,25 @@ class DispatchStore:
                 self.recent_key(agent_id), self.offers_key, self.relax_key]
 
     def _claim_args(self, ticket_id: str, agent_id: str, channel: str, now: float, decision: dict,
-                    offer_expires_at: float | None, force: bool) -> list:
+                    offer_expires_at: float | None, force: bool, requirement: str | None = None,
+                    decline_cooldown: float | None = None) -> list:
         policy = self.policy
+        cooldown = policy.decline_cooldown_seconds if decline_cooldown is None else decline_cooldown
         return [ticket_id, agent_id, channel, repr(now), json.dumps(decision, ensure_ascii=False),
                 policy.capacity_model, repr(policy.fairness_window_seconds or 0), policy.fairness_max or 0,
                 "" if offer_expires_at is None else repr(offer_expires_at), "1" if force else "0",
-                repr(policy.decline_cooldown_seconds)]
+                repr(cooldown), requirement or ""]
 
     def claim(self, ticket_id: str, agent_id: str, channel: str, *, now: float, decision: dict,
-              offer_expires_at: float | None = None, force: bool = False) -> ClaimResult:
+              offer_expires_at: float | None = None, force: bool = False,
+              requirement: str | None = None) -> ClaimResult:
         """Atomically give ``ticket_id`` to ``agent_id`` if it is unassigned and they have room
-        (``force``: only presence is checked — a supervisor's or transfer's explicit choice)."""
+        (``force``: only presence is checked — a supervisor's explicit choice). ``requirement``:
+        the ``requirement_stamp`` the caller ranked by; status ``stale`` when it changed since."""
         status, detail, attempt = self._claim(
             keys=self._claim_keys(ticket_id, agent_id),
-            args=self._claim_args(ticket_id, agent_id, channel, now, decision, offer_expires_at, force))
+            args=self._claim_args(ticket_id, agent_id, channel, now, decision, offer_expires_at, force,
+                                  requirement))
         return ClaimResult(status=status, detail=detail, attempt=int(attempt))
 
     def _unassign_keys(self, ticket_id: str, holder: str) -> list[str]:
@@ -968,6 +1077,15 @@ class DispatchStore:
                                                     args=[*args, expected_expiry])
         return Unassignment(status, agent or None, int(attempt))
 
+    def decline(self, ticket_id: str, holder: str, *, attempt: int | None, now: float, score: float, note: str,
+                relax_due: float | None, requirement: str) -> Unassignment:
+        """``holder`` passes on offer ``attempt`` (None: whatever they hold); never an accepted one."""
+        args = self._unassign_args(ticket_id, holder, "declined", by=holder, now=now, score=score, declined=True,
+                                   note=note, relax_due=relax_due, updates=None, requirement=requirement)
+        status, agent, number = self._decline(keys=self._unassign_keys(ticket_id, holder),
+                                              args=[*args, "" if attempt is None else str(attempt)])
+        return Unassignment(status, agent or None, int(number))
+
     def return_offer(self, ticket_id: str, holder: str, reason: str, *, now: float, score: float,
                      relax_due: float | None, requirement: str) -> Unassignment:
         args = self._unassign_args(ticket_id, holder, reason, by=holder, now=now, score=score, declined=False,
@@ -977,11 +1095,14 @@ class DispatchStore:
         return Unassignment(status, agent or None, int(attempt))
 
     def move(self, ticket_id: str, *, holder: str | None, target: str, channel: str, reason: str, by: str,
-             now: float, decision: dict, updates: dict[str, str] | None = None) -> ClaimResult:
-        """Hand the ticket from ``holder`` (None: it is queued) to ``target`` in one step."""
+             now: float, decision: dict, updates: dict[str, str] | None = None, force: bool = True) -> ClaimResult:
+        """Hand the ticket from ``holder`` (None: it is queued) to ``target`` in one step.
+
+        ``force`` (a supervisor's reassignment): only the target's presence is checked; else the
+        target needs room and fairness like any claim (a decline cooldown does not apply)."""
         uargs = self._unassign_args(ticket_id, holder or "", reason, by=by, now=now, score=None, declined=False,
                                     note="", relax_due=None, updates=updates)
-        cargs = self._claim_args(ticket_id, target, channel, now, decision, None, True)
+        cargs = self._claim_args(ticket_id, target, channel, now, decision, None, force, decline_cooldown=0)
         status, detail, attempt = self._move(
             keys=[*self._unassign_keys(ticket_id, holder or ""), *self._claim_keys(ticket_id, target)],
             args=[holder or "", len(uargs), *uargs, *cargs])
@@ -1037,10 +1158,8 @@ class DispatchStore:
 
     def drop_from_queue(self, requirement: str, ticket_id: str) -> None:
         """A queue member whose ticket is gone (expired) or no longer waiting there."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zrem(self.queue_key(requirement), ticket_id)
-        pipe.zrem(self.waiting_key, ticket_id)
-        pipe.execute()
+        self._drop_from_queue(keys=[self.queue_key(requirement), self.waiting_key, self.queues_key],
+                              args=[ticket_id, requirement])
 
     def agent_snapshot(self, agent_id: str, now: float) -> AgentSnapshot | None:
         """One agent as routing sees them (for a drain on their behalf)."""
@@ -1084,15 +1203,11 @@ class DispatchStore:
     def unassignments_before(self, cutoff: float, limit: int = 100) -> list[str]:
         return self.client.zrangebyscore(self.unassigned_outbox_key, "-inf", cutoff, start=0, num=limit)
 
-    def forget_unassignment(self, ticket_id: str, at: str | float | None) -> None:
-        """Drop the outbox entry once its ``ticket_unassigned`` went out (unless a newer one came)."""
-        if at is None:
-            self.client.zrem(self.unassigned_outbox_key, ticket_id)
-            return
-        # ``at`` is the script's own epoch string (cjson would round a number to 14 digits).
-        score = self.client.zscore(self.unassigned_outbox_key, ticket_id)
-        if score is not None and score <= float(at):
-            self.client.zrem(self.unassigned_outbox_key, ticket_id)
+    def forget_unassignment(self, ticket_id: str, attempt: int | None) -> None:
+        """The ``ticket_unassigned`` of ``attempt`` went out (None: none is pending); the ticket
+        leaves the outbox once none of its unassignments waits any more."""
+        self._forget_unassignment(keys=[self.ticket_key(ticket_id), self.unassigned_outbox_key],
+                                  args=[ticket_id, "" if attempt is None else str(attempt)])
 
     def due_offers(self, now: float, limit: int = 100) -> list[tuple[str, float]]:
         return self.client.zrangebyscore(self.offers_key, "-inf", repr(now), start=0, num=limit, withscores=True)
@@ -1137,10 +1252,12 @@ class DispatchStore:
                 return Resolution(status=status, agent_id=agent or None, channel=channel or None)
         raise RuntimeError(f"ticket {ticket_id} kept changing assignee while resolving")
 
-    def accept(self, ticket_id: str, agent_id: str, *, now: float) -> tuple[str, str | None]:
-        """Mark the offer accepted if ``agent_id`` holds it: (status, holder)."""
+    def accept(self, ticket_id: str, agent_id: str, *, now: float,
+               attempt: int | None = None) -> tuple[str, str | None]:
+        """Mark offer ``attempt`` accepted if ``agent_id`` holds it (None: whichever offer they
+        hold): (status, holder); status ``stale`` when they hold a later offer."""
         status, holder = self._accept(keys=[self.ticket_key(ticket_id), self.offers_key],
-                                      args=[ticket_id, agent_id, repr(now)])
+                                      args=[ticket_id, agent_id, repr(now), "" if attempt is None else str(attempt)])
         return status, holder or None
 
     def record_acceptance(self, ticket_id: str, agent_id: str, *, now: float) -> str | None:
@@ -1217,8 +1334,10 @@ class DispatchStore:
     def has_field(self, ticket_id: str, name: str) -> bool:
         return bool(self.client.hexists(self.ticket_key(ticket_id), name))
 
-    def forget_offer(self, ticket_id: str) -> None:
-        self.client.zrem(self.offers_key, ticket_id)
+    def forget_offer(self, ticket_id: str, expiry: float) -> None:
+        """Drop the ticket's ``offers`` entry if it is still the one due at ``expiry`` (a newer
+        offer keeps its own)."""
+        self._forget_offer(keys=[self.offers_key], args=[ticket_id, repr(expiry)])
 
     # --- roster reload and the ops CLI (``ticketmesh dispatch``): additive, reads only but reindex
     def reindex(self) -> int:

@@ -75,6 +75,14 @@ class SlaWatcherService:
     def handle_ticket_assigned(self, event: ev.TicketAssigned) -> None:
         self.store.set_assignee(event.ticket_id, FIRST_RESPONSE, event.agent_id)
 
+    @event_consumer(ev.DISPATCHER, ev.TICKET_UNASSIGNED)
+    def handle_ticket_unassigned(self, event: ev.TicketUnassigned) -> None:
+        """Warnings must not name an agent who no longer holds the ticket (it waits, or a
+        ``ticket_assigned`` names the next holder)."""
+        cleared = self.store.clear_assignee(event.ticket_id, FIRST_RESPONSE, event.agent_id)
+        log.info("sla_assignee_cleared" if cleared else "sla_assignee_unchanged", agent_id=event.agent_id,
+                 reason=event.reason)
+
     @event_consumer(ev.AGENT_DESK, ev.AGENT_REPLIED)
     def handle_agent_replied(self, event: ev.AgentReplied) -> None:
         """The first reply fulfils first_response: its pending warnings and breach are dropped."""

@@ -61,6 +61,12 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return state or 'unknown'
 """
 
+# KEYS: clock   ARGV: agent_id
+_CLEAR_ASSIGNEE = """
+if redis.call('HGET', KEYS[1], 'agent_id') == ARGV[1] then return redis.call('HDEL', KEYS[1], 'agent_id') end
+return 0
+"""
+
 # KEYS: due   ARGV: now, lease_until, limit
 _CLAIM_DUE = """
 local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
@@ -95,6 +101,7 @@ class SlaStore:
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
         self._claim_due = client.register_script(_CLAIM_DUE)
+        self._clear_assignee = client.register_script(_CLEAR_ASSIGNEE)
 
     @staticmethod
     def clock_key(ticket_id: str, clock: str) -> str:
@@ -119,6 +126,11 @@ class SlaStore:
         pipe.hset(key, "agent_id", agent_id)
         pipe.expire(key, CLOCK_TTL_SECONDS)
         pipe.execute()
+
+    def clear_assignee(self, ticket_id: str, clock: str, agent_id: str) -> bool:
+        """``agent_id`` no longer holds the ticket: the clock names no assignee, unless a later
+        assignment (handled first, events of two kinds may cross) already named someone else."""
+        return bool(self._clear_assignee(keys=[self.clock_key(ticket_id, clock)], args=[agent_id]))
 
     def finish_clock(self, ticket_id: str, clock: str, state: str, *, at: float) -> str:
         """Fulfil or stop a running clock and drop its pending items; returns the state it had.

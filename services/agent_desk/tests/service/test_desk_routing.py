@@ -42,6 +42,7 @@ async def test_an_offer_is_pushed_with_its_expiry_and_accepting_emits_one_event(
         await post(li_na, "/api/tickets/TM-10001/accept")
         _, accepted = await bus.wait_for(lambda t, b: True)
     assert accepted["agent_id"] == "li.na" and len(bus.events) == 1
+    assert accepted["attempt"] == 2  # the offer it answers: the dispatcher ignores it for any other
 
 
 async def test_an_expired_offer_cannot_be_accepted(signed_in, publish):
@@ -65,7 +66,7 @@ async def test_decline_emits_ticket_declined_with_a_stable_id_and_drops_the_tick
         await post(li_na, "/api/tickets/TM-10001/decline", {"reason": "在处理大客户"})  # a retry
         _, declined = await bus.wait_for(lambda t, b: True)
     assert removed == {"type": "ticket_removed", "ticket_id": "TM-10001", "reason": "declined"}
-    assert (declined["agent_id"], declined["reason"]) == ("li.na", "在处理大客户")
+    assert (declined["agent_id"], declined["reason"], declined["attempt"]) == ("li.na", "在处理大客户", 1)
     assert declined["event_id"] == stable_event_id("ticket_declined", "TM-10001", "li.na",
                                                    _iso_to_str(ticket["assigned_at"]), "1")
     assert len(bus.events) == 1

@@ -153,14 +153,14 @@ def test_relaxation_steps_are_recorded_and_announced(service_container, tmp_path
 def test_transfer_to_agent_and_to_group(service_container, tmp_path, publish, store, event_listener):
     start_dispatcher(service_container, write_roster(tmp_path, [
         {"agent_id": "li.na", "group": "billing", "capacity": {"email": 10}},
-        {"agent_id": "chen.wei", "group": "tech", "capacity": {"email": 1}},
+        {"agent_id": "chen.wei", "group": "tech", "capacity": {"email": 2}},
         {"agent_id": "sam", "group": "vip", "capacity": {"email": 2}}]))
     listener = event_listener(ev.DISPATCHER)
     go_online(publish, store, "li.na")
     publish(ev.INTAKE_EMAIL, ev.TICKET_RECEIVED, received("TM-1"))
     collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED, "TM-1"))
     go_online(publish, store, "chen.wei", "sam")
-    # chen.wei is full (capacity 1) after this one: the explicit transfer overrides capacity.
+    # chen.wei has room for one more (capacity 2) after this one: an agent's transfer needs room.
     publish(ev.INTAKE_EMAIL, ev.TICKET_RECEIVED, received("TM-2"))
     [second] = of(collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED, "TM-2")), ev.TICKET_ASSIGNED)
     assert second["agent_id"] == "chen.wei"
@@ -210,7 +210,7 @@ def test_supervisor_reassigns_and_an_agent_may_not(service_container, tmp_path, 
         ev.TICKET_TRANSFER_REQUESTED, "TM-1", requested_by="boss", kind="reassign", to_agent_id="boss",
         reason="escalating myself"))
     events = collect(listener, lambda seen: len(of(seen, ev.TICKET_TRANSFERRED)) == 1)
-    assert of(events, ev.TICKET_TRANSFERRED)[0]["detail"] == "presence: unknown"
+    assert of(events, ev.TICKET_TRANSFERRED)[0]["detail"] == "boss cannot take it now: presence: unknown"
 
     publish(ev.AGENT_DESK, ev.TICKET_TRANSFER_REQUESTED, desk(
         ev.TICKET_TRANSFER_REQUESTED, "TM-1", requested_by="boss", kind="reassign", to_agent_id="chen.wei",

@@ -35,6 +35,11 @@ def assigned(ticket_id, agent_id):
                          decision={"considered": 1, "eligible": 1, "reason": "only one", "rejected": {}})
 
 
+def unassigned(ticket_id, agent_id):
+    return ev.make_event(ev.DISPATCHER, ev.TICKET_UNASSIGNED, now=at(time.time()), trace_id=f"trace-{ticket_id}",
+                         ticket_id=ticket_id, agent_id=agent_id, reason="declined", by=agent_id)
+
+
 def replied(ticket_id):
     return ev.make_event(ev.AGENT_DESK, ev.AGENT_REPLIED, now=at(time.time()), trace_id=f"trace-{ticket_id}",
                          ticket_id=ticket_id, agent_id="li.na", channel="email", text="您好，已处理",
@@ -210,3 +215,21 @@ def test_a_breach_escalates_once_unless_the_policy_says_not_to(service_container
     assert escalation["level"] == 1 and escalation["policy"] == "tiny" and escalation["clock"] == FIRST_RESPONSE
     assert escalation["to_tier"] is None and "missed" in escalation["reason"]
     assert escalation["trace_id"] == "trace-TM-1"
+
+
+def test_an_unassigned_agent_is_no_longer_named_by_the_clock(service_container, tmp_path, publish, store):
+    container = start_watcher(service_container, tiny_policies(tmp_path, target=3600))
+    with entrypoint_waiter(container, "handle_ticket_classified", timeout=10):
+        publish(ev.DISPATCHER, ev.TICKET_CLASSIFIED, classified("TM-1", time.time()))
+    with entrypoint_waiter(container, "handle_ticket_assigned", timeout=10):
+        publish(ev.DISPATCHER, ev.TICKET_ASSIGNED, assigned("TM-1", "li.na"))
+    with entrypoint_waiter(container, "handle_ticket_unassigned", timeout=10):
+        publish(ev.DISPATCHER, ev.TICKET_UNASSIGNED, unassigned("TM-1", "li.na"))
+    assert store.clock("TM-1", FIRST_RESPONSE).agent_id is None
+
+    # An unassignment that arrives after the next holder's assignment leaves that holder named.
+    with entrypoint_waiter(container, "handle_ticket_assigned", timeout=10):
+        publish(ev.DISPATCHER, ev.TICKET_ASSIGNED, assigned("TM-1", "chen.wei"))
+    with entrypoint_waiter(container, "handle_ticket_unassigned", timeout=10):
+        publish(ev.DISPATCHER, ev.TICKET_UNASSIGNED, unassigned("TM-1", "li.na"))
+    assert store.clock("TM-1", FIRST_RESPONSE).agent_id == "chen.wei"
