@@ -151,7 +151,8 @@ def post_json(url: str, body: dict) -> tuple[int, dict]:
             return exc.code, {"raw": raw[:200].decode("utf-8", "replace")}
 
 
-def send_chat(settings: DevSettings, chat: DemoChat) -> str:
+def post_chat(settings: DevSettings, chat: DemoChat) -> str:
+    """A new visitor's first chat message through the widget's HTTP API; returns the ticket id."""
     status, body = post_json(f"http://127.0.0.1:{settings.chat_port}/api/chat/messages", {
         "visitor_id": f"demo-visitor-{uuid.uuid4().hex[:8]}",
         "client_message_id": uuid.uuid4().hex,
@@ -159,7 +160,11 @@ def send_chat(settings: DevSettings, chat: DemoChat) -> str:
     })
     if status >= 300:
         raise RuntimeError(f"chat API answered {status}: {body}")
-    return f"chat   from {chat.name}: {chat.text} → {body.get('ticket_id', '?')}"
+    return str(body.get("ticket_id", "?"))
+
+
+def send_chat(settings: DevSettings, chat: DemoChat) -> str:
+    return f"chat   from {chat.name}: {chat.text} → {post_chat(settings, chat)}"
 
 
 def send_missed_call(settings: DevSettings, call: DemoCall) -> str:
