@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import datetime, timezone
 
 from playwright.async_api import expect
 
-from devenv.config import DevSettings
-from devenv.demo import DEMO_PASSWORDS, DemoChat, post_chat
+from devenv.config import REPO_ROOT, DevSettings
+from devenv.demo import DEMO_PASSWORDS, DemoChat, DemoEmail, post_chat, send_email
 from devenv.mesh import Mesh, isolated_env
 from shared.testing.browser import chromium
 from shared.testing.plugin import AsyncEventListener
@@ -188,6 +189,108 @@ async def test_offer_accept_reply_decline_and_supervisor_reassign(amqp_uri, redi
             await expect(li_na.locator("#t-messages li.system", has_text="requested by wang.fang")).to_contain_text(
                 REASSIGN_REASON)
             await expect(waiting).to_have_count(0, timeout=PUSH_TIMEOUT_MS)  # the board refreshed itself
+            assert mesh.exited() == {}, f"a service died: {mesh.exited()}"
+    finally:
+        await asyncio.to_thread(mesh.stop)
+
+
+# An offer runs out after 5 s; an email's first response is due 8 s after it arrived and a
+# breach escalates it (the default); everything else is slow.
+SHORT_OFFERS = "  offer_timeout_seconds: 5"
+ESCALATING_SLA = """
+policies:
+  - name: e2e email escalates
+    when: {channel: [email]}
+    first_response: 8
+  - name: e2e everything else
+    first_response: 3600
+"""
+UNANSWERED_CHAT = DemoChat("孙丽", "sun.li@example.com", "zh", "你好，会员积分什么时候到账？")
+ENGLISH_EMAIL = DemoEmail("Emily Clark", "emily.clark@example.com", "When will my order arrive?",
+                          "Hello,\n\nI ordered a week ago and have heard nothing since. When will it arrive?\n\nEmily",
+                          "utf-8")
+
+
+def rules_with(tmp_path, line: str):
+    """The shipped rules file with one line of its ``routing:`` section replaced."""
+    shipped = (REPO_ROOT / "deploy/config/routing.yaml").read_text()
+    key = line.split(":")[0]
+    lines = [line if current.startswith(key + ":") else current for current in shipped.splitlines()]
+    assert line in lines, f"{key.strip()} is not in the shipped routing section"
+    path = tmp_path / "routing.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def test_an_unanswered_offer_moves_on_and_a_breach_escalates_to_l2(amqp_uri, redis_url, tmp_path, dovecot,
+                                                                          sink_settings):
+    sla = tmp_path / "sla.yaml"
+    sla.write_text(ESCALATING_SLA)
+    env = isolated_env(amqp_uri=amqp_uri, redis_url=redis_url, work_dir=tmp_path, imap_port=dovecot.port,
+                       smtp_port=sink_settings.smtp_port, TM_SLA_POLICY_FILE=str(sla),
+                       TM_ROUTING_RULES_FILE=str(rules_with(tmp_path, SHORT_OFFERS)))
+    settings = DevSettings.from_env(env)
+    mesh = Mesh(env, tmp_path / "log")
+    await asyncio.to_thread(mesh.start)
+    try:
+        async with AsyncEventListener(amqp_uri, "intake_email", ["ticket_received"]) as email_in, \
+                AsyncEventListener(amqp_uri, "dispatcher", ["ticket_assigned", "ticket_unassigned"]) as dispatcher, \
+                AsyncEventListener(amqp_uri, "sla_watcher", ["sla_breached", "ticket_escalated"]) as sla_events, \
+                chromium() as browser:
+            desk_url = mesh.url("agent_desk")
+            consoles = {agent: await sign_in(browser, desk_url, agent) for agent in (*AGENTS, "sam.taylor")}
+
+            # --- an offer nobody answers goes to the other agent when it runs out
+            chat_id = await asyncio.to_thread(post_chat, settings, UNANSWERED_CHAT)
+            _, offer = await dispatcher.wait_for(assignment_of(chat_id), EVENT_TIMEOUT)
+            ignored_by = offer["agent_id"]
+            assert ignored_by in AGENTS
+            other = next(a for a in AGENTS if a != ignored_by)
+            item = worklist_item(consoles[ignored_by], chat_id)
+            await expect(item).to_have_attribute("data-status", "assigned", timeout=PUSH_TIMEOUT_MS)
+            await item.click()
+            await expect(consoles[ignored_by].locator("#offer-countdown")).to_have_text(re.compile(r"^剩余 0m [1-5]s$"))
+            _, expired = await dispatcher.wait_for(
+                lambda t, b: t == "ticket_unassigned" and b["ticket_id"] == chat_id, EVENT_TIMEOUT)
+            assert (expired["agent_id"], expired["reason"]) == (ignored_by, "offer_expired")
+            _, moved_on = await dispatcher.wait_for(assignment_of(chat_id, attempt=2), EVENT_TIMEOUT)
+            assert moved_on["agent_id"] == other
+            assert moved_on["decision"]["rejected"][ignored_by].startswith("declined:")
+            await expect(item).to_have_count(0, timeout=PUSH_TIMEOUT_MS)
+            await expect(consoles[ignored_by].locator("#action-error")).to_contain_text("分配超时")
+            await open_offer(consoles[other], chat_id)
+            await consoles[other].click("#accept")
+            await expect(consoles[other].locator("#t-status")).to_have_attribute("data-status", "accepted")
+
+            # --- an English email: li.na (the one L1 who speaks English) takes it; its breach
+            # moves it to the L2 agent
+            await asyncio.to_thread(send_email, settings, ENGLISH_EMAIL, datetime.now(timezone.utc))
+            _, ticket = await email_in.wait_for(lambda t, b: True, 30)
+            email_id = ticket["ticket_id"]
+            _, offer = await dispatcher.wait_for(assignment_of(email_id), EVENT_TIMEOUT)
+            assert offer["agent_id"] == "li.na", offer["decision"]
+            li_na = consoles["li.na"]
+            await open_offer(li_na, email_id)
+            await li_na.click("#accept")
+            await expect(li_na.locator("#t-status")).to_have_attribute("data-status", "accepted")
+            await sla_events.wait_for(lambda t, b: t == "sla_breached" and b["ticket_id"] == email_id, 20)
+            _, escalated = await sla_events.wait_for(
+                lambda t, b: t == "ticket_escalated" and b["ticket_id"] == email_id, EVENT_TIMEOUT)
+            assert escalated["level"] == 1
+            _, taken = await dispatcher.wait_for(
+                lambda t, b: t == "ticket_unassigned" and b["ticket_id"] == email_id, EVENT_TIMEOUT)
+            assert (taken["agent_id"], taken["reason"]) == ("li.na", "escalated")
+            _, to_l2 = await dispatcher.wait_for(
+                lambda t, b: t == "ticket_assigned" and b["ticket_id"] == email_id and b["agent_id"] != "li.na",
+                EVENT_TIMEOUT)
+            assert (to_l2["agent_id"], to_l2["tier"], to_l2["decision"]["step"]) == ("sam.taylor", "L2", "escalation")
+            await expect(worklist_item(li_na, email_id)).to_have_count(0, timeout=PUSH_TIMEOUT_MS)
+            sam = consoles["sam.taylor"]
+            await open_offer(sam, email_id)
+            await expect(sam.locator("#t-subject")).to_have_text(ENGLISH_EMAIL.subject)
+            await expect(sam.locator("#t-status")).to_have_attribute("data-status", "assigned")
+            await sam.click("#accept")
+            await expect(sam.locator("#t-status")).to_have_attribute("data-status", "accepted")
             assert mesh.exited() == {}, f"a service died: {mesh.exited()}"
     finally:
         await asyncio.to_thread(mesh.stop)
