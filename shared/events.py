@@ -254,6 +254,8 @@ class TicketUnassigned(TicketEvent):
 class TicketDeclined(TicketEvent):
     agent_id: str = Field(min_length=1)
     reason: str = Field(default="", max_length=500)
+    attempt: int | None = Field(default=None, ge=1, description="the ticket_assigned.attempt declined: a decline "
+                                "of an earlier offer, or of one already accepted, changes nothing")
 
 
 class TicketTransferRequested(TicketEvent):
@@ -300,6 +302,8 @@ class AgentPresenceChanged(Envelope):
 
 class TicketAccepted(TicketEvent):
     agent_id: str = Field(min_length=1)
+    attempt: int | None = Field(default=None, ge=1, description="the ticket_assigned.attempt accepted; "
+                                "None = whatever the agent holds (older producers)")
 
 
 class AgentReplied(TicketEvent):
