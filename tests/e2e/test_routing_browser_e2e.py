@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from playwright.async_api import expect
 
 from devenv.config import REPO_ROOT, DevSettings
-from devenv.demo import DEMO_PASSWORDS, DemoChat, DemoEmail, post_chat, send_email
+from devenv.demo import DEMO_PASSWORDS, EMAILS, DemoChat, DemoEmail, post_chat, send_email
 from devenv.mesh import Mesh, isolated_env
 from shared.testing.browser import chromium
 from shared.testing.plugin import AsyncEventListener
@@ -206,9 +206,10 @@ policies:
     first_response: 3600
 """
 UNANSWERED_CHAT = DemoChat("孙丽", "sun.li@example.com", "zh", "你好，会员积分什么时候到账？")
-ENGLISH_EMAIL = DemoEmail("Emily Clark", "emily.clark@example.com", "When will my order arrive?",
-                          "Hello,\n\nI ordered a week ago and have heard nothing since. When will it arrive?\n\nEmily",
+ENGLISH_EMAIL = DemoEmail("Oliver Brown", "oliver.brown@example.com", "When will my order arrive?",
+                          "Hello,\n\nI ordered a week ago and have heard nothing since. When will it arrive?\n\nOliver",
                           "utf-8")
+NO_L1_EMAIL = EMAILS[1]  # the demo's English "Cannot log in": technical, and no L1 agent has both
 
 
 def rules_with(tmp_path, line: str):
@@ -234,7 +235,8 @@ async def test_an_unanswered_offer_moves_on_and_a_breach_escalates_to_l2(amqp_ur
     await asyncio.to_thread(mesh.start)
     try:
         async with AsyncEventListener(amqp_uri, "intake_email", ["ticket_received"]) as email_in, \
-                AsyncEventListener(amqp_uri, "dispatcher", ["ticket_assigned", "ticket_unassigned"]) as dispatcher, \
+                AsyncEventListener(amqp_uri, "dispatcher", ["ticket_assigned", "ticket_unassigned", "ticket_queued"]) \
+                as dispatcher, \
                 AsyncEventListener(amqp_uri, "sla_watcher", ["sla_breached", "ticket_escalated"]) as sla_events, \
                 chromium() as browser:
             desk_url = mesh.url("agent_desk")
@@ -263,10 +265,20 @@ async def test_an_unanswered_offer_moves_on_and_a_breach_escalates_to_l2(amqp_ur
             await expect(consoles[other].locator("#t-status")).to_have_attribute("data-status", "accepted")
 
             # --- an English email: li.na (the one L1 who speaks English) takes it; its breach
-            # moves it to the L2 agent
-            await asyncio.to_thread(send_email, settings, ENGLISH_EMAIL, datetime.now(timezone.utc))
-            _, ticket = await email_in.wait_for(lambda t, b: True, 30)
-            email_id = ticket["ticket_id"]
+            # moves it to the L2 agent. An English technical email no L1 can take waits, and its
+            # breach sends it to the L2 agent too.
+            for mail in (ENGLISH_EMAIL, NO_L1_EMAIL):
+                await asyncio.to_thread(send_email, settings, mail, datetime.now(timezone.utc))
+
+            async def email_from(mail: DemoEmail) -> str:
+                _, ticket = await email_in.wait_for(
+                    lambda t, b: b["customer"]["email"] == mail.from_address, 30)
+                return ticket["ticket_id"]
+
+            email_id, waiting_id = await email_from(ENGLISH_EMAIL), await email_from(NO_L1_EMAIL)
+            _, queued = await dispatcher.wait_for(
+                lambda t, b: t == "ticket_queued" and b["ticket_id"] == waiting_id, EVENT_TIMEOUT)
+            assert queued["decision"]["reason"].startswith("no eligible agent"), queued["decision"]
             _, offer = await dispatcher.wait_for(assignment_of(email_id), EVENT_TIMEOUT)
             assert offer["agent_id"] == "li.na", offer["decision"]
             li_na = consoles["li.na"]
@@ -291,6 +303,10 @@ async def test_an_unanswered_offer_moves_on_and_a_breach_escalates_to_l2(amqp_ur
             await expect(sam.locator("#t-status")).to_have_attribute("data-status", "assigned")
             await sam.click("#accept")
             await expect(sam.locator("#t-status")).to_have_attribute("data-status", "accepted")
+            _, waited = await dispatcher.wait_for(assignment_of(waiting_id), EVENT_TIMEOUT)
+            assert (waited["agent_id"], waited["decision"]["step"]) == ("sam.taylor", "escalation")
+            await expect(worklist_item(sam, waiting_id)).to_have_attribute("data-status", "assigned",
+                                                                           timeout=PUSH_TIMEOUT_MS)
             assert mesh.exited() == {}, f"a service died: {mesh.exited()}"
     finally:
         await asyncio.to_thread(mesh.stop)
