@@ -188,6 +188,8 @@ async def test_offer_accept_reply_decline_and_supervisor_reassign(amqp_uri, redi
             await expect(li_na.locator("#t-text")).to_have_text(ENGLISH_TECHNICAL.text)
             await expect(li_na.locator("#t-messages li.system", has_text="requested by wang.fang")).to_contain_text(
                 REASSIGN_REASON)
+            done = li_na.locator("#t-messages li.system", has_text="Reassigned to li.na by wang.fang")
+            await expect(done).to_contain_text("(assigned")
             await expect(waiting).to_have_count(0, timeout=PUSH_TIMEOUT_MS)  # the board refreshed itself
             assert mesh.exited() == {}, f"a service died: {mesh.exited()}"
     finally:
