@@ -44,7 +44,8 @@ def test_dev_up_runs_on_the_demo_files_unless_told_otherwise():
     settings = DevSettings.from_env({})
     assert demo_files(settings, {}) == {"TM_SLA_POLICY_FILE": str(REPO_ROOT / "deploy/demo/sla.yaml"),
                                         "TM_ROUTING_RULES_FILE": str(DEMO_RULES)}
-    assert demo_files(settings, {"TM_ROUTING_RULES_FILE": "/etc/mine.yaml"})["TM_ROUTING_RULES_FILE"] == "/etc/mine.yaml"
+    mine = demo_files(settings, {"TM_ROUTING_RULES_FILE": "/etc/mine.yaml"})
+    assert mine["TM_ROUTING_RULES_FILE"] == "/etc/mine.yaml"
 
 
 async def test_demo_traffic_reaches_a_lone_agent_on_all_three_channels(amqp_uri, redis_url, tmp_path, dovecot,
