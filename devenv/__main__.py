@@ -19,7 +19,7 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
 
 def run_up() -> int:
     from devenv.config import DevSettings
-    from devenv.demo import banner, play
+    from devenv.demo import banner, demo_files, play
     from devenv.mesh import Mesh, MeshError, dev_desk_secret, mesh_env
     from devenv.servers import ServerSet, SetupError, ensure_for_up, say
 
@@ -48,9 +48,10 @@ def run_up() -> int:
         say("checking servers (reused when running, started otherwise)")
         ensure_for_up(settings, servers)
         say("starting the services")
-        # The demo runs on minutes-long SLA targets (deploy/demo/sla.yaml) unless the variable says otherwise.
-        demo_sla = os.environ.get("TM_SLA_POLICY_FILE", str(settings.repo_root / "deploy/demo/sla.yaml"))
-        mesh = Mesh(mesh_env(settings, TM_DESK_SECRET=dev_desk_secret(settings.var_dir), TM_SLA_POLICY_FILE=demo_sla),
+        # The demo runs on minutes-long SLA targets and a routing policy for people watching
+        # (deploy/demo/sla.yaml, deploy/demo/routing.yaml) unless the variables say otherwise.
+        mesh = Mesh(mesh_env(settings, TM_DESK_SECRET=dev_desk_secret(settings.var_dir),
+                             **demo_files(settings, os.environ)),
                     settings.log_dir, quiet=False)
         mesh.start()
         print(banner(settings), flush=True)

@@ -15,11 +15,14 @@ from email.header import Header
 from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr, make_msgid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from devenv.config import DevSettings
 
 DEMO_INTERVAL_SECONDS = 15.0
+# The demo's own policies (minutes-long SLA targets; routing tuned for people watching — see the
+# files), used unless the environment names other files.
+DEMO_FILES = {"TM_SLA_POLICY_FILE": "deploy/demo/sla.yaml", "TM_ROUTING_RULES_FILE": "deploy/demo/routing.yaml"}
 DEMO_MAX_CONTACTS = 24          # about six minutes of traffic, then the mesh just keeps running
 HTTP_TIMEOUT_SECONDS = 10.0
 IMAP_USER, IMAP_PASSWORD = "support", "support-demo"
@@ -72,6 +75,11 @@ CALLS = (
 )
 
 
+def demo_files(settings: DevSettings, environ: Mapping[str, str]) -> dict[str, str]:
+    """The SLA and routing files ``./dev up`` runs on: the demo's, unless ``environ`` names others."""
+    return {var: environ.get(var) or str(settings.repo_root / path) for var, path in DEMO_FILES.items()}
+
+
 def demo_logins(roster_file: Path) -> list[str]:
     """One line per demo login, checked against the roster's password hashes."""
     from shared.roster import load_roster, verify_password
@@ -83,7 +91,9 @@ def demo_logins(roster_file: Path) -> list[str]:
             lines.append(f"{agent.agent_id:<11} (no demo password; see {roster_file})")
             continue
         role = "supervisor" if agent.role == "supervisor" else "agent"
-        lines.append(f"{agent.agent_id:<11} / {password:<14} {agent.name} — {role}, speaks {', '.join(agent.languages)}")
+        skills = ", ".join(s for s in agent.skills if s != "general") or "general"
+        lines.append(f"{agent.agent_id:<11} / {password:<14} {agent.name} — {role} {agent.tier}, {skills}, "
+                     f"speaks {', '.join(agent.languages)}")
     return lines
 
 
@@ -103,10 +113,18 @@ def banner(settings: DevSettings) -> str:
   Demo logins (agent id / password):
 {logins}
 
-  Sign in, click Online, and watch tickets arrive: a demo email, chat message or missed
-  call every {DEMO_INTERVAL_SECONDS:.0f} s, in Chinese and English. Leave one unanswered:
-  its first-response clock warns at half time and breaches after 2-5 min (deploy/demo/sla.yaml),
-  and the supervisor's breach notice shows up under "Sent mail".
+  Sign in as li.na and click Online (在线). A demo email, chat message or
+  missed call arrives every {DEMO_INTERVAL_SECONDS:.0f} s, in Chinese and English, and is offered
+  to you live with a countdown: Accept within 60 s, reply, Resolve. Or Decline
+  with a reason: it goes to another agent (back to you after a minute if no
+  one else can take it). A second agent needs its own cookies: use a private
+  window, or http://localhost:{settings.desk_port}/, and sign in as chen.wei.
+  Leave a ticket unanswered: its first-response clock warns at half time and
+  breaches after 2-5 min (deploy/demo/sla.yaml); the supervisor is mailed
+  ("Sent mail") and the ticket escalates to L2 (English ones: sam.taylor).
+  As wang.fang, the Supervisor tab (主管视图) shows queues, agents' load, SLA
+  risk and why each ticket went where, and reassigns tickets.
+  The demo's routing policy: deploy/demo/routing.yaml.
 
   Logs: {settings.log_dir}/<service>.log (one JSON object per line)
   Stop: Ctrl-C (stops everything ./dev up started, and only that)
@@ -151,7 +169,8 @@ def post_json(url: str, body: dict) -> tuple[int, dict]:
             return exc.code, {"raw": raw[:200].decode("utf-8", "replace")}
 
 
-def send_chat(settings: DevSettings, chat: DemoChat) -> str:
+def post_chat(settings: DevSettings, chat: DemoChat) -> str:
+    """A new visitor's first chat message through the widget's HTTP API; returns the ticket id."""
     status, body = post_json(f"http://127.0.0.1:{settings.chat_port}/api/chat/messages", {
         "visitor_id": f"demo-visitor-{uuid.uuid4().hex[:8]}",
         "client_message_id": uuid.uuid4().hex,
@@ -159,7 +178,11 @@ def send_chat(settings: DevSettings, chat: DemoChat) -> str:
     })
     if status >= 300:
         raise RuntimeError(f"chat API answered {status}: {body}")
-    return f"chat   from {chat.name}: {chat.text} → {body.get('ticket_id', '?')}"
+    return str(body.get("ticket_id", "?"))
+
+
+def send_chat(settings: DevSettings, chat: DemoChat) -> str:
+    return f"chat   from {chat.name}: {chat.text} → {post_chat(settings, chat)}"
 
 
 def send_missed_call(settings: DevSettings, call: DemoCall) -> str:

@@ -777,11 +777,12 @@ class AgentDesk:
         note = tickets.transfer_note(event) if isinstance(event, ev.TicketTransferred) else tickets.escalation_note(event)
         kind = ev.TICKET_TRANSFERRED if isinstance(event, ev.TicketTransferred) else ev.TICKET_ESCALATED
         await self.hub.send_to_agents(set(), {"type": "board_changed", "event": kind}, supervisors=True)
-        view = await self.store.ticket(event.ticket_id)
-        if view is None or not view.agent_id or not self.hub.has_agent(view.agent_id):
-            return
+        if await self.store.ticket(event.ticket_id) is None:
+            return  # the store handler waits for the view
+        # Add the note here too (idempotent) even when nobody holds the ticket yet: a transfer's
+        # ticket_assigned may be pushed before the store handler has run, and must carry it.
         view = await self._apply_for_push(event, lambda v: tickets.with_message(v, note))
-        if view is not None and view.agent_id:
+        if view is not None and view.agent_id and self.hub.has_agent(view.agent_id):
             await self.hub.send_to_agents({view.agent_id}, {"type": "ticket_updated", "ticket": view.for_console()})
 
     async def board_hint(self, event: ev.Envelope) -> None:

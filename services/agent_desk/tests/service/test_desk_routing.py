@@ -274,3 +274,25 @@ async def test_heartbeat_loss_is_announced_offline_once_with_two_replicas(start_
         me = await get(li_na, "/api/me")
     assert [b["presence"] for _, b in bus.events] == ["online", "offline"]
     assert offline["agent_id"] == "li.na" and me["presence"] == "offline"
+
+
+async def test_a_reassigned_ticket_reaches_its_new_agent_with_the_transfer_note_whichever_handler_runs_first(
+        desk, signed_in):
+    """The dispatcher announces ticket_transferred, then ticket_assigned; their store and push
+    handlers run on separate queues. Here the transfer's push runs while the ticket is still
+    queued and the assignment's push before the transfer's store: the note must still arrive."""
+    from shared import events as ev
+
+    app_desk = desk.app[DESK_KEY]
+    li_na = await signed_in("li.na")
+    async with li_na.ws_connect("/ws") as ws:
+        await next_frame(ws, "worklist")
+        await app_desk.store_ticket_received(ev.parse_event("intake_email", "ticket_received", ticket_received()))
+        await app_desk.store_ticket_queued(ev.parse_event("dispatcher", "ticket_queued", ticket_queued()))
+        transferred = ev.parse_event("dispatcher", "ticket_transferred", ticket_transferred(
+            requested_by="wang.fang", kind="reassign", from_agent_id=None, to_agent_id="li.na", reason="speaks English"))
+        await app_desk.push_system_note(transferred)
+        await app_desk.push_ticket_assigned(ev.parse_event("dispatcher", "ticket_assigned", offer()))
+        pushed = (await next_frame(ws, "ticket_assigned"))["ticket"]
+    assert any(m["author"] == "system" and m["text"].startswith("Reassigned to li.na by wang.fang")
+               for m in pushed["messages"]), pushed["messages"]
