@@ -32,6 +32,9 @@ class SocketHub:
     def discard(self, socket: ConsoleSocket) -> None:
         self._sockets.discard(socket)
 
+    def sockets(self) -> list[ConsoleSocket]:
+        return [s for s in self._sockets if not s.ws.closed]
+
     def has_agent(self, agent_id: str) -> bool:
         return any(s.agent_id == agent_id and not s.ws.closed for s in self._sockets)
 

@@ -104,6 +104,7 @@ _UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 CLIENT_REPLY_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 TOKEN_PREFIX = "tmd_"
 BEARER = re.compile(r"Bearer\s+(\S{1,200})", re.IGNORECASE)
+TOKEN_SOCKET_PREFIX = "token:"  # a console socket opened with an API token: its credential is the token's hash
 MAX_TOKENS_PER_AGENT = 20
 MIN_PRESENCE_TICK_SECONDS = 0.05
 
@@ -111,6 +112,7 @@ MIN_PRESENCE_TICK_SECONDS = 0.05
 AGENT = web.RequestKey("agent", AgentProfile)
 SESSION = web.RequestKey("session", Session)
 VIA_TOKEN = web.RequestKey("via_token", bool)
+TOKEN_HASH = web.RequestKey("token_hash", str)
 
 
 def token_hash(token: str) -> str:
@@ -246,6 +248,7 @@ class AgentDesk:
                 if agent is None:
                     raise ApiError(401, "invalid_token", "the API token is unknown, revoked or expired")
                 request[AGENT], request[VIA_TOKEN] = agent, True
+                request[TOKEN_HASH] = token_hash(BEARER.fullmatch(authorization.strip()).group(1))
             else:
                 session, agent = await self._signed_in(request)
                 if agent is None:
@@ -340,10 +343,10 @@ class AgentDesk:
         return json_response({"presence": presence})
 
     async def _change_presence(self, agent: AgentProfile, presence: str) -> None:
-        # Publish first: if the broker is away the agent retries and the store still shows the
-        # old value, so the retry publishes again instead of being swallowed as "no change".
-        if await self.store.presence(agent.agent_id) == presence:
-            return
+        # Always publish, even when the desk already shows this value: two tabs toggling at once
+        # may have left the desk and the dispatcher apart (the dispatcher keeps the newest
+        # change by its time), and a repeated click is how an agent puts them right again.
+        # Publish first: if the broker is away the store keeps the old value.
         await self._publish(ev.AGENT_PRESENCE_CHANGED, trace_id=ev.new_id(), agent_id=agent.agent_id, presence=presence)
         await self.store.set_presence(agent.agent_id, presence, self.clock())
         await self.hub.send_to_agents({agent.agent_id}, {"type": "presence", "presence": presence})
@@ -593,7 +596,8 @@ class AgentDesk:
         ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_SECONDS, max_msg_size=64 * 1024)
         await ws.prepare(request)
         session = request.get(SESSION)
-        socket = ConsoleSocket(agent.agent_id, agent.role, session.session_id if session else "token", ws)
+        credential = session.session_id if session else TOKEN_SOCKET_PREFIX + request[TOKEN_HASH]
+        socket = ConsoleSocket(agent.agent_id, agent.role, credential, ws)
         # Join the hub before reading the work list, so an assignment in between is not missed
         # (the console merges by ticket id, a duplicate is harmless).
         self.hub.add(socket)
@@ -632,8 +636,25 @@ class AgentDesk:
             self.presence_ticks += 1
             await asyncio.sleep(tick)
 
+    async def close_revoked_sockets(self) -> int:
+        """Close consoles whose session ended or token was revoked on any replica, or whose
+        agent left the roster: pushes (customer messages among them) stop within a tick."""
+        closed = 0
+        for socket in self.hub.sockets():
+            if socket.session_id.startswith(TOKEN_SOCKET_PREFIX):
+                holder = await self.store.token_agent(socket.session_id.removeprefix(TOKEN_SOCKET_PREFIX))
+            else:
+                holder = await self.store.session_agent(socket.session_id)
+            if holder != socket.agent_id or socket.agent_id not in self.roster:
+                await socket.ws.close(code=4401, message=b"signed out")
+                closed += 1
+                log.info("console_socket_closed", agent_id=socket.agent_id, reason="credential_gone")
+        return closed
+
     async def presence_tick(self) -> None:
-        """Mark this replica's console agents as seen; announce the agents nobody has seen."""
+        """Close consoles whose credential is gone; mark this replica's console agents as seen;
+        announce the agents nobody has seen."""
+        await self.close_revoked_sockets()
         now = self.clock()
         await self.store.seen(self.hub.agent_ids(), now)
         cutoff = datetime.fromtimestamp(now.timestamp() - self.settings.presence_grace_seconds, timezone.utc)

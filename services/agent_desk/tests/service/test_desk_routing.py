@@ -2,6 +2,8 @@
 the supervisor board and presence sweeps — against real RabbitMQ and Redis."""
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
 from services.agent_desk.service import DESK_KEY
@@ -296,3 +298,28 @@ async def test_a_reassigned_ticket_reaches_its_new_agent_with_the_transfer_note_
         pushed = (await next_frame(ws, "ticket_assigned"))["ticket"]
     assert any(m["author"] == "system" and m["text"].startswith("Reassigned to li.na by wang.fang")
                for m in pushed["messages"]), pushed["messages"]
+
+
+async def test_consoles_close_on_every_replica_when_their_session_or_token_ends(start_desk):
+    replicas = [await start_desk(f"desk-{n}", TM_DESK_PRESENCE_GRACE_SECONDS="0.6") for n in (1, 2)]
+    urls = [f"http://127.0.0.1:{r.port}" for r in replicas]
+    async with aiohttp.ClientSession(urls[0], cookie_jar=aiohttp.CookieJar(unsafe=True)) as li_na:
+        await post(li_na, "/api/login", {"agent_id": "li.na", "password": PASSWORDS["li.na"]})
+        token = await post(li_na, "/api/tokens", {"label": "script"}, status=201)
+        bearer = {"Authorization": f"Bearer {token['token']}"}
+        session_cookie = {"Cookie": f"tm_desk_session={li_na.cookie_jar.filter_cookies(urls[0])['tm_desk_session'].value}"}
+        async with aiohttp.ClientSession(urls[1]) as other:
+            # Both sockets live on replica 2; the session ends and the token is revoked on replica 1.
+            async with other.ws_connect("/ws", headers=session_cookie) as by_session, \
+                    other.ws_connect("/ws", headers=bearer) as by_token:
+                await next_frame(by_session, "worklist")
+                await next_frame(by_token, "worklist")
+                await post(li_na, "/api/logout", {})
+                closed = await asyncio.wait_for(by_session.receive(), 10)
+                assert (closed.type, by_session.close_code) == (aiohttp.WSMsgType.CLOSE, 4401)
+                assert not by_token.closed  # a token outlives the console session that made it
+                async with aiohttp.ClientSession(urls[0], cookie_jar=aiohttp.CookieJar(unsafe=True)) as again:
+                    await post(again, "/api/login", {"agent_id": "li.na", "password": PASSWORDS["li.na"]})
+                    assert (await again.delete(f"/api/tokens/{token['token_id']}")).status == 200
+                closed = await asyncio.wait_for(by_token.receive(), 10)
+                assert (closed.type, by_token.close_code) == (aiohttp.WSMsgType.CLOSE, 4401)
