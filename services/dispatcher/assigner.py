@@ -285,11 +285,7 @@ class Assigner:
 
     # transfers, escalation, reopen, relaxation
     def transfer(self, event: ev.TicketTransferRequested) -> str:
-        for _ in range(CHANGED_RETRIES):
-            outcome = self._transfer(event)
-            if outcome is not None:
-                return outcome
-        raise TransientError(f"ticket {event.ticket_id} kept changing hands during the transfer; retrying")
+        return _on_fresh_reads(self._transfer, event, "the transfer")
 
     def _transfer(self, event: ev.TicketTransferRequested) -> str | None:
         """Carry out the transfer on a fresh read; None when the ticket changed hands (or its
@@ -385,11 +381,7 @@ class Assigner:
         return outcome
 
     def escalate(self, event: ev.TicketEscalated) -> str:
-        for _ in range(CHANGED_RETRIES):
-            status = self._escalate(event)
-            if status is not None:
-                return status
-        raise TransientError(f"ticket {event.ticket_id} kept changing hands during escalation; retrying")
+        return _on_fresh_reads(self._escalate, event, "escalation")
 
     def _escalate(self, event: ev.TicketEscalated) -> str | None:
         """Escalate on a fresh read; None when the ticket changed hands (or its offer ended)
@@ -667,6 +659,16 @@ class Assigner:
                 self.announce_unassignment(record.facts.ticket_id)
                 self.reroute(record.facts.ticket_id, step="requeue")
         return returned
+
+
+def _on_fresh_reads(attempt: Callable[[Any], str | None], event: ev.TicketEvent, what: str) -> str:
+    """Run ``attempt`` (None = the ticket changed hands between its read and its change, so
+    nothing changed) until it settles; a ticket that keeps moving is retried later."""
+    for _ in range(CHANGED_RETRIES):
+        outcome = attempt(event)
+        if outcome is not None:
+            return outcome
+    raise TransientError(f"ticket {event.ticket_id} kept changing hands during {what}; retrying")
 
 
 _NO_DECISION = {"considered": 0, "eligible": 0, "reason": "claim recorded without a decision"}
