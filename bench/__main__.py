@@ -20,11 +20,15 @@ from shared.testing.plugin import AMQP_BASE, create_vhost, delete_vhost
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
-def table(rows: list[dict]) -> str:
-    head = f"{'measurement':58} {'n':>6} {'per s':>9} {'p50 ms':>9} {'p99 ms':>9}"
+def table(rows: list[dict], mean: bool = False) -> str:
+    """One line per measurement; ``mean``: a mean-ms column (from ``extra``, blank where absent)."""
+    head = f"{'measurement':58} {'n':>6} {'per s':>9} {'p50 ms':>9} {'p99 ms':>9}" + (f" {'mean ms':>9}" if mean else "")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['name']:58} {r['count']:>6} {r['per_second']:>9} {r['p50_ms']:>9} {r['p99_ms']:>9}")
+        line = f"{r['name']:58} {r['count']:>6} {r['per_second']:>9} {r['p50_ms']:>9} {r['p99_ms']:>9}"
+        if mean:
+            line += f" {r['extra'].get('mean_ms', ''):>9}"
+        lines.append(line)
     return "\n".join(lines)
 
 
