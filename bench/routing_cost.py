@@ -159,8 +159,15 @@ class Setup:
         t0 = time.perf_counter()
         backlog = [backlog_facts(i, self.rng, stamp) for i in range(self.queued)]
 
+        shapes: dict[tuple, dict[str, str]] = {}  # the facts' hash fields per kind of ticket, serialized once
+
         def enqueue(pipe: redis.client.Pipeline, f: TicketFacts) -> None:
-            pipe.hset(store.ticket_key(f.ticket_id), mapping={**_facts_fields(f), "state": "new"})
+            shape = (f.channel, f.required_skills, f.language, f.priority)
+            if shape not in shapes:
+                shapes[shape] = {**_facts_fields(f), "state": "new"}
+            fields = {**shapes[shape], "ticket_id": f.ticket_id, "trace_id": f.trace_id,
+                      "sla_due_at": repr(f.sla_due_at)}
+            pipe.hset(store.ticket_key(f.ticket_id), mapping=fields)
             store._enqueue(keys=[store.ticket_key(f.ticket_id), store.waiting_key, store.relax_key],
                            args=[f.ticket_id, repr(f.queue_score()), repr(now), "", f.requirement_key()], client=pipe)
         self._pipelined(backlog, enqueue)
@@ -244,80 +251,128 @@ class Setup:
         return total
 
 
-def run_setup(client: redis.Redis, policy: RoutingPolicy, agents: int, queued: int, decisions: int,
-              drains: int, seed: int = 5, warmup: int = 50) -> dict:
-    setup = Setup(client, policy, agents, queued, seed)
-    setup.load()
-    setup.decide("assigned", warmup)  # warm: roster cached, scripts loaded, index paged once
-    setup.decide("queued", warmup)
-    setup.resolve_and_drain(warmup)
-    setup.recorder.events.clear()
-    backlog_before = setup.store.waiting_count()
-
-    assigned_t, assigned_ids = setup.decide("assigned", decisions)
-    queued_t, queued_ids = setup.decide("queued", decisions)
-    drain_t, drained = setup.resolve_and_drain(drains)
-
-    # correctness
-    assigned_events = setup.recorder.count(ev.TICKET_ASSIGNED)
-    queued_events = setup.recorder.count(ev.TICKET_QUEUED)
-    if any(assigned_events[t] != 1 for t in assigned_ids):
-        raise AssertionError("a new ticket was not assigned exactly once")
-    if any(queued_events[t] != 1 or assigned_events[t] for t in queued_ids):
-        raise AssertionError("a new specialist ticket was not queued exactly once (or was assigned)")
-    drained_ids = set(assigned_events) - set(assigned_ids)
-    duplicates = [t for t, n in assigned_events.items() if n != 1]
-    if duplicates:
-        raise AssertionError(f"tickets assigned more than once: {duplicates[:5]}")
-    if len(drained_ids) != sum(drained):
-        raise AssertionError(f"drains report {sum(drained)} assignments, {len(drained_ids)} tickets announced")
-    for record in setup.store.tickets(sorted(drained_ids)):
-        if record is None or record.state not in ("assigned", "resolved") or record.attempt != 1:
-            raise AssertionError(f"drained ticket in state {record and record.state}, attempt {record and record.attempt}")
-    backlog_after = setup.store.waiting_count()
-    if backlog_before - backlog_after != sum(drained):
-        raise AssertionError(f"backlog went {backlog_before} → {backlog_after} but drains took {sum(drained)}")
-    held = setup.check_capacity()
-
-    label = f"{agents:,} agents, {queued:,} queued"
-    rows = {
-        "decide_assigned": summarize(f"routing {label}: decide→assigned", len(assigned_t), sum(assigned_t), assigned_t,
-                                     mean_ms=round(1000 * sum(assigned_t) / len(assigned_t), 3)),
-        "decide_queued": summarize(f"routing {label}: decide→queued", len(queued_t), sum(queued_t), queued_t,
-                                   mean_ms=round(1000 * sum(queued_t) / len(queued_t), 3)),
-        "resolve_drain": summarize(f"routing {label}: resolve+drain", len(drain_t), sum(drain_t), drain_t,
-                                   mean_ms=round(1000 * sum(drain_t) / len(drain_t), 3),
-                                   assigned_per_drain=round(sum(drained) / len(drained), 2)),
-    }
-    client.flushdb()
-    return {
-        "agents": agents, "queued": queued, "requirement_queues": setup.requirements,
-        "load_seconds": {k: round(v, 2) for k, v in setup.load_seconds.items()},
-        "checks": {"new_assigned_once": len(assigned_ids), "new_queued_once": len(queued_ids),
-                   "drained_assigned_once": len(drained_ids), "backlog_before": backlog_before,
-                   "backlog_after": backlog_after, "open_tickets_within_capacity": held},
-        **{k: m.as_dict() for k, m in rows.items()},
-    }
+OPS = ("decide_assigned", "decide_queued", "resolve_drain")
+ROUNDS = 10
 
 
-def measure_routing_cost(redis_db: int = 12, *, small: int = 10, large: int = 10_000, queued: int = 100_000,
-                         decisions: int = 2000, drains: int = 2000, policy_file: Path = POLICY_FILE) -> dict:
-    """Both setups side by side, and the ratios large/small (mean and p50 per decision)."""
-    client = redis.Redis.from_url(f"redis://127.0.0.1:6379/{redis_db}", decode_responses=True)
+class Measured:
+    """One setup's timings and what the checks need, over all rounds."""
+
+    def __init__(self, setup: Setup):
+        self.setup = setup
+        self.timings: dict[str, list[float]] = {op: [] for op in OPS}
+        self.assigned_ids: list[str] = []
+        self.queued_ids: list[str] = []
+        self.drained: list[int] = []
+
+    def warm_up(self, count: int) -> None:
+        """Roster cached, scripts loaded, index paged; then the record starts afresh."""
+        self.setup.decide("assigned", count)
+        self.setup.decide("queued", count)
+        self.setup.resolve_and_drain(count)
+        self.setup.recorder.events.clear()
+        self.backlog_before = self.setup.store.waiting_count()
+
+    def run(self, op: str, count: int) -> None:
+        if op == "resolve_drain":
+            timings, drained = self.setup.resolve_and_drain(count)
+            self.drained += drained
+        else:
+            timings, ids = self.setup.decide(op.removeprefix("decide_"), count)
+            (self.assigned_ids if op == "decide_assigned" else self.queued_ids).extend(ids)
+        self.timings[op] += timings
+
+    def check(self) -> dict:
+        """Raises AssertionError on a wrong assignment; returns the counts checked."""
+        setup = self.setup
+        assigned_events = setup.recorder.count(ev.TICKET_ASSIGNED)
+        queued_events = setup.recorder.count(ev.TICKET_QUEUED)
+        if any(assigned_events[t] != 1 for t in self.assigned_ids):
+            raise AssertionError("a new ticket was not assigned exactly once")
+        if any(queued_events[t] != 1 or assigned_events[t] for t in self.queued_ids):
+            raise AssertionError("a new specialist ticket was not queued exactly once (or was assigned)")
+        duplicates = [t for t, n in assigned_events.items() if n != 1]
+        if duplicates:
+            raise AssertionError(f"tickets assigned more than once: {duplicates[:5]}")
+        drained_ids = set(assigned_events) - set(self.assigned_ids)
+        if len(drained_ids) != sum(self.drained):
+            raise AssertionError(f"drains report {sum(self.drained)} assignments, {len(drained_ids)} announced")
+        for record in setup.store.tickets(sorted(drained_ids)):
+            if record is None or record.state not in ("assigned", "resolved") or record.attempt != 1:
+                raise AssertionError(f"drained ticket in state {record and record.state}, "
+                                     f"attempt {record and record.attempt}")
+        backlog_after = setup.store.waiting_count()
+        if self.backlog_before - backlog_after != sum(self.drained):
+            raise AssertionError(f"backlog went {self.backlog_before} → {backlog_after}, drains took {sum(self.drained)}")
+        return {"new_assigned_once": len(self.assigned_ids), "new_queued_once": len(self.queued_ids),
+                "drained_assigned_once": len(drained_ids), "backlog_before": self.backlog_before,
+                "backlog_after": backlog_after, "open_tickets_within_capacity": setup.check_capacity()}
+
+    def result(self) -> dict:
+        setup = self.setup
+        label = f"{len(setup.agents):,} agents, {setup.queued:,} queued"
+        names = {"decide_assigned": "decide→assigned", "decide_queued": "decide→queued",
+                 "resolve_drain": "resolve+drain"}
+        out = {"agents": len(setup.agents), "queued": setup.queued, "requirement_queues": setup.requirements,
+               "load_seconds": {k: round(v, 2) for k, v in setup.load_seconds.items()}, "checks": self.check()}
+        for op in OPS:
+            t = self.timings[op]
+            extra: dict[str, Any] = {"mean_ms": round(1000 * sum(t) / len(t), 3)}
+            if op == "resolve_drain":
+                extra["assigned_per_drain"] = round(sum(self.drained) / len(self.drained), 2)
+            out[op] = summarize(f"routing {label}: {names[op]}", len(t), sum(t), t, **extra).as_dict()
+        return out
+
+
+def redis_urls(db: int) -> tuple[str, str]:
+    return f"redis://127.0.0.1:6379/{db}", f"redis://127.0.0.1:6379/{db + 1}"
+
+
+def measure_routing_cost(urls: tuple[str, str] = redis_urls(12), *, small: int = 10, large: int = 10_000,
+                         queued: int = 100_000, decisions: int = 2000, drains: int = 2000,
+                         policy_file: Path = POLICY_FILE, rounds: int = ROUNDS, warmup: int = 50) -> dict:
+    """Both setups, and the ratios large/small (mean and p50 per decision).
+
+    With two Redis databases (``urls``) both are loaded side by side and measured in alternating
+    rounds, so a neighbour's load on a shared machine falls on both alike. Given the same
+    database twice (the test), one setup is loaded, measured and flushed after the other.
+    """
     policy = load_policy(policy_file)
+    clients = [redis.Redis.from_url(url, decode_responses=True) for url in urls]
+    together = urls[0] != urls[1]
+    measured = {"small": Measured(Setup(clients[0], policy, small, queued, seed=5)),
+                "large": Measured(Setup(clients[1], policy, large, queued, seed=5))}
+    results: dict[str, dict] = {}
+
+    def run_rounds(sizes: tuple[str, ...]) -> None:
+        for r in range(rounds):
+            order = sizes if r % 2 == 0 else tuple(reversed(sizes))
+            for op in OPS:
+                count = max(1, (drains if op == "resolve_drain" else decisions) // rounds)
+                for size in order:
+                    measured[size].run(op, count)
+
     try:
-        results = {"small": run_setup(client, policy, small, queued, decisions, drains),
-                   "large": run_setup(client, policy, large, queued, decisions, drains)}
+        groups = [("small", "large")] if together else [("small",), ("large",)]
+        for sizes in groups:
+            for size in sizes:
+                measured[size].setup.load()
+                measured[size].warm_up(warmup)
+            run_rounds(sizes)
+            for size in sizes:
+                results[size] = measured[size].result()
+                measured[size].setup.client.flushdb()
     finally:
-        client.flushdb()
-        client.close()
+        for client in clients:
+            client.flushdb()
+            client.close()
     ratios = {}
-    for op in ("decide_assigned", "decide_queued", "resolve_drain"):
+    for op in OPS:
         s, l = results["small"][op], results["large"][op]
         ratios[op] = {"mean": round(l["extra"]["mean_ms"] / s["extra"]["mean_ms"], 2),
                       "p50": round(l["p50_ms"] / s["p50_ms"], 2), "p99": round(l["p99_ms"] / s["p99_ms"], 2)}
-    return {**results, "policy": policy.name, "capacity_model": policy.capacity_model,
-            "offers": policy.offers, "ratio_large_to_small": ratios,
+    return {**results, "policy": policy.name, "capacity_model": policy.capacity_model, "offers": policy.offers,
+            "rounds": rounds, "ratio_large_to_small": ratios,
             "within_limit": all(r["mean"] <= MAX_RATIO and r["p50"] <= MAX_RATIO for r in ratios.values()),
             "limit": MAX_RATIO}
 
@@ -340,17 +395,19 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(prog="python -m bench.routing_cost", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--redis-db", type=int, default=12, help="scratch Redis database (flushed)")
+    parser.add_argument("--redis-db", type=int, default=12,
+                        help="scratch Redis databases: this one and the next (flushed)")
     parser.add_argument("--small", type=int, default=10, help="agents online in the small setup")
     parser.add_argument("--large", type=int, default=10_000, help="agents online in the large setup")
     parser.add_argument("--queued", type=int, default=100_000, help="tickets waiting in both setups")
     parser.add_argument("--decisions", type=int, default=2000, help="new tickets measured per kind")
     parser.add_argument("--drains", type=int, default=2000, help="resolve+drain events measured")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternating small/large rounds")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     configure_logging("bench", level="WARNING", fmt="console")
-    result = measure_routing_cost(args.redis_db, small=args.small, large=args.large, queued=args.queued,
-                                  decisions=args.decisions, drains=args.drains)
+    result = measure_routing_cost(redis_urls(args.redis_db), small=args.small, large=args.large, queued=args.queued,
+                                  decisions=args.decisions, drains=args.drains, rounds=args.rounds)
     print(table(rows(result), mean=True))
     print()
     print(ratio_lines(result))
