@@ -233,11 +233,12 @@ def rank_agents(ticket: TicketNeeds, agents: Iterable[AgentSnapshot], now: float
     considered = 0
     eligible: list[Candidate] = []
     rejected: dict[str, str] = {}
+    add = eligible.append  # (a page of a large roster is up to INDEX_PAGE_SIZE agents per decision)
     for agent in agents:
         considered += 1
         why = rejection(ticket, agent, capacity_model=capacity_model, fairness_max=fairness_max)
         if why is None:
-            eligible.append(_candidate(ticket, agent, now, capacity_model, proficiency_weight, preferred_weight))
+            add(_candidate(ticket, agent, now, capacity_model, proficiency_weight, preferred_weight))
         else:
             rejected[agent.agent_id] = why
     eligible.sort(key=_order)

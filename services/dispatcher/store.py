@@ -865,9 +865,10 @@ class DispatchStore:
                 continue
             skills, languages, capacity, group, tier = static
             load = {}
-            for channel, value in zip(CHANNELS, loads[3 * i:3 * i + 3]):  # the script reads CHANNELS in order
-                if value and int(value):
-                    load[channel] = int(value)
+            if loads[3 * i] or loads[3 * i + 1] or loads[3 * i + 2]:  # most agents at the top hold nothing
+                for channel, value in zip(CHANNELS, loads[3 * i:3 * i + 3]):  # the script reads CHANNELS in order
+                    if value and int(value):
+                        load[channel] = int(value)
             snapshots.append(new_snapshot(
                 agent_id, presence[i] or "offline", skills, languages, capacity, load,
                 float(last[i]) if last[i] else None, group, tier, int(recent[i]) if recent else 0))
