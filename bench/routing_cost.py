@@ -5,9 +5,11 @@ Real Redis, the real ``DispatchStore`` and ``Assigner``; ``emit`` only records (
 of deciding, not of publishing); classification and the customer-history reads of the
 service's ``_route`` are not included (tickets arrive as ``TicketFacts``). Logging at WARNING.
 
-Each setup, in a Redis database of the benchmark's own (flushed before and after):
+Two setups, each in a Redis database of its own (``--redis-db`` and the next, flushed before and
+after), loaded side by side and then measured in alternating rounds (a neighbour's load on a
+shared machine falls on both alike). Each has:
 
-- a roster (``roster``): 30% generalists (``general`` only) with room, 70% specialists
+- a roster of 10 or 10,000 agents: 30% generalists (``general`` only) with room, 70% specialists
   (``general`` plus one or two of billing/technical/logistics/complaints) loaded to full with
   chats they hold; 60% zh only, 30% zh+en, 10% en only; capacities {email 8-12, chat 2-4,
   phone 1} under the deployed routing policy (deploy/config/routing.yaml: shared capacity,
