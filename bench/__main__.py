@@ -39,8 +39,7 @@ def table(rows: list[dict], mean: bool = False) -> str:
 
 async def run(count: int, concurrency: int, redis_db: int, paced_rate: float, *, routing: bool = True,
               routing_decisions: int = 500, routing_queued: int = 100_000, routing_redis_db: int = 12,
-              replicas: bool = True,
-              replicas_redis_db: int = 14) -> dict:
+              replicas: bool = True, replica_tickets: int = 1000, replicas_redis_db: int = 14) -> dict:
     vhost = await asyncio.to_thread(create_vhost, "tm-bench-raw")
     try:
         raw = await measure_raw(f"{AMQP_BASE}/{vhost}", count, concurrency)
@@ -53,7 +52,8 @@ async def run(count: int, concurrency: int, redis_db: int, paced_rate: float, *,
             routing_cost.measure_routing_cost, routing_cost.redis_urls(routing_redis_db),
             decisions=routing_decisions, drains=routing_decisions, queued=routing_queued)
     if replicas:
-        extra["dispatch_replicas"] = await dispatch_replicas.measure_replicas(count, concurrency, replicas_redis_db)
+        extra["dispatch_replicas"] = await dispatch_replicas.measure_replicas(replica_tickets, concurrency,
+                                                                              replicas_redis_db)
     return {
         "measured_at": datetime.now(timezone.utc).isoformat(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -81,8 +81,9 @@ def main() -> None:
                         help="tickets waiting in the routing-cost setups (the issue's figure is at 100,000)")
     parser.add_argument("--routing-redis-db", type=int, default=12,
                         help="scratch Redis databases of the routing cost: this one and the next (flushed)")
-    parser.add_argument("--skip-replicas", action="store_true",
-                        help="leave out the dispatcher 1 vs 3 replicas rows (which send --tickets tickets)")
+    parser.add_argument("--skip-replicas", action="store_true", help="leave out the dispatcher 1 vs 3 replicas rows")
+    parser.add_argument("--replica-tickets", type=int, default=1000,
+                        help="tickets sent to 1 and to 3 dispatchers (python -m bench.dispatch_replicas sends 3,000)")
     parser.add_argument("--replicas-redis-db", type=int, default=14, help="scratch Redis database (flushed)")
     args = parser.parse_args()
     configure_logging("bench", level="WARNING", fmt="console")
@@ -90,6 +91,7 @@ def main() -> None:
                              routing=not args.skip_routing, routing_decisions=args.routing_decisions,
                              routing_queued=args.routing_queued,
                              routing_redis_db=args.routing_redis_db, replicas=not args.skip_replicas,
+                             replica_tickets=args.replica_tickets,
                              replicas_redis_db=args.replicas_redis_db))
     rows = [result["raw"], result["mesh"], result["mesh_paced"]]
     if "routing_cost" in result:
