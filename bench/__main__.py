@@ -1,7 +1,10 @@
-"""``python -m bench``: the raw ceiling and the mesh, measured side by side in one run.
+"""``python -m bench``: the raw ceiling and the mesh, the dispatcher's routing cost at 10 and
+10,000 agents (bench.routing_cost) and its throughput with 1 and 3 replicas
+(bench.dispatch_replicas), measured in one run.
 
 Prints one table and writes bench/results/latest.json. Figures are for comparing within one
-run on one machine (the ratio mesh/raw is the number to watch), not absolute speeds.
+run on one machine (the ratios are the numbers to watch: mesh/raw, 10,000/10 agents per routing
+decision, 3/1 replicas), not absolute speeds.
 """
 from __future__ import annotations
 
@@ -13,28 +16,44 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench import dispatch_replicas, routing_cost
 from bench.mesh_throughput import measure_mesh
 from bench.raw_ceiling import measure_raw
+from shared.logging import configure_logging
 from shared.testing.plugin import AMQP_BASE, create_vhost, delete_vhost
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
-def table(rows: list[dict]) -> str:
-    head = f"{'measurement':58} {'n':>6} {'per s':>9} {'p50 ms':>9} {'p99 ms':>9}"
+def table(rows: list[dict], mean: bool = False) -> str:
+    """One line per measurement; ``mean``: a mean-ms column (from ``extra``, blank where absent)."""
+    head = f"{'measurement':58} {'n':>6} {'per s':>9} {'p50 ms':>9} {'p99 ms':>9}" + (f" {'mean ms':>9}" if mean else "")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['name']:58} {r['count']:>6} {r['per_second']:>9} {r['p50_ms']:>9} {r['p99_ms']:>9}")
+        line = f"{r['name']:58} {r['count']:>6} {r['per_second']:>9} {r['p50_ms']:>9} {r['p99_ms']:>9}"
+        if mean:
+            line += f" {r['extra'].get('mean_ms', ''):>9}"
+        lines.append(line)
     return "\n".join(lines)
 
 
-async def run(count: int, concurrency: int, redis_db: int, paced_rate: float) -> dict:
+async def run(count: int, concurrency: int, redis_db: int, paced_rate: float, *, routing: bool = True,
+              routing_decisions: int = 500, routing_queued: int = 100_000, routing_redis_db: int = 12,
+              replicas: bool = True, replica_tickets: int = 1000, replicas_redis_db: int = 14) -> dict:
     vhost = await asyncio.to_thread(create_vhost, "tm-bench-raw")
     try:
         raw = await measure_raw(f"{AMQP_BASE}/{vhost}", count, concurrency)
     finally:
         await asyncio.to_thread(delete_vhost, vhost)
     mesh, paced = await measure_mesh(count, concurrency, redis_db, paced_rate)
+    extra: dict = {}
+    if routing:  # the issue's sizes; fewer decisions per kind than the module's own default
+        extra["routing_cost"] = await asyncio.to_thread(
+            routing_cost.measure_routing_cost, routing_cost.redis_urls(routing_redis_db),
+            decisions=routing_decisions, drains=routing_decisions, queued=routing_queued)
+    if replicas:
+        extra["dispatch_replicas"] = await dispatch_replicas.measure_replicas(replica_tickets, concurrency,
+                                                                              replicas_redis_db)
     return {
         "measured_at": datetime.now(timezone.utc).isoformat(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -43,6 +62,7 @@ async def run(count: int, concurrency: int, redis_db: int, paced_rate: float) ->
         "ratio_mesh_to_raw_throughput": round(mesh.per_second / raw.per_second, 3),
         "ratio_mesh_to_raw_p50_latency": round(mesh.p50_ms / raw.p50_ms, 2),
         "ratio_paced_mesh_to_raw_p50_latency": round(paced.p50_ms / raw.p50_ms, 2),
+        **extra,
     }
 
 
@@ -53,12 +73,39 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=8, help="scratch Redis database (flushed)")
     parser.add_argument("--paced-rate", type=float, default=40.0,
                         help="tickets/s for the latency run (keep it below the burst's throughput)")
+    parser.add_argument("--skip-routing", action="store_true", help="leave out the routing-cost rows")
+    parser.add_argument("--routing-decisions", type=int, default=500,
+                        help="routing decisions (and drains) measured per kind and roster size "
+                             "(python -m bench.routing_cost measures 2,000)")
+    parser.add_argument("--routing-queued", type=int, default=100_000,
+                        help="tickets waiting in the routing-cost setups (the issue's figure is at 100,000)")
+    parser.add_argument("--routing-redis-db", type=int, default=12,
+                        help="scratch Redis databases of the routing cost: this one and the next (flushed)")
+    parser.add_argument("--skip-replicas", action="store_true", help="leave out the dispatcher 1 vs 3 replicas rows")
+    parser.add_argument("--replica-tickets", type=int, default=1000,
+                        help="tickets sent to 1 and to 3 dispatchers (python -m bench.dispatch_replicas sends 3,000)")
+    parser.add_argument("--replicas-redis-db", type=int, default=14, help="scratch Redis database (flushed)")
     args = parser.parse_args()
-    result = asyncio.run(run(args.tickets, args.concurrency, args.redis_db, args.paced_rate))
-    print(table([result["raw"], result["mesh"], result["mesh_paced"]]))
+    configure_logging("bench", level="WARNING", fmt="console")
+    result = asyncio.run(run(args.tickets, args.concurrency, args.redis_db, args.paced_rate,
+                             routing=not args.skip_routing, routing_decisions=args.routing_decisions,
+                             routing_queued=args.routing_queued,
+                             routing_redis_db=args.routing_redis_db, replicas=not args.skip_replicas,
+                             replica_tickets=args.replica_tickets,
+                             replicas_redis_db=args.replicas_redis_db))
+    rows = [result["raw"], result["mesh"], result["mesh_paced"]]
+    if "routing_cost" in result:
+        rows += routing_cost.rows(result["routing_cost"])
+    if "dispatch_replicas" in result:
+        rows += list(result["dispatch_replicas"]["runs"].values())
+    print(table(rows, mean="routing_cost" in result))
     print(f"\nmesh/raw throughput: {result['ratio_mesh_to_raw_throughput']:.3f}   "
           f"mesh/raw p50 latency: burst {result['ratio_mesh_to_raw_p50_latency']:.1f}x, "
           f"paced {result['ratio_paced_mesh_to_raw_p50_latency']:.1f}x")
+    if "routing_cost" in result:
+        print(routing_cost.ratio_lines(result["routing_cost"]))
+    if "dispatch_replicas" in result:
+        print(dispatch_replicas.ratio_line(result["dispatch_replicas"]))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False))
     print(f"written to {RESULTS}")

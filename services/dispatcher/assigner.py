@@ -129,7 +129,8 @@ class Assigner:
             if ANNOUNCED_ASSIGNED not in record.announced:
                 self._announce_record_assignment(record, mark)
             return "already_assigned"
-        attempt = self._offer_best(record, mark, step="initial", snapshots=routing.snapshots)
+        attempt = self._offer_best(record, mark, step="initial", snapshots=routing.snapshots,
+                                   first_page=routing.first_page)
         if attempt.status == "none":
             now = self._now()
             state = self.store.enqueue(facts, now=now, relax_due=self._relax_due(0, now))
@@ -474,13 +475,19 @@ class Assigner:
 
     # internals
     def _offer_best(self, record: TicketRecord, mark: Mark, *, step: str, announce: bool = True,
-                    snapshots: list[AgentSnapshot] | None = None) -> Attempt:
+                    snapshots: list[AgentSnapshot] | None = None,
+                    first_page: tuple[str, str, list[AgentSnapshot], int] | None = None) -> Attempt:
         """Offer to the whole roster when it is small, else page by page down the availability
         index of the ticket's channel and first required skill (every agent there is online
         with room; the other filters run on the page). A ticket whose requirements changed since
-        ``record`` was read is read again and ranked again."""
+        ``record`` was read is read again and ranked again. ``first_page``: (channel, skill,
+        agents, size) of an index's first page already read with the routing lease; used if it is
+        this ticket's index (the first delivery's facts win, a redelivery's may differ) on the
+        first try only (a re-read ticket may have moved to another index)."""
         for _ in range(STALE_READ_RETRIES):
-            attempt = self._offer_ranked(record, mark, step=step, announce=announce, snapshots=snapshots)
+            attempt = self._offer_ranked(record, mark, step=step, announce=announce, snapshots=snapshots,
+                                         first_page=first_page)
+            first_page = None
             if attempt.status != "stale":
                 return attempt
             fresh = self.store.ticket(record.facts.ticket_id)
@@ -490,7 +497,8 @@ class Assigner:
         return replace(attempt, status="taken")  # it keeps changing: whoever changes it routes it
 
     def _offer_ranked(self, record: TicketRecord, mark: Mark, *, step: str, announce: bool,
-                      snapshots: list[AgentSnapshot] | None) -> Attempt:
+                      snapshots: list[AgentSnapshot] | None,
+                      first_page: tuple[str, str, list[AgentSnapshot], int] | None) -> Attempt:
         if snapshots is not None or not self.store.uses_index() or not record.facts.required_skills:
             if snapshots is None:
                 snapshots = self.store.agent_snapshots(self._now())
@@ -498,7 +506,10 @@ class Assigner:
         channel, skill = record.facts.channel, record.facts.required_skills[0]
         page = 0
         while True:
-            agents, total = self.store.index_page(channel, skill, page=page, now=self._now())
+            if page == 0 and first_page is not None and first_page[:2] == (channel, skill):
+                agents, total = first_page[2:]
+            else:
+                agents, total = self.store.index_page(channel, skill, page=page, now=self._now())
             first = page * INDEX_PAGE_SIZE + 1
             scope = (f"ranked agents {first}-{first + len(agents) - 1} of the {total} online with room for "
                      f"{channel} and {skill}")

@@ -50,7 +50,7 @@ import redis
 
 from services.dispatcher.customers import CustomerHistory
 from services.dispatcher.policy import DEFAULT_POLICY, RoutingPolicy
-from services.dispatcher.routing import AgentSnapshot, TicketNeeds, requirement_key
+from services.dispatcher.routing import AgentSnapshot, TicketNeeds, new_snapshot, requirement_key
 from shared.errors import TransientError
 from shared.roster import AgentProfile
 
@@ -542,6 +542,30 @@ reindex(ARGV[1], ARGV[4])
 return 1
 """
 
+# One page of the availability index and what routing needs of each agent on it, in one call
+# (a decision on a large roster costs one round trip more than on a small one, not three).
+# KEYS: index zset, presence, load, last_assigned, roster_version
+# ARGV: first rank, last rank, fairness cutoff epoch ('' = no fairness window)
+# Returns: roster version, index size, ids, presence per id, load per id and channel (CHANNELS
+# order), last assigned per id, recent assignments per id (empty without a window).
+_INDEX_PAGE = """
+local P = '""" + PREFIX + """'
+local ids = redis.call('ZREVRANGE', KEYS[1], ARGV[1], ARGV[2])
+local total = redis.call('ZCARD', KEYS[1])
+local version = redis.call('GET', KEYS[5])
+if #ids == 0 then return {version, total, {}, {}, {}, {}, {}} end
+local slots = {}
+for _, agent in ipairs(ids) do
+  for _, ch in ipairs({'email', 'chat', 'phone'}) do slots[#slots + 1] = agent .. ':' .. ch end
+end
+local recent = {}
+if ARGV[3] ~= '' then
+  for i, agent in ipairs(ids) do recent[i] = redis.call('ZCOUNT', P .. 'recent:' .. agent, '(' .. ARGV[3], '+inf') end
+end
+return {version, total, ids, redis.call('HMGET', KEYS[2], unpack(ids)), redis.call('HMGET', KEYS[3], unpack(slots)),
+        redis.call('HMGET', KEYS[4], unpack(ids)), recent}
+"""
+
 
 @dataclass(frozen=True)
 class TicketFacts:
@@ -625,6 +649,9 @@ class Routing:
     record: TicketRecord
     snapshots: list[AgentSnapshot] | None  # None: a large roster, ranked from the index instead
     announced: list[str] = field(default_factory=list)
+    # A large roster: (channel, skill, agents, index size) of the first page of the index this
+    # delivery's facts name, read in the lease's round trip.
+    first_page: tuple[str, str, list[AgentSnapshot], int] | None = None
 
     def note_announced(self, what: str) -> None:
         self.announced.append(what)
@@ -635,6 +662,9 @@ class Roster:
     version: str
     profiles: dict[str, dict]
     capacity: dict[str, dict[str, int]]
+    # agent → (skills, languages, capacity, group, tier) as snapshots carry them, built once per
+    # roster version so a snapshot does not rebuild them per ticket
+    statics: dict[str, tuple] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -772,6 +802,7 @@ class DispatchStore:
         self._release = client.register_script(_RELEASE)
         self._begin_routing = client.register_script(_BEGIN_ROUTING)
         self._reindex_all = client.register_script(_REINDEX_ALL)
+        self._index_page = client.register_script(_INDEX_PAGE)
         self._roster: Roster | None = None  # the roster as of ``roster_version``, decoded once
 
     # keys
@@ -875,7 +906,10 @@ class DispatchStore:
         for slot, value in capacity.items():
             agent_id, channel = slot.rsplit(":", 1)
             caps.setdefault(agent_id, {})[channel] = int(value)
-        roster = Roster(version=read_version, profiles={a: json.loads(raw) for a, raw in profiles.items()}, capacity=caps)
+        decoded = {a: json.loads(raw) for a, raw in profiles.items()}
+        statics = {a: (p["skills"], tuple(p["languages"]), caps.get(a, {}), p.get("group"), p.get("tier") or "L1")
+                   for a, p in decoded.items()}
+        roster = Roster(version=read_version, profiles=decoded, capacity=caps, statics=statics)
         if read_version is not None:
             self._roster = roster
         return roster
@@ -914,38 +948,34 @@ class DispatchStore:
     def index_page(self, channel: str, skill: str, *, page: int, now: float) -> tuple[list[AgentSnapshot], int]:
         """Page ``page`` of the agents online with room for one more ``channel`` ticket who have
         ``skill``, best spare share then longest idle first; and how many the index holds."""
-        key = self.index_key(channel, skill)
+        keys, args = self._index_page_call(channel, skill, page, now)
+        return self._page_snapshots(self._index_page(keys=keys, args=args))
+
+    def _index_page_call(self, channel: str, skill: str, page: int, now: float) -> tuple[list[str], list]:
         start = page * INDEX_PAGE_SIZE
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.roster_version_key)
-        pipe.zrevrange(key, start, start + INDEX_PAGE_SIZE - 1)
-        pipe.zcard(key)
-        version, ids, total = pipe.execute()
+        window = self.policy.fairness_window_seconds
+        return ([self.index_key(channel, skill), self.presence_key, self.load_key, self.last_assigned_key,
+                 self.roster_version_key], [start, start + INDEX_PAGE_SIZE - 1, repr(now - window) if window else ""])
+
+    def _page_snapshots(self, reply: list) -> tuple[list[AgentSnapshot], int]:
+        version, total, ids, presence, loads, last, recent = reply
         if not ids:
             return [], int(total)
-        slots = [f"{a}:{c}" for a in ids for c in CHANNELS]
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(self.presence_key, ids)
-        pipe.hmget(self.load_key, slots)
-        pipe.hmget(self.last_assigned_key, ids)
-        window = self.policy.fairness_window_seconds
-        if window:
-            for agent_id in ids:
-                pipe.zcount(self.recent_key(agent_id), f"({now - window!r}", "+inf")
-        presence, loads, last, *recent = pipe.execute()
-        roster = self._current_roster(version)
+        statics = self._current_roster(version).statics
         snapshots = []
         for i, agent_id in enumerate(ids):
-            profile = roster.profiles.get(agent_id)
-            if profile is None:
+            static = statics.get(agent_id)
+            if static is None:
                 continue
-            load = {c: int(loads[i * len(CHANNELS) + j] or 0) for j, c in enumerate(CHANNELS)}
-            snapshots.append(AgentSnapshot(
-                agent_id=agent_id, presence=presence[i] or "offline", skills=profile["skills"],
-                languages=tuple(profile["languages"]), capacity=roster.capacity.get(agent_id, {}),
-                load={c: n for c, n in load.items() if n}, last_assigned_at=float(last[i]) if last[i] else None,
-                group=profile.get("group"), tier=profile.get("tier") or "L1",
-                recent_assignments=int(recent[i]) if recent else 0))
+            skills, languages, capacity, group, tier = static
+            load = {}
+            if loads[3 * i] or loads[3 * i + 1] or loads[3 * i + 2]:  # most agents at the top hold nothing
+                for channel, value in zip(CHANNELS, loads[3 * i:3 * i + 3]):  # the script reads CHANNELS in order
+                    if value and int(value):
+                        load[channel] = int(value)
+            snapshots.append(new_snapshot(
+                agent_id, presence[i] or "offline", skills, languages, capacity, load,
+                float(last[i]) if last[i] else None, group, tier, int(recent[i]) if recent else 0))
         return snapshots, int(total)
 
     def load_of(self, agent_id: str, channel: str) -> int:
@@ -968,11 +998,16 @@ class DispatchStore:
             args += [name, value]
         keys = [lease_key, self.ticket_key(facts.ticket_id)]
         whole_roster = not self.uses_index()  # a large roster is read page by page from the index
+        page_call = None
+        if not whole_roster and facts.required_skills and now is not None:
+            page_call = self._index_page_call(facts.channel, facts.required_skills[0], 0, now)
 
         def begin(pipe: redis.client.Pipeline) -> None:
             pipe.evalsha(self._begin_routing.sha, len(keys), *keys, *args)
             if whole_roster:
                 self._queue_snapshot_reads(pipe, now)
+            elif page_call is not None:
+                pipe.evalsha(self._index_page.sha, len(page_call[0]), *page_call[0], *page_call[1])
 
         flat, *snapshot_reads = self._execute_with_scripts(begin)
         if flat is None:
@@ -980,7 +1015,9 @@ class DispatchStore:
         record = _record(_pairs(flat))
         if record is None:  # a tombstone (resolved before it was received) has no facts
             record = TicketRecord(facts=facts, state=_pairs(flat).get("state", RESOLVED))
-        routing = Routing(record=record, snapshots=self._snapshots(*snapshot_reads) if whole_roster else None)
+        routing = Routing(record=record, snapshots=self._snapshots(*snapshot_reads) if whole_roster else None,
+                          first_page=(facts.channel, facts.required_skills[0], *self._page_snapshots(snapshot_reads[0]))
+                          if page_call is not None else None)
         try:
             yield routing
         finally:
@@ -1004,7 +1041,7 @@ class DispatchStore:
         try:
             return send()
         except redis.exceptions.NoScriptError:
-            for script in (self._begin_routing, self._release):
+            for script in (self._begin_routing, self._release, self._index_page):
                 self.client.script_load(script.script)
             return send()
 
