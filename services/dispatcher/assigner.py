@@ -505,6 +505,7 @@ class Assigner:
             return self._offer(record, snapshots, mark, step=step, announce=announce)
         channel, skill = record.facts.channel, record.facts.required_skills[0]
         page = 0
+        counts: dict[str, int] = {}  # rejections by kind over every page read
         while True:
             if page == 0 and first_page is not None and first_page[:2] == (channel, skill):
                 agents, total = first_page[2:]
@@ -513,11 +514,20 @@ class Assigner:
             first = page * INDEX_PAGE_SIZE + 1
             scope = (f"ranked agents {first}-{first + len(agents) - 1} of the {total} online with room for "
                      f"{channel} and {skill}")
+            last_page = first - 1 + INDEX_PAGE_SIZE >= total
             attempt = self._offer(record, agents, mark, step=step, scope=scope, announce=announce)
-            if attempt.status != "none" or first - 1 + INDEX_PAGE_SIZE >= total:
+            for kind, n in (attempt.decision or {}).get("rejected_counts", {}).items():
+                counts[kind] = counts.get(kind, 0) + n
+            if attempt.status != "none" or last_page:
                 if attempt.status == "none" and total == 0:
                     attempt = replace(attempt, decision={**attempt.decision, "reason":
                                       f"no agent online with room for {channel} and {skill}"})
+                elif attempt.status == "none" and page > 0:
+                    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+                    attempt = replace(attempt, decision={
+                        **attempt.decision, "rejected_counts": counts, "considered": total,
+                        "reason": f"no eligible agent: {summary} (all {total} online with room for {channel} "
+                                  f"and {skill} ranked, {page + 1} pages of the index)"})
                 return attempt
             page += 1
 

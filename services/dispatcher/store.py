@@ -73,7 +73,7 @@ CHANNELS = ("email", "chat", "phone")
 # Rosters up to this size are ranked whole (so a decision lists every agent left out and why);
 # larger ones are ranked a page at a time from the availability index (see _INDEX_FN).
 FULL_SCAN_AGENTS = 50
-INDEX_PAGE_SIZE = 100
+INDEX_PAGE_SIZE = 50
 
 NEW, QUEUED, ASSIGNED, RESOLVED = "new", "queued", "assigned", "resolved"
 # The ticket-hash fields that decide who may take a ticket: a claim compares them with what its
@@ -99,7 +99,8 @@ return redis.call('HGETALL', KEYS[2])
 """
 
 # The availability index: ``avail:<channel>:<skill>`` zsets of the agents online with room for
-# one more ticket of that channel, scored by spare share (3 decimals) then longest idle, so a
+# one more ticket of that channel, scored by spare share (3 decimals), then proficiency in that
+# skill, then longest idle, so a
 # decision reads the top of one zset instead of the whole roster. Every script that changes an
 # agent's presence or load calls this for that agent; ``avail_keys`` lists the zsets (for a
 # roster reload). Key names are built here (one Redis, not a cluster).
@@ -132,11 +133,13 @@ local function reindex(agent, model)
       fits = caps[ch] > 0 and used + 1 / caps[ch] <= 1 + 1e-9
       share = 1 - used
     end
-    local score = math.floor(share * 1000 + 0.5) * 1e10 + (1e10 - last)
-    for skill, _ in pairs(skills) do
+    local base = math.floor(share * 1000 + 0.5) * 1e11 + (1e10 - last)
+    for skill, level in pairs(skills) do
       local key = P .. 'avail:' .. ch .. ':' .. skill
       if online and fits then
-        redis.call('ZADD', key, score, agent)
+        -- spare share, then proficiency in this skill, then longest idle: the ranking's order
+        -- (its proficiency bonus is small), so the best candidates sit in the first page
+        redis.call('ZADD', key, base + math.min(math.max(tonumber(level) or 0, 0), 9) * 1e10, agent)
         redis.call('SADD', P .. 'avail_keys', key)
       else
         redis.call('ZREM', key, agent)

@@ -474,6 +474,7 @@ def test_large_roster_is_ranked_from_the_availability_index_with_the_same_winner
     store.set_presence("agent149", "offline", at=now.timestamp() + 1)
     assert assigner.receive(facts("T-fr2", language="fr")) == "queued"
     assert store.decisions("T-fr2")[-1]["reason"].startswith("no eligible agent: 99 language")
+    assert store.decisions("T-fr2")[-1]["rejected_counts"] == {"language": 99}
     index = store.client.zrange(store.index_key("email", "general"), 0, -1)
     assert "agent149" not in index and "agent000" not in index and len(index) == 99
 
