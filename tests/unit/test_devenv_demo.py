@@ -37,5 +37,5 @@ def test_demo_logins_match_the_roster_hashes():
 def test_banner_names_the_urls_and_what_to_do():
     text = banner(DevSettings.from_env({}))
     for needle in ("http://127.0.0.1:8080/", "http://127.0.0.1:8081/", "http://127.0.0.1:8025/",
-                   "sign in, click Online, and watch tickets arrive"):
+                   "sign in as li.na and click online", "offered", "accept", "decline", "supervisor tab"):
         assert needle.lower() in text.lower()
