@@ -511,6 +511,13 @@ class Assigner:
                 agents, total = first_page[2:]
             else:
                 agents, total = self.store.index_page(channel, skill, page=page, now=self._now())
+            sticky = record.facts.sticky_agent_id
+            if page == 0 and sticky and all(a.agent_id != sticky for a in agents):
+                # The owner may sit far down the index (less spare share); the ranking prefers them
+                # when they are eligible, so they are ranked with the first page.
+                owner = self.store.agent_snapshot(sticky, self._now())
+                if owner is not None:
+                    agents = [*agents, owner]
             first = page * INDEX_PAGE_SIZE + 1
             scope = (f"ranked agents {first}-{first + len(agents) - 1} of the {total} online with room for "
                      f"{channel} and {skill}")

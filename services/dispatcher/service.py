@@ -290,8 +290,8 @@ class DispatcherService:
 
     @timer(interval=OFFER_SWEEP_SECONDS)
     def expire_offers(self) -> None:
-        if self.config.policy.offers:
-            self._assigner().expire_offers()
+        # Runs even with offers off: offers made before a reload turned them off must still end.
+        self._assigner().expire_offers()
 
     @timer(interval=RELAX_SWEEP_SECONDS)
     def relax_waiting(self) -> None:

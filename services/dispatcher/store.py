@@ -238,7 +238,9 @@ local function claim(k, a)
   else
     if presence ~= 'online' then return {'no', 'presence: ' .. (presence or 'unknown'), 0} end
     local declined = redis.call('HGET', k[1], 'declined:' .. agent)
-    if declined and tonumber(declined) > now - tonumber(a[11]) then
+    -- no cooldown (a transfer's target): a decline stamped by a replica whose clock runs ahead
+    -- must not refuse the claim after the holder already let go
+    if declined and tonumber(a[11]) > 0 and tonumber(declined) > now - tonumber(a[11]) then
       return {'no', 'declined: passed on this ticket recently', 0}
     end
     local full = room_error(k, agent, a[3], a[6])
@@ -525,6 +527,10 @@ return 1
 
 # KEYS: q:<requirement>, waiting, queues   ARGV: ticket_id, requirement
 _DROP_FROM_QUEUE = """
+-- A ticket reopened (queued here again) since the caller read it stays.
+if redis.call('HGET', KEYS[4], 'state') == 'queued' and redis.call('HGET', KEYS[4], 'queue') == ARGV[2] then
+  return 0
+end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
@@ -1198,8 +1204,8 @@ class DispatchStore:
 
     def drop_from_queue(self, requirement: str, ticket_id: str) -> None:
         """A queue member whose ticket is gone (expired) or no longer waiting there."""
-        self._drop_from_queue(keys=[self.queue_key(requirement), self.waiting_key, self.queues_key],
-                              args=[ticket_id, requirement])
+        self._drop_from_queue(keys=[self.queue_key(requirement), self.waiting_key, self.queues_key,
+                                    self.ticket_key(ticket_id)], args=[ticket_id, requirement])
 
     def agent_snapshot(self, agent_id: str, now: float) -> AgentSnapshot | None:
         """One agent as routing sees them (for a drain on their behalf)."""

@@ -264,6 +264,9 @@ def test_dropping_the_last_ticket_of_a_queue_unregisters_the_queue(mesh):
     assert x.assigner.receive(facts("T-1")) == "queued"
     requirement = facts("T-1").requirement_key()
     assert x.store.requirements_waiting() == [requirement]
+    x.store.drop_from_queue(requirement, "T-1")  # read as gone, but queued there again (a reopen): stays
+    assert x.store.requirements_waiting() == [requirement] and x.store.waiting_ids() == ["T-1"]
+    x.store.client.delete(x.store.ticket_key("T-1"))  # its record expired
     x.store.drop_from_queue(requirement, "T-1")
     assert x.store.requirements_waiting() == [] and x.store.waiting_ids() == []
 

@@ -504,3 +504,34 @@ def test_a_ticket_waits_in_its_requirement_queue_and_moves_when_its_needs_change
     assert store.requirements_waiting() == ["email|general|zh|vip|L1,L2"] and store.waiting_ids() == ["T-1"]
     assert store.resolve("T-1", now=now).status == "closed"
     assert store.requirements_waiting() == [] and store.waiting_ids() == []
+
+
+def test_a_sticky_owner_far_down_a_large_rosters_index_still_gets_the_ticket(store):
+    """Above FULL_SCAN_AGENTS the first index page holds the agents with most spare capacity;
+    a returning customer's owner with less room is ranked with it, and preferred as owner."""
+    from dataclasses import replace
+
+    from services.dispatcher.assigner import Assigner
+
+    agents = [AgentProfile(agent_id=f"agent{i:03d}", name="x", password_hash=PASSWORD_HASH, skills={"general": 3},
+                           languages=["zh"], capacity={"email": 10}) for i in range(120)]
+    store.load_roster(agents)
+    now = datetime.now(timezone.utc)
+    for i in range(120):
+        store.set_presence(f"agent{i:03d}", "online", at=now.timestamp())
+    assigner = Assigner(store, lambda *a, **k: None, clock=lambda: datetime.now(timezone.utc))
+
+    def facts(ticket_id, sticky=None):
+        return replace(TicketFacts(ticket_id=ticket_id, trace_id="t", channel="email", priority="P3",
+                                   required_skills=("general",), language="zh", tags=(), received_at=now),
+                       sticky_agent_id=sticky)
+
+    # The owner holds five emails: 119 idle agents rank above them in the index.
+    store.client.hset(store.load_key, "agent077:email", 5)
+    store.reindex()
+    page, _ = store.index_page("email", "general", page=0, now=now.timestamp())
+    assert "agent077" not in {a.agent_id for a in page}
+
+    assert assigner.receive(facts("T-back", sticky="agent077")) == "assigned"
+    record = store.ticket("T-back")
+    assert record.agent_id == "agent077" and record.decision["step"] == "sticky"
