@@ -348,8 +348,8 @@ class Assigner:
                                          updates=updates, requirement=requirement)
             if not result.done:
                 return None  # it changed hands or went back to the queue: the group must still change
-        else:
-            self.store.update_open_ticket(ticket_id, updates, requirement=requirement)
+        elif not self.store.update_open_ticket(ticket_id, updates, requirement=requirement, expect_state=QUEUED):
+            return None  # a drain claimed it meanwhile: the transfer must take it from its holder
         attempt = self.reroute(ticket_id, step=event.kind, announce=False)
         outcome = "assigned" if attempt is not None and attempt.status == "assigned" else "queued"
         after = self.store.ticket(ticket_id)
@@ -405,7 +405,9 @@ class Assigner:
         if record.state == ASSIGNED and record.agent_id:
             holder_tier = (self.store.profile(record.agent_id) or {}).get("tier") or "L1"
             if tier_rank(holder_tier) >= tier_rank(target):
-                self.store.update_open_ticket(event.ticket_id, updates)
+                if not self.store.update_open_ticket(event.ticket_id, updates, requirement, expect_state=ASSIGNED,
+                                                     expect_holder=record.agent_id):
+                    return None  # the offer ended meanwhile: decide again on a fresh read
                 self.store.record_decision(event.ticket_id, self._decision(
                     None, {}, f"escalated to {target}: {record.agent_id} ({holder_tier}) keeps it", "escalation",
                     record.agent_id, now, considered=1, eligible=1))
@@ -417,8 +419,8 @@ class Assigner:
             if not result.done:
                 return None  # it changed hands or went back to the queue: the tier must still change
             self.announce_unassignment(event.ticket_id)
-        else:
-            self.store.update_open_ticket(event.ticket_id, updates, requirement=requirement)
+        elif not self.store.update_open_ticket(event.ticket_id, updates, requirement=requirement, expect_state=QUEUED):
+            return None  # a drain claimed it meanwhile: the holder may now be below the new tier
         attempt = self.reroute(event.ticket_id, step="escalation", queued_key=f"escalation-{event.level}")
         if record.state == ASSIGNED and record.agent_id:
             self.drain(record.agent_id, trigger=f"escalated:{event.ticket_id}")

@@ -508,7 +508,11 @@ return {'accepted', holder}
 _UPDATE_OPEN_TICKET = _QUEUE_FN + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'queued' and state ~= 'assigned' then return 0 end
-for i = 3, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+-- The caller decided on a read: a drain claiming the ticket (or an offer ending) since then
+-- means the decision must be made again, not written onto a ticket in another state.
+if ARGV[3] ~= '' and state ~= ARGV[3] then return 0 end
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'agent_id') ~= ARGV[4] then return 0 end
+for i = 5, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if state == 'queued' and score and ARGV[2] ~= '' then enqueue_req(KEYS[1], ARGV[1], ARGV[2], score) end
 return 1
@@ -1177,9 +1181,11 @@ class DispatchStore:
     def relax_due(self, now: float, limit: int = 100) -> list[str]:
         return self.client.zrangebyscore(self.relax_key, "-inf", repr(now), start=0, num=limit)
 
-    def update_open_ticket(self, ticket_id: str, updates: dict[str, str], requirement: str = "") -> bool:
-        """Change an open ticket's facts; a queued one moves to ``requirement``'s queue."""
-        args: list = [ticket_id, requirement]
+    def update_open_ticket(self, ticket_id: str, updates: dict[str, str], requirement: str = "", *,
+                           expect_state: str = "", expect_holder: str = "") -> bool:
+        """Change an open ticket's facts; a queued one moves to ``requirement``'s queue. False
+        (nothing written) when it is closed, or not in ``expect_state`` / held by ``expect_holder``."""
+        args: list = [ticket_id, requirement, expect_state, expect_holder]
         for name, value in updates.items():
             args += [name, value]
         return bool(self._update_open(keys=[self.ticket_key(ticket_id), self.waiting_key], args=args))

@@ -170,6 +170,31 @@ def test_an_escalation_lands_even_when_the_offer_ended_after_it_was_read(mesh):
     assert x.store.requirements_waiting() == [after.facts.requirement_key()]
 
 
+def test_an_escalation_read_while_queued_is_not_lost_when_a_drain_claims_the_ticket_first(mesh):
+    clock, x, y = mesh([agent("junior"), agent("senior", tier="L2")])
+    for name in ("junior", "senior"):
+        y.store.set_presence(name, "away", at=2.0)
+    assert y.assigner.receive(facts("T-1")) == "queued"
+    waiting = x.store.ticket("T-1")
+    y.store.set_presence("junior", "online", at=3.0)
+    y.assigner.drain("junior", trigger="online:junior")  # claims it after X read it as queued
+    assert real_holder(x, "T-1") == "junior"
+
+    reads = iter([waiting])
+    real = x.store.ticket
+    x.store.ticket = lambda ticket_id: next(reads, None) or real(ticket_id)
+    x.assigner.escalate(ev.TicketEscalated.model_validate(escalated("T-1")))
+    after = real("T-1")
+    # The L1 holder lost it to the escalation; nobody at L2 is online, so it waits at L2.
+    assert (after.state, after.facts.tiers, after.escalation_level) == ("queued", ("L2",), 1)
+    assert [b["reason"] for b in x.of(ev.TICKET_UNASSIGNED)] == ["escalated"]
+
+
+def real_holder(replica, ticket_id):
+    record = replica.store.ticket(ticket_id)
+    return record.agent_id if record and record.state == "assigned" else None
+
+
 def test_a_group_transfer_lands_even_when_the_offer_ended_after_it_was_read(mesh):
     clock, x, y = mesh([agent("a", group="billing"), agent("boss", role="supervisor", capacity={"email": 1}),
                         agent("v", group="vip")], offer_timeout_seconds=60)
