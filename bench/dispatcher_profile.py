@@ -65,7 +65,9 @@ def serve(timings_path: str) -> None:
         return wrapper
 
     for name in ("register_ticket", "agent_snapshots", "claim", "enqueue", "mark_announced", "route_ticket",
-                 "set_presence", "is_known_agent"):
+                 "set_presence", "is_known_agent", "record_decision", "record_customer_agent", "record_customer_ticket",
+                 "customer_history", "decisions", "tickets", "ticket", "index_page", "agent_snapshot",
+                 "queue_heads", "requirements_waiting"):
         if hasattr(DispatchStore, name):
             setattr(DispatchStore, name, timed(f"store.{name}", getattr(DispatchStore, name)))
     for name in ("routing_lease", "routing"):  # context managers: time entering and leaving apart
@@ -82,7 +84,8 @@ def serve(timings_path: str) -> None:
                 def __exit__(self, *exc):
                     return timed(f"store.{self.name}(exit)", self.cm.__exit__)(*exc)
 
-            setattr(DispatchStore, name, lambda store, *a, _cm=DispatchStore_cm, _n=name: TimedContext(_cm(store, *a), _n))
+            setattr(DispatchStore, name, lambda store, *a, _cm=DispatchStore_cm, _n=name, **kw:
+                    TimedContext(_cm(store, *a, **kw), _n))
 
     nameko.amqp.publish.Publisher.publish = timed("amqp.publish(confirmed)", nameko.amqp.publish.Publisher.publish)
     route = dispatcher_service.DispatcherService._route

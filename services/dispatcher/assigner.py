@@ -107,15 +107,34 @@ class Assigner:
         self.emit = emit
         self.clock = clock
         self.policy = policy
+        self._routing: Routing | None = None  # the received ticket this (per-worker) assigner routes
 
     def _now(self) -> float:
         return self.clock().timestamp()
 
     # received tickets
-    def receive(self, facts: TicketFacts) -> str:
-        """Route a received ticket once; returns what happened (for the log)."""
+    def receive(self, facts: TicketFacts, *, complaint: bool = False) -> str:
+        """Route a received ticket once; returns what happened (for the log). The customer's
+        history notes the ticket (``complaint``: it counts as one) in the lease's last round trip."""
         with self.store.routing(facts, now=self._now()) as routing:
-            return self._receive(facts, routing)
+            routing.later.append(partial(self.store.queue_customer_ticket, key=facts.customer_key,
+                                         ticket_id=facts.ticket_id, received=facts.received_at.timestamp(),
+                                         complaint=complaint))
+            self._routing = routing
+            try:
+                return self._receive(facts, routing)
+            finally:
+                self._routing = None
+
+    def _record(self, queue_writes: Callable[[Any], None]) -> None:
+        """Bookkeeping writes: with the routing lease's release when routing a received ticket
+        (one round trip fewer each), else at once."""
+        if self._routing is not None:
+            self._routing.later.append(queue_writes)
+            return
+        pipe = self.store.client.pipeline(transaction=True)
+        queue_writes(pipe)
+        pipe.execute()
 
     def _receive(self, facts: TicketFacts, routing: Routing) -> str:
         record = routing.record
@@ -138,7 +157,7 @@ class Assigner:
                 return f"taken_while_queueing:{state}"
             attempt = self._offer_best(record, mark, step="initial")
         if attempt.status == "none":
-            self.store.record_decision(facts.ticket_id, attempt.decision)
+            self._record(partial(self.store.queue_decision, ticket_id=facts.ticket_id, decision=attempt.decision))
             if ANNOUNCED_QUEUED not in record.announced:
                 self._announce_queued(facts, attempt.decision, mark)
         return "queued" if attempt.status == "none" else attempt.status
@@ -562,8 +581,9 @@ class Assigner:
             result = self.store.claim(facts.ticket_id, candidate.agent_id, facts.channel, now=now, decision=decision,
                                       offer_expires_at=offer_expires_at, requirement=record.requirement_stamp)
             if result.assigned:
-                self.store.record_decision(facts.ticket_id, decision)
-                self.store.record_customer_agent(facts.customer_key, candidate.agent_id, at=now)
+                self._record(partial(self.store.queue_decision, ticket_id=facts.ticket_id, decision=decision))
+                self._record(partial(self.store.queue_customer_agent, key=facts.customer_key,
+                                     agent_id=candidate.agent_id, at=now))
                 if announce:
                     self._announce_assigned(facts, candidate.agent_id, decision, mark, attempt=result.attempt,
                                             offer_expires_at=offer_expires_at)

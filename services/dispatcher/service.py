@@ -324,9 +324,7 @@ class DispatcherService:
             category=result.category, signals=result.signals, matched_rules=result.matched_rules,
         )
         complaint = any(m in result.tags or m in result.signals for m in COMPLAINT_MARKERS)
-        self.store.record_customer_ticket(key, event.ticket_id, received=event.received_at.timestamp(),
-                                          complaint=complaint)
-        outcome = self._assigner().receive(facts)
+        outcome = self._assigner().receive(facts, complaint=complaint)
         log.info("ticket_routed", outcome=outcome, channel=event.channel, priority=result.priority,
                  skills=list(result.required_skills), language=result.language, rules=list(result.matched_rules),
                  sticky=sticky)

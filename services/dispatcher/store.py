@@ -666,6 +666,11 @@ class Routing:
     # delivery's facts name, read in the lease's round trip.
     first_page: tuple[str, str, list[AgentSnapshot], int] | None = None
 
+    # Bookkeeping writes (decision log, customer history) queued for the release round trip. A
+    # worker dying first loses them, not the routing: the claim and its decision are on the
+    # ticket, and the redelivery finds it assigned.
+    later: list[Callable[[redis.client.Pipeline], None]] = field(default_factory=list)
+
     def note_announced(self, what: str) -> None:
         self.announced.append(what)
 
@@ -1035,6 +1040,8 @@ class DispatchStore:
             yield routing
         finally:
             def end(pipe: redis.client.Pipeline) -> None:
+                for queue_writes in routing.later:
+                    queue_writes(pipe)
                 self._queue_mark_announced(pipe, facts.ticket_id, routing.announced)
                 pipe.evalsha(self._release.sha, 1, lease_key, token)
 
@@ -1326,12 +1333,15 @@ class DispatchStore:
 
     # decision records
     def record_decision(self, ticket_id: str, decision: dict) -> None:
-        key = self.decisions_key(ticket_id)
         pipe = self.client.pipeline(transaction=True)
+        self.queue_decision(pipe, ticket_id, decision)
+        pipe.execute()
+
+    def queue_decision(self, pipe: redis.client.Pipeline, ticket_id: str, decision: dict) -> None:
+        key = self.decisions_key(ticket_id)
         pipe.rpush(key, json.dumps(decision, ensure_ascii=False, default=str))
         pipe.ltrim(key, -DECISIONS_KEPT, -1)
         pipe.expire(key, TICKET_TTL_SECONDS)
-        pipe.execute()
 
     def decisions(self, ticket_id: str) -> list[dict]:
         """The ticket's last routing decisions, oldest first (for the ops CLI)."""
@@ -1358,8 +1368,15 @@ class DispatchStore:
     def record_customer_ticket(self, key: str | None, ticket_id: str, *, received: float, complaint: bool) -> None:
         if not key:
             return
-        base = self.customer_key(key)
         pipe = self.client.pipeline(transaction=True)
+        self.queue_customer_ticket(pipe, key, ticket_id, received=received, complaint=complaint)
+        pipe.execute()
+
+    def queue_customer_ticket(self, pipe: redis.client.Pipeline, key: str | None, ticket_id: str, *, received: float,
+                              complaint: bool) -> None:
+        if not key:
+            return
+        base = self.customer_key(key)
         pipe.zadd(base + ":tickets", {ticket_id: received})
         pipe.zremrangebyscore(base + ":tickets", "-inf", received - HISTORY_WINDOW_SECONDS)
         if complaint:
@@ -1367,14 +1384,17 @@ class DispatchStore:
         pipe.sadd(base + ":open", ticket_id)
         for suffix in (":tickets", ":complaints", ":open", ""):
             pipe.expire(base + suffix, CUSTOMER_TTL_SECONDS)
-        pipe.execute()
 
     def record_customer_agent(self, key: str | None, agent_id: str, *, at: float) -> None:
         if key:
             pipe = self.client.pipeline(transaction=True)
+            self.queue_customer_agent(pipe, key, agent_id, at=at)
+            pipe.execute()
+
+    def queue_customer_agent(self, pipe: redis.client.Pipeline, key: str | None, agent_id: str, *, at: float) -> None:
+        if key:
             pipe.hset(self.customer_key(key), mapping={"last_agent_id": agent_id, "last_agent_at": repr(at)})
             pipe.expire(self.customer_key(key), CUSTOMER_TTL_SECONDS)
-            pipe.execute()
 
     def customer_ticket_closed(self, key: str | None, ticket_id: str) -> None:
         if key:
