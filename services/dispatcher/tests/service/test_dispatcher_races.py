@@ -73,6 +73,15 @@ def mesh(redis_client):
     return make
 
 
+def replay_stale_read(replica, record):
+    """``replica``'s next ticket read returns ``record`` (what it read before the other replica
+    acted); later reads are real. Returns the real reader."""
+    reads = iter([record])
+    real = replica.store.ticket
+    replica.store.ticket = lambda ticket_id: next(reads, None) or real(ticket_id)
+    return real
+
+
 def escalated(ticket_id, level=1):
     return ev.make_event(ev.SLA_WATCHER, ev.TICKET_ESCALATED, now=datetime.fromtimestamp(T0, timezone.utc),
                          trace_id=f"trace-{ticket_id}", ticket_id=ticket_id, clock="first_response", policy="P3",
@@ -161,9 +170,7 @@ def test_an_escalation_lands_even_when_the_offer_ended_after_it_was_read(mesh):
     clock[0] += 61
     assert y.assigner.expire_offers() == 1  # the offer runs out after X read the ticket
 
-    reads = iter([held])
-    real = x.store.ticket
-    x.store.ticket = lambda ticket_id: next(reads, None) or real(ticket_id)
+    real = replay_stale_read(x, held)
     x.assigner.escalate(ev.TicketEscalated.model_validate(escalated("T-1")))
     after = real("T-1")
     assert (after.state, after.facts.tiers, after.escalation_level) == ("queued", ("L2",), 1)
@@ -180,9 +187,7 @@ def test_an_escalation_read_while_queued_is_not_lost_when_a_drain_claims_the_tic
     y.assigner.drain("junior", trigger="online:junior")  # claims it after X read it as queued
     assert real_holder(x, "T-1") == "junior"
 
-    reads = iter([waiting])
-    real = x.store.ticket
-    x.store.ticket = lambda ticket_id: next(reads, None) or real(ticket_id)
+    real = replay_stale_read(x, waiting)
     x.assigner.escalate(ev.TicketEscalated.model_validate(escalated("T-1")))
     after = real("T-1")
     # The L1 holder lost it to the escalation; nobody at L2 is online, so it waits at L2.
@@ -207,9 +212,7 @@ def test_a_group_transfer_lands_even_when_the_offer_ended_after_it_was_read(mesh
     y.store.set_presence("a", "away", at=3.0)
     assert y.assigner.expire_offers() == 1
 
-    reads = iter([held])
-    real = x.store.ticket
-    x.store.ticket = lambda ticket_id: next(reads, None) or real(ticket_id)
+    real = replay_stale_read(x, held)
     assert x.assigner.transfer(transfer("T-1", "boss", kind="reassign", to_group="vip")) == "queued"
     after = real("T-1")
     assert (after.state, after.facts.group) == ("queued", "vip")
