@@ -203,23 +203,18 @@ class AgentDesk:
             consumer.subscribe(source, ev.MESSAGE_RECEIVED, f"store_message_received_{channel}", self.store_message_received)
             consumer.subscribe(source, ev.MESSAGE_RECEIVED, f"push_customer_message_{channel}", self.push_customer_message,
                                broadcast=True)
-        consumer.subscribe(ev.DISPATCHER, ev.TICKET_ASSIGNED, "store_ticket_assigned", self.store_ticket_assigned)
-        consumer.subscribe(ev.DISPATCHER, ev.TICKET_ASSIGNED, "push_ticket_assigned", self.push_ticket_assigned,
-                           broadcast=True)
-        consumer.subscribe(ev.DISPATCHER, ev.TICKET_QUEUED, "store_ticket_queued", self.store_ticket_queued)
-        consumer.subscribe(ev.DISPATCHER, ev.TICKET_QUEUED, "push_ticket_queued", self.push_ticket_queued,
-                           broadcast=True)
-        consumer.subscribe(ev.DISPATCHER, ev.TICKET_CLASSIFIED, "store_ticket_classified", self.store_ticket_classified)
-        consumer.subscribe(ev.DISPATCHER, ev.TICKET_UNASSIGNED, "store_ticket_unassigned", self.store_ticket_unassigned)
-        consumer.subscribe(ev.DISPATCHER, ev.TICKET_UNASSIGNED, "push_ticket_unassigned", self.push_ticket_unassigned,
-                           broadcast=True)
-        consumer.subscribe(ev.DISPATCHER, ev.TICKET_TRANSFERRED, "store_ticket_transferred",
-                           self.store_ticket_transferred)
-        consumer.subscribe(ev.DISPATCHER, ev.TICKET_TRANSFERRED, "push_ticket_transferred", self.push_system_note,
-                           broadcast=True)
-        consumer.subscribe(ev.SLA_WATCHER, ev.TICKET_ESCALATED, "store_ticket_escalated", self.store_ticket_escalated)
-        consumer.subscribe(ev.SLA_WATCHER, ev.TICKET_ESCALATED, "push_ticket_escalated", self.push_system_note,
-                           broadcast=True)
+        # (source, event, store handler, push handler or None): ``store_<event>`` shares one queue
+        # across replicas, ``push_<event>`` is broadcast; the names are queue names (wire contract).
+        for source, event_type, store, push in (
+                (ev.DISPATCHER, ev.TICKET_ASSIGNED, self.store_ticket_assigned, self.push_ticket_assigned),
+                (ev.DISPATCHER, ev.TICKET_QUEUED, self.store_ticket_queued, self.push_ticket_queued),
+                (ev.DISPATCHER, ev.TICKET_CLASSIFIED, self.store_ticket_classified, None),
+                (ev.DISPATCHER, ev.TICKET_UNASSIGNED, self.store_ticket_unassigned, self.push_ticket_unassigned),
+                (ev.DISPATCHER, ev.TICKET_TRANSFERRED, self.store_ticket_transferred, self.push_system_note),
+                (ev.SLA_WATCHER, ev.TICKET_ESCALATED, self.store_ticket_escalated, self.push_system_note)):
+            consumer.subscribe(source, event_type, f"store_{event_type}", store)
+            if push is not None:
+                consumer.subscribe(source, event_type, f"push_{event_type}", push, broadcast=True)
         consumer.subscribe(ev.SLA_WATCHER, ev.SLA_WARNING, "store_sla_warning", self.store_sla_event)
         consumer.subscribe(ev.SLA_WATCHER, ev.SLA_BREACHED, "store_sla_breached", self.store_sla_event)
         # The desk's own facts, as seen by every replica: supervisors' boards refresh on them.
