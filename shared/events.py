@@ -64,7 +64,12 @@ TICKET_UNASSIGNED = "ticket_unassigned"                  # dispatcher: an offer/
 TICKET_TRANSFER_REQUESTED = "ticket_transfer_requested"  # agent_desk: transfer or supervisor reassignment asked for
 TICKET_TRANSFERRED = "ticket_transferred"                # dispatcher: a transfer/reassignment was carried out
 TICKET_REOPENED = "ticket_reopened"                      # agent_desk: a resolved ticket is open again
-TICKET_ESCALATED = "ticket_escalated"                    # sla_watcher: route the ticket to the next tier
+TICKET_ESCALATED = "ticket_escalated"                    # sla_watcher: one step of a policy's escalation ladder
+# Issue 6: statuses that pause clocks, clock changes, customer satisfaction, failed notifications.
+TICKET_STATUS_CHANGED = "ticket_status_changed"          # agent_desk: open / waiting_on_customer / on_hold
+SLA_CLOCK_CHANGED = "sla_clock_changed"                  # sla_watcher: a clock activated, paused, resumed, ...
+CSAT_SUBMITTED = "csat_submitted"                        # intake_chat: a customer answered the survey
+NOTIFICATION_FAILED = "notification_failed"              # notifier: a notification gave up (5xx or attempts spent)
 
 
 def exchange_name(service: str) -> str:
@@ -287,12 +292,24 @@ class TicketReopened(TicketEvent):
     channel: Channel
 
 
+EscalationAction = Literal["notify_assignee", "notify_supervisor", "raise_priority", "reassign_next_tier",
+                           "notify_duty_manager"]
+EscalationTrigger = Literal["breach", "warning", "second_contact", "reopen"]
+
+
 class TicketEscalated(TicketEvent):
+    """One rung of a policy's escalation ladder. The dispatcher acts on ``reassign_next_tier``
+    (route to ``to_tier`` or the next tier) and ``raise_priority`` (to ``to_priority``); the
+    notifier on the ``notify_*`` actions; agent_desk shows every one on the ticket."""
     clock: str
     policy: str
     level: int = Field(ge=1)
     to_tier: Tier | None = Field(default=None, description="None = the next tier after the current one")
     reason: str = Field(max_length=500)
+    action: EscalationAction = "reassign_next_tier"
+    trigger: EscalationTrigger = "breach"
+    to_priority: Priority | None = Field(default=None, description="raise_priority: the new priority")
+    agent_id: str | None = Field(default=None, description="the assignee when it fired, if any")
 
 
 class AgentPresenceChanged(Envelope):
@@ -319,8 +336,55 @@ class TicketResolved(TicketEvent):
     channel: Channel
 
 
+SlaClockName = Literal["first_response", "next_response", "resolution"]
+SlaClockChange = Literal["activated", "paused", "resumed", "fulfilled", "stopped", "breached", "recomputed"]
+TicketStatus = Literal["open", "waiting_on_customer", "on_hold"]
+
+
+class TicketStatusChanged(TicketEvent):
+    """An agent set a ticket's working status (resolving is ``ticket_resolved``). ``paused`` is
+    the status's pause flag from the status table: it pauses next-response and resolution
+    clocks; a customer message (``message_received``) or a status without it resumes them."""
+    status: TicketStatus
+    paused: bool
+    agent_id: str = Field(min_length=1)
+    previous: TicketStatus | None = None
+
+
+class SlaClockChanged(TicketEvent):
+    """A clock's life on the ticket. ``due_at`` is the breach time while running (None while
+    paused or finished); ``business_seconds_used`` counts calendar time consumed so far."""
+    clock: SlaClockName
+    change: SlaClockChange
+    policy: str
+    calendar: str = "always"
+    target_seconds: int = Field(ge=0, description="business seconds")
+    business_seconds_used: float = Field(default=0.0, ge=0)
+    due_at: AwareDatetime | None = None
+    agent_id: str | None = None
+
+
+class CsatSubmitted(TicketEvent):
+    """One survey answer per ticket, taken through the signed link in the resolution mail."""
+    score: int = Field(ge=1, le=5)
+    comment: str = Field(default="", max_length=2000)
+    channel: Channel
+    agent_id: str | None = Field(default=None, description="who resolved the ticket")
+
+
+class NotificationFailed(TicketEvent):
+    """A notification the notifier gave up on: a permanent refusal (5xx) or its attempts spent
+    (then it waits in the dead letters for ``ticketmesh notifications replay``)."""
+    notification_id: str
+    kind: str
+    recipient: str = Field(description="masked")
+    reason: str = Field(max_length=500)
+    permanent: bool
+    attempts: int = Field(ge=1)
+
+
 class SlaEvent(TicketEvent):
-    clock: Literal["first_response"]
+    clock: SlaClockName
     policy: str
     target_seconds: int
     due_at: AwareDatetime
@@ -388,6 +452,10 @@ SCHEMAS: dict[tuple[str, str], type[Envelope]] = {
     (AGENT_DESK, TICKET_TRANSFER_REQUESTED): TicketTransferRequested,
     (AGENT_DESK, TICKET_REOPENED): TicketReopened,
     (SLA_WATCHER, TICKET_ESCALATED): TicketEscalated,
+    (AGENT_DESK, TICKET_STATUS_CHANGED): TicketStatusChanged,
+    (SLA_WATCHER, SLA_CLOCK_CHANGED): SlaClockChanged,
+    (INTAKE_CHAT, CSAT_SUBMITTED): CsatSubmitted,
+    (NOTIFIER, NOTIFICATION_FAILED): NotificationFailed,
     (AGENT_DESK, AGENT_PRESENCE_CHANGED): AgentPresenceChanged,
     (AGENT_DESK, TICKET_ACCEPTED): TicketAccepted,
     (AGENT_DESK, AGENT_REPLIED): AgentReplied,

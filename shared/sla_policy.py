@@ -17,6 +17,7 @@ zones) are issue 6.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -125,3 +126,17 @@ def select_policy(policies: tuple[Policy, ...], *, priority: str, channel: str,
         if policy.matches(priority=priority, channel=channel, customer_tier=customer_tier):
             return policy
     return None
+
+
+def expected_first_response(policies: tuple[Policy, ...], *, priority: str, channel: str, received_at: datetime,
+                            customer_tier: str = "standard") -> datetime | None:
+    """When the first response is due for a ticket classified so, or None without a policy.
+
+    The one place the dispatcher (queue order) and the notifier (the acknowledgement's expected
+    response time) ask; the SLA watcher's clock comes to the same time. Wall clock until
+    business calendars arrive (issue 6).
+    """
+    policy = select_policy(policies, priority=priority, channel=channel, customer_tier=customer_tier)
+    if policy is None:
+        return None
+    return received_at + timedelta(seconds=policy.first_response_seconds)

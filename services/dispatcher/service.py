@@ -57,7 +57,7 @@ from shared.logging import get_logger
 from shared.nameko_ext import Emitter, LogContext, StoreProvider, event_consumer
 from shared.reloading import ReloadingFile
 from shared.roster import Roster, RosterError, load_roster
-from shared.sla_policy import Policy, load_policies, select_policy
+from shared.sla_policy import Policy, expected_first_response, load_policies
 
 log = get_logger(__name__)
 
@@ -307,8 +307,9 @@ class DispatcherService:
                           customer_language=event.customer.language, source=event.source,
                           customer_tier=event.customer.tier, sender=sender, history=history)
         customer_tier = event.customer.tier or "standard"
-        sla = select_policy(self.config.sla, priority=result.priority, channel=event.channel, customer_tier=customer_tier)
-        due = (event.received_at + timedelta(seconds=sla.first_response_seconds)).timestamp() if sla else None
+        due_at = expected_first_response(self.config.sla, priority=result.priority, channel=event.channel,
+                                         received_at=event.received_at, customer_tier=customer_tier)
+        due = due_at.timestamp() if due_at else None
         policy = self.config.policy
         sticky = None
         if event.linked_ticket_id:
