@@ -29,7 +29,7 @@ A bad file at start still stops the start. SLA policies are read once.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import yaml
