@@ -331,9 +331,14 @@ class AgentReplied(TicketEvent):
     customer: Customer
 
 
+Resolution = Literal["solved", "spam", "merged", "auto_closed"]
+
+
 class TicketResolved(TicketEvent):
     agent_id: str = Field(min_length=1)
     channel: Channel
+    resolution: Resolution = Field(default="solved", description="no CSAT survey goes out for spam, merged or "
+                                   "auto_closed tickets")
 
 
 SlaClockName = Literal["first_response", "next_response", "resolution"]
