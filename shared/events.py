@@ -70,6 +70,8 @@ TICKET_STATUS_CHANGED = "ticket_status_changed"          # agent_desk: open / wa
 SLA_CLOCK_CHANGED = "sla_clock_changed"                  # sla_watcher: a clock activated, paused, resumed, ...
 CSAT_SUBMITTED = "csat_submitted"                        # intake_chat: a customer answered the survey
 NOTIFICATION_FAILED = "notification_failed"              # notifier: a notification gave up (5xx or attempts spent)
+# Issue 4: one customer across channels.
+TICKET_ATTACHED = "ticket_attached"                      # dispatcher: a contact joined the customer's open ticket
 
 
 def exchange_name(service: str) -> str:
@@ -96,6 +98,9 @@ class Envelope(BaseModel):
     ticket_id: str | None = Field(default=None, max_length=64)
 
 
+IdentifierKind = Literal["email", "phone", "chat_visitor", "external_user"]
+
+
 class Customer(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -105,6 +110,11 @@ class Customer(BaseModel):
     chat_visitor_id: str | None = Field(default=None, max_length=128)
     language: str | None = Field(default=None, max_length=16)
     tier: str | None = Field(default=None, max_length=32, description="e.g. vip; None = standard")
+    external_user_id: str | None = Field(default=None, max_length=128, description="the company's own user id "
+                                         "(chat visitors verified by HMAC)")
+    verified: list[IdentifierKind] = Field(default_factory=list, description="which of the identifiers above the "
+                                           "channel proved (mail sender, caller id, HMAC); the others were typed in "
+                                           "and only ever link a profile as 'maybe'")
 
 
 class TicketEvent(Envelope):
@@ -163,6 +173,31 @@ class MessageReceived(TicketEvent):
     attachments: list[Attachment] = Field(default_factory=list, max_length=200)
 
 
+class CustomerSummary(BaseModel):
+    """What routing and agents should know about the customer, travelling with the ticket."""
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    open_tickets: list[str] = Field(default_factory=list, max_length=50)
+    recent_tickets: int = 0
+    recent_complaints: int = 0
+    last_agent_id: str | None = None
+
+
+class TicketAttached(TicketEvent):
+    """A contact that became a message on the customer's open ticket instead of a second ticket
+    (same customer, another channel, within the configured window). ``ticket_id`` is the new
+    contact's id (never routed), ``into_ticket_id`` the open ticket that now carries it."""
+    into_ticket_id: str = Field(min_length=1, max_length=64)
+    channel: Channel
+    customer: Customer
+    customer_id: str | None = None
+    subject: str = Field(default="", max_length=1000)
+    text: str = Field(max_length=200_000)
+    received_at: AwareDatetime
+    attachments: list[Attachment] = Field(default_factory=list, max_length=200)
+    mode: Literal["attach", "link"] = "attach"
+
+
 Tier = Literal["L1", "L2", "duty_manager"]
 TIERS: tuple[str, ...] = ("L1", "L2", "duty_manager")  # lowest first; escalation moves one step right
 UnassignReason = Literal["declined", "offer_expired", "agent_offline", "agent_away", "transferred",
@@ -182,6 +217,8 @@ class TicketClassified(TicketEvent):
     group: str | None = Field(default=None, max_length=100)
     signals: list[str] = Field(default_factory=list, description="built-in signals, e.g. complaint_risk, repeat_contact")
     matched_rules: list[str] = Field(default_factory=list)
+    customer_id: str | None = Field(default=None, max_length=64, description="the customer profile (issue 4)")
+    history: CustomerSummary | None = None
 
 
 class CandidateScore(BaseModel):
@@ -461,6 +498,7 @@ SCHEMAS: dict[tuple[str, str], type[Envelope]] = {
     (SLA_WATCHER, SLA_CLOCK_CHANGED): SlaClockChanged,
     (INTAKE_CHAT, CSAT_SUBMITTED): CsatSubmitted,
     (NOTIFIER, NOTIFICATION_FAILED): NotificationFailed,
+    (DISPATCHER, TICKET_ATTACHED): TicketAttached,
     (AGENT_DESK, AGENT_PRESENCE_CHANGED): AgentPresenceChanged,
     (AGENT_DESK, TICKET_ACCEPTED): TicketAccepted,
     (AGENT_DESK, AGENT_REPLIED): AgentReplied,
