@@ -117,7 +117,7 @@ class Assigner:
         """Route a received ticket once; returns what happened (for the log). The customer's
         history notes the ticket (``complaint``: it counts as one) in the lease's last round trip."""
         with self.store.routing(facts, now=self._now()) as routing:
-            routing.later.append(partial(self.store.queue_customer_ticket, key=facts.customer_key,
+            routing.later.append(partial(self.store.queue_customer_ticket, facts=facts,
                                          ticket_id=facts.ticket_id, received=facts.received_at.timestamp(),
                                          complaint=complaint))
             self._routing = routing
@@ -458,7 +458,7 @@ class Assigner:
                                    requirement=original.requirement_key())
         if status not in ("reopened", "duplicate", QUEUED):
             return status
-        self.store.record_customer_ticket(record.facts.customer_key, event.ticket_id, received=now, complaint=False)
+        self.store.record_customer_ticket(record.facts, event.ticket_id, received=now, complaint=False)
         attempt = self.reroute(event.ticket_id, step="requeue", queued_key=f"reopen-{event.event_id}")
         return "assigned" if attempt is not None and attempt.status == "assigned" else status
 
@@ -582,7 +582,7 @@ class Assigner:
                                       offer_expires_at=offer_expires_at, requirement=record.requirement_stamp)
             if result.assigned:
                 self._record(partial(self.store.queue_decision, ticket_id=facts.ticket_id, decision=decision))
-                self._record(partial(self.store.queue_customer_agent, key=facts.customer_key,
+                self._record(partial(self.store.queue_customer_agent, facts=facts,
                                      agent_id=candidate.agent_id, at=now))
                 if announce:
                     self._announce_assigned(facts, candidate.agent_id, decision, mark, attempt=result.attempt,
@@ -623,7 +623,8 @@ class Assigner:
                   language=facts.language, tags=list(facts.tags), received_at=facts.received_at,
                   customer_tier=facts.customer_tier, preferred_skills=list(facts.preferred_skills),
                   category=facts.category, group=facts.group, signals=list(facts.signals),
-                  matched_rules=list(facts.matched_rules))
+                  matched_rules=list(facts.matched_rules), customer_id=facts.customer_id,
+                  history=json.loads(facts.customer_summary) if facts.customer_summary else None)
         mark(ANNOUNCED_CLASSIFIED)
 
     def _announce_assigned(self, facts: TicketFacts, agent_id: str, decision: dict, mark: Mark, *,

@@ -14,6 +14,10 @@ deployment in one place; classification ignores this key, and this module reads 
         - {after_seconds: 300, step: widen_group}
         - {after_seconds: 600, step: next_tier}
       weights: {proficiency: 0.1, preferred: 0.1}
+      identity:                     # one customer across channels (issue 4)
+        attach_within_hours: 24     # a contact on another channel joins the customer's open ticket
+        mode: attach                # attach (a message on that ticket) | link (own ticket, same agent) | off
+        by_channel: {email: link, chat: link}   # per channel of the new contact, overriding mode
 
 Pure: :func:`parse_policy` validates already-parsed YAML, :func:`load_policy` reads the file.
 """
@@ -62,6 +66,21 @@ class _Weights(BaseModel):
     preferred: float = Field(default=0.1, ge=0, le=1)
 
 
+AttachMode = Literal["attach", "link", "off"]
+
+
+class _Identity(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attach_within_hours: float = Field(default=24, ge=0)
+    mode: AttachMode = "attach"
+    # A mail wants a mail back and a live chat an agent in the chat; folded into a ticket of
+    # another channel, the agent's reply would go that ticket's way. So by default only a call
+    # (a missed call: "please call back") becomes a message on the open ticket.
+    by_channel: dict[Literal["email", "chat", "phone"], AttachMode] = Field(
+        default_factory=lambda: {"email": "link", "chat": "link"})
+
+
 class _Routing(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,6 +92,7 @@ class _Routing(BaseModel):
     sticky: _Sticky | None = None
     relaxation: list[_Relax] = Field(default_factory=list)
     weights: _Weights = Field(default_factory=_Weights)
+    identity: _Identity = Field(default_factory=_Identity)
 
     @field_validator("relaxation")
     @classmethod
@@ -101,10 +121,17 @@ class RoutingPolicy:
     relaxation: tuple[RelaxStep, ...] = ()
     proficiency_weight: float = 0.1
     preferred_weight: float = 0.1
+    attach_within_seconds: float = 24 * 3600.0
+    attach_mode: str = "attach"
+    attach_by_channel: tuple[tuple[str, str], ...] = (("chat", "link"), ("email", "link"))
 
     @property
     def offers(self) -> bool:
         return self.offer_timeout_seconds > 0
+
+    def attach_mode_for(self, channel: str) -> str:
+        """attach | link | off for a new contact arriving on ``channel``."""
+        return dict(self.attach_by_channel).get(channel, self.attach_mode)
 
 
 DEFAULT_POLICY = RoutingPolicy()
@@ -134,6 +161,9 @@ def parse_policy(data: Any, *, origin: str = "routing policy") -> RoutingPolicy:
         relaxation=tuple(RelaxStep(r.after_seconds, r.step) for r in parsed.relaxation),
         proficiency_weight=parsed.weights.proficiency,
         preferred_weight=parsed.weights.preferred,
+        attach_within_seconds=parsed.identity.attach_within_hours * 3600,
+        attach_mode=parsed.identity.mode,
+        attach_by_channel=tuple(sorted(parsed.identity.by_channel.items())),
     )
 
 

@@ -25,6 +25,19 @@ A bad file at start still stops the start. SLA policies are read once.
   they still hold, offered or accepted, goes back to routing as ``ticket_unassigned`` reason
   ``roster_removed`` (agent_desk no longer signs them in, so the work would wait for nobody).
   Their recorded presence is left alone: re-added, they are as online as their console says.
+
+One customer across channels (issue 4): a received ticket's verified identifiers resolve to a
+customer profile (``shared.customer_store``: found, created or merged, atomically). The
+profile's directory tier and language override the intake's for classification (so the SLA
+watcher gets them through ``ticket_classified.customer_tier``); its history (recent tickets and
+complaints, open tickets, last agent) feeds classification and sticky routing and travels on
+``ticket_classified.history``. A contact whose customer has an open ticket on another channel,
+active within ``routing.identity.attach_within_hours``, is per ``routing.identity`` mode:
+``attach``: published as ``ticket_attached`` into that ticket and never classified or routed;
+``link``: announced the same way (mode link) and routed as its own ticket, sticky to that
+ticket's agent. The decision is recorded per contact before it is acted on, so a redelivery
+repeats it. Two contacts of one new customer arriving on two channels in the same instant may
+both become tickets (neither sees the other open yet).
 """
 from __future__ import annotations
 
@@ -41,6 +54,8 @@ from services.dispatcher.classify import RuleSet, RulesError, classify, parse_ru
 from services.dispatcher.config import (
     CONFIG_RELOAD_KEY,
     DEFAULT_CONFIG_RELOAD_SECONDS,
+    DEFAULT_REGION,
+    DEFAULT_REGION_KEY,
     DEFAULT_ROSTER_FILE,
     DEFAULT_ROUTING_RULES_FILE,
     DEFAULT_SLA_POLICY_FILE,
@@ -48,11 +63,14 @@ from services.dispatcher.config import (
     ROUTING_RULES_FILE_KEY,
     SLA_POLICY_FILE_KEY,
 )
-from services.dispatcher.customers import customer_key
+from services.dispatcher.customers import combined_history, customer_key, summary_json
 from services.dispatcher.policy import RoutingPolicy, parse_policy
 from services.dispatcher.routing import ONLINE
-from services.dispatcher.store import DispatchStore, TicketFacts
+from services.dispatcher.store import ASSIGNED, NEW, QUEUED, DispatchStore, TicketFacts
 from shared import events as ev
+from shared.customer_identity import attach_target, contact_identifiers
+from shared.customer_store import ATTACHED, LINKED, OWN, ContactOutcome, ProfileHistory
+from shared.intake_ledger import stable_event_id
 from shared.logging import get_logger
 from shared.nameko_ext import Emitter, LogContext, StoreProvider, event_consumer
 from shared.reloading import ReloadingFile
@@ -90,6 +108,7 @@ class Config:
         self.policy = policy
         self.sla = sla
         self.files = files
+        self.region = files.region
 
 
 class ConfigFiles:
@@ -97,16 +116,17 @@ class ConfigFiles:
     docstring), and what of them this container has written to Redis."""
 
     def __init__(self, rules: ReloadingFile[tuple[RuleSet, RoutingPolicy]], roster: ReloadingFile[Roster],
-                 sla: tuple[Policy, ...]):
+                 sla: tuple[Policy, ...], region: str = DEFAULT_REGION):
         self.rules = rules
         self.roster = roster
         self.sla = sla
+        self.region = region  # for customers' phone numbers written without a country code
         self.roster_written = 0  # version of the roster this container wrote to Redis (0: none yet)
         self.indexed_model: str | None = None  # capacity model the availability index was built for
 
     @classmethod
     def open(cls, rules_path: str, roster_path: str, sla: tuple[Policy, ...], *, now: float,
-             interval: float) -> "ConfigFiles":
+             interval: float, region: str = DEFAULT_REGION) -> "ConfigFiles":
         """Read both files; a missing or invalid one raises (the start fails with its message)."""
         def parse_rules_file(text: str) -> tuple[RuleSet, RoutingPolicy]:
             return parse_routing(text, rules_path)
@@ -118,7 +138,7 @@ class ConfigFiles:
 
         rules = _reloading(rules_path, parse_rules_file, "routing rules", RulesError, now, interval)
         roster = _reloading(roster_path, parse_roster_file, "roster", RosterError, now, interval)
-        return cls(rules, roster, sla)
+        return cls(rules, roster, sla, region)
 
     def config(self, now: float) -> Config:
         rules, policy = self.rules.current(now)
@@ -147,7 +167,8 @@ class RoutingRulesProvider(DependencyProvider):
         self.files = ConfigFiles.open(
             rules_path, str(config.get(ROSTER_FILE_KEY, DEFAULT_ROSTER_FILE)),
             load_policies(config.get(SLA_POLICY_FILE_KEY, DEFAULT_SLA_POLICY_FILE)), now=time.time(),
-            interval=float(config.get(CONFIG_RELOAD_KEY, DEFAULT_CONFIG_RELOAD_SECONDS)))
+            interval=float(config.get(CONFIG_RELOAD_KEY, DEFAULT_CONFIG_RELOAD_SECONDS)),
+            region=str(config.get(DEFAULT_REGION_KEY, DEFAULT_REGION)).upper())
         ruleset, policy = self.files.rules.value
         log.info("routing_rules_loaded", path=rules_path, rules=len(ruleset.rules), capacity_model=policy.capacity_model,
                  offer_timeout_seconds=policy.offer_timeout_seconds, relaxation_steps=len(policy.relaxation))
@@ -254,7 +275,7 @@ class DispatcherService:
         log.info("ticket_resolution_recorded", status=resolution.status, agent_id=resolution.agent_id)
         record = self.store.ticket(event.ticket_id)
         if record is not None:
-            self.store.customer_ticket_closed(record.facts.customer_key, event.ticket_id)
+            self.store.customer_ticket_closed(record.facts, event.ticket_id)
         if resolution.status != "closed":
             self._assigner().drain(resolution.agent_id or event.agent_id, trigger=f"resolved:{event.ticket_id}")
 
@@ -300,20 +321,37 @@ class DispatcherService:
 
     def _route(self, event: ev.TicketReceived) -> None:
         now = utcnow().timestamp()
+        contact = contact_identifiers(event.customer, self.config.region)
+        if contact.problems:  # the values themselves are personal data: only their kinds are logged
+            log.info("customer_identifier_dropped", kinds=[p.split(":", 1)[0] for p in contact.problems])
+        customers = self.store.customers
+        profile = customers.resolve(contact, now=now, name=event.customer.name or None)
+        if profile.changed:
+            log.info("customer_resolved", customer_id=profile.profile_id, created=profile.created,
+                     merged=list(profile.merged), maybe=[link.other for link in profile.maybe])
+        customer_id = profile.profile_id
+        profile_history = customers.history(customer_id, now=now, exclude=event.ticket_id)
+        decided = self._contact_decision(event, customer_id, profile_history, now)
+        if decided.outcome == ATTACHED:
+            return
         key = customer_key(event.customer)
-        history = self.store.customer_history(key, now=now, exclude=event.ticket_id)
+        history = combined_history(profile_history, self.store.customer_history(key, now=now, exclude=event.ticket_id))
         sender = event.customer.email or event.customer.phone or event.customer.chat_visitor_id
+        # The directory's tier and language are the company's word on the customer: they win.
+        customer_tier = profile.tier or event.customer.tier
+        language = profile.language or event.customer.language
         result = classify(self.config.rules, channel=event.channel, subject=event.subject, text=event.text,
-                          customer_language=event.customer.language, source=event.source,
-                          customer_tier=event.customer.tier, sender=sender, history=history)
-        customer_tier = event.customer.tier or "standard"
+                          customer_language=language, source=event.source,
+                          customer_tier=customer_tier, sender=sender, history=history)
+        customer_tier = customer_tier or "standard"
         due_at = expected_first_response(self.config.sla, priority=result.priority, channel=event.channel,
                                          received_at=event.received_at, customer_tier=customer_tier)
         due = due_at.timestamp() if due_at else None
         policy = self.config.policy
         sticky = None
-        if event.linked_ticket_id:
-            sticky = self.store.last_agent_of(event.linked_ticket_id)
+        linked = decided.into_ticket_id if decided.outcome == LINKED else event.linked_ticket_id
+        if linked:
+            sticky = self.store.last_agent_of(linked)
         elif (policy.sticky_within_seconds and history.last_agent_id and history.last_agent_at is not None
               and now - history.last_agent_at <= policy.sticky_within_seconds):
             sticky = history.last_agent_id
@@ -321,14 +359,57 @@ class DispatcherService:
             ticket_id=event.ticket_id, trace_id=event.trace_id, channel=event.channel, priority=result.priority,
             required_skills=result.required_skills, language=result.language, tags=result.tags,
             received_at=event.received_at, preferred_skills=result.preferred_skills, group=result.group,
-            customer_key=key, customer_tier=customer_tier, sla_due_at=due, sticky_agent_id=sticky,
-            category=result.category, signals=result.signals, matched_rules=result.matched_rules,
+            customer_key=None if customer_id else key, customer_tier=customer_tier, sla_due_at=due,
+            sticky_agent_id=sticky, category=result.category, signals=result.signals,
+            matched_rules=result.matched_rules, customer_id=customer_id,
+            customer_summary=summary_json(profile_history, history),
         )
         complaint = any(m in result.tags or m in result.signals for m in COMPLAINT_MARKERS)
         outcome = self._assigner().receive(facts, complaint=complaint)
         log.info("ticket_routed", outcome=outcome, channel=event.channel, priority=result.priority,
                  skills=list(result.required_skills), language=result.language, rules=list(result.matched_rules),
-                 sticky=sticky)
+                 sticky=sticky, customer_id=customer_id)
+
+    def _contact_decision(self, event: ev.TicketReceived, customer_id: str | None, history: ProfileHistory,
+                          now: float) -> ContactOutcome:
+        """Own ticket, or attached to / linked with the customer's open ticket on another channel.
+
+        Decided once per contact (the first decision is recorded and a redelivery repeats it), then
+        announced (``ticket_attached``, stable event id) so agent_desk adds it to that ticket.
+        """
+        customers = self.store.customers
+        decided = customers.contact(event.ticket_id)
+        if decided is None:
+            if not customer_id:  # a contact with no verified identifier joins nothing
+                return ContactOutcome(OWN)
+            open_ids = [t.ticket_id for t in history.open]
+            routed = {r.facts.ticket_id: r.state for r in self.store.tickets(open_ids) if r is not None}
+            still_open = [t for t in history.open if routed.get(t.ticket_id) in (NEW, QUEUED, ASSIGNED)]
+            policy = self.config.policy
+            target = attach_target(still_open, channel=event.channel, ticket_id=event.ticket_id,
+                                   mode=policy.attach_mode_for(event.channel),
+                                   within_seconds=policy.attach_within_seconds, now=now)
+            outcome = {"attach": ATTACHED, "link": LINKED}.get(target.mode, OWN)
+            decided = customers.decide_contact(event.ticket_id, ContactOutcome(
+                outcome, customer_id, target.into_ticket_id, now))
+            if decided.outcome != OWN:
+                log.info("contact_joins_open_ticket", mode=decided.outcome, into_ticket_id=decided.into_ticket_id,
+                         customer_id=customer_id, why=target.why)
+        if decided.outcome == OWN or not decided.into_ticket_id:
+            return decided
+        into = self.store.ticket(decided.into_ticket_id)
+        self.emit(ev.TICKET_ATTACHED, now=utcnow(), trace_id=event.trace_id, ticket_id=event.ticket_id,
+                  event_id=stable_event_id(ev.DISPATCHER, ev.TICKET_ATTACHED, event.ticket_id),
+                  into_ticket_id=decided.into_ticket_id, channel=event.channel, customer=event.customer.model_dump(),
+                  customer_id=decided.customer_id, subject=event.subject, text=event.text,
+                  received_at=event.received_at, attachments=[a.model_dump() for a in event.attachments],
+                  mode=decided.outcome)
+        if decided.outcome == ATTACHED:
+            # The customer is active on that ticket again (a later contact's window counts from here).
+            customers.touch_ticket(decided.customer_id, decided.into_ticket_id, at=now)
+            log.info("ticket_attached", into_ticket_id=decided.into_ticket_id, channel=event.channel,
+                     into_trace_id=into.facts.trace_id if into else None)
+        return decided
 
     def _apply_roster(self, files: ConfigFiles) -> None:
         """Write the roster in use, return removed agents' tickets, drain the online agents.

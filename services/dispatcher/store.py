@@ -31,8 +31,11 @@ Keys (this class is their only owner):
   (outboxes: a worker that died between the script and the publish is covered by the timer);
 - ``decisions:<id>`` list: the ticket's last ``DECISIONS_KEPT`` routing decisions (JSON);
 - ``customer:<key>`` hash (last agent), ``customer:<key>:tickets`` / ``:complaints`` zsets
-  ticket → received epoch, ``customer:<key>:open`` set: a small per-customer history
-  (``CUSTOMER_TTL_SECONDS`` since the last ticket).
+  ticket → received epoch, ``customer:<key>:open`` set: the per-customer history as kept before
+  customer profiles (keyed by chat visitor, email or phone). Written now only for tickets whose
+  customer has no profile (no identifier the channel verified); otherwise read together with
+  the profile's history (``shared.customer_store``) until it expires (``CUSTOMER_TTL_SECONDS``
+  after its last ticket).
 
 Every change that touches more than one key is one Lua script, so N dispatcher replicas never
 assign a ticket twice or put an agent over capacity (or over the fairness cap).
@@ -51,6 +54,7 @@ import redis
 from services.dispatcher.customers import CustomerHistory
 from services.dispatcher.policy import DEFAULT_POLICY, RoutingPolicy
 from services.dispatcher.routing import AgentSnapshot, TicketNeeds, new_snapshot, requirement_key
+from shared.customer_store import CustomerStore
 from shared.errors import TransientError
 from shared.roster import AgentProfile
 
@@ -602,6 +606,8 @@ class TicketFacts:
     category: str | None = None
     signals: tuple[str, ...] = ()
     matched_rules: tuple[str, ...] = ()
+    customer_id: str | None = None      # the customer profile (shared.customer_store)
+    customer_summary: str | None = None  # JSON of events.CustomerSummary, as ticket_classified carries it
 
     def needs(self, declined_by: Iterable[str] = ()) -> TicketNeeds:
         return TicketNeeds(ticket_id=self.ticket_id, channel=self.channel, required_skills=self.required_skills,
@@ -732,6 +738,7 @@ def _facts_fields(facts: TicketFacts) -> dict[str, str]:
         "customer_tier": facts.customer_tier, "sla_due_at": "" if facts.sla_due_at is None else repr(facts.sla_due_at),
         "sticky_agent_id": _opt(facts.sticky_agent_id), "category": _opt(facts.category),
         "signals": json.dumps(list(facts.signals)), "matched_rules": json.dumps(list(facts.matched_rules)),
+        "customer_id": _opt(facts.customer_id), "customer_summary": _opt(facts.customer_summary),
         **{f"original_{name}": json.dumps(list(getattr(facts, name))) for name in RESTORED_ON_REOPEN},
     }
 
@@ -774,6 +781,7 @@ def _record(fields: dict[str, str]) -> TicketRecord | None:
         customer_tier=fields.get("customer_tier") or "standard", sla_due_at=_float(fields.get("sla_due_at")),
         sticky_agent_id=fields.get("sticky_agent_id") or None, category=fields.get("category") or None,
         signals=_json_list(fields, "signals"), matched_rules=_json_list(fields, "matched_rules"),
+        customer_id=fields.get("customer_id") or None, customer_summary=fields.get("customer_summary") or None,
     )
     announced = frozenset(k.removeprefix("announced_") for k in fields if k.startswith("announced_"))
     decision = json.loads(fields["decision"]) if fields.get("decision") else None
@@ -799,6 +807,7 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 class DispatchStore:
     def __init__(self, client: redis.Redis, policy: RoutingPolicy = DEFAULT_POLICY):
         self.client = client
+        self.customers = CustomerStore(client)
         self.policy = policy  # the provider sets the loaded one
         self.full_scan_agents = FULL_SCAN_AGENTS
         self._claim = client.register_script(_CLAIM)
@@ -1347,8 +1356,9 @@ class DispatchStore:
         """The ticket's last routing decisions, oldest first (for the ops CLI)."""
         return [json.loads(raw) for raw in self.client.lrange(self.decisions_key(ticket_id), 0, -1)]
 
-    # customer history
+    # customer history: the profile's (shared.customer_store), plus the legacy per-key one until it expires
     def customer_history(self, key: str | None, *, now: float, exclude: str | None = None) -> CustomerHistory:
+        """The legacy history kept under ``customer:<key>`` (read-only now)."""
         if not key:
             return CustomerHistory()
         base = self.customer_key(key)
@@ -1365,40 +1375,39 @@ class DispatchStore:
             recent_tickets=len(set(tickets) - drop), recent_complaints=len(set(complaints) - drop),
             open_tickets=len(set(open_) - drop), last_agent_id=info.get("last_agent_id") or None, last_agent_at=last_at)
 
-    def record_customer_ticket(self, key: str | None, ticket_id: str, *, received: float, complaint: bool) -> None:
-        if not key:
-            return
+    def record_customer_ticket(self, facts: TicketFacts, ticket_id: str, *, received: float, complaint: bool) -> None:
         pipe = self.client.pipeline(transaction=True)
-        self.queue_customer_ticket(pipe, key, ticket_id, received=received, complaint=complaint)
+        self.queue_customer_ticket(pipe, facts, ticket_id, received=received, complaint=complaint)
         pipe.execute()
 
-    def queue_customer_ticket(self, pipe: redis.client.Pipeline, key: str | None, ticket_id: str, *, received: float,
-                              complaint: bool) -> None:
-        if not key:
-            return
-        base = self.customer_key(key)
-        pipe.zadd(base + ":tickets", {ticket_id: received})
-        pipe.zremrangebyscore(base + ":tickets", "-inf", received - HISTORY_WINDOW_SECONDS)
-        if complaint:
-            pipe.zadd(base + ":complaints", {ticket_id: received})
-        pipe.sadd(base + ":open", ticket_id)
-        for suffix in (":tickets", ":complaints", ":open", ""):
-            pipe.expire(base + suffix, CUSTOMER_TTL_SECONDS)
+    def queue_customer_ticket(self, pipe: redis.client.Pipeline, facts: TicketFacts, ticket_id: str, *,
+                              received: float, complaint: bool) -> None:
+        if facts.customer_id:
+            self.customers.queue_ticket(pipe, facts.customer_id, ticket_id, channel=facts.channel, received=received,
+                                        complaint=complaint)
+        elif facts.customer_key:  # a ticket routed before profiles, reopened: its history is the legacy one
+            base = self.customer_key(facts.customer_key)
+            pipe.zadd(base + ":tickets", {ticket_id: received})
+            pipe.zremrangebyscore(base + ":tickets", "-inf", received - HISTORY_WINDOW_SECONDS)
+            if complaint:
+                pipe.zadd(base + ":complaints", {ticket_id: received})
+            pipe.sadd(base + ":open", ticket_id)
+            for suffix in (":tickets", ":complaints", ":open", ""):
+                pipe.expire(base + suffix, CUSTOMER_TTL_SECONDS)
 
-    def record_customer_agent(self, key: str | None, agent_id: str, *, at: float) -> None:
-        if key:
-            pipe = self.client.pipeline(transaction=True)
-            self.queue_customer_agent(pipe, key, agent_id, at=at)
-            pipe.execute()
+    def queue_customer_agent(self, pipe: redis.client.Pipeline, facts: TicketFacts, agent_id: str, *,
+                             at: float) -> None:
+        if facts.customer_id:
+            self.customers.queue_agent(pipe, facts.customer_id, agent_id, at=at)
+        elif facts.customer_key:
+            pipe.hset(self.customer_key(facts.customer_key), mapping={"last_agent_id": agent_id, "last_agent_at": repr(at)})
+            pipe.expire(self.customer_key(facts.customer_key), CUSTOMER_TTL_SECONDS)
 
-    def queue_customer_agent(self, pipe: redis.client.Pipeline, key: str | None, agent_id: str, *, at: float) -> None:
-        if key:
-            pipe.hset(self.customer_key(key), mapping={"last_agent_id": agent_id, "last_agent_at": repr(at)})
-            pipe.expire(self.customer_key(key), CUSTOMER_TTL_SECONDS)
-
-    def customer_ticket_closed(self, key: str | None, ticket_id: str) -> None:
-        if key:
-            self.client.srem(self.customer_key(key) + ":open", ticket_id)
+    def customer_ticket_closed(self, facts: TicketFacts, ticket_id: str) -> None:
+        if facts.customer_id:
+            self.customers.ticket_closed(facts.customer_id, ticket_id)
+        if facts.customer_key:
+            self.client.srem(self.customer_key(facts.customer_key) + ":open", ticket_id)
 
     def last_agent_of(self, ticket_id: str) -> str | None:
         return self.client.hget(self.ticket_key(ticket_id), "last_agent_id")
