@@ -51,9 +51,11 @@ def trace_id_for(ticket_id: str) -> str:
 def customer(mail: NormalizedMail, who: Customer | None = None) -> dict[str, Any]:
     """The event's customer: the sender, or ``who`` (Reply-To, or the original sender of mail an
     agent forwarded; see :mod:`~services.intake_email.forwarding`)."""
+    # The address the mail came from is what the channel proves (an agent vouches for a forwarded one).
     if who is None:
-        return {"name": mail.from_name, "email": mail.from_email, "language": mail.language}
-    return {"name": who.name, "email": who.email, "language": mail.language}
+        return {"name": mail.from_name, "email": mail.from_email, "language": mail.language,
+                "verified": ["email"] if mail.from_email else []}
+    return {"name": who.name, "email": who.email, "language": mail.language, "verified": ["email"] if who.email else []}
 
 
 def attachments(mail: NormalizedMail) -> list[dict[str, Any]]:

@@ -143,7 +143,8 @@ def callback_ticket_fields(state: CallState) -> dict[str, Any]:
     )
     return {
         "channel": "phone",
-        "customer": {"name": "", "phone": state.from_number},
+        # The caller id is what the phone network says (hidden callers have none).
+        "customer": {"name": "", "phone": state.from_number, "verified": ["phone"] if state.from_number else []},
         "subject": f"未接来电 / Missed call from {caller}",
         "text": text,
         "received_at": state.ended_at,

@@ -75,7 +75,8 @@ def test_new_mail_becomes_ticket_received_and_is_flagged_seen_only_after_publish
     assert GatedIntake.published.wait() == uid
     assert body["channel"] == "email"
     assert body["customer"] == {"name": "张伟", "email": "zhang.wei@example.com", "phone": None,
-                                "chat_visitor_id": None, "language": "zh", "tier": None}
+                                "chat_visitor_id": None, "language": "zh", "tier": None,
+                                "external_user_id": None, "verified": ["email"]}
     assert body["text"] == "你好，我的订单还没有发货，请帮我查一下。"
     assert body["ticket_id"].startswith("TM-")
     assert body["event_id"] == stable_event_id("ticket_received", body["ticket_id"])

@@ -39,5 +39,6 @@ def test_ticket_fields_carry_stable_ids_and_the_source_keys():
     assert fields["event_id"] == stable_event_id("ticket_received", "TM-10001")
     assert fields["source"] == {"mailbox": "support", "uid": "7", "uidvalidity": "1700000000",
                                 "message_id": "m1@example.com"}
-    assert fields["customer"] == {"name": "张伟", "email": "zw@example.com", "language": "en"}
+    assert fields["customer"] == {"name": "张伟", "email": "zw@example.com", "language": "en",
+                                  "verified": ["email"]}
     assert intake.trace_id_for("TM-10001") == intake.trace_id_for("TM-10001") != intake.trace_id_for("TM-10002")

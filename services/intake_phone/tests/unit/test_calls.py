@@ -32,7 +32,7 @@ def test_hangup_without_answer_is_missed_and_needs_a_callback():
     state = run(event("newCall", queue="sales"), event("hangup", cause="cancel"))
     assert calls.is_missed(state) and calls.needs_callback_ticket(state)
     fields = calls.callback_ticket_fields(state)
-    assert fields["customer"] == {"name": "", "phone": "+8613812345678"}
+    assert fields["customer"] == {"name": "", "phone": "+8613812345678", "verified": ["phone"]}
     assert fields["subject"] == "未接来电 / Missed call from +86 138 1234 5678"
     assert fields["source"] == {"call_id": "c-1", "to": "+861088888888", "queue": "sales", "cause": "cancel"}
     assert "请回电" in fields["text"] and "Please call back" in fields["text"]
