@@ -14,6 +14,8 @@
     ticketmesh rules explain --subject S --text T  how a sample ticket is classified, and why
     ticketmesh simulate --trace T --staffing S   replay a workload through the routing policies, offline
     ticketmesh dispatch explain TICKET           a ticket's routing decisions (also: queues, agents)
+    ticketmesh customers import FILE [--dry-run] customer profiles, tiers, languages from CSV/YAML
+    ticketmesh customers show IDENTIFIER         one customer profile: identifiers, links, history
 """
 from __future__ import annotations
 
@@ -338,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     from services.dispatcher import dispatch_cli  # ticketmesh dispatch explain|queues|agents
 
     dispatch_cli.register(sub)
+    from shared import customers_cli  # ticketmesh customers import|show
+
+    customers_cli.register(sub)
     return parser
 
 

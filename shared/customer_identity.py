@@ -221,6 +221,9 @@ def normalize_name(raw: str) -> str:
     return value
 
 
+ATTRIBUTE_NORMALIZERS = {"tier": normalize_tier, "language": normalize_language, "name": normalize_name}
+
+
 def profile_number(profile_id: str) -> int:
     return int(profile_id.removeprefix(PROFILE_PREFIX))
 

@@ -514,14 +514,16 @@ class CustomerStore:
             raise UnknownProfile(a if ra is None else b)
         if ra == rb:
             raise MergeRefused(f"{a} and {b} are one profile")
+        if not self.client.hexists(Keys.maybe(ra), rb):
+            return False
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hdel(Keys.maybe(ra), rb)
             pipe.hdel(Keys.maybe(rb), ra)
             pipe.sadd(Keys.dismissed(ra), rb)
             pipe.sadd(Keys.dismissed(rb), ra)
             pipe.hset(Keys.profile(ra), "updated_at", repr(now))
-            removed, *_ = pipe.execute()
-        return bool(removed)
+            pipe.execute()
+        return True
 
     def update_attributes(self, pid: str, attributes: Mapping[str, str | None], *, now: float) -> Profile:
         """Set (or, with None, clear) the directory attributes of a profile (or of its survivor)."""
