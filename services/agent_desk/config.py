@@ -20,6 +20,8 @@ VARIABLES = (
     Variable("TM_DESK_TOKEN_DAYS", "90", "days an API token (Authorization: Bearer) lasts"),
     Variable("TM_ROSTER_FILE", "deploy/demo/roster.yaml", "agent roster: logins, names, roles"),
     Variable("TM_CONFIG_RELOAD_SECONDS", "5", "seconds between looks at the roster file: a changed roster is used without a restart"),
+    Variable("TM_PHONE_DEFAULT_REGION", "CN", "region for phone numbers a supervisor looks customers up by, when "
+             "written without a country code"),
 )
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
 
@@ -37,6 +39,7 @@ class Settings:
     presence_grace_seconds: float = 60.0
     token_seconds: int = 90 * 24 * 3600
     config_reload_seconds: float = 5.0
+    default_region: str = "CN"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -56,6 +59,7 @@ class Settings:
             presence_grace_seconds=get("TM_DESK_PRESENCE_GRACE_SECONDS", float),
             token_seconds=int(get("TM_DESK_TOKEN_DAYS", float) * 24 * 3600),
             config_reload_seconds=get("TM_CONFIG_RELOAD_SECONDS", _seconds),
+            default_region=get("TM_PHONE_DEFAULT_REGION", str.upper),
         )
 
 

@@ -29,6 +29,7 @@ HTTP (every /api route but login, and /ws, needs a signed-in session or an API t
     POST /api/tickets/{id}/resolve       → emits ticket_resolved (once)
     POST /api/tickets/{id}/reopen        → emits ticket_reopened by=agent
     GET  /api/supervisor/overview        → queues by skill, agents' presence and load, SLA risk, decisions
+    /api/v1/customers...                 customer profiles (supervisors): see customers_api.py
     GET  /ws                             → WebSocket: work list on connect, then pushes
 
 An action publishes its event (confirmed by the broker) before the view records it: if the
@@ -47,6 +48,10 @@ ticket reopens it and the desk emits ``ticket_reopened`` by=customer (the dispat
 preferring the last agent). A view missing because events overtook each other raises
 TransientError (retried after a pause) for ``tickets.OUT_OF_ORDER_GRACE_SECONDS``, then
 dead-letters. ``intake_email.mail_bounced`` with a ticket adds a system note to it.
+``dispatcher.ticket_attached``: a contact from another channel joined the customer's open ticket
+(a customer message with its channel and a "Continued from" note, pushed to the holder; the
+contact itself is marked attached and its later messages go to that ticket), or was linked to it
+(a note on both).
 
 Presence: every replica marks the agents whose console sockets it holds as seen every
 ``grace/4`` seconds; an agent online/away but not seen on any replica for
@@ -75,6 +80,7 @@ from aiohttp import WSMsgType, web
 
 from services.agent_desk import supervisor, tickets
 from services.agent_desk.config import Settings
+from services.agent_desk.customers_api import CustomersApi
 from services.agent_desk.push import ConsoleSocket, SocketHub
 from services.agent_desk.sessions import COOKIE_NAME, Session, sign_session, verify_session
 from services.agent_desk.store import DeskStore
@@ -83,9 +89,11 @@ from shared import events as ev
 from shared.aio_service import (AioService, ApiError, BrokerUnavailable, ServiceContext, json_response,
                                 publish_confirmed, read_json)
 from shared.amqp import EventConsumer, EventPublisher
+from shared.customer_store import CustomerStore
 from shared.errors import TRANSIENT_ERRORS, TransientError
 from shared.intake_ledger import stable_event_id
 from shared.logging import bound_event_context, get_logger
+from shared.redis_store import sync_client
 from shared.reloading import ReloadingFile
 from shared.roster import AgentProfile, RosterError, hash_password, load_roster, verify_password
 
@@ -211,7 +219,8 @@ class AgentDesk:
                 (ev.DISPATCHER, ev.TICKET_CLASSIFIED, self.store_ticket_classified, None),
                 (ev.DISPATCHER, ev.TICKET_UNASSIGNED, self.store_ticket_unassigned, self.push_ticket_unassigned),
                 (ev.DISPATCHER, ev.TICKET_TRANSFERRED, self.store_ticket_transferred, self.push_system_note),
-                (ev.SLA_WATCHER, ev.TICKET_ESCALATED, self.store_ticket_escalated, self.push_system_note)):
+                (ev.SLA_WATCHER, ev.TICKET_ESCALATED, self.store_ticket_escalated, self.push_system_note),
+                (ev.DISPATCHER, ev.TICKET_ATTACHED, self.store_ticket_attached, self.push_ticket_attached)):
             consumer.subscribe(source, event_type, f"store_{event_type}", store)
             if push is not None:
                 consumer.subscribe(source, event_type, f"push_{event_type}", push, broadcast=True)
@@ -678,18 +687,39 @@ class AgentDesk:
 
     async def store_message_received(self, event: ev.MessageReceived) -> None:
         message = tickets.customer_message(event)
-        after = await self._change_or_retry(event, lambda v: tickets.with_customer_message(v, message))
-        if after.status == "reopened" and after.reopened_by_message == event.message_id:
+        target = await self._message_target(event.ticket_id)
+        after = await self._change_or_retry(event, lambda v: tickets.with_customer_message(v, message),
+                                            ticket_id=target)
+        await self._reopened_by(after, message.message_id, event.channel)
+
+    async def _message_target(self, ticket_id: str) -> str:
+        """Where a customer's message belongs: a contact attached to an open ticket continues there."""
+        view = await self.store.ticket(ticket_id)
+        return view.attached_to if view is not None and view.attached_to else ticket_id
+
+    async def _reopened_by(self, after: TicketView, message_id: str, channel: str) -> None:
+        if after.status == "reopened" and after.reopened_by_message == message_id:
             # The dispatcher routes a reopened ticket (preferring the last agent); a redelivery
             # publishes the same event again, which consumers dedupe on its id.
             try:
                 await self._publish(ev.TICKET_REOPENED, trace_id=after.trace_id, ticket_id=after.ticket_id,
                                     by="customer", agent_id=after.agent_id or after.last_agent_id,
-                                    channel=event.channel,
-                                    event_id=stable_event_id(ev.TICKET_REOPENED, after.ticket_id, event.message_id))
+                                    channel=channel,
+                                    event_id=stable_event_id(ev.TICKET_REOPENED, after.ticket_id, message_id))
             except BrokerUnavailable as exc:
                 raise TransientError(str(exc)) from exc  # redelivered: the view is kept, the publish retried
             log.info("ticket_reopened", by="customer", agent_id=after.agent_id)
+
+    async def store_ticket_attached(self, event: ev.TicketAttached) -> None:
+        """The open ticket gets the contact (or the link) first, then the contact's own view is
+        marked; both changes are idempotent, so a retry (the contact's view not stored yet) is safe."""
+        after = await self._change_or_retry(event, lambda v: tickets.with_attached(v, event),
+                                            ticket_id=event.into_ticket_id)
+        if event.mode == "attach":
+            await self._reopened_by(after, tickets.attached_message_id(event), event.channel)
+        await self._change_or_retry(event, lambda v: tickets.as_attached(v, event))
+        log.info("ticket_attached_stored", into_ticket_id=event.into_ticket_id, mode=event.mode,
+                 channel=event.channel)
 
     async def store_ticket_assigned(self, event: ev.TicketAssigned) -> None:
         await self._change_or_retry(event, lambda v: tickets.with_assignment(v, event))
@@ -721,12 +751,14 @@ class AgentDesk:
     async def store_sla_event(self, event: ev.SlaEvent) -> None:
         await self._change_or_retry(event, lambda v: tickets.with_sla(v, event))
 
-    async def _change_or_retry(self, event: ev.TicketEvent, change: Callable[[TicketView], TicketView]) -> TicketView:
+    async def _change_or_retry(self, event: ev.TicketEvent, change: Callable[[TicketView], TicketView], *,
+                               ticket_id: str | None = None) -> TicketView:
+        ticket_id = ticket_id or event.ticket_id
         try:
-            before, after = await self.store.change_ticket(event.ticket_id, change)
+            before, after = await self.store.change_ticket(ticket_id, change)
         except TicketNotStored:
             if tickets.retry_or_give_up(event, self.clock()):
-                raise TransientError(f"view of {event.ticket_id} not stored yet") from None
+                raise TransientError(f"view of {ticket_id} not stored yet") from None
             raise
         if before != after:
             log.info("ticket_view_updated", status=after.status, agent_id=after.agent_id)
@@ -805,22 +837,35 @@ class AgentDesk:
         kind = type(event).__name__
         await self.hub.send_to_agents(set(), {"type": "board_changed", "event": kind}, supervisors=True)
 
+    async def push_ticket_attached(self, event: ev.TicketAttached) -> None:
+        await self.hub.send_to_agents(set(), {"type": "board_changed", "event": ev.TICKET_ATTACHED}, supervisors=True)
+        view = await self.store.ticket(event.into_ticket_id)
+        if view is None or not view.agent_id or not self.hub.has_agent(view.agent_id):
+            return  # nobody holds it, or the holder's console is on another replica
+        # Apply here too (idempotent), so the pushed view has the message whichever handler ran first.
+        _, view = await self.store.change_ticket(event.into_ticket_id, lambda v: tickets.with_attached(v, event))
+        if not view.agent_id:
+            return
+        reopened = event.mode == "attach" and view.reopened_by_message == tickets.attached_message_id(event)
+        await self.hub.send_to_agents({view.agent_id}, {"type": "ticket_reopened" if reopened else "ticket_updated",
+                                                        "ticket": view.for_console()})
+
     async def push_customer_message(self, event: ev.MessageReceived) -> None:
-        view = await self.store.ticket(event.ticket_id)
+        target = await self._message_target(event.ticket_id)
+        view = await self.store.ticket(target)
         if view is None or not view.agent_id or not self.hub.has_agent(view.agent_id):
             return
         if view.status == "resolved":
             # Reopen here too (idempotent), so the console gets the ticket back whichever of
             # this and store_message_received runs first.
             message = tickets.customer_message(event)
-            _, view = await self.store.change_ticket(event.ticket_id,
-                                                     lambda v: tickets.with_customer_message(v, message))
+            _, view = await self.store.change_ticket(target, lambda v: tickets.with_customer_message(v, message))
         if view.reopened_by_message == event.message_id and view.status == "reopened" and view.agent_id:
             # The console dropped the ticket when it was resolved: send it whole, back in the list.
             await self.hub.send_to_agents({view.agent_id}, {"type": "ticket_reopened", "ticket": view.for_console()})
             return
         await self.hub.send_to_agents({view.agent_id}, {
-            "type": "customer_message", "ticket_id": event.ticket_id, "message_id": event.message_id,
+            "type": "customer_message", "ticket_id": view.ticket_id, "message_id": event.message_id,
             "channel": event.channel, "text": event.text, "received_at": event.received_at.isoformat(),
         })
 
@@ -859,6 +904,15 @@ def create_service(settings: Settings) -> AioService:
         desk = AgentDesk(settings, roster, DeskStore(ctx.redis), ctx.publisher, SocketHub(), ctx.websockets)
         app = ctx.new_app(client_max_size=64 * 1024, middlewares=[desk.guard])
         desk.add_routes(app)
+        # Customer profiles are a blocking store shared with the dispatcher and the CLI.
+        customers_client = sync_client(settings.common.redis_url)
+        CustomersApi(CustomerStore(customers_client), agent_key=AGENT, clock=desk.clock,
+                     region=settings.default_region).add_routes(app)
+
+        async def close_customers_client(_app: web.Application) -> None:
+            customers_client.close()
+
+        app.on_cleanup.append(close_customers_client)
         desk.subscribe(ctx.consumer)
         app[DESK_KEY] = desk
         return app

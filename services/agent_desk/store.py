@@ -8,8 +8,8 @@
 - ``tm:agent_desk:queued`` / ``tm:agent_desk:sla_risk`` – sorted sets of tickets waiting for an
   agent (by queue time) and of unresolved tickets with an SLA warning or breach (by due time);
   indexes of the views, changed in the same transaction;
-- ``tm:agent_desk:customer:<hash of chat visitor id / email / phone>`` – the customer's tickets
-  (by arrival), for the history panel;
+- ``tm:agent_desk:customer:<hash of chat visitor id / email / phone / profile id>`` – the
+  customer's tickets (by arrival), for the history panel (the profile's once it is classified);
 - ``tm:agent_desk:decisions`` – the latest routing decisions across tickets (supervisor view);
 - ``tm:agent_desk:presence:<agent id>`` – online / away / offline; ``tm:agent_desk:present``
   the agents not offline, ``tm:agent_desk:last_seen`` when each was last seen on a socket (or
@@ -30,7 +30,8 @@ from typing import Any, Callable
 import redis.asyncio
 from redis.exceptions import WatchError
 
-from services.agent_desk.tickets import DecisionRecord, TicketNotStored, TicketView, customer_keys, sla_state
+from services.agent_desk.tickets import (DecisionRecord, TicketNotStored, TicketView, customer_keys, profile_key,
+                                        sla_state)
 from shared.errors import TransientError
 from shared.intake_ledger import natural_key_hash
 
@@ -122,15 +123,16 @@ class DeskStore:
         return [TicketView.model_validate_json(raw) for raw in raws if raw]
 
     async def customer_history(self, view: TicketView) -> list[TicketView]:
-        """The customer's other tickets the desk knows, newest first."""
+        """The customer's other tickets the desk knows, newest first (not the contacts that became
+        messages on one of them)."""
         ids: dict[str, float] = {}
-        for key in customer_keys(view.customer):
+        for key in customer_keys(view.customer) + ([profile_key(view.customer_id)] if view.customer_id else []):
             for ticket_id, score in await self._client.zrevrange(self._customer(key), 0, HISTORY_TICKETS_SHOWN,
                                                                  withscores=True):
                 ids[ticket_id] = score
         ids.pop(view.ticket_id, None)
         newest = sorted(ids, key=lambda t: ids[t], reverse=True)[:HISTORY_TICKETS_SHOWN]
-        return await self.tickets(newest)
+        return [v for v in await self.tickets(newest) if not v.attached_to]
 
     async def queued(self) -> list[TicketView]:
         views = await self.tickets(await self._client.zrange(self._QUEUED, 0, BOARD_TICKETS_READ - 1))
@@ -184,6 +186,10 @@ class DeskStore:
     def _index(self, pipe: redis.asyncio.client.Pipeline, before: TicketView, after: TicketView) -> None:
         """Keep the indexes in step with the views: an agent's unresolved tickets, the tickets
         waiting for an agent, the unresolved tickets with an SLA at risk."""
+        if after.customer_id and after.customer_id != before.customer_id:
+            key = self._customer(profile_key(after.customer_id))
+            pipe.zadd(key, {after.ticket_id: after.received_at.timestamp()})
+            pipe.expire(key, VIEW_TTL_SECONDS)
         if after.status == "queued":
             pipe.zadd(self._QUEUED, {after.ticket_id: (after.queued_at or after.received_at).timestamp()})
         else:

@@ -12,6 +12,12 @@ again, preferring the last agent, who keeps it in their list meanwhile). ``ticke
 (declined, offer expired, moved, escalated) takes it from its agent: ``queued`` until the next
 ``ticket_assigned``.
 
+One customer across channels: the dispatcher's ``ticket_attached`` (mode attach) puts a contact
+from another channel on the customer's open ticket as a customer message with its channel and a
+system note "Continued from <channel>"; the contact's own view is marked ``attached_to`` and is
+never a ticket of its own (its later messages go to that ticket too). Mode link notes the link on
+both tickets, which stay apart. Classification also names the customer profile and its summary.
+
 Classification fills tags, category, signals; every routing attempt's decision is kept (the
 decision records); SLA warnings/breaches keep their due time per clock; transfers and
 escalations add system notes; internal notes stay in the desk.
@@ -113,6 +119,10 @@ class TicketView(BaseModel):
     accepted_at: AwareDatetime | None = None
     resolved_at: AwareDatetime | None = None
     reopened_by_message: str | None = None  # the customer message that last reopened it
+    customer_id: str | None = None          # the customer profile (ticket_classified)
+    customer_summary: ev.CustomerSummary | None = None
+    attached_to: str | None = None          # this contact became a message on that ticket
+    linked_tickets: list[str] = Field(default_factory=list)  # the same customer's tickets on other channels
     sla: dict[str, SlaClock] = Field(default_factory=dict)  # clock name -> latest warning/breach
     messages: list[Message] = Field(default_factory=list)
 
@@ -164,6 +174,11 @@ def customer_keys(customer: ev.Customer) -> list[str]:
     if customer.phone:
         keys.append(f"phone:{re.sub(r'[^0-9+]', '', customer.phone)}")
     return keys
+
+
+def profile_key(customer_id: str) -> str:
+    """The customer-history key of a profile (every channel of one customer)."""
+    return f"profile:{customer_id}"
 
 
 class ActionRefused(Exception):
@@ -255,6 +270,8 @@ def with_classification(view: TicketView, event: ev.TicketClassified) -> TicketV
         "priority": view.priority or event.priority, "required_skills": view.required_skills or list(event.required_skills),
         "language": event.language or view.language, "group": view.group or event.group,
         "customer_tier": event.customer_tier,
+        "customer_id": event.customer_id or view.customer_id,
+        "customer_summary": event.history or view.customer_summary,
     })
 
 
@@ -328,6 +345,44 @@ def with_customer_message(view: TicketView, message: Message) -> TicketView:
 def customer_message(event: ev.MessageReceived) -> Message:
     return Message(message_id=event.message_id, author="customer", channel=event.channel, text=event.text,
                    at=event.received_at)
+
+
+def attached_message_id(event: ev.TicketAttached) -> str:
+    return f"attached:{event.ticket_id}"
+
+
+def with_attached(view: TicketView, event: ev.TicketAttached) -> TicketView:
+    """The open ticket ``event.into_ticket_id`` carries the contact: mode attach, a system note
+    "Continued from <channel>" and the contact as a customer message with its channel (on a
+    ticket resolved meanwhile, it reopens it like any customer message); mode link, a note."""
+    if event.mode == "link":
+        note = Message(message_id=f"linked:{event.ticket_id}", author="system", at=event.received_at,
+                       text=f"The customer also contacted us by {event.channel}: {event.ticket_id}"[:NOTE_MAX_CHARS])
+        linked = view.linked_tickets if event.ticket_id in view.linked_tickets else [*view.linked_tickets, event.ticket_id]
+        return with_message(view, note).model_copy(update={"linked_tickets": linked[-20:]})
+    note = Message(message_id=f"continued:{event.ticket_id}", author="system", at=event.received_at,
+                   text=f"Continued from {event.channel} ({event.ticket_id})")
+    text = event.text
+    if event.channel == "email" and event.subject and not text.startswith(event.subject):
+        text = f"{event.subject}\n\n{text}"  # a mail's subject says what it is about
+    message = Message(message_id=attached_message_id(event), author="customer", channel=event.channel, text=text,
+                      at=event.received_at)
+    if has_message(view, message.message_id):
+        return view
+    return with_customer_message(with_message(view, note), message)
+
+
+def as_attached(view: TicketView, event: ev.TicketAttached) -> TicketView:
+    """The contact's own view: attached (never a ticket of its own), or linked."""
+    if event.mode == "link":
+        if event.into_ticket_id in view.linked_tickets:
+            return view
+        note = Message(message_id=f"linked:{event.into_ticket_id}", author="system", at=event.received_at,
+                       text=f"Linked to the customer's open ticket {event.into_ticket_id}"[:NOTE_MAX_CHARS])
+        return with_message(view, note).model_copy(update={"linked_tickets": [*view.linked_tickets,
+                                                                              event.into_ticket_id][-20:]})
+    return view if view.attached_to == event.into_ticket_id else view.model_copy(
+        update={"attached_to": event.into_ticket_id})
 
 
 def bounce_note(event: ev.MailBounced) -> Message:

@@ -3,7 +3,12 @@
 Consumes (handler name = queue name, wire contract):
 
 - ``intake_<channel>.ticket_received`` → ``ack_<channel>_ticket_received``: acknowledge the
-  new ticket to a customer who has an email address;
+  new ticket to a customer who has an email address; not a contact the dispatcher folds into
+  the customer's open ticket on another channel (``ticket_attached``: it is no new ticket, and
+  its number would mean nothing). The ack runs in parallel with the dispatcher's decision, so
+  when the customer has an open ticket on another channel it waits for that decision
+  (``ATTACH_DECISION_WAIT_SECONDS``, then acks anyway: a dispatcher that is down must not
+  silence acknowledgements);
 - ``agent_desk.agent_replied`` → ``send_agent_reply``: email channel only (chat replies are
   relayed by intake_chat, phone has no mail);
 - ``sla_watcher.sla_breached`` → ``notify_sla_breached``: notice to the supervisor;
@@ -46,6 +51,8 @@ from services.notifier.store import ANNOUNCED, CLAIMED, SENDING, NotificationSto
 from shared import events as ev
 from shared.aio_service import AioService, BrokerUnavailable, ServiceContext, publish_confirmed
 from shared.amqp import EventConsumer, EventPublisher
+from shared.customer_identity import contact_identifiers
+from shared.customer_store import ATTACHED, AsyncCustomerReader
 from shared.errors import TransientError
 from shared.logging import get_logger, mask
 from shared.roster import display_names
@@ -54,6 +61,7 @@ log = get_logger(__name__)
 
 SERVICE_NAME = ev.NOTIFIER
 _INTAKES = ((ev.INTAKE_EMAIL, "email"), (ev.INTAKE_CHAT, "chat"), (ev.INTAKE_PHONE, "phone"))
+ATTACH_DECISION_WAIT_SECONDS = 30.0
 
 
 def _utcnow() -> datetime:
@@ -71,6 +79,7 @@ class Notifier:
     zone: tzinfo
     agent_names: Mapping[str, str] = field(default_factory=dict)
     clock: Callable[[], datetime] = _utcnow
+    customers: AsyncCustomerReader | None = None
 
     def subscribe(self, consumer: EventConsumer) -> None:
         for source, channel in _INTAKES:
@@ -88,6 +97,9 @@ class Notifier:
             # ticket in the widget (chat) or are called back (phone).
             log.info("notification_skipped", kind=kind, reason="address_not_verified", channel=ticket.channel)
             return
+        if await self._joins_open_ticket(ticket):
+            log.info("notification_skipped", kind=kind, reason="attached_to_open_ticket", channel=ticket.channel)
+            return
         customer_message_id = messages.normalize_message_id(ticket.source.get("message_id"))
         await self.store.remember_ticket(ticket.ticket_id, subject=ticket.subject,
                                          customer_message_id=customer_message_id)
@@ -97,6 +109,20 @@ class Notifier:
         mail = messages.ticket_ack(ticket, sender=self.sender, notification=nid, now=self.clock())
         await self._deliver(ticket, kind, nid, mail)
         await self.store.remember_ack(ticket.ticket_id, mail["Message-ID"])  # same id on every attempt
+
+    async def _joins_open_ticket(self, ticket: ev.TicketReceived) -> bool:
+        """Whether the dispatcher folded this contact into the customer's open ticket; while it
+        may still do so (an open ticket on another channel, no decision yet) the event is retried."""
+        if self.customers is None:
+            return False
+        decided = await self.customers.contact(ticket.ticket_id)
+        if decided is not None:
+            return decided.outcome == ATTACHED
+        waited = (self.clock() - ticket.occurred_at).total_seconds()
+        if waited < ATTACH_DECISION_WAIT_SECONDS and await self.customers.open_elsewhere(
+                contact_identifiers(ticket.customer).verified, ticket.channel):
+            raise TransientError("the dispatcher has not decided yet whether this contact joins an open ticket")
+        return False
 
     async def send_agent_reply(self, reply: ev.AgentReplied) -> None:
         if reply.channel != "email":
@@ -230,6 +256,7 @@ def create_service(settings: Settings) -> AioService:
             supervisor_locale=settings.supervisor_language,
             zone=settings.mail_timezone,
             agent_names=names,
+            customers=AsyncCustomerReader(ctx.redis),
         )
         notifier.subscribe(ctx.consumer)
         app = ctx.new_app()
