@@ -36,7 +36,7 @@ identifier added meanwhile. Most contacts change nothing and cost two read round
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import redis
@@ -73,6 +73,43 @@ OWN, ATTACHED, LINKED = "own", "attach", "link"
 
 class UnknownProfile(LookupError):
     pass
+
+
+# The commonest write, a new customer, in one round trip: create the profile with the contact's
+# identifiers if they are all still unowned and nobody carries a verified one typed in (else the
+# rules have links or merges to make, and the WATCH path runs). KEYS: seq, ident keys of the
+# verified then typed identifiers, typed_ident keys of the verified. ARGV: now, name, number of
+# verified, then the verified tokens, then the typed ones (``kind:value``) with their typed_ident keys.
+_CREATE = """
+local P = '""" + PREFIX + """'
+local nv = tonumber(ARGV[3])
+local idents = #KEYS - 1 - nv
+for i = 2, 1 + idents do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return false end
+end
+for i = 2 + idents, #KEYS do
+  if redis.call('SCARD', KEYS[i]) > 0 then return false end
+end
+local pid = 'CU-' .. redis.call('INCR', KEYS[1])
+local profile = {'created_at', ARGV[1], 'updated_at', ARGV[1]}
+if ARGV[2] ~= '' then table.insert(profile, 'name'); table.insert(profile, ARGV[2]) end
+for i = 1, nv do
+  local token = ARGV[3 + i]
+  redis.call('SET', KEYS[1 + i], pid)
+  redis.call('SADD', P .. 'ids:' .. pid, token)
+  if string.sub(token, 1, 14) == 'external_user:' then
+    table.insert(profile, 'external_user'); table.insert(profile, string.sub(token, 15))
+  end
+end
+redis.call('HSET', P .. 'profile:' .. pid, unpack(profile))
+local i = 4 + nv
+while i < #ARGV do
+  redis.call('SADD', P .. 'typed:' .. pid, ARGV[i])
+  redis.call('SADD', ARGV[i + 1], pid)
+  i = i + 2
+end
+return pid
+"""
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -166,6 +203,7 @@ class Resolution:
     maybe: tuple[MaybeLink, ...] = ()
     attributes: Mapping[str, str] = field(default_factory=dict)  # name, tier, language as now stored
     changed: bool = False  # something was (or, dry run, would be) written
+    aliases: tuple[str, ...] = ()  # profiles merged into this one (their history is this customer's too)
 
     @property
     def tier(self) -> str | None:
@@ -274,6 +312,7 @@ def _queue_profile_reads(pipe: Any, pid: str) -> None:
 
 
 PROFILE_READS = 6
+HISTORY_READS = 5  # per profile id, see queue_history_reads
 
 
 class CustomerStore:
@@ -281,6 +320,7 @@ class CustomerStore:
 
     def __init__(self, client: redis.Redis):
         self.client = client
+        self._create = client.register_script(_CREATE)
         # Called between the reads and the write of a resolution: tests use it to run a second
         # resolver exactly there.
         self.after_read: Callable[[], None] | None = None
@@ -352,6 +392,15 @@ class CustomerStore:
         outcome = self._outcome(plan, snap, name, attributes)
         if dry_run or not outcome.changed:
             return outcome
+        if plan.create and not plan.maybe and not attributes:
+            pid = self._create(
+                keys=[Keys.seq, *(Keys.ident(i) for i in [*verified, *plan.add_typed]),
+                      *(Keys.typed_ident(v) for v in verified)],
+                args=[repr(now), name or "", len(verified), *(i.token for i in verified),
+                      *(x for t in plan.add_typed for x in (t.token, Keys.typed_ident(t)))])
+            if pid:
+                return replace(outcome, profile_id=pid)
+            # Someone claimed one of them meanwhile: plan again under WATCH.
 
         def attempt(pipe: Any, watch: Callable[[set[str]], None]) -> Resolution:
             snap = self._read(verified, typed, watch=watch)
@@ -367,7 +416,7 @@ class CustomerStore:
             self._write(pipe, plan, pid, snap, now=now, name=name, attributes=attributes, directory=directory)
             pipe.execute()
             return Resolution(profile_id=pid, created=plan.create, merged=plan.absorb, maybe=plan.maybe,
-                              attributes=result.attributes, changed=True)
+                              attributes=result.attributes, changed=True, aliases=result.aliases)
 
         return self._transaction(attempt)
 
@@ -394,10 +443,15 @@ class CustomerStore:
             else:
                 after.pop(attr, None)
         survivor_fields = snap.data[plan.profile_id].fields if plan.profile_id in snap.data else {}
+        aliases: set[str] = set()
+        for pid in ([plan.profile_id] if plan.profile_id else []) + list(plan.absorb):
+            aliases |= snap.data[pid].aliases if pid in snap.data else set()
+        aliases |= set(plan.absorb)
         changed = plan.changes or any((survivor_fields.get(a) or None) != (after.get(a) or None)
                                       for a in (*ATTRIBUTES, "external_user"))
         return Resolution(profile_id=plan.profile_id, created=plan.create, merged=plan.absorb, maybe=plan.maybe,
-                          attributes={a: after[a] for a in ATTRIBUTES if after.get(a)}, changed=changed)
+                          attributes={a: after[a] for a in ATTRIBUTES if after.get(a)}, changed=changed,
+                          aliases=tuple(sorted(aliases, key=_number)))
 
     def _write(self, pipe: Any, plan: Plan, pid: str, snap: _Snapshot, *, now: float, name: str | None,
                attributes: Mapping[str, str | None] | None, directory: bool) -> None:
@@ -594,8 +648,14 @@ class CustomerStore:
         if not pid:
             return ProfileHistory()
         ids = self._history_ids(pid)
-        since = f"({now - HISTORY_WINDOW_SECONDS!r}"
         pipe = self.client.pipeline(transaction=False)
+        self.queue_history_reads(pipe, ids, now=now)
+        return self.history_from(pipe.execute(), ids, exclude=exclude)
+
+    @staticmethod
+    def queue_history_reads(pipe: Any, ids: Sequence[str], *, now: float) -> None:
+        """Read the history of a profile and its aliases (``ids``) in a caller's pipeline."""
+        since = f"({now - HISTORY_WINDOW_SECONDS!r}"
         for one in ids:
             base = Keys.history(one)
             pipe.zrangebyscore(base + ":tickets", since, "+inf")
@@ -603,13 +663,16 @@ class CustomerStore:
             pipe.zrange(base + ":open", 0, -1, withscores=True)
             pipe.hgetall(base + ":channels")
             pipe.hgetall(base)
-        values = pipe.execute()
+
+    @staticmethod
+    def history_from(values: Sequence[Any], ids: Sequence[str], *, exclude: str | None = None) -> ProfileHistory:
         tickets: set[str] = set()
         complaints: set[str] = set()
         open_: dict[str, OpenTicket] = {}
         last: tuple[float, str] | None = None
-        for n in range(len(ids)):
-            t, c, o, channels, info = values[n * 5:(n + 1) * 5]
+        n = HISTORY_READS
+        for i in range(len(ids)):
+            t, c, o, channels, info = values[i * n:(i + 1) * n]
             tickets.update(t)
             complaints.update(c)
             for ticket_id, score in o:
@@ -686,12 +749,24 @@ class CustomerStore:
     def contact(self, ticket_id: str) -> ContactOutcome | None:
         return _contact(self.client.get(Keys.contact(ticket_id)))
 
+    @staticmethod
+    def queue_contact_read(pipe: Any, ticket_id: str) -> None:
+        pipe.get(Keys.contact(ticket_id))
+
+    @staticmethod
+    def contact_from(raw: str | None) -> ContactOutcome | None:
+        return _contact(raw)
+
 
 def _contact(raw: str | None) -> ContactOutcome | None:
     if not raw:
         return None
     data = json.loads(raw)
     return ContactOutcome(data["outcome"], data.get("customer_id"), data.get("into_ticket_id"), data.get("at"))
+
+
+def _number(pid: str) -> int:
+    return int(pid.removeprefix(PROFILE_PREFIX))
 
 
 def _float(value: str | None) -> float | None:

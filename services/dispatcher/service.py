@@ -324,18 +324,18 @@ class DispatcherService:
         contact = contact_identifiers(event.customer, self.config.region)
         if contact.problems:  # the values themselves are personal data: only their kinds are logged
             log.info("customer_identifier_dropped", kinds=[p.split(":", 1)[0] for p in contact.problems])
-        customers = self.store.customers
-        profile = customers.resolve(contact, now=now, name=event.customer.name or None)
+        profile = self.store.customers.resolve(contact, now=now, name=event.customer.name or None)
         if profile.changed:
             log.info("customer_resolved", customer_id=profile.profile_id, created=profile.created,
                      merged=list(profile.merged), maybe=[link.other for link in profile.maybe])
         customer_id = profile.profile_id
-        profile_history = customers.history(customer_id, now=now, exclude=event.ticket_id)
-        decided = self._contact_decision(event, customer_id, profile_history, now)
+        legacy_key = customer_key(event.customer)  # the history kept per key before profiles
+        profile_history, legacy, decided = self.store.customer_context(customer_id, profile.aliases, legacy_key,
+                                                                       event.ticket_id, now=now)
+        decided = self._contact_decision(event, customer_id, profile_history, decided, now)
         if decided.outcome == ATTACHED:
             return
-        key = customer_key(event.customer)
-        history = combined_history(profile_history, self.store.customer_history(key, now=now, exclude=event.ticket_id))
+        history = combined_history(profile_history, legacy)
         sender = event.customer.email or event.customer.phone or event.customer.chat_visitor_id
         # The directory's tier and language are the company's word on the customer: they win.
         customer_tier = profile.tier or event.customer.tier
@@ -359,7 +359,8 @@ class DispatcherService:
             ticket_id=event.ticket_id, trace_id=event.trace_id, channel=event.channel, priority=result.priority,
             required_skills=result.required_skills, language=result.language, tags=result.tags,
             received_at=event.received_at, preferred_skills=result.preferred_skills, group=result.group,
-            customer_key=None if customer_id else key, customer_tier=customer_tier, sla_due_at=due,
+            # Customers without a profile (nothing the channel proved) keep the per-key history.
+            customer_key=None if customer_id else legacy_key, customer_tier=customer_tier, sla_due_at=due,
             sticky_agent_id=sticky, category=result.category, signals=result.signals,
             matched_rules=result.matched_rules, customer_id=customer_id,
             customer_summary=summary_json(profile_history, history),
@@ -371,33 +372,39 @@ class DispatcherService:
                  sticky=sticky, customer_id=customer_id)
 
     def _contact_decision(self, event: ev.TicketReceived, customer_id: str | None, history: ProfileHistory,
-                          now: float) -> ContactOutcome:
+                          decided: ContactOutcome | None, now: float) -> ContactOutcome:
         """Own ticket, or attached to / linked with the customer's open ticket on another channel.
 
-        Decided once per contact (the first decision is recorded and a redelivery repeats it), then
-        announced (``ticket_attached``, stable event id) so agent_desk adds it to that ticket.
+        Decided when the customer has an open ticket, recorded before it is acted on (a join is
+        announced as ``ticket_attached``, stable event id), and a redelivery repeats the recorded
+        decision; the notifier waits for it before acknowledging. A customer with nothing open
+        gets its own ticket without a record: its redelivery finds the ticket already routed (read
+        together with the open tickets' states) and keeps it its own.
         """
-        customers = self.store.customers
-        decided = customers.contact(event.ticket_id)
         if decided is None:
-            if not customer_id:  # a contact with no verified identifier joins nothing
+            if not customer_id or not history.open:  # nothing proved, or nothing open: its own ticket
                 return ContactOutcome(OWN)
             open_ids = [t.ticket_id for t in history.open]
-            routed = {r.facts.ticket_id: r.state for r in self.store.tickets(open_ids) if r is not None}
+            records = self.store.tickets([*open_ids, event.ticket_id])
+            routed = {r.facts.ticket_id: r.state for r in records if r is not None}
+            if event.ticket_id in routed:
+                return ContactOutcome(OWN)  # routed as its own ticket by an earlier delivery
             still_open = [t for t in history.open if routed.get(t.ticket_id) in (NEW, QUEUED, ASSIGNED)]
             policy = self.config.policy
             target = attach_target(still_open, channel=event.channel, ticket_id=event.ticket_id,
                                    mode=policy.attach_mode_for(event.channel),
                                    within_seconds=policy.attach_within_seconds, now=now)
             outcome = {"attach": ATTACHED, "link": LINKED}.get(target.mode, OWN)
-            decided = customers.decide_contact(event.ticket_id, ContactOutcome(
+            decided = self.store.customers.decide_contact(event.ticket_id, ContactOutcome(
                 outcome, customer_id, target.into_ticket_id, now))
-            if decided.outcome != OWN:
-                log.info("contact_joins_open_ticket", mode=decided.outcome, into_ticket_id=decided.into_ticket_id,
-                         customer_id=customer_id, why=target.why)
+            log.info("contact_decided", outcome=decided.outcome, into_ticket_id=decided.into_ticket_id,
+                     customer_id=customer_id, why=target.why)
         if decided.outcome == OWN or not decided.into_ticket_id:
             return decided
-        into = self.store.ticket(decided.into_ticket_id)
+        if decided.outcome == ATTACHED:
+            # The customer is active on that ticket again: a later contact's window counts from
+            # here (written before the announcement, so whoever reacts to it already sees it).
+            self.store.customers.touch_ticket(decided.customer_id, decided.into_ticket_id, at=now)
         self.emit(ev.TICKET_ATTACHED, now=utcnow(), trace_id=event.trace_id, ticket_id=event.ticket_id,
                   event_id=stable_event_id(ev.DISPATCHER, ev.TICKET_ATTACHED, event.ticket_id),
                   into_ticket_id=decided.into_ticket_id, channel=event.channel, customer=event.customer.model_dump(),
@@ -405,10 +412,7 @@ class DispatcherService:
                   received_at=event.received_at, attachments=[a.model_dump() for a in event.attachments],
                   mode=decided.outcome)
         if decided.outcome == ATTACHED:
-            # The customer is active on that ticket again (a later contact's window counts from here).
-            customers.touch_ticket(decided.customer_id, decided.into_ticket_id, at=now)
-            log.info("ticket_attached", into_ticket_id=decided.into_ticket_id, channel=event.channel,
-                     into_trace_id=into.facts.trace_id if into else None)
+            log.info("ticket_attached", into_ticket_id=decided.into_ticket_id, channel=event.channel)
         return decided
 
     def _apply_roster(self, files: ConfigFiles) -> None:

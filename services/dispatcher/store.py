@@ -54,7 +54,7 @@ import redis
 from services.dispatcher.customers import CustomerHistory
 from services.dispatcher.policy import DEFAULT_POLICY, RoutingPolicy
 from services.dispatcher.routing import AgentSnapshot, TicketNeeds, new_snapshot, requirement_key
-from shared.customer_store import CustomerStore
+from shared.customer_store import HISTORY_READS, ContactOutcome, CustomerStore, ProfileHistory
 from shared.errors import TransientError
 from shared.roster import AgentProfile
 
@@ -800,6 +800,15 @@ def _record(fields: dict[str, str]) -> TicketRecord | None:
     )
 
 
+def _legacy_from(values: list, exclude: str | None) -> CustomerHistory:
+    tickets, complaints, open_, info = values
+    drop = {exclude} if exclude else set()
+    return CustomerHistory(
+        recent_tickets=len(set(tickets) - drop), recent_complaints=len(set(complaints) - drop),
+        open_tickets=len(set(open_) - drop), last_agent_id=info.get("last_agent_id") or None,
+        last_agent_at=_float(info.get("last_agent_at")))
+
+
 def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2]))
 
@@ -1358,22 +1367,40 @@ class DispatchStore:
 
     # customer history: the profile's (shared.customer_store), plus the legacy per-key one until it expires
     def customer_history(self, key: str | None, *, now: float, exclude: str | None = None) -> CustomerHistory:
-        """The legacy history kept under ``customer:<key>`` (read-only now)."""
+        """The legacy history kept under ``customer:<key>``."""
         if not key:
             return CustomerHistory()
+        pipe = self.client.pipeline(transaction=False)
+        self._queue_legacy_reads(pipe, key, now=now)
+        return _legacy_from(pipe.execute(), exclude)
+
+    def _queue_legacy_reads(self, pipe: redis.client.Pipeline, key: str, *, now: float) -> None:
         base = self.customer_key(key)
         since = f"({now - HISTORY_WINDOW_SECONDS!r}"
-        pipe = self.client.pipeline(transaction=False)
         pipe.zrangebyscore(base + ":tickets", since, "+inf")
         pipe.zrangebyscore(base + ":complaints", since, "+inf")
         pipe.smembers(base + ":open")
         pipe.hgetall(base)
-        tickets, complaints, open_, info = pipe.execute()
-        drop = {exclude} if exclude else set()
-        last_at = _float(info.get("last_agent_at"))
-        return CustomerHistory(
-            recent_tickets=len(set(tickets) - drop), recent_complaints=len(set(complaints) - drop),
-            open_tickets=len(set(open_) - drop), last_agent_id=info.get("last_agent_id") or None, last_agent_at=last_at)
+
+    def customer_context(self, customer_id: str | None, aliases: tuple[str, ...], legacy_key: str | None,
+                         ticket_id: str, *, now: float) -> tuple[ProfileHistory, CustomerHistory, ContactOutcome | None]:
+        """In one round trip: the profile's history (with its aliases'), the legacy per-key one,
+        and what was decided for this contact before (a redelivery)."""
+        ids = [customer_id, *aliases] if customer_id else []
+        if not ids and not legacy_key:
+            return ProfileHistory(), CustomerHistory(), None
+        pipe = self.client.pipeline(transaction=False)
+        self.customers.queue_history_reads(pipe, ids, now=now)
+        if customer_id:
+            self.customers.queue_contact_read(pipe, ticket_id)
+        if legacy_key:
+            self._queue_legacy_reads(pipe, legacy_key, now=now)
+        values = pipe.execute()
+        split = len(ids) * HISTORY_READS
+        profile = self.customers.history_from(values[:split], ids, exclude=ticket_id)
+        decided = self.customers.contact_from(values[split]) if customer_id else None
+        legacy = _legacy_from(values[-4:], ticket_id) if legacy_key else CustomerHistory()
+        return profile, legacy, decided
 
     def record_customer_ticket(self, facts: TicketFacts, ticket_id: str, *, received: float, complaint: bool) -> None:
         pipe = self.client.pipeline(transaction=True)

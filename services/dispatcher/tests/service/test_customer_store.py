@@ -119,18 +119,32 @@ def test_directory_attributes_are_set_once_and_a_repeat_changes_nothing(customer
 
 def test_two_resolvers_at_once_never_make_two_profiles_for_one_identifier(redis_client):
     first, second = CustomerStore(redis_client), CustomerStore(redis_client)
+    assert first.resolve(contact(PHONE), now=T0).profile_id == "CU-1"
     ran = []
 
     def between_read_and_write():
-        if not ran:  # exactly once: the other replica resolves the same new customer right here
+        if not ran:  # exactly once: another replica meets the same customer's mail address right here
             ran.append(second.resolve(contact(EMAIL), now=T0))
 
     first.after_read = between_read_and_write
-    result = first.resolve(contact(EMAIL, PHONE), now=T0)
-    assert ran[0].profile_id == "CU-1" and ran[0].created
-    assert result.profile_id == "CU-1" and not result.created  # started over on fresh reads
-    assert first.owner(PHONE) == "CU-1"
-    assert redis_client.get(Keys.ident(EMAIL)) == "CU-1"
+    result = first.resolve(contact(EMAIL, PHONE), now=T0)  # read: CU-1 gets the new address
+    assert ran[0].profile_id == "CU-2" and ran[0].created
+    # The write found the address taken since its read: it read again, and the rules merged.
+    assert result.profile_id == "CU-1" and result.merged == ("CU-2",)
+    assert first.owner(EMAIL) == "CU-1" and first.root("CU-2") == "CU-1"
+    assert set(first.profile("CU-1").identifiers) == {EMAIL, PHONE}
+
+
+def test_a_new_customer_is_created_once_and_a_taken_identifier_sends_it_to_the_rules(redis_client):
+    customers = CustomerStore(redis_client)
+    created = customers.resolve(contact(VISITOR, USER_1, typed=[EMAIL]), now=T0, name="Ann")
+    assert created.created and created.profile_id == "CU-1"
+    profile = customers.profile("CU-1")
+    assert (profile.name, profile.external_user, profile.typed) == ("Ann", "u-1", (EMAIL,))
+    assert customers.carriers(EMAIL) == ["CU-1"]
+    # The mail address someone typed is now proved by its owner: a new profile, linked as maybe.
+    proved = customers.resolve(contact(EMAIL), now=T0)
+    assert proved.created and [m.other for m in proved.maybe] == ["CU-1"]
 
 
 def test_many_concurrent_resolvers_agree(redis_client):
