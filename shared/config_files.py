@@ -30,7 +30,7 @@ def read_yaml(path: str | Path, what: str, error: type[ConfigFileError] = Config
     except yaml.YAMLError as exc:
         raise error(f"{what} {path} is not valid YAML: {exc}") from None
     except ValueError as exc:  # PyYAML's own constructors raise it, e.g. for the date 2026-02-30
-        raise error(f"{what} {path} holds a value YAML cannot read: {exc}") from None
+        raise error(f"{what} {path} is not valid YAML: {exc}") from None
 
 
 def describe_validation_error(data: Any, exc: ValidationError, *, list_key: str, entry_label: str) -> str:

@@ -12,7 +12,7 @@ class RulesError(ConfigFileError):
 
 
 @pytest.mark.parametrize("text, says", [
-    ("rules:\n  - name: a\n    when: 2026-02-30\n", "cannot read: day is out of range"),
+    ("rules:\n  - name: a\n    when: 2026-02-30\n", "is not valid YAML: day is out of range"),
     ("rules: [unclosed\n", "is not valid YAML"),
 ])
 def test_unreadable_values_name_the_file(tmp_path, text, says):

@@ -25,7 +25,8 @@ async def test_first_message_opens_a_ticket_and_the_next_joins_it(chat_app, amqp
         assert opened["ticket_id"] == "TM-10001" and opened["channel"] == "chat"
         assert opened["subject"] == "你好，我的订单 #123 还没有到"
         assert opened["customer"] == {"name": "张伟", "email": "zhang.wei@example.com", "phone": None,
-                                      "chat_visitor_id": VISITOR, "language": "zh", "tier": None}
+                                      "chat_visitor_id": VISITOR, "language": "zh", "tier": None,
+                                      "external_user_id": None, "verified": []}
         status, second = await chat_app.post(message("m-2", "还在吗？"))
         assert status == 202 and second == {"ticket_id": "TM-10001", "message_id": "m-2"}
         _, joined = await bus.wait_for(lambda t, b: t == "message_received")
