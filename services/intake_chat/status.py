@@ -37,6 +37,7 @@ from shared import customer_links
 from shared import events as ev
 from shared.aio_service import ApiError, BrokerUnavailable, ServiceContext, json_response, publish_confirmed, read_json
 from shared.customer_links import Link, LinkInvalid
+from shared.errors import is_transient
 from shared.intake_ledger import natural_key_hash
 from shared.logging import bound_event_context, get_logger
 
@@ -457,6 +458,10 @@ class StatusPages:
             pass  # the browser left; EventSource reconnects if it still wants to
         except CustomerPage:
             pass  # the view expired under an open page
+        except Exception as exc:  # noqa: BLE001 - the response is under way: end it, the browser reconnects
+            if not is_transient(exc):
+                raise
+            log.warning("status_stream_ended", error=repr(exc))
         finally:
             self.live.discard(stream)
         return response
