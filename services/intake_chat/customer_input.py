@@ -92,10 +92,17 @@ def contact_hash(secret: bytes, raw: str, region: str) -> str | None:
 
 
 def contact_hashes(secret: bytes, customer: ev.Customer | None, region: str) -> list[str]:
-    """Hashes of the ways an event's customer can prove who they are (email, phone)."""
+    """Hashes of the ways an event's customer can prove who they are (email, phone).
+
+    When the channel says which identifiers it verified (the mail's sender, the caller id),
+    only those count: an address a chat visitor merely typed must not open the ticket to
+    whoever owns that address. An event that says nothing (a producer from before
+    ``Customer.verified``) has all of them counted."""
     if customer is None:
         return []
-    found = [contact_hash(secret, value, region) for value in (customer.email, customer.phone) if value]
+    given = (("email", customer.email), ("phone", customer.phone))
+    trusted = [value for kind, value in given if value and (not customer.verified or kind in customer.verified)]
+    found = [contact_hash(secret, value, region) for value in trusted]
     return [h for h in found if h]
 
 

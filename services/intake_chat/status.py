@@ -150,6 +150,7 @@ PROJECTED: tuple[tuple[str, str, str], ...] = (
     (ev.AGENT_DESK, ev.TICKET_RESOLVED, "status_ticket_resolved"),
     (ev.AGENT_DESK, ev.TICKET_REOPENED, "status_ticket_reopened"),
     (ev.SLA_WATCHER, ev.SLA_CLOCK_CHANGED, "status_sla_clock_changed"),
+    (ev.DISPATCHER, ev.TICKET_ATTACHED, "status_ticket_attached"),
 )
 
 
@@ -171,6 +172,9 @@ class StatusProjection:
     async def apply(self, event: ev.Envelope) -> None:
         assert event.ticket_id is not None
         hashes = self.contact_hashes(event)
+        if isinstance(event, ev.TicketAttached):  # the open ticket first: the contact's link leads there
+            await self.store.change(event.into_ticket_id,
+                                    lambda view: status_view.apply_attachment(view, event, contact_hashes=hashes))
         before, after = await self.store.change(event.ticket_id,
                                                 lambda view: status_view.apply(view, event, contact_hashes=hashes))
         if before != after:
@@ -337,8 +341,11 @@ class StatusPages:
             raise link_refusal(exc) from None
 
     async def shown_view(self, link: Link) -> StatusView:
-        """The ticket's view; a placeholder while a fresh link's ticket is still being projected."""
+        """The ticket's view (the open ticket's, for a contact folded into it); a placeholder
+        while a fresh link's ticket is still being projected."""
         view = await self.store.view(link.ticket_id)
+        if view is not None and view.attached_to:
+            view = await self.store.view(view.attached_to) or view
         if view is not None:
             return view
         issued_at = datetime.fromtimestamp(link.expires_at - customer_links.STATUS_TTL_SECONDS, timezone.utc)
@@ -419,6 +426,10 @@ class StatusPages:
             view = await self.shown_view(link)
         except CustomerPage as refusal:
             return self.renderer.message(lang, refusal)
+        if view.ticket_id != link.ticket_id:  # folded into the open ticket: its own link, from here on
+            token = customer_links.make_token(self.settings.link_secret, view.ticket_id, "status", now=self.clock())
+            raise web.HTTPSeeOther(f"{customer_links.PATHS['status']}{token}?lang={lang}",
+                                   headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
         return self.renderer.page("status.html", lang, view=self.public(view, lang), reply_path=f"{request.path}/reply",
                                   client_message_id=validation.client_message_id(ev.new_id()),
                                   notice=request.query.get("notice") if request.query.get("notice") in
@@ -435,13 +446,17 @@ class StatusPages:
     async def events(self, request: web.Request) -> web.StreamResponse:
         lang = self.lang(request)
         link = self.api_link(request)
-        if self.live.count(link.ticket_id) >= STREAMS_PER_TICKET:
+        try:
+            shown = await self.shown_view(link)
+        except CustomerPage as refusal:
+            raise api_error(refusal) from None
+        if self.live.count(shown.ticket_id) >= STREAMS_PER_TICKET:
             raise ApiError(429, "too_many_streams", "too many open pages for this ticket")
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store",
             "X-Accel-Buffering": "no", "Referrer-Policy": "no-referrer"})
         await response.prepare(request)
-        stream = Stream(link.ticket_id, lang)
+        stream = Stream(shown.ticket_id, lang)
         self.live.add(stream)
         try:
             await self._send(response, stream, link)
@@ -467,8 +482,12 @@ class StatusPages:
         return response
 
     async def _send(self, response: web.StreamResponse, stream: Stream, link: Link) -> None:
-        view = self.public(await self.shown_view(link), stream.lang)
-        data = json.dumps(view, ensure_ascii=False)
+        view = await self.shown_view(link)
+        if view.ticket_id != stream.ticket_id:  # folded into the open ticket meanwhile: follow that one
+            self.live.discard(stream)
+            stream.ticket_id = view.ticket_id
+            self.live.add(stream)
+        data = json.dumps(self.public(view, stream.lang), ensure_ascii=False)
         await response.write(f"event: view\ndata: {data}\n\n".encode())
 
     # -- replies ------------------------------------------------------------------------------
@@ -506,9 +525,7 @@ class StatusPages:
         return CustomerPage(400, text)
 
     async def _accept_reply(self, link: Link, reply: customer_input.Reply) -> str:
-        view = await self.store.view(link.ticket_id)
-        if view is None:
-            raise CustomerPage(404, "ticket_gone", lookup_link=True)
+        view = await self.shown_view(link)
         refusal = status_view.reply_refusal(view, self.clock())
         if refusal:
             raise CustomerPage(409, refusal)

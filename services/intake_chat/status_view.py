@@ -12,6 +12,10 @@ fact is therefore a register that only a newer event (by ``occurred_at``) overwr
 messages are a set keyed by their ids: applying an event twice, or two events in either order,
 ends in the same view. A ticket whose ``ticket_received`` has not arrived yet is kept with
 ``known=False`` (the page says it is being registered).
+
+A contact the dispatcher folded into the customer's open ticket (``ticket_attached``) is a
+customer message on that ticket, and its own view names the ticket it went to (its link leads
+there).
 """
 from __future__ import annotations
 
@@ -74,6 +78,7 @@ class StatusView(BaseModel):
     resolved_by: str | None = None
     resolution_at: AwareDatetime | None = Field(default=None, description="when resolved or reopened last")
     customer_wrote_at: AwareDatetime | None = None
+    attached_to: str | None = Field(default=None, description="the open ticket this contact was folded into")
     clocks: dict[str, Clock] = Field(default_factory=dict)
     updated_at: AwareDatetime | None = None
 
@@ -112,11 +117,26 @@ def new_view(ticket_id: str) -> StatusView:
 
 
 def apply(view: StatusView | None, event: ev.Envelope, *, contact_hashes: tuple[str, ...] | list[str] = ()) -> StatusView:
-    """The view after ``event``; ``contact_hashes`` are the event's customer's (see customer_input)."""
+    """The view of ``event.ticket_id`` after ``event``; ``contact_hashes`` are the event's
+    customer's (see customer_input)."""
     assert event.ticket_id, "customer views are per ticket"
     before = view or new_view(event.ticket_id)
-    after = _apply(before, event)
-    after = _with_contacts(after, list(contact_hashes))
+    after = _with_contacts(_apply(before, event), list(contact_hashes))
+    return _stamped(view, before, after, event)
+
+
+def apply_attachment(view: StatusView | None, event: ev.TicketAttached, *,
+                     contact_hashes: tuple[str, ...] | list[str] = ()) -> StatusView:
+    """The view of the open ticket a new contact was folded into (``event.into_ticket_id``): the
+    contact is one more customer message on it, and its address or number opens it too."""
+    before = view or new_view(event.into_ticket_id)
+    message = (Message(id=f"a:{event.ticket_id}", author="call", at=event.received_at) if event.channel == "phone" else
+               Message(id=f"a:{event.ticket_id}", author="customer", text=_clip(event.text), at=event.received_at))
+    after = _customer_wrote(_with_message(before, message), event.received_at)
+    return _stamped(view, before, _with_contacts(after, list(contact_hashes)), event)
+
+
+def _stamped(view: StatusView | None, before: StatusView, after: StatusView, event: ev.Envelope) -> StatusView:
     if after.trace_id is None:
         after = after.model_copy(update={"trace_id": event.trace_id})
     if after == before and view is not None:
@@ -164,6 +184,9 @@ def _apply(view: StatusView, event: ev.Envelope) -> StatusView:
         if _newer(event.occurred_at, view.work_status_at):
             view = view.model_copy(update={"work_status": "open", "work_status_at": event.occurred_at})
         return view
+    if isinstance(event, ev.TicketAttached):
+        # This contact's own id: it was never routed, its conversation goes on in the open ticket.
+        return view.model_copy(update={"attached_to": event.into_ticket_id})
     if isinstance(event, ev.SlaClockChanged):
         if event.clock not in EXPECTING_CLOCKS:
             return view

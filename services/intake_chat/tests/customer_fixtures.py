@@ -92,6 +92,10 @@ class PagesApp:
         return await self.publish(ev.SLA_WATCHER, ev.SLA_CLOCK_CHANGED, ticket_id, clock=name, change=change,
                                   policy="standard", target_seconds=3600, due_at=due_at)
 
+    async def attached(self, ticket_id: str, into_ticket_id: str, text: str, *, channel: str = "chat") -> dict:
+        return await self.publish(ev.DISPATCHER, ev.TICKET_ATTACHED, ticket_id, into_ticket_id=into_ticket_id,
+                                  channel=channel, customer={"name": "Ann Lee"}, text=text, received_at=now())
+
     async def accepted(self, ticket_id: str) -> dict:
         return await self.publish(ev.AGENT_DESK, ev.TICKET_ACCEPTED, ticket_id, agent_id="li.na")
 

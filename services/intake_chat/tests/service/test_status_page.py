@@ -210,3 +210,17 @@ async def test_a_fresh_link_to_a_ticket_not_projected_yet_waits_for_it(pages_app
         assert (await read_sse_view(stream))["known"] is False
         await pages_app.ticket_received("TM-10077")
         assert (await read_sse_view(stream))["known"] is True
+
+
+async def test_a_contact_folded_into_the_open_ticket_leads_to_it(pages_app):
+    await pages_app.stored_ticket(TICKET)
+    await pages_app.stored_ticket("TM-10002", channel="chat", subject="Also", text="Also: wrong colour", email=None)
+    await pages_app.attached("TM-10002", TICKET, "Also: wrong colour")
+    view = await pages_app.wait_view(TICKET, lambda v: len(v["messages"]) == 2)
+    assert [m["text"] for m in view["messages"]] == ["Where is my parcel?", "Also: wrong colour"]
+    status, _, headers = await get(pages_app, pages_app.status_path("TM-10002") + "?lang=en")
+    assert status == 303 and headers["Location"].startswith("/status/TM-10001.status.")
+    status, html, _ = await get(pages_app, headers["Location"])
+    assert status == 200 and "Also: wrong colour" in html
+    status, body = await pages_app.view("TM-10002")
+    assert status == 200 and body["ticket_id"] == TICKET

@@ -71,3 +71,11 @@ def test_a_reply_has_the_chat_messages_limits():
     with pytest.raises(InvalidInput) as err:
         customer_input.reply({"client_message_id": "bad id!", "text": "hi"})
     assert err.value.code == "invalid_client_message_id"
+
+
+def test_only_verified_identifiers_count_when_the_channel_says_which_it_verified():
+    typed = ev.Customer(name="Ann", email="victim@example.com", chat_visitor_id="v_0123456789abcdef",
+                        verified=["chat_visitor"])
+    assert customer_input.contact_hashes(SECRET, typed, "CN") == []
+    caller = ev.Customer(phone="+8613812345678", email="typed@example.com", verified=["phone"])
+    assert customer_input.contact_hashes(SECRET, caller, "CN") == [contact_hash(SECRET, "+8613812345678", "CN")]

@@ -194,3 +194,20 @@ def test_a_survey_answer_names_the_resolver_and_has_one_event_id_per_ticket():
     parsed = ev.parse_event(ev.INTAKE_CHAT, ev.CSAT_SUBMITTED, first)
     assert (parsed.score, parsed.comment, parsed.agent_id, parsed.channel) == (4, "quick", "li.na", "email")
     assert first["event_id"] == other["event_id"]
+
+
+def attached(minutes, *, contact="TM-10009", into=TICKET, channel="chat"):
+    body = ev.make_event(ev.DISPATCHER, ev.TICKET_ATTACHED, now=at(minutes), trace_id="trace-2", ticket_id=contact,
+                         into_ticket_id=into, channel=channel, customer={"name": "Ann"}, text="Also: wrong colour",
+                         received_at=at(minutes))
+    return ev.parse_event(ev.DISPATCHER, ev.TICKET_ATTACHED, body)
+
+
+def test_a_contact_folded_into_the_open_ticket_is_a_customer_message_there_and_points_there():
+    into = build([received(), status_changed(1, "waiting_on_customer")])
+    after = status_view.apply_attachment(into, attached(2), contact_hashes=["h-chat"])
+    assert [m.text for m in after.messages] == ["Where is my parcel?", "Also: wrong colour"]
+    assert customer_status(after) == "received" and after.contacts == ("h-chat",)
+    assert status_view.apply_attachment(after, attached(2), contact_hashes=["h-chat"]) == after  # redelivered
+    own = apply(None, attached(2))
+    assert own.attached_to == TICKET and not own.known
