@@ -295,8 +295,10 @@ class RobotPoster:
             self._session = None
 
     async def post(self, robot: Robot, title: str, text: str, *, now: datetime) -> None:
-        if self._session is None:
-            raise RuntimeError("RobotPoster.start() was not called")
+        if self._session is None or self._session.closed:
+            # Shutting down (the HTTP side closes before the consumer drains): the event goes
+            # back to its queue for another replica, or for us after the restart.
+            raise RobotUnavailable(f"robot {robot.name}: the notifier is stopping")
         request = build_request(robot, title, text, now=now)
         try:
             async with self._session.post(request.url, data=request.body, headers=request.headers,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta, timezone
 from email import message_from_bytes
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest

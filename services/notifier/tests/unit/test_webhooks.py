@@ -153,3 +153,14 @@ def test_answers_are_sorted_into_delivered_retry_and_refused(kind, status, text,
         with pytest.raises(outcome):
             w.check_response(robot, status, text)
     assert issubclass(w.RobotUnavailable, w.TransientError) and not issubclass(w.RobotRejected, w.TransientError)
+
+
+async def test_a_stopping_notifier_hands_robot_messages_back_instead_of_dropping_them():
+    poster = w.RobotPoster()
+    robot = _robot("slack", "https://hooks.slack.com/services/a")
+    with pytest.raises(w.RobotUnavailable, match="stopping"):  # never started
+        await poster.post(robot, "T", "l", now=NOW)
+    await poster.start()
+    await poster.close()
+    with pytest.raises(w.RobotUnavailable, match="stopping"):  # closed while the consumer drains
+        await poster.post(robot, "T", "l", now=NOW)
