@@ -22,10 +22,10 @@ VARIABLES = (
              "(support+TM-n.<sig>@…: the inbound MTA must deliver plus addresses to this mailbox); its domain names "
              "our Message-IDs"),
     Variable("TM_MAIL_FROM_NAME", "TicketMesh Support", "display name beside TM_MAIL_FROM"),
-    Variable("TM_SUPERVISOR_EMAIL", "supervisor@ticketmesh.test", "who gets SLA breach notices"),
-    Variable("TM_SUPERVISOR_LANGUAGE", "zh-CN", "language of SLA breach notices (zh-CN or en)"),
+    Variable("TM_SUPERVISOR_EMAIL", "supervisor@ticketmesh.test", "who gets SLA breach notices and escalations' notify_supervisor steps"),
+    Variable("TM_SUPERVISOR_LANGUAGE", "zh-CN", "language of mail to TM_SUPERVISOR_EMAIL (zh-CN or en)"),
     Variable("TM_MAIL_TIMEZONE", "Asia/Shanghai", "time zone for times written in mails"),
-    Variable("TM_ROSTER_FILE", "deploy/demo/roster.yaml", "agent roster (for agents' display names)"),
+    Variable("TM_ROSTER_FILE", "deploy/demo/roster.yaml", "agent roster (agents' names, and the addresses, languages and tiers staff mail goes by)"),
     *mail_tokens.VARIABLES,
     # What customers and agents are told (issue 6).
     Variable("TM_NOTIFY_CONFIG_FILE", "deploy/config/notify.yaml", "group chat robots (which events go where; "
