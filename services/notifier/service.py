@@ -104,6 +104,7 @@ def _utcnow() -> datetime:
 LIVE_PRESENCES = ("online", "away")
 ACK_SWEEP_MIN_SECONDS = 0.5
 ACK_SWEEP_MAX_SECONDS = 5.0
+ACK_SWEEP_BATCH = 50
 
 
 class Roster:
@@ -213,26 +214,33 @@ class Notifier:
         handled. Run every few seconds by every replica (a lease keeps them from colliding)."""
         now = self.clock()
         handled = 0
-        for ticket_id in await self._audience.lease_due_acks(now.timestamp()):
-            record = await self._audience.contact(ticket_id)
-            if record is None or record.acked or record.contact.channel != "email":
+        while True:  # batch after batch: a dispatcher outage can leave many waiting
+            due = await self._audience.lease_due_acks(now.timestamp(), ACK_SWEEP_BATCH)
+            for ticket_id in due:
+                handled += await self._ack_overdue(ticket_id, now)
+            if len(due) < ACK_SWEEP_BATCH:
+                return handled
+
+    async def _ack_overdue(self, ticket_id: str, now: datetime) -> int:
+        """1 if the acknowledgement went out (now or on an earlier try), else 0."""
+        record = await self._audience.contact(ticket_id)
+        if record is None or record.acked or record.contact.channel != "email":
+            await self._audience.forget_due_ack(ticket_id)
+            return 0
+        envelope = ev.TicketEvent(event_id=record.received_event_id, occurred_at=now,
+                                  schema_version=ev.SCHEMA_VERSION, trace_id=record.trace_id, ticket_id=ticket_id)
+        with bound_event_context(trace_id=record.trace_id, ticket_id=ticket_id):
+            log.info("ack_without_classification", waited_seconds=round((now - record.received_at).total_seconds()))
+            try:
+                await self._acknowledge(envelope, record.contact, record.received_event_id, record.classification)
+            except Exception as exc:  # noqa: BLE001 - sorted: retry after the lease, or give up
+                if is_transient(exc):
+                    log.warning("ack_retry_later", error=repr(exc))  # the lease runs out, the next sweep retries
+                    return 0
+                log.exception("ack_failed")
                 await self._audience.forget_due_ack(ticket_id)
-                continue
-            envelope = ev.TicketEvent(event_id=record.received_event_id, occurred_at=now,
-                                      schema_version=ev.SCHEMA_VERSION, trace_id=record.trace_id, ticket_id=ticket_id)
-            with bound_event_context(trace_id=record.trace_id, ticket_id=ticket_id):
-                log.info("ack_without_classification", waited_seconds=round((now - record.received_at).total_seconds()))
-                try:
-                    await self._acknowledge(envelope, record.contact, record.received_event_id, record.classification)
-                except Exception as exc:  # noqa: BLE001 - sorted: retry after the lease, or give up
-                    if is_transient(exc):
-                        log.warning("ack_retry_later", error=repr(exc))
-                        continue
-                    log.exception("ack_failed")
-                    await self._audience.forget_due_ack(ticket_id)
-                    continue
-            handled += 1
-        return handled
+                return 0
+        return 1
 
     async def _acknowledge(self, event: ev.Envelope, contact: messages.Contact, received_event_id: str,
                            classification: Classification | None) -> None:
