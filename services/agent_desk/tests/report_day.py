@@ -20,6 +20,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 from shared import events as ev
+from shared.testing.asyncio_helpers import wait_until
 
 DECISION = {"considered": 2, "eligible": 1, "reason": "scripted", "winner": None}
 CUSTOMER = {"name": "张伟", "email": "zhang.wei@example.com", "phone": "+8613812345678", "language": "zh"}
@@ -153,3 +154,24 @@ BY_AGENT = [{"key": "li.na", **LI_NA}, {"key": "sam.taylor", **SAM}, {"key": Non
 RESPONSE_COUNTS = [0, 3, 0, 1, 0, 0, 0]
 BACKLOG = [{"skill": "billing", "open": 1, "by_channel": {"email": 1}},
            {"skill": "technical", "open": 1, "by_channel": {"phone": 1}}]
+
+
+async def publish_day(publish: Any, day: date) -> list[tuple[str, str, dict[str, Any]]]:
+    """Publish the scripted day through RabbitMQ (as each source would)."""
+    events = scripted_day(day)
+    for source, event_type, body in events:
+        await publish(source, event_type, body)
+    return events
+
+
+async def wait_recorded(http: Any, events: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Until every ticket's history (read by a supervisor's session) holds each of its distinct
+    events: they arrive on about twenty queues, in no particular order."""
+    for ticket_id in sorted({b["ticket_id"] for _, _, b in events}):
+        expected = distinct_events(events, ticket_id)
+
+        async def recorded(ticket_id: str = ticket_id, expected: int = expected) -> bool:
+            response = await http.get(f"/api/v1/tickets/{ticket_id}/history")
+            return response.status == 200 and len((await response.json())["events"]) == expected
+
+        await wait_until(recorded, timeout=20, message=f"{expected} events of {ticket_id} recorded")

@@ -13,7 +13,6 @@ import aiohttp
 
 from services.agent_desk.tests import report_day
 from shared import cli
-from shared.testing.asyncio_helpers import wait_until
 
 YESTERDAY = (datetime.now(timezone.utc) - timedelta(days=1)).date()
 TM_20003_PATH = [
@@ -25,22 +24,10 @@ TM_20003_PATH = [
 
 
 async def publish_day(publish) -> list:
-    events = report_day.scripted_day(YESTERDAY)
-    for source, event_type, body in events:
-        await publish(source, event_type, body)
-    return events
+    return await report_day.publish_day(publish, YESTERDAY)
 
 
-async def wait_recorded(http: aiohttp.ClientSession, events: list) -> None:
-    """Until every ticket's history holds each of its distinct events (they arrive on ~20 queues)."""
-    for ticket_id in sorted({b["ticket_id"] for _, _, b in events}):
-        expected = report_day.distinct_events(events, ticket_id)
-
-        async def recorded(ticket_id: str = ticket_id, expected: int = expected) -> bool:
-            response = await http.get(f"/api/v1/tickets/{ticket_id}/history")
-            return response.status == 200 and len((await response.json())["events"]) == expected
-
-        await wait_until(recorded, timeout=20, message=f"{expected} events of {ticket_id} recorded")
+wait_recorded = report_day.wait_recorded
 
 
 async def report(http: aiohttp.ClientSession, **params: str) -> dict:
