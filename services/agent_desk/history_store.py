@@ -18,28 +18,36 @@ report`` / ``ticketmesh trace``:
   whose facts expired;
 - ``tm:history:trace:<trace id>`` – the ticket a trace id was stamped for (``fact_ttl``).
 
-Recording one event is one Lua script (one round trip, atomic): dedupe by event id, add the
-record, apply the fact updates, index the day and the backlog, refresh the TTLs.
+Recording one event is one Lua script (atomic): dedupe by event id, add the record, apply the
+fact updates, index the day and the backlog, refresh the TTLs. Events recorded while a write is
+in flight go together in the next pipeline (group commit): one round trip for many events under
+load, and the same single round trip as before when events come one at a time. Each caller
+still returns only once its own event is written (the consumer acks after that).
 """
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import redis.asyncio
+from redis.exceptions import NoScriptError
 
 from services.agent_desk.history import Entry
 
 DAY_SECONDS = 24 * 3600
 READ_CHUNK = 500                   # facts hashes read per pipeline
+MAX_BATCH = 64                     # events written per pipeline at most (a consumer holds up to TM_PREFETCH)
 
 # KEYS: ids, events, facts, open, day, trace
-# ARGV: event_id, occurred_at, record, event_ttl, fact_ttl, max_events, received_at|'', ticket_id,
-#       day_ttl, trace_id|'', then (op, field, value) triples
+# ARGV: event_id, occurred_at, record, ticket_id, received_at|'', trace_id|'',
+#       "event_ttl max_events fact_ttl day_ttl", updates as one JSON list of [op, field, value]
+# (few arguments: packing each one costs the client more than decoding JSON costs Redis)
 _RECORD = """
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
 local at = tonumber(ARGV[2])
-local event_ttl, fact_ttl, max_events = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local event_ttl, max_events, fact_ttl, day_ttl = string.match(ARGV[7], '(%d+) (%d+) (%d+) (%d+)')
+event_ttl, max_events, fact_ttl = tonumber(event_ttl), tonumber(max_events), tonumber(fact_ttl)
 redis.call('EXPIRE', KEYS[1], event_ttl)
 redis.call('ZADD', KEYS[2], at, ARGV[3])
 local count = redis.call('ZCARD', KEYS[2])
@@ -48,8 +56,8 @@ if count > max_events then
   redis.call('HINCRBY', KEYS[3], 'trimmed', count - max_events)
 end
 redis.call('EXPIRE', KEYS[2], event_ttl)
-for i = 11, #ARGV, 3 do
-  local op, name, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for _, update in ipairs(cjson.decode(ARGV[8])) do
+  local op, name, value = update[1], update[2], update[3]
   if op == 'incr' then
     redis.call('HINCRBY', KEYS[3], name, value)
   elseif op == 'last' or op == 'first' then
@@ -65,23 +73,24 @@ for i = 11, #ARGV, 3 do
     end
   end
 end
-redis.call('HSET', KEYS[3], 'ticket_id', ARGV[8])
+local ticket = ARGV[4]
+redis.call('HSET', KEYS[3], 'ticket_id', ticket)
 redis.call('EXPIRE', KEYS[3], fact_ttl)
 local received = redis.call('HGET', KEYS[3], 'received_at')
-if ARGV[7] ~= '' and received then
-  redis.call('ZADD', KEYS[5], received, ARGV[8])
-  redis.call('EXPIRE', KEYS[5], tonumber(ARGV[9]))
+if ARGV[5] ~= '' and received then
+  redis.call('ZADD', KEYS[5], received, ticket)
+  redis.call('EXPIRE', KEYS[5], tonumber(day_ttl))
 end
 if received then
   local resolved = tonumber(redis.call('HGET', KEYS[3], 'resolved_at') or '')
   local reopened = tonumber(redis.call('HGET', KEYS[3], 'reopened_at') or '')
   if resolved and (not reopened or reopened <= resolved) then
-    redis.call('ZREM', KEYS[4], ARGV[8])
+    redis.call('ZREM', KEYS[4], ticket)
   else
-    redis.call('ZADD', KEYS[4], received, ARGV[8])
+    redis.call('ZADD', KEYS[4], received, ticket)
   end
 end
-if ARGV[10] ~= '' then redis.call('SET', KEYS[6], ARGV[8], 'EX', fact_ttl) end
+if ARGV[6] ~= '' then redis.call('SET', KEYS[6], ticket, 'EX', fact_ttl) end
 return 1
 """
 
@@ -102,6 +111,9 @@ class HistoryStore:
         self.fact_ttl = fact_ttl
         self.max_events = max_events
         self._record = client.register_script(_RECORD)
+        self._pending: list[tuple[Entry, asyncio.Future[bool]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._lifetimes = f"{event_ttl} {max_events} {fact_ttl} {fact_ttl + DAY_SECONDS}"
 
     @staticmethod
     def _ids(ticket_id: str) -> str:
@@ -131,17 +143,54 @@ class HistoryStore:
         return entry.occurred_at < now.timestamp() - self.event_ttl
 
     async def record(self, entry: Entry) -> bool:
-        """Record one event; False when it was recorded before (same event id)."""
+        """Record one event; False when it was recorded before (same event id). Returns once
+        written; raises what writing it raised."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((entry, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+        return await done
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                results = await self._write([entry for entry, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - every caller of this batch gets it (Redis away: transient)
+                results = [exc] * len(batch)
+            for (_, done), result in zip(batch, results):
+                if done.done():
+                    continue  # its caller was cancelled
+                if isinstance(result, Exception):
+                    done.set_exception(result)
+                else:
+                    done.set_result(bool(result))
+
+    async def _write(self, entries: list[Entry]) -> list[object]:
+        if len(entries) == 1:  # the common case at low load: no pipeline around one command
+            keys, args = self._script_input(entries[0])
+            return [await self._record(keys=keys, args=args)]
+        for attempt in (1, 2):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for entry in entries:
+                    keys, args = self._script_input(entry)
+                    pipe.evalsha(self._record.sha, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
+                await self._client.script_load(_RECORD)  # Redis restarted or its scripts were flushed
+                continue
+            return results
+        raise AssertionError("unreachable")
+
+    def _script_input(self, entry: Entry) -> tuple[list[str], list[str]]:
         received = entry.received_at
-        args: list[Any] = [entry.event_id, repr(entry.occurred_at), entry.record, self.event_ttl, self.fact_ttl,
-                           self.max_events, "" if received is None else repr(received), entry.ticket_id,
-                           self.fact_ttl + DAY_SECONDS, entry.trace_id or ""]
-        for update in entry.updates:
-            args += [update.op, update.field, update.value]
+        args = [entry.event_id, repr(entry.occurred_at), entry.record, entry.ticket_id,
+                "" if received is None else repr(received), entry.trace_id or "", self._lifetimes,
+                json.dumps([(u.op, u.field, u.value) for u in entry.updates], separators=(",", ":"))]
         day = self._day(day_of(received)) if received is not None else self._day("none")
         keys = [self._ids(entry.ticket_id), self._events(entry.ticket_id), self._facts(entry.ticket_id), self.OPEN,
                 day, self._trace(entry.trace_id or "none")]
-        return bool(await self._record(keys=keys, args=args))
+        return keys, args
 
     # -- reading ----------------------------------------------------------------------------
 
