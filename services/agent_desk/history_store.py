@@ -154,10 +154,15 @@ class HistoryStore:
     async def _write_pending(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            results: list[object] | None = None
             try:
                 results = await self._write([entry for entry, _ in batch])
             except Exception as exc:  # noqa: BLE001 - every caller of this batch gets it (Redis away: transient)
                 results = [exc] * len(batch)
+            finally:
+                if results is None:  # cancelled mid-write (shutdown): the batch's callers must not wait forever
+                    for _, done in batch:
+                        done.cancel()
             for (_, done), result in zip(batch, results):
                 if done.done():
                     continue  # its caller was cancelled

@@ -2,13 +2,18 @@
 per-ticket cap and the lifetimes hold, and the backlog index forgets what expired."""
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+import redis.asyncio
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from services.agent_desk import history
-from services.agent_desk.history_store import HistoryStore
+from services.agent_desk.history_store import MAX_BATCH, HistoryStore
 from services.agent_desk.tests import report_day
 from shared import events as ev
 from shared.redis_store import async_client
@@ -61,6 +66,35 @@ async def test_any_arrival_order_and_redeliveries_give_the_same_history(client):
         random.Random(seed).shuffle(shuffled)
         assert sum([await store.record(e) for e in shuffled]) == sum(len(r) for r in in_order["records"].values())
         assert await _snapshot(client, store) == in_order, f"seed {seed}"
+
+
+async def test_events_recorded_at_once_are_written_together_each_counted_once(client):
+    store, entries = _store(client), _entries()
+    sequential = []
+    for entry in entries:
+        sequential.append(await store.record(entry))
+    expected = await _snapshot(client, store)
+    await client.flushdb()
+    writes: list[int] = []
+    write = store._write
+
+    async def counted(batch):
+        writes.append(len(batch))
+        return await write(batch)
+
+    store._write = counted  # type: ignore[method-assign]
+    together = await asyncio.gather(*(store.record(e) for e in entries + entries[:10]))
+    assert together == sequential + [False] * 10
+    assert len(writes) < len(entries) / 5 and max(writes) <= MAX_BATCH
+    assert await _snapshot(client, store) == expected
+
+
+async def test_a_failed_write_fails_each_of_its_callers():
+    broken = redis.asyncio.Redis(port=1, retry=Retry(NoBackoff(), 0))   # nothing listens there; no retries
+    store = _store(broken)
+    results = await asyncio.gather(*(store.record(e) for e in _entries()[:3]), return_exceptions=True)
+    assert all(isinstance(r, redis.exceptions.ConnectionError) for r in results)
+    await broken.aclose()
 
 
 async def test_records_are_capped_per_ticket_and_every_key_has_its_lifetime(client):
