@@ -146,7 +146,10 @@ def _updates(event_type: str, e: Any) -> list[FactUpdate]:
     elif event_type in (ev.TICKET_ASSIGNED, ev.TICKET_QUEUED):
         if event_type == ev.TICKET_ASSIGNED:
             add("first", "first_agent", e.agent_id)
-            add("last", "agent", e.agent_id)
+            if e.offer_expires_at is None:
+                # Held at once. An offer is the agent's only once accepted: a declined or
+                # expired offer does not make the ticket theirs in the reports.
+                add("last", "agent", e.agent_id)
             add("incr", "assignments", 1)
         elif e.received_at is not None:
             add("min", "received_at", _num(e.received_at))

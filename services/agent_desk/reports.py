@@ -6,8 +6,8 @@ What a report counts:
   figure of a ticket (its first response, resolution, breaches, escalations, CSAT) counts in
   the period, day and row of its arrival, so a day's row does not change its population when
   its tickets are answered later; it fills in as they are.
-- **Rows** (``by``): ``agent`` = the agent who resolved the ticket, else the last agent who held
-  or answered it (``None``: never assigned); ``group`` = the ticket's routing group (the last
+- **Rows** (``by``): ``agent`` = the last agent who took the ticket (accepted it, or was assigned
+  it without an offer), answered or resolved it (``None``: nobody did); ``group`` = the ticket's routing group (the last
   one set by classification, routing or a transfer; ``None``: no group); ``channel``; ``day``
   = the day it was received, in the report's time zone.
 - **Times are wall-clock**, from ``received_at`` to the first agent reply / to the last

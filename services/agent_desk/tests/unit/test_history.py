@@ -85,6 +85,13 @@ def test_fact_updates_say_how_they_combine():
     paused = history.entry_of(ev.SLA_WATCHER, ev.SLA_CLOCK_CHANGED, _event(
         ev.SLA_WATCHER, ev.SLA_CLOCK_CHANGED, clock="resolution", change="paused", policy="p", target_seconds=60))
     assert paused.updates == ()
+    def assigned(**offer) -> set[tuple[str, str]]:
+        event = _event(ev.DISPATCHER, ev.TICKET_ASSIGNED, agent_id="li.na", channel="email", priority="P2",
+                       required_skills=[], decision={"considered": 1, "eligible": 1, "reason": "r"}, **offer)
+        return {(u.op, u.field) for u in history.entry_of(ev.DISPATCHER, ev.TICKET_ASSIGNED, event).updates}
+    # An offer makes the ticket the agent's in the reports only once accepted (ticket_accepted).
+    assert ("last", "agent") in assigned() and ("first", "first_agent") in assigned()
+    assert ("last", "agent") not in assigned(offer_expires_at=(T0 + timedelta(minutes=1)).isoformat())
     rejected = history.entry_of(ev.DISPATCHER, ev.TICKET_TRANSFERRED, _event(
         ev.DISPATCHER, ev.TICKET_TRANSFERRED, requested_by="li.na", kind="transfer", to_group="vip", reason="r",
         outcome="rejected"))
