@@ -99,6 +99,14 @@ async def test_a_supervisor_sees_the_days_figures_as_charts(base_url, publish):
         assert await _values(page, "#chart-csat g.bar") == ["0", "1", "0", "1", "1"]
         assert await _heights(page, "#chart-csat g.bar rect") == [0, CHART_ROOM, 0, CHART_ROOM, CHART_ROOM]
 
+        # Several days: a line joins consecutive days with figures and breaks at a day without.
+        await page.evaluate("""lineChart(document.getElementById('chart-sla'), 'SLA', [
+            {key: 'a', label: 'a', value: 50, title: ''}, {key: 'b', label: 'b', value: 100, title: ''},
+            {key: 'c', label: 'c', value: null, title: ''}, {key: 'd', label: 'd', value: 0, title: ''}])""")
+        assert await page.locator("#chart-sla polyline").count() == 1
+        assert len((await page.locator("#chart-sla polyline").get_attribute("points")).split()) == 2
+        assert await _values(page, "#chart-sla circle.point") == ["50", "100", "0"]
+
         await page.click("#lang-toggle")
         await expect(page.locator("#chart-response text.label").first).to_have_text("<1分")
         assert await page.locator("#chart-response text.label").all_text_contents() == [

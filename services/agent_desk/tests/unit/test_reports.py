@@ -123,3 +123,17 @@ def test_a_summary_says_resolved_only_while_it_is():
     again = reports.summary(TicketFacts("a", received_at=T0, resolved_at=T0 + 180, reopened_at=T0 + 120))
     assert again["resolved"] is True and again["resolution_seconds"] == 180
     assert timedelta(seconds=again["resolution_seconds"]) == timedelta(minutes=3)
+
+
+def test_history_and_report_settings_are_checked_at_start():
+    from services.agent_desk.config import Settings
+    from shared.config import ConfigError
+
+    settings = Settings.from_env({"TM_REPORT_TIMEZONE": "Asia/Shanghai", "TM_HISTORY_EVENT_DAYS": "7"})
+    assert (settings.report_timezone, settings.history_event_days, settings.history_fact_days) == (
+        "Asia/Shanghai", 7.0, 180.0)
+    assert settings.history_record is True and settings.history_max_events == 500
+    for name, value in [("TM_REPORT_TIMEZONE", "Mars/Olympus"), ("TM_HISTORY_EVENT_DAYS", "0"),
+                        ("TM_HISTORY_MAX_EVENTS", "0"), ("TM_HISTORY_RECORD", "maybe")]:
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: value})
