@@ -855,7 +855,6 @@ class AgentDesk:
         await self.hub.send_to_agents({agent_id} if agent_id else set(), frame, supervisors=kind == ev.SLA_BREACHED)
         await self.hub.send_to_agents(set(), {"type": "board_changed", "event": kind}, supervisors=True)
 
-
     # -- history and reports ----------------------------------------------------------------
 
     async def record_history(self, source: str, event_type: str, event: ev.Envelope) -> None:
