@@ -14,6 +14,8 @@
     ticketmesh rules explain --subject S --text T  how a sample ticket is classified, and why
     ticketmesh simulate --trace T --staffing S   replay a workload through the routing policies, offline
     ticketmesh dispatch explain TICKET           a ticket's routing decisions (also: queues, agents)
+    ticketmesh report [--from --to --by --json]  first response, resolution, SLA, breaches, escalations, CSAT
+    ticketmesh trace TICKET [--json]             one ticket's path: its events in order, with gaps
 """
 from __future__ import annotations
 
@@ -338,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     from services.dispatcher import dispatch_cli  # ticketmesh dispatch explain|queues|agents
 
     dispatch_cli.register(sub)
+    from services.agent_desk import report_cli  # ticketmesh report, ticketmesh trace
+
+    report_cli.register(sub)
     return parser
 
 
