@@ -14,6 +14,8 @@
     ticketmesh rules explain --subject S --text T  how a sample ticket is classified, and why
     ticketmesh simulate --trace T --staffing S   replay a workload through the routing policies, offline
     ticketmesh dispatch explain TICKET           a ticket's routing decisions (also: queues, agents)
+    ticketmesh phone validate [FILE]             check the phone policy (per line/queue)
+    ticketmesh phone import-cdr FILE [--dry-run] backfill tickets from an Asterisk Master.csv (idempotent)
 """
 from __future__ import annotations
 
@@ -338,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     from services.dispatcher import dispatch_cli  # ticketmesh dispatch explain|queues|agents
 
     dispatch_cli.register(sub)
+    from services.intake_phone import phone_cli  # ticketmesh phone validate|import-cdr
+
+    phone_cli.register(sub)
     return parser
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime, timezone, tzinfo
 from typing import Iterable, Iterator
 
 from services.intake_phone.calls import VOICEMAIL, CallEvent
@@ -148,7 +148,7 @@ def _time(value: str, name: str, zone: tzinfo, *, optional: bool = False) -> dat
     if not value and optional:
         return None
     try:
-        return datetime.strptime(value, DATE_FORMAT).replace(tzinfo=zone)
+        return datetime.strptime(value, DATE_FORMAT).replace(tzinfo=zone).astimezone(timezone.utc)
     except ValueError:
         raise ValueError(f"{name}: {value[:40]!r} is not a time (YYYY-MM-DD HH:MM:SS)") from None
 

@@ -28,7 +28,10 @@ from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import structlog
+
 from shared.config import ConfigError
+from shared.logging import configure_logging
 
 from services.intake_phone import calls
 from services.intake_phone.cdr import CdrBatch, CdrFileError, calls_from_rows, decode, read_rows
@@ -78,6 +81,11 @@ def _validate(path: str) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    # Standard output is the summary; the services' log lines (warnings only: an info line per
+    # call would bury the progress) go to standard error. A process that set up logging already
+    # (a program calling main(), the test runner) keeps its own set-up.
+    if not structlog.is_configured():
+        configure_logging("phone_import", level="WARNING", fmt="console")
     try:
         settings = CallSettings.from_env(policy_file=args.policy)
         zone = ZoneInfo(args.timezone or settings.policy.cdr_timezone)
