@@ -198,7 +198,7 @@ def ticket_kind(state: CallState, line: LinePolicy) -> tuple[TicketKind | None, 
         return ("voicemail", "") if line.voicemail == "ticket" else (None, "voicemail_ignored_by_policy")
     if state.answered_at is not None:
         if state.wrapped_up_at is None:
-            return None, "answered_awaiting_wrap_up"
+            return None, "answered_without_wrap_up"
         return ("call", "") if line.answered == "wrap_up" else (None, "answered_ignored_by_policy")
     if state.ended_at is None:
         return None, "in_progress"

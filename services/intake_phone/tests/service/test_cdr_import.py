@@ -43,7 +43,7 @@ async def test_importing_the_same_file_twice_makes_one_set_of_tickets(cli_env, c
         assert (first["rows"], first["calls"], first["tickets_opened"], first["folded"]) == (11, 8, 3, 2)
         assert first["skipped_rows"] == {"not_inbound": 2} and first["errors"] == []
         assert first["outcomes"] == {"folded": 2, "opened:callback": 2, "opened:voicemail": 1,
-                                     "no_ticket:answered_awaiting_wrap_up": 3}
+                                     "no_ticket:answered_without_wrap_up": 3}
         assert "progress: 8/8 calls" in err
 
         status, out, _ = await ticketmesh(capsys, "phone", "import-cdr", path, "--json")

@@ -34,7 +34,7 @@ def test_answered_call_is_not_missed_and_waits_for_its_wrap_up():
     state = run(event("newCall"), event("answer", users=("李娜",)), event("hangup", cause="normalClearing"))
     assert state.answered_by == ("李娜",) and state.ended_at == T0 + timedelta(seconds=20)
     assert not calls.is_missed(state)
-    assert kind(state) == (None, "answered_awaiting_wrap_up")
+    assert kind(state) == (None, "answered_without_wrap_up")
 
 
 def test_hangup_without_answer_is_a_callback_with_its_fields():

@@ -100,10 +100,10 @@ def test_the_morning_groups_into_calls_and_each_becomes_what_the_webhook_would_m
         "1700000000.1": ("callback", ""),                       # NO ANSWER
         "1700000000.2": ("callback", ""),                       # given up in the queue
         "1700000000.3": ("callback", ""),                       # BUSY
-        "1700000000.4": (None, "answered_awaiting_wrap_up"),    # an agent answered; no wrap-up in a CDR
+        "1700000000.4": (None, "answered_without_wrap_up"),    # an agent answered; no wrap-up in a CDR
         "1700000000.5": ("voicemail", ""),
-        "1700000000.6": (None, "answered_awaiting_wrap_up"),    # the IVR served it
-        "1700000000.9": (None, "answered_awaiting_wrap_up"),    # two rows, the second agent answered
+        "1700000000.6": (None, "answered_without_wrap_up"),    # the IVR served it
+        "1700000000.9": (None, "answered_without_wrap_up"),    # two rows, the second agent answered
     }
     abandoned = settle(by_id["1700000000.2"])
     assert abandoned.queue == "support" and abandoned.cause == "cancel"
