@@ -16,6 +16,8 @@
     ticketmesh dispatch explain TICKET           a ticket's routing decisions (also: queues, agents)
     ticketmesh report [--from --to --by --json]  first response, resolution, SLA, breaches, escalations, CSAT
     ticketmesh trace TICKET [--json]             one ticket's path: its events in order, with gaps
+    ticketmesh phone validate [FILE]             check the phone policy (per line/queue)
+    ticketmesh phone import-cdr FILE [--dry-run] backfill tickets from an Asterisk Master.csv (idempotent)
 """
 from __future__ import annotations
 
@@ -343,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     from services.agent_desk import report_cli  # ticketmesh report, ticketmesh trace
 
     report_cli.register(sub)
+    from services.intake_phone import phone_cli  # ticketmesh phone validate|import-cdr
+
+    phone_cli.register(sub)
     return parser
 
 

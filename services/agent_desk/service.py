@@ -109,7 +109,7 @@ MAX_CREDENTIAL_CHARS = 1024
 CONSOLE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
                "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 _INTAKES = ((ev.INTAKE_EMAIL, "email"), (ev.INTAKE_CHAT, "chat"), (ev.INTAKE_PHONE, "phone"))
-_MESSAGE_INTAKES = ((ev.INTAKE_EMAIL, "email"), (ev.INTAKE_CHAT, "chat"))
+_MESSAGE_INTAKES = ((ev.INTAKE_EMAIL, "email"), (ev.INTAKE_CHAT, "chat"), (ev.INTAKE_PHONE, "phone"))
 _UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 CLIENT_REPLY_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 TOKEN_PREFIX = "tmd_"

@@ -207,7 +207,18 @@ class DispatcherService:
 
     @event_consumer(ev.INTAKE_PHONE, ev.TICKET_RECEIVED)
     def handle_phone_ticket_received(self, event: ev.TicketReceived) -> None:
+        if ev.resolved_at_intake(event.source):
+            self._note_resolved_at_intake(event)
+            return
         self._route(event)
+
+    def _note_resolved_at_intake(self, event: ev.TicketReceived) -> None:
+        """A call the agent resolved while the customer was on the line: nothing to route, but
+        the customer's history counts the contact (repeat signals) and who helped (sticky)."""
+        agent_id = event.source.get("agent_id") or None
+        self.store.record_resolved_contact(customer_key(event.customer), event.ticket_id,
+                                           received=event.received_at.timestamp(), agent_id=agent_id)
+        log.info("ticket_routing_skipped", reason="resolved_on_first_contact", agent_id=agent_id)
 
     @event_consumer(ev.AGENT_DESK, ev.AGENT_PRESENCE_CHANGED)
     def handle_agent_presence_changed(self, event: ev.AgentPresenceChanged) -> None:

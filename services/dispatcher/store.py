@@ -1396,6 +1396,19 @@ class DispatchStore:
             pipe.hset(self.customer_key(key), mapping={"last_agent_id": agent_id, "last_agent_at": repr(at)})
             pipe.expire(self.customer_key(key), CUSTOMER_TTL_SECONDS)
 
+    def record_resolved_contact(self, key: str | None, ticket_id: str, *, received: float,
+                                agent_id: str | None) -> None:
+        """A ticket resolved before anyone routed it (a call resolved on first contact): in the
+        customer's history, not open, with who helped; one transaction."""
+        if not key:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        self.queue_customer_ticket(pipe, key, ticket_id, received=received, complaint=False)
+        pipe.srem(self.customer_key(key) + ":open", ticket_id)
+        if agent_id:
+            self.queue_customer_agent(pipe, key, agent_id, at=received)
+        pipe.execute()
+
     def customer_ticket_closed(self, key: str | None, ticket_id: str) -> None:
         if key:
             self.client.srem(self.customer_key(key) + ":open", ticket_id)
