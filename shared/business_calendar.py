@@ -617,13 +617,7 @@ def parse_calendars(data: Mapping, *, origin: str, base_dir: Path | None = None)
 
 
 def _read(path: Path, what: str) -> Any:
-    try:
-        return read_yaml(path, what, CalendarError)
-    except CalendarError:
-        raise
-    except ValueError as exc:
-        # PyYAML raises a bare ValueError for an impossible unquoted date (2026-02-30).
-        raise CalendarError(f"{what} {path} is not valid YAML: {exc}") from None
+    return read_yaml(path, what, CalendarError)
 
 
 def load_calendars(path: str | Path | None) -> dict[str, BusinessCalendar]:

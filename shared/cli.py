@@ -14,6 +14,10 @@
     ticketmesh rules explain --subject S --text T  how a sample ticket is classified, and why
     ticketmesh simulate --trace T --staffing S   replay a workload through the routing policies, offline
     ticketmesh dispatch explain TICKET           a ticket's routing decisions (also: queues, agents)
+    ticketmesh report [--from --to --by --json]  first response, resolution, SLA, breaches, escalations, CSAT
+    ticketmesh trace TICKET [--json]             one ticket's path: its events in order, with gaps
+    ticketmesh phone validate [FILE]             check the phone policy (per line/queue)
+    ticketmesh phone import-cdr FILE [--dry-run] backfill tickets from an Asterisk Master.csv (idempotent)
     ticketmesh customers import FILE [--dry-run] customer profiles, tiers, languages from CSV/YAML
     ticketmesh customers show IDENTIFIER         one customer profile: identifiers, links, history
 """
@@ -340,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     from services.dispatcher import dispatch_cli  # ticketmesh dispatch explain|queues|agents
 
     dispatch_cli.register(sub)
+    from services.agent_desk import report_cli  # ticketmesh report, ticketmesh trace
+
+    report_cli.register(sub)
+    from services.intake_phone import phone_cli  # ticketmesh phone validate|import-cdr
+
+    phone_cli.register(sub)
     from shared import customers_cli  # ticketmesh customers import|show
 
     customers_cli.register(sub)

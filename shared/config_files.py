@@ -29,6 +29,8 @@ def read_yaml(path: str | Path, what: str, error: type[ConfigFileError] = Config
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise error(f"{what} {path} is not valid YAML: {exc}") from None
+    except ValueError as exc:  # PyYAML's own constructors raise it, e.g. for the date 2026-02-30
+        raise error(f"{what} {path} is not valid YAML: {exc}") from None
 
 
 def describe_validation_error(data: Any, exc: ValidationError, *, list_key: str, entry_label: str) -> str:

@@ -2,7 +2,7 @@
 
 Shared like the intake ledger: the dispatcher resolves every received ticket to a profile and
 keeps the customer's history here; agent_desk's supervisor API and ``ticketmesh customers``
-read and edit profiles; the notifier asks whether a contact joined an open ticket. The rules
+read and edit profiles. The rules
 themselves (what merges, what is only a maybe) are :mod:`shared.customer_identity`'s, pure;
 this store reads what they need, applies their plan, and makes it atomic.
 
@@ -40,7 +40,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import redis
-import redis.asyncio
 from redis.exceptions import WatchError
 
 from shared.customer_identity import (
@@ -719,11 +718,15 @@ class CustomerStore:
 
     def ticket_closed(self, pid: str | None, ticket_id: str) -> None:
         if pid:
-            base = Keys.history(pid)
             pipe = self.client.pipeline(transaction=True)
-            pipe.zrem(base + ":open", ticket_id)
-            pipe.hdel(base + ":channels", ticket_id)
+            self.queue_ticket_closed(pipe, pid, ticket_id)
             pipe.execute()
+
+    @staticmethod
+    def queue_ticket_closed(pipe: Any, pid: str, ticket_id: str) -> None:
+        base = Keys.history(pid)
+        pipe.zrem(base + ":open", ticket_id)
+        pipe.hdel(base + ":channels", ticket_id)
 
     def touch_ticket(self, pid: str | None, ticket_id: str, *, at: float) -> None:
         """A contact joined the open ticket: its last activity moves on (wherever it is recorded)."""
@@ -771,31 +774,3 @@ def _number(pid: str) -> int:
 
 def _float(value: str | None) -> float | None:
     return float(value) if value not in (None, "") else None
-
-
-class AsyncCustomerReader:
-    """The two questions an asyncio service asks on a hot path (the notifier, per ticket)."""
-
-    def __init__(self, client: redis.asyncio.Redis):
-        self._client = client
-
-    async def contact(self, ticket_id: str) -> ContactOutcome | None:
-        return _contact(await self._client.get(Keys.contact(ticket_id)))
-
-    async def open_elsewhere(self, verified: Sequence[Identifier], channel: str) -> bool:
-        """Whether a profile of these verified identifiers has an open ticket on another channel
-        (so the dispatcher may fold this contact into it)."""
-        if not verified:
-            return False
-        owners = {p for p in await self._client.mget([Keys.ident(i) for i in verified]) if p}
-        ids: set[str] = set()
-        for pid in owners:
-            merged_into = await self._client.hget(Keys.profile(pid), "merged_into")
-            root = merged_into or pid
-            ids.add(root)
-            ids.update(await self._client.smembers(Keys.aliases(root)))
-        for pid in ids:
-            channels = await self._client.hgetall(Keys.history(pid) + ":channels")
-            if any(c != channel for c in channels.values()):
-                return True
-        return False

@@ -368,6 +368,14 @@ class AgentReplied(TicketEvent):
     customer: Customer
 
 
+def resolved_at_intake(source: Mapping[str, str]) -> bool:
+    """A ``ticket_received`` its intake reports already resolved: a call the agent resolved
+    while the customer was on the line (intake_phone sets ``source["resolved_on_first_contact"]
+    = "true"``, and ``source["agent_id"]`` when the wrap-up named the agent). The dispatcher
+    does not route it; the desk stores it resolved."""
+    return str(source.get("resolved_on_first_contact", "")).lower() == "true"
+
+
 Resolution = Literal["solved", "spam", "merged", "auto_closed"]
 
 

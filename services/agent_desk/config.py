@@ -20,6 +20,11 @@ VARIABLES = (
     Variable("TM_DESK_TOKEN_DAYS", "90", "days an API token (Authorization: Bearer) lasts"),
     Variable("TM_ROSTER_FILE", "deploy/demo/roster.yaml", "agent roster: logins, names, roles"),
     Variable("TM_CONFIG_RELOAD_SECONDS", "5", "seconds between looks at the roster file: a changed roster is used without a restart"),
+    Variable("TM_HISTORY_RECORD", "true", "this replica records every ticket event for reports and ticketmesh trace (false: another replica does)"),
+    Variable("TM_HISTORY_EVENT_DAYS", "30", "days a ticket's event records (its path) are kept after its last event; older replays are not recorded"),
+    Variable("TM_HISTORY_FACT_DAYS", "180", "days a ticket's report facts are kept after its last event (the longest span a report can look back)"),
+    Variable("TM_HISTORY_MAX_EVENTS", "500", "event records kept per ticket (the oldest are dropped first)"),
+    Variable("TM_REPORT_TIMEZONE", "UTC", "time zone of report days and of dates given without one (e.g. Asia/Shanghai)"),
     Variable("TM_PHONE_DEFAULT_REGION", "CN", "region for phone numbers a supervisor looks customers up by, when "
              "written without a country code"),
 )
@@ -39,6 +44,11 @@ class Settings:
     presence_grace_seconds: float = 60.0
     token_seconds: int = 90 * 24 * 3600
     config_reload_seconds: float = 5.0
+    history_record: bool = True
+    history_event_days: float = 30.0
+    history_fact_days: float = 180.0
+    history_max_events: int = 500
+    report_timezone: str = "UTC"
     default_region: str = "CN"
 
     @classmethod
@@ -59,6 +69,11 @@ class Settings:
             presence_grace_seconds=get("TM_DESK_PRESENCE_GRACE_SECONDS", float),
             token_seconds=int(get("TM_DESK_TOKEN_DAYS", float) * 24 * 3600),
             config_reload_seconds=get("TM_CONFIG_RELOAD_SECONDS", _seconds),
+            history_record=get("TM_HISTORY_RECORD", as_bool),
+            history_event_days=get("TM_HISTORY_EVENT_DAYS", _days),
+            history_fact_days=get("TM_HISTORY_FACT_DAYS", _days),
+            history_max_events=get("TM_HISTORY_MAX_EVENTS", _positive_int),
+            report_timezone=get("TM_REPORT_TIMEZONE", _timezone),
             default_region=get("TM_PHONE_DEFAULT_REGION", str.upper),
         )
 
@@ -68,3 +83,27 @@ def _seconds(raw: str) -> float:
     if not value >= 0:
         raise ValueError("expected seconds >= 0")
     return value
+
+
+def _days(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("expected days > 0")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("expected a whole number >= 1")
+    return value
+
+
+def _timezone(raw: str) -> str:
+    from services.agent_desk.reports import ReportError, zone
+
+    try:
+        zone(raw)
+    except ReportError as exc:
+        raise ValueError(str(exc)) from None
+    return raw

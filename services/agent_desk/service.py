@@ -29,6 +29,10 @@ HTTP (every /api route but login, and /ws, needs a signed-in session or an API t
     POST /api/tickets/{id}/resolve       → emits ticket_resolved (once)
     POST /api/tickets/{id}/reopen        → emits ticket_reopened by=agent
     GET  /api/supervisor/overview        → queues by skill, agents' presence and load, SLA risk, decisions
+    GET  /api/v1/reports?from=&to=&by=&tz=  (supervisors) → first response / resolution times, SLA
+                                         attainment, breaches, escalations, CSAT per agent|group|channel|day;
+                                         SLA per day, response-time distribution, backlog by skill (reports.py)
+    GET  /api/v1/tickets/{id}/history    → the ticket's recorded path (events in order, gaps) and its facts
     /api/v1/customers...                 customer profiles (supervisors): see customers_api.py
     GET  /ws                             → WebSocket: work list on connect, then pushes
 
@@ -53,6 +57,10 @@ dead-letters. ``intake_email.mail_bounced`` with a ticket adds a system note to 
 contact itself is marked attached and its later messages go to that ticket), or was linked to it
 (a note on both).
 
+History: ``record_history`` (one shared queue per source and event type, every ticket event of
+every exchange, ``history.RECORDED``) keeps each ticket's path and report facts
+(``history_store``; off on a replica with ``TM_HISTORY_RECORD=false``).
+
 Presence: every replica marks the agents whose console sockets it holds as seen every
 ``grace/4`` seconds; an agent online/away but not seen on any replica for
 ``TM_DESK_PRESENCE_GRACE_SECONDS`` is announced offline by exactly one replica (a Redis claim).
@@ -66,6 +74,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import re
@@ -78,9 +87,10 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
-from services.agent_desk import supervisor, tickets
+from services.agent_desk import history, reports, supervisor, tickets
 from services.agent_desk.config import Settings
 from services.agent_desk.customers_api import CustomersApi
+from services.agent_desk.history_store import HistoryStore
 from services.agent_desk.push import ConsoleSocket, SocketHub
 from services.agent_desk.sessions import COOKIE_NAME, Session, sign_session, verify_session
 from services.agent_desk.store import DeskStore
@@ -107,7 +117,7 @@ MAX_CREDENTIAL_CHARS = 1024
 CONSOLE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
                "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 _INTAKES = ((ev.INTAKE_EMAIL, "email"), (ev.INTAKE_CHAT, "chat"), (ev.INTAKE_PHONE, "phone"))
-_MESSAGE_INTAKES = ((ev.INTAKE_EMAIL, "email"), (ev.INTAKE_CHAT, "chat"))
+_MESSAGE_INTAKES = ((ev.INTAKE_EMAIL, "email"), (ev.INTAKE_CHAT, "chat"), (ev.INTAKE_PHONE, "phone"))
 _UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 CLIENT_REPLY_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 TOKEN_PREFIX = "tmd_"
@@ -150,8 +160,9 @@ class AgentDesk:
 
     def __init__(self, settings: Settings, roster: dict[str, AgentProfile] | ReloadingFile[dict[str, AgentProfile]],
                  store: DeskStore, publisher: EventPublisher, hub: SocketHub, open_sockets: set[web.WebSocketResponse],
-                 clock: Callable[[], datetime] = _utcnow):
+                 clock: Callable[[], datetime] = _utcnow, history_store: HistoryStore | None = None):
         self.settings = settings
+        self.history = history_store
         self._roster = roster
         self.store = store
         self.publisher = publisher
@@ -201,6 +212,8 @@ class AgentDesk:
         app.router.add_post("/api/tickets/{ticket_id}/resolve", self.resolve)
         app.router.add_post("/api/tickets/{ticket_id}/reopen", self.reopen)
         app.router.add_get("/api/supervisor/overview", self.overview)
+        app.router.add_get("/api/v1/reports", self.report)
+        app.router.add_get("/api/v1/tickets/{ticket_id}/history", self.ticket_history)
         app.router.add_get("/ws", self.websocket)
         app.cleanup_ctx.append(self._presence_keeper)
 
@@ -235,6 +248,10 @@ class AgentDesk:
                            broadcast=True)
         consumer.subscribe(ev.SLA_WATCHER, ev.SLA_WARNING, "push_sla_warning", self.push_sla_event, broadcast=True)
         consumer.subscribe(ev.SLA_WATCHER, ev.SLA_BREACHED, "push_sla_breached", self.push_sla_event, broadcast=True)
+        if self.history is not None and self.settings.history_record:
+            for source, event_type in history.RECORDED:
+                consumer.subscribe(source, event_type, "record_history",
+                                   functools.partial(self.record_history, source, event_type))
 
     @web.middleware
     async def guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
@@ -883,6 +900,50 @@ class AgentDesk:
         await self.hub.send_to_agents({agent_id} if agent_id else set(), frame, supervisors=kind == ev.SLA_BREACHED)
         await self.hub.send_to_agents(set(), {"type": "board_changed", "event": kind}, supervisors=True)
 
+    # -- history and reports ----------------------------------------------------------------
+
+    async def record_history(self, source: str, event_type: str, event: ev.Envelope) -> None:
+        assert self.history is not None
+        entry = history.entry_of(source, event_type, event)
+        if entry is None:
+            return
+        if self.history.too_old(entry, self.clock()):
+            log.info("history_event_too_old", event_type=event_type, occurred_at=event.occurred_at.isoformat())
+            return
+        if not await self.history.record(entry):
+            log.debug("history_event_seen_before", event_type=event_type)
+
+    async def report(self, request: web.Request) -> web.Response:
+        self._require_supervisor(request[AGENT])
+        assert self.history is not None
+        now, query = self.clock(), request.query
+        try:
+            tz = reports.zone(query.get("tz") or self.settings.report_timezone)
+            start, end = reports.period(query.get("from"), query.get("to"), tz, now)
+            by = query.get("by", "day")
+            if by not in reports.GROUPINGS:
+                raise reports.ReportError("invalid_grouping", f"by is one of {', '.join(reports.GROUPINGS)}")
+        except reports.ReportError as exc:
+            raise ApiError(400, exc.code, str(exc)) from None
+        received = await self.history.received_between(start, end)
+        open_now = await self.history.open_tickets(now)
+        # A long period is many tickets: compute off the event loop (consoles and pushes go on).
+        body = await asyncio.to_thread(reports.report, received, open_now, start=start, end=end, by=by, tz=tz, now=now)
+        return json_response(body)
+
+    async def ticket_history(self, request: web.Request) -> web.Response:
+        agent: AgentProfile = request[AGENT]
+        ticket_id = request.match_info["ticket_id"]
+        assert self.history is not None
+        if agent.role != "supervisor":
+            await self._ticket_for(request)  # agents see the path of the tickets they hold
+        records, facts = await self.history.ticket(ticket_id)
+        if not records and not facts:
+            raise ApiError(404, "no_history", "nothing is recorded for this ticket")
+        found = history.path(ticket_id, records, trace_id=facts.get("trace_id"), trimmed=int(facts.get("trimmed", 0)))
+        return json_response({**found.as_dict(),
+                              "facts": reports.summary(reports.facts_from_hash(facts)) if facts else None})
+
 
 def _frame_type(data: str) -> str | None:
     try:
@@ -901,7 +962,11 @@ def create_service(settings: Settings) -> AioService:
     def build_app(ctx: ServiceContext) -> web.Application:
         if settings.secret_is_dev_default:  # here, not above: logging is configured by now
             log.warning("desk_secret_is_dev_default", hint="set TM_DESK_SECRET: anyone can forge sessions with the default")
-        desk = AgentDesk(settings, roster, DeskStore(ctx.redis), ctx.publisher, SocketHub(), ctx.websockets)
+        history_store = HistoryStore(ctx.redis, event_ttl=int(settings.history_event_days * 86400),
+                                     fact_ttl=int(settings.history_fact_days * 86400),
+                                     max_events=settings.history_max_events)
+        desk = AgentDesk(settings, roster, DeskStore(ctx.redis), ctx.publisher, SocketHub(), ctx.websockets,
+                         history_store=history_store)
         app = ctx.new_app(client_max_size=64 * 1024, middlewares=[desk.guard])
         desk.add_routes(app)
         # Customer profiles are a blocking store shared with the dispatcher and the CLI.

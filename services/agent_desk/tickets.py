@@ -198,11 +198,16 @@ class TicketNotStored(Exception):
 # -- from events -----------------------------------------------------------------------------
 
 def view_from_received(event: ev.TicketReceived) -> TicketView:
-    return TicketView(
+    view = TicketView(
         ticket_id=event.ticket_id, trace_id=event.trace_id, channel=event.channel, subject=event.subject,
         text=event.text, customer=event.customer, received_at=event.received_at,
         language=event.customer.language, customer_tier=event.customer.tier,
     )
+    if ev.resolved_at_intake(event.source):
+        # Resolved during the call (nobody routes it): on record, in the customer's history.
+        view = view.model_copy(update={"status": "resolved", "resolved_at": event.received_at,
+                                       "last_agent_id": event.source.get("agent_id") or None})
+    return view
 
 
 def _with_decision(view: TicketView, record: DecisionRecord) -> list[DecisionRecord]:

@@ -228,7 +228,22 @@ class DispatcherService:
 
     @event_consumer(ev.INTAKE_PHONE, ev.TICKET_RECEIVED)
     def handle_phone_ticket_received(self, event: ev.TicketReceived) -> None:
+        if ev.resolved_at_intake(event.source):
+            self._note_resolved_at_intake(event)
+            return
         self._route(event)
+
+    def _note_resolved_at_intake(self, event: ev.TicketReceived) -> None:
+        """A call the agent resolved while the customer was on the line: nothing to route, but
+        the customer's history counts the contact (repeat signals) and who helped (sticky)."""
+        agent_id = event.source.get("agent_id") or None
+        contact = contact_identifiers(event.customer, self.config.region)
+        profile = self.store.customers.resolve(contact, now=utcnow().timestamp(), name=event.customer.name or None)
+        self.store.record_resolved_contact(profile.profile_id, None if profile.profile_id else customer_key(event.customer),
+                                           event.ticket_id, channel=event.channel,
+                                           received=event.received_at.timestamp(), agent_id=agent_id)
+        log.info("ticket_routing_skipped", reason="resolved_on_first_contact", agent_id=agent_id,
+                 customer_id=profile.profile_id)
 
     @event_consumer(ev.AGENT_DESK, ev.AGENT_PRESENCE_CHANGED)
     def handle_agent_presence_changed(self, event: ev.AgentPresenceChanged) -> None:
@@ -377,9 +392,9 @@ class DispatcherService:
 
         Decided when the customer has an open ticket, recorded before it is acted on (a join is
         announced as ``ticket_attached``, stable event id), and a redelivery repeats the recorded
-        decision; the notifier waits for it before acknowledging. A customer with nothing open
-        gets its own ticket without a record: its redelivery finds the ticket already routed (read
-        together with the open tickets' states) and keeps it its own.
+        decision, whatever has changed since. A customer with nothing open gets its own ticket
+        without a record: its redelivery finds the ticket already routed (read together with the
+        open tickets' states) and keeps it its own.
         """
         if decided is None:
             if not customer_id or not history.open:  # nothing proved, or nothing open: its own ticket

@@ -1436,6 +1436,29 @@ class DispatchStore:
         if facts.customer_key:
             self.client.srem(self.customer_key(facts.customer_key) + ":open", ticket_id)
 
+    def record_resolved_contact(self, customer_id: str | None, key: str | None, ticket_id: str, *, channel: str,
+                                received: float, agent_id: str | None) -> None:
+        """A ticket resolved before anyone routed it (a call resolved on first contact): in the
+        customer's history, not open, with who helped; one transaction."""
+        if not customer_id and not key:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        if customer_id:
+            self.customers.queue_ticket(pipe, customer_id, ticket_id, channel=channel, received=received,
+                                        complaint=False)
+            self.customers.queue_ticket_closed(pipe, customer_id, ticket_id)
+            if agent_id:
+                self.customers.queue_agent(pipe, customer_id, agent_id, at=received)
+        else:
+            base = self.customer_key(key)
+            pipe.zadd(base + ":tickets", {ticket_id: received})
+            pipe.zremrangebyscore(base + ":tickets", "-inf", received - HISTORY_WINDOW_SECONDS)
+            if agent_id:
+                pipe.hset(base, mapping={"last_agent_id": agent_id, "last_agent_at": repr(received)})
+            for suffix in (":tickets", ""):
+                pipe.expire(base + suffix, CUSTOMER_TTL_SECONDS)
+        pipe.execute()
+
     def last_agent_of(self, ticket_id: str) -> str | None:
         return self.client.hget(self.ticket_key(ticket_id), "last_agent_id")
 

@@ -40,7 +40,7 @@ from shared.intake_ledger import AsyncIntakeLedger
 from shared.logging import bound_event_context, get_logger
 from shared.roster import display_names
 
-from services.intake_chat import conversation, validation
+from services.intake_chat import conversation, customer_pages, validation
 from services.intake_chat.config import Settings
 from services.intake_chat.store import ChatStore, MessageRecord
 from services.intake_chat.validation import InvalidInput, Profile
@@ -382,6 +382,7 @@ def build_app(settings: Settings) -> Callable[[ServiceContext], web.Application]
         AgentReplies(store, sockets, display_names(settings.roster_file)).subscribe(ctx)
         http = ChatHttp(settings, intake, sockets, ctx)
         app = ctx.new_app(client_max_size=API_MAX_BODY_BYTES)
+        customer_pages.install(app, ctx, settings, display_names(settings.roster_file))  # status + survey pages
         app.router.add_get("/", http.page)
         app.router.add_get("/widget.js", http.widget_js)
         app.router.add_get("/ws", http.websocket)

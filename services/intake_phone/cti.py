@@ -1,13 +1,24 @@
 """The Generic CTI webhook's fields (Zammad-compatible) → a validated CallEvent.
 
-Fields: ``event`` (newCall/answer/hangup), ``from``, ``to``, ``direction`` (in/out), ``callId``
-or ``call_id`` (≤250 chars), ``cause``, ``user`` (one name or a list; ``user[]`` in forms),
-``queue``, ``answeringNumber``. Values may come from JSON (strings, numbers) or a form (lists of
-strings). Anything unusable raises CtiError with a code for the 400 answer.
+Generic CTI fields: ``event`` (newCall/answer/hangup), ``from``, ``to``, ``direction`` (in/out),
+``callId`` or ``call_id`` (≤250 chars), ``cause``, ``user`` (one name or a list; ``user[]`` in
+forms), ``queue``, ``answeringNumber``.
+
+This project's extension (a PBX that does not send them loses nothing):
+
+- ``event=wrapUp`` with ``wrapUpCode``, ``notes`` and ``agent`` (the roster agent id): the
+  agent's wrap-up after an answered call. The same three fields are accepted on ``hangup``.
+- ``event=voicemail`` with ``recordingUrl`` (http/https) and ``transcript``: what the caller
+  left. Both fields are accepted on ``hangup`` too. A voicemail event implies ``direction=in``.
+
+``snake_case`` spellings (``wrap_up_code``, ``recording_url``) are accepted like ``call_id``.
+Values may come from JSON (strings, numbers) or a form (lists of strings). Fields nobody defined
+are ignored. Anything unusable raises CtiError with a code for the 400 answer.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from services.intake_phone.calls import DIRECTIONS, EVENT_KINDS, CallEvent
 from services.intake_phone.phone_numbers import InvalidNumber, Number, normalize
@@ -16,6 +27,10 @@ CALL_ID_MAX_CHARS = 250
 NAME_MAX_CHARS = 200
 USERS_MAX = 20
 SHORT_FIELD_MAX_CHARS = 64
+NOTES_MAX_CHARS = 10_000
+TRANSCRIPT_MAX_CHARS = 50_000      # a long voicemail transcribed; the body limit is the real cap
+URL_MAX_CHARS = 2_000
+AGENT_ID_MAX_CHARS = 64
 
 
 class CtiError(ValueError):
@@ -25,7 +40,7 @@ class CtiError(ValueError):
         self.message = message
 
 
-def _scalar(fields: Mapping[str, Any], name: str, max_chars: int) -> str:
+def _scalar(fields: Mapping[str, Any], name: str, max_chars: int, *, strip: bool = True) -> str:
     value = fields.get(name)
     if value is None:
         return ""
@@ -35,10 +50,20 @@ def _scalar(fields: Mapping[str, Any], name: str, max_chars: int) -> str:
         value = value[0]
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise CtiError("invalid_field", f"{name} must be a string")
-    text = str(value).strip()
+    text = str(value).strip() if strip else str(value)
     if len(text) > max_chars:
         raise CtiError("invalid_field", f"{name} is longer than {max_chars} characters")
+    if "\x00" in text:
+        raise CtiError("invalid_field", f"{name} contains a NUL character")
     return text
+
+
+def _either(fields: Mapping[str, Any], names: tuple[str, ...], max_chars: int) -> str:
+    for name in names:
+        value = _scalar(fields, name, max_chars)
+        if value:
+            return value
+    return ""
 
 
 def _users(fields: Mapping[str, Any]) -> tuple[str, ...]:
@@ -69,11 +94,28 @@ def _number(fields: Mapping[str, Any], name: str, default_region: str) -> Number
         raise CtiError("invalid_number", f"{name} is {exc.reason}") from None
 
 
+def _url(fields: Mapping[str, Any]) -> str:
+    url = _either(fields, ("recordingUrl", "recording_url"), URL_MAX_CHARS)
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in url):
+        raise CtiError("invalid_field", "recordingUrl must be an http or https URL")
+    return url
+
+
+def _agent(fields: Mapping[str, Any]) -> str:
+    agent = _scalar(fields, "agent", AGENT_ID_MAX_CHARS)
+    if agent and not all(c.isalnum() or c in "._-@" for c in agent):
+        raise CtiError("invalid_field", "agent must be a roster agent id (letters, digits, . _ - @)")
+    return agent
+
+
 def parse_cti(fields: Mapping[str, Any], default_region: str) -> CallEvent:
     kind = _scalar(fields, "event", SHORT_FIELD_MAX_CHARS)
     if kind not in EVENT_KINDS:
         raise CtiError("invalid_event", f"event must be one of {', '.join(EVENT_KINDS)}")
-    call_id = _scalar(fields, "callId", CALL_ID_MAX_CHARS) or _scalar(fields, "call_id", CALL_ID_MAX_CHARS)
+    call_id = _either(fields, ("callId", "call_id"), CALL_ID_MAX_CHARS)
     if not call_id:
         raise CtiError("missing_call_id", "callId is required")
     direction = _scalar(fields, "direction", SHORT_FIELD_MAX_CHARS) or None
@@ -81,6 +123,8 @@ def parse_cti(fields: Mapping[str, Any], default_region: str) -> CallEvent:
         raise CtiError("invalid_direction", "direction must be in or out")
     if kind == "newCall" and direction is None:
         raise CtiError("invalid_direction", "direction is required for newCall")
+    if kind == "voicemail" and direction == "out":
+        raise CtiError("invalid_direction", "a voicemail is left by an inbound caller")
     return CallEvent(
         kind=kind,  # type: ignore[arg-type]
         call_id=call_id,
@@ -91,4 +135,9 @@ def parse_cti(fields: Mapping[str, Any], default_region: str) -> CallEvent:
         users=_users(fields),
         queue=_scalar(fields, "queue", NAME_MAX_CHARS),
         answering_number=_scalar(fields, "answeringNumber", SHORT_FIELD_MAX_CHARS),
+        wrap_up_code=_either(fields, ("wrapUpCode", "wrap_up_code"), SHORT_FIELD_MAX_CHARS),
+        notes=_scalar(fields, "notes", NOTES_MAX_CHARS),
+        agent=_agent(fields),
+        recording_url=_url(fields),
+        transcript=_scalar(fields, "transcript", TRANSCRIPT_MAX_CHARS),
     )

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from shared import mail_tokens
+from shared import customer_links, mail_tokens
 from shared.config import CommonSettings, ConfigError, Variable, as_bool, read
 
 VARIABLES = (
@@ -22,11 +22,23 @@ VARIABLES = (
              "(support+TM-n.<sig>@…: the inbound MTA must deliver plus addresses to this mailbox); its domain names "
              "our Message-IDs"),
     Variable("TM_MAIL_FROM_NAME", "TicketMesh Support", "display name beside TM_MAIL_FROM"),
-    Variable("TM_SUPERVISOR_EMAIL", "supervisor@ticketmesh.test", "who gets SLA breach notices"),
-    Variable("TM_SUPERVISOR_LANGUAGE", "zh-CN", "language of SLA breach notices (zh-CN or en)"),
+    Variable("TM_SUPERVISOR_EMAIL", "supervisor@ticketmesh.test", "who gets SLA breach notices and escalations' notify_supervisor steps"),
+    Variable("TM_SUPERVISOR_LANGUAGE", "zh-CN", "language of mail to TM_SUPERVISOR_EMAIL (zh-CN or en)"),
     Variable("TM_MAIL_TIMEZONE", "Asia/Shanghai", "time zone for times written in mails"),
-    Variable("TM_ROSTER_FILE", "deploy/demo/roster.yaml", "agent roster (for agents' display names)"),
+    Variable("TM_ROSTER_FILE", "deploy/demo/roster.yaml", "agent roster (agents' names, and the addresses, languages and tiers staff mail goes by)"),
     *mail_tokens.VARIABLES,
+    # What customers and agents are told (issue 6).
+    Variable("TM_NOTIFY_CONFIG_FILE", "deploy/config/notify.yaml", "group chat robots (which events go where; "
+             "addresses and secrets from the environment variables it names) and customer mail switches"),
+    Variable("TM_NOTIFY_TEMPLATES_DIR", "", "directory of mail templates that replace the shipped ones file by file "
+             "(empty: the shipped templates)"),
+    Variable("TM_NOTIFY_ACK_WAIT_SECONDS", "30", "how long the acknowledgement waits for the ticket's classification "
+             "(to say when to expect an answer) before it goes out without one; 0: do not wait"),
+    Variable("TM_NOTIFY_CHAT_IDLE_MINUTES", "10", "a chat customer silent for this long is taken to have left the "
+             "widget: replies and updates then go to the address they gave, by mail"),
+    Variable("TM_SLA_POLICY_FILE", "deploy/config/sla.yaml", "SLA policies (the acknowledgement's expected response "
+             "time)"),
+    *customer_links.VARIABLES,
 )
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
 
@@ -43,6 +55,19 @@ def _port(raw: str) -> int:
     if not 0 < port < 65536:
         raise ValueError("expected 1-65535")
     return port
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 86400:
+        raise ValueError("expected 0-86400")
+    return value
+
+
+def _base_url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError("expected an http(s) address")
+    return raw.rstrip("/")
 
 
 def _address(raw: str) -> str:
@@ -70,6 +95,14 @@ class Settings:
     roster_file: str
     mail_token_secret: bytes = field(default=mail_tokens.DEV_SECRET.encode(), repr=False)
     mail_token_secret_is_dev_default: bool = True
+    notify_config_file: str = "deploy/config/notify.yaml"
+    templates_dir: str | None = None
+    ack_wait_seconds: float = 30.0
+    chat_idle_seconds: float = 600.0
+    sla_policy_file: str = "deploy/config/sla.yaml"
+    customer_base_url: str = "http://127.0.0.1:8081"
+    customer_link_secret: bytes = field(default=customer_links.DEV_SECRET.encode(), repr=False)
+    customer_link_secret_is_dev_default: bool = True
 
     @property
     def mail_domain(self) -> str:
@@ -84,7 +117,16 @@ class Settings:
         if language not in ("zh-CN", "en"):
             raise ConfigError(f"TM_SUPERVISOR_LANGUAGE={language!r} is not valid: expected zh-CN or en")
         secret, dev_default = mail_tokens.secret_from_env(environ)
+        link_secret, link_dev_default = customer_links.secret_from_env(environ)
         return cls(
+            notify_config_file=get("TM_NOTIFY_CONFIG_FILE"),
+            templates_dir=get("TM_NOTIFY_TEMPLATES_DIR") or None,
+            ack_wait_seconds=get("TM_NOTIFY_ACK_WAIT_SECONDS", _seconds),
+            chat_idle_seconds=get("TM_NOTIFY_CHAT_IDLE_MINUTES", _seconds) * 60,
+            sla_policy_file=get("TM_SLA_POLICY_FILE"),
+            customer_base_url=get(customer_links.BASE_URL_VARIABLE, _base_url),
+            customer_link_secret=link_secret,
+            customer_link_secret_is_dev_default=link_dev_default,
             mail_token_secret=secret,
             mail_token_secret_is_dev_default=dev_default,
             common=CommonSettings.from_env(environ),

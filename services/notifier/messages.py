@@ -1,14 +1,30 @@
 """The mails the notifier sends, built from events (pure: no broker, no SMTP, no clock).
 
-Four kinds:
+To customers:
 
-- ``ticket_ack``: "we received your request, your ticket is TM-10001" to the customer;
-  automatic (``Auto-Submitted: auto-replied``);
+- ``ticket_ack``: "we received your request, your ticket is TM-10001", with the signed status
+  link and, once the ticket is classified, when to expect a first response; automatic
+  (``Auto-Submitted: auto-replied``);
 - ``agent_reply``: an agent's reply to an email customer; written by a person, so *not* marked
   automatic, and threaded (In-Reply-To/References) onto what we know of the conversation;
-- ``sla_breached``: a notice to the supervisor; automatic (``Auto-Submitted: auto-generated``);
+- ``ticket_waiting``: "we are waiting for your answer" when an agent sets the ticket to
+  waiting on the customer; automatic (``auto-generated``), threaded;
+- ``ticket_resolved``: "your request is resolved", with the CSAT survey link (1-5 and a
+  comment) for a solved ticket whose customer has not answered one yet; automatic, threaded,
+  with an HTML part (the survey's five buttons);
 - ``mail_rejected``: "your message was too large, send it again with smaller attachments" to
   the sender of an inbound mail intake refused; automatic (``auto-replied``), about no ticket.
+
+To agents and supervisors (internal: see :func:`internal_envelope`):
+
+- ``sla_breached``: a notice to the supervisor; automatic (``Auto-Submitted: auto-generated``);
+- ``sla_warning``: 催办, a reminder to an assignee who is offline that a clock runs out soon;
+- ``ticket_escalated``: an escalation ladder's notify step, to the assignee, the supervisor or
+  the duty managers;
+- ``ticket_assigned``: a ticket handed to an agent who is offline (a transfer or reassignment
+  that needs no acceptance).
+
+Group chat robots get short texts of their own (``robot_*`` templates, :func:`robot_text`).
 
 No mail goes to an address that bounced (``skip_reason`` → ``bounced_address``): the store
 keeps which addresses are suppressed, and for how long. A bounce is believed only for an address
@@ -25,14 +41,18 @@ All`` and ``Precedence: bulk`` so well-behaved auto-responders stay quiet, and i
 system addresses (mailer-daemon, postmaster, noreply, …): that is how mail loops start.
 
 Texts are Jinja2 templates under ``templates/``, one file per kind and locale (``zh-CN`` or
-``en``), each with a ``subject`` and a ``body`` block.
+``en``): ``<kind>.<locale>.txt.j2`` with a ``subject`` and a ``body`` block, and for some kinds
+``<kind>.<locale>.html.j2`` (a ``body`` block, autoescaped) that becomes the mail's HTML
+alternative. Undefined names are errors (StrictUndefined), never blank text. A directory given
+to :func:`use_templates_from` (``TM_NOTIFY_TEMPLATES_DIR``) is searched first, so wording is
+changed by copying a file there and editing it, without touching the code.
 """
 from __future__ import annotations
 
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime, timezone, tzinfo
 from email.errors import MessageError
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -40,10 +60,11 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 
 from shared import mail_tokens
-from shared.events import AgentReplied, InboundMailRejected, SlaBreached, TicketReceived
+from shared.events import (AgentReplied, InboundMailRejected, SlaBreached, SlaWarning, TicketAssigned,
+                           TicketEscalated, TicketReceived)
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
@@ -51,6 +72,17 @@ KIND_TICKET_ACK = "ticket_ack"
 KIND_AGENT_REPLY = "agent_reply"
 KIND_SLA_BREACHED = "sla_breached"
 KIND_MAIL_REJECTED = "mail_rejected"
+KIND_TICKET_WAITING = "ticket_waiting"
+KIND_TICKET_RESOLVED = "ticket_resolved"
+KIND_SLA_WARNING = "sla_warning"
+KIND_ESCALATION = "ticket_escalated"
+KIND_ASSIGNMENT = "ticket_assigned"
+# Every mail kind; each has a text template in both locales (a unit test holds that).
+MAIL_KINDS = (KIND_TICKET_ACK, KIND_AGENT_REPLY, KIND_TICKET_WAITING, KIND_TICKET_RESOLVED, KIND_MAIL_REJECTED,
+              KIND_SLA_BREACHED, KIND_SLA_WARNING, KIND_ESCALATION, KIND_ASSIGNMENT)
+# Group chat robots' texts: robot_<event>.
+ROBOT_KINDS = ("robot_sla_warning", "robot_sla_breached", "robot_ticket_escalated")
+LOCALES = ("zh-CN", "en")
 
 ZH_CN = "zh-CN"
 EN = "en"
@@ -67,10 +99,29 @@ _REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|回复|答复|转发)\s*[:：]\s
 _TICKET_TAG = re.compile(r"\[#TM-\d+\]\s*")
 MAX_REFERENCES = 10
 
-_templates = Environment(
-    loader=FileSystemLoader(TEMPLATES_DIR), undefined=StrictUndefined, autoescape=False,
-    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-)
+
+
+def _environment(override_dir: Path | None = None) -> Environment:
+    loaders = [FileSystemLoader(override_dir)] if override_dir is not None else []
+    loaders.append(FileSystemLoader(TEMPLATES_DIR))
+    return Environment(
+        loader=ChoiceLoader(loaders), undefined=StrictUndefined,
+        # HTML parts escape every value (a customer's name is not markup); text parts are text.
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False, default=False),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+    )
+
+
+_templates = _environment()
+
+
+def use_templates_from(directory: str | Path | None) -> None:
+    """Look in ``directory`` first for each template (the shipped ones fill the gaps); None:
+    the shipped templates only. Called once at start, before any mail is built."""
+    global _templates
+    if directory is not None and not Path(directory).is_dir():
+        raise ValueError(f"template directory {directory} does not exist")
+    _templates = _environment(Path(directory) if directory is not None else None)
 
 
 @dataclass(frozen=True)
@@ -175,17 +226,45 @@ def clean_subject(subject: str) -> str:
     return _TICKET_TAG.sub("", _REPLY_PREFIX.sub("", one_line)).strip()
 
 
-def ticket_ack(ticket: TicketReceived, *, sender: Sender, notification: str, now: datetime) -> EmailMessage:
-    locale = choose_locale(ticket.customer.language, f"{ticket.subject} {ticket.text[:500]}")
-    subject, body = _render(KIND_TICKET_ACK, locale, ticket_id=ticket.ticket_id, channel=ticket.channel,
-                            customer_name=_one_line(ticket.customer.name), subject=clean_subject(ticket.subject))
-    msg = _envelope(sender, _required_recipient(ticket.customer.name, ticket.customer.email), subject, body,
-                    ticket.ticket_id, notification, now)
+@dataclass(frozen=True)
+class Contact:
+    """What the notifier keeps of a ticket's customer from ``ticket_received``, to write to them
+    when later events (classified, status changed, resolved) no longer carry the customer."""
+
+    ticket_id: str
+    channel: str
+    email: str | None
+    name: str
+    locale: str
+    subject: str
+    customer_message_id: str | None = None
+
+    @classmethod
+    def from_ticket(cls, ticket: TicketReceived) -> "Contact":
+        return cls(
+            ticket_id=ticket.ticket_id, channel=ticket.channel, email=ticket.customer.email,
+            name=_one_line(ticket.customer.name),
+            locale=choose_locale(ticket.customer.language, f"{ticket.subject} {ticket.text[:500]}"),
+            subject=clean_subject(ticket.subject),
+            customer_message_id=normalize_message_id(ticket.source.get("message_id")),
+        )
+
+
+def ticket_ack(ticket: TicketReceived | Contact, *, sender: Sender, notification: str, now: datetime,
+               status_url: str | None = None, expected_by: datetime | None = None,
+               zone: tzinfo = timezone.utc) -> EmailMessage:
+    """``expected_by``: when the first response is due (the SLA policy's time for the ticket's
+    priority); None when the ticket is not classified yet, and then the mail promises no time."""
+    contact = ticket if isinstance(ticket, Contact) else Contact.from_ticket(ticket)
+    subject, body = _render(KIND_TICKET_ACK, contact.locale, ticket_id=contact.ticket_id, channel=contact.channel,
+                            customer_name=contact.name, subject=contact.subject, status_url=status_url,
+                            expected_by=local_minute(expected_by, zone) if expected_by else None)
+    msg = _envelope(sender, _required_recipient(contact.name, contact.email), subject, body,
+                    contact.ticket_id, notification, now)
     _mark_automatic(msg, AUTO_REPLIED)
-    customer_message_id = normalize_message_id(ticket.source.get("message_id"))
-    if customer_message_id:
-        msg["In-Reply-To"] = customer_message_id
-        msg["References"] = customer_message_id
+    if contact.customer_message_id:
+        msg["In-Reply-To"] = contact.customer_message_id
+        msg["References"] = contact.customer_message_id
     return msg
 
 
@@ -244,6 +323,124 @@ def megabytes(size: int) -> str:
     return f"{size / (1024 * 1024):.1f}".removesuffix(".0")
 
 
+def ticket_waiting(contact: Contact, *, agent_name: str, thread: Thread, status_url: str, sender: Sender,
+                   notification: str, now: datetime) -> EmailMessage:
+    """An agent set the ticket to waiting on the customer: tell them we need their answer."""
+    subject, body = _render(KIND_TICKET_WAITING, contact.locale, ticket_id=contact.ticket_id,
+                            customer_name=contact.name, subject=contact.subject or clean_subject(thread.subject),
+                            agent_name=_one_line(agent_name), status_url=status_url)
+    msg = _envelope(sender, _required_recipient(contact.name, contact.email), subject, body,
+                    contact.ticket_id, notification, now)
+    _mark_automatic(msg, AUTO_GENERATED)
+    _thread_onto(msg, _with_customer_message(thread, contact))
+    return msg
+
+
+def ticket_resolved(contact: Contact, *, agent_name: str, thread: Thread, status_url: str, csat_url: str | None,
+                    sender: Sender, notification: str, now: datetime) -> EmailMessage:
+    """The ticket is resolved; ``csat_url`` (None: no survey) asks for a 1-5 score and a comment.
+
+    The HTML part's five buttons link to the survey with ``?score=N`` to preselect an answer;
+    opening a link records nothing (mail scanners open links), the page's form does.
+    """
+    values = dict(ticket_id=contact.ticket_id, customer_name=contact.name,
+                  subject=contact.subject or clean_subject(thread.subject), agent_name=_one_line(agent_name),
+                  status_url=status_url, csat_url=csat_url, scores=[1, 2, 3, 4, 5])
+    subject, body = _render(KIND_TICKET_RESOLVED, contact.locale, **values)
+    msg = _envelope(sender, _required_recipient(contact.name, contact.email), subject, body,
+                    contact.ticket_id, notification, now)
+    html = _render_html(KIND_TICKET_RESOLVED, contact.locale, **values)
+    if html is not None:
+        msg.add_alternative(html, subtype="html", charset="utf-8")
+    _mark_automatic(msg, AUTO_GENERATED)
+    _thread_onto(msg, _with_customer_message(thread, contact))
+    return msg
+
+
+@dataclass(frozen=True)
+class Colleague:
+    """An agent or supervisor a notice goes to: their address, name and language."""
+
+    address: str
+    name: str = ""
+    locale: str = ZH_CN
+    agent_id: str | None = None
+
+
+def sla_warning_notice(warning: SlaWarning, *, to: Colleague, subject: str, sender: Sender, notification: str,
+                       now: datetime, zone: tzinfo) -> EmailMessage:
+    """催办: the assignee is offline and a clock on their ticket runs out soon."""
+    mail_subject, body = _render(
+        KIND_SLA_WARNING, to.locale, ticket_id=warning.ticket_id, subject=clean_subject(subject), clock=warning.clock,
+        policy=warning.policy, due_at=local_minute(warning.due_at, zone), name=to.name,
+        percent=f"{warning.elapsed_fraction * 100:.0f}", minutes_left=_minutes_between(now, warning.due_at),
+    )
+    return internal_envelope(sender, to, mail_subject, body, warning.ticket_id, notification, now)
+
+
+def escalation_notice(escalated: TicketEscalated, *, to: Colleague, audience: str, assignee_name: str | None,
+                      subject: str, sender: Sender, notification: str, now: datetime) -> EmailMessage:
+    """One notify step of an escalation ladder; ``audience`` is ``assignee``, ``supervisor`` or
+    ``duty_manager`` (the text differs: the assignee is asked to act, the others to look)."""
+    mail_subject, body = _render(
+        KIND_ESCALATION, to.locale, ticket_id=escalated.ticket_id, subject=clean_subject(subject), audience=audience,
+        name=to.name, level=escalated.level, trigger=escalated.trigger, clock=escalated.clock,
+        policy=escalated.policy, reason=_one_line(escalated.reason), agent_id=escalated.agent_id,
+        assignee_name=_one_line(assignee_name or ""),
+    )
+    return internal_envelope(sender, to, mail_subject, body, escalated.ticket_id, notification, now)
+
+
+def assignment_notice(assigned: TicketAssigned, *, to: Colleague, subject: str, sender: Sender, notification: str,
+                      now: datetime) -> EmailMessage:
+    """A ticket was handed to an agent who is offline (it needs no acceptance, so it waits for them)."""
+    mail_subject, body = _render(
+        KIND_ASSIGNMENT, to.locale, ticket_id=assigned.ticket_id, subject=clean_subject(subject), name=to.name,
+        channel=assigned.channel, priority=assigned.priority, step=assigned.decision.step,
+    )
+    return internal_envelope(sender, to, mail_subject, body, assigned.ticket_id, notification, now)
+
+
+def robot_text(kind: str, locale: str, **values: Any) -> tuple[str, str]:
+    """``(title, body)`` of a group chat robot's message; ``kind`` is one of ROBOT_KINDS."""
+    if kind not in ROBOT_KINDS:
+        raise ValueError(f"unknown robot message kind {kind!r}")
+    title, body = _render(kind, locale, **values)
+    return title, body.rstrip("\n")
+
+
+def internal_envelope(sender: Sender, to: Colleague, subject: str, body: str, ticket_id: str, notification: str,
+                      now: datetime) -> EmailMessage:
+    """A notice for staff. Its Message-ID carries no ticket token and it has no ticket Reply-To:
+    a colleague answering it must not add their answer to the customer's ticket (the mail says
+    to act in the console). The From is still our address, so intake knows it as ours."""
+    msg = EmailMessage()
+    msg["From"] = Address(display_name=sender.name, addr_spec=sender.address)
+    msg["To"] = _required_recipient(to.name, to.address)
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = f"<tm.notice.{notification[:MESSAGE_ID_NOTIFICATION_CHARS]}.{ticket_id}@{sender.domain}>"
+    msg.set_content(body, charset="utf-8")
+    _mark_automatic(msg, AUTO_GENERATED)
+    return msg
+
+
+def locale_of_languages(languages: list[str] | tuple[str, ...]) -> str:
+    """A roster entry's language list → the locale of mail to that person (their first one)."""
+    return choose_locale(languages[0]) if languages else ZH_CN
+
+
+def local_minute(moment: datetime, zone: tzinfo) -> str:
+    """``2026-03-02 17:30 (UTC+08:00)``: to the minute, with an offset no reader can misread."""
+    local = moment.astimezone(zone)
+    offset = local.strftime("%z")
+    return f"{local:%Y-%m-%d %H:%M} (UTC{offset[:3]}:{offset[3:]})"
+
+
+def _minutes_between(now: datetime, later: datetime) -> int:
+    return max(0, round((later - now).total_seconds() / 60))
+
+
 # -- building blocks -------------------------------------------------------------------------
 
 def _render(kind: str, locale: str, **values: Any) -> tuple[str, str]:
@@ -252,6 +449,29 @@ def _render(kind: str, locale: str, **values: Any) -> tuple[str, str]:
     subject = "".join(template.blocks["subject"](context))
     body = "".join(template.blocks["body"](context))
     return _one_line(subject), body.strip() + "\n"
+
+
+def _render_html(kind: str, locale: str, **values: Any) -> str | None:
+    """The HTML alternative of a mail, or None for a kind without one."""
+    try:
+        template = _templates.get_template(f"{kind}.{locale}.html.j2")
+    except TemplateNotFound:
+        return None
+    return "".join(template.blocks["body"](template.new_context(values))).strip() + "\n"
+
+
+def _with_customer_message(thread: Thread, contact: Contact) -> Thread:
+    if thread.customer_message_id or not contact.customer_message_id:
+        return thread
+    return Thread(subject=thread.subject, customer_message_id=contact.customer_message_id,
+                  ack_message_id=thread.ack_message_id, last_reply_message_id=thread.last_reply_message_id)
+
+
+def _thread_onto(msg: EmailMessage, thread: Thread) -> None:
+    parent = thread.parent()
+    if parent:
+        msg["In-Reply-To"] = parent
+        msg["References"] = " ".join(thread.references())
 
 
 def _envelope(sender: Sender, to: Address, subject: str, body: str, ticket_id: str, notification: str,

@@ -2,16 +2,37 @@
 
 Consumes (handler name = queue name, wire contract):
 
-- ``intake_<channel>.ticket_received`` → ``ack_<channel>_ticket_received``: acknowledge the
-  new ticket to a customer who has an email address; not a contact the dispatcher folds into
-  the customer's open ticket on another channel (``ticket_attached``: it is no new ticket, and
-  its number would mean nothing). The ack runs in parallel with the dispatcher's decision, so
-  when the customer has an open ticket on another channel it waits for that decision
-  (``ATTACH_DECISION_WAIT_SECONDS``, then acks anyway: a dispatcher that is down must not
-  silence acknowledgements);
-- ``agent_desk.agent_replied`` → ``send_agent_reply``: email channel only (chat replies are
-  relayed by intake_chat, phone has no mail);
-- ``sla_watcher.sla_breached`` → ``notify_sla_breached``: notice to the supervisor;
+- ``intake_<channel>.ticket_received`` → ``ack_<channel>_ticket_received``: keep the customer's
+  contact record (audience.py), and acknowledge an email customer's ticket: at once if the
+  dispatcher's classification is already known, else when it comes;
+- ``dispatcher.ticket_attached`` → ``skip_attached_ack``: a contact folded into the customer's
+  open ticket on another channel (mode attach) is never acknowledged: it is no new ticket;
+- ``dispatcher.ticket_classified`` → ``ack_classified_ticket``: the priority gives the
+  acknowledgement its expected response time (``sla_policy.expected_first_response``); if no
+  classification comes within ``TM_NOTIFY_ACK_WAIT_SECONDS`` (dispatcher down, event dead-
+  lettered), a sweeper acknowledges without a time: a customer is never left without an ack.
+  Whichever of the two events is handled second sends (each writes its half of the contact
+  hash, then reads the other half, in one transaction); the ack's id comes from the
+  ``ticket_received`` event, so however it is reached, it is one mail;
+- ``intake_chat.message_received`` → ``note_chat_activity``: when a chat customer last wrote;
+- ``agent_desk.agent_replied`` → ``send_agent_reply``: email tickets by mail; chat tickets by
+  mail only when the customer has been silent for ``TM_NOTIFY_CHAT_IDLE_MINUTES`` (they have
+  probably left the widget; intake_chat relays replies live to an open widget); phone never;
+- ``agent_desk.ticket_status_changed`` → ``notify_status_changed``: "waiting for your reply";
+- ``agent_desk.ticket_resolved`` → ``notify_ticket_resolved``: the resolution mail, with the
+  CSAT survey link for ``solved`` tickets whose customer has not answered one; nothing for
+  ``spam`` and ``merged``, no survey for ``auto_closed``;
+- ``intake_chat.csat_submitted`` → ``record_csat_answer``: later resolutions ask no more;
+- ``agent_desk.agent_presence_changed`` → ``track_agent_presence``: agent_desk pushes to an
+  agent who is online (or away: the console is open); one offline gets mail instead;
+- ``sla_watcher.sla_warning`` → ``notify_sla_warning``: 催办 to an offline assignee; robots;
+- ``sla_watcher.ticket_escalated`` → ``notify_ticket_escalated``: the ladder's notify steps
+  (``notify_assignee`` if offline, ``notify_supervisor`` → ``TM_SUPERVISOR_EMAIL``,
+  ``notify_duty_manager`` → the roster's offline duty managers, else the supervisor address);
+  every step to the robots that asked for it;
+- ``dispatcher.ticket_assigned`` → ``notify_ticket_assigned``: a ticket handed to an offline
+  agent without an offer (a transfer or reassignment) is mailed to them;
+- ``sla_watcher.sla_breached`` → ``notify_sla_breached``: notice to the supervisor; robots;
 - ``intake_email.mail_bounced`` → ``record_mail_bounced``: a hard bounce suppresses each
   recipient for 60 days, soft ones count (3 within 72 h suppress for a day); no mail of any
   kind goes to a suppressed address (``notification_skipped``, reason ``bounced_address``).
@@ -25,6 +46,12 @@ Consumes (handler name = queue name, wire contract):
 Emits ``notification_sent`` (recipient masked) once per mail about a ticket (a rejection names
 no ticket, so it is only recorded as sent).
 
+Group chat robots (webhooks.py) get the events deploy/config/notify.yaml routes to them. Each
+robot message is claimed under its own id (event id + robot) before the post, so a redelivered
+event posts nothing twice; a robot that is down or rate-limited makes the event retry (robots
+already posted are skipped); a robot that refuses (bad signature, bad address) dead-letters
+the event with the vendor's answer after the other robots had their turn.
+
 Failure policy, per mail: each has a deterministic id (triggering event_id + kind), claimed
 in Redis before sending, so a redelivered event sends nothing twice. SMTP away or answering
 4xx → TransientError: the claim is released and the event returns to its queue after a pause.
@@ -37,35 +64,73 @@ with the same Message-ID, so mail clients show it once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 from email.message import EmailMessage
-from typing import Awaitable, Callable, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from services.notifier import audience as aud
 from services.notifier import messages
+from services.notifier.audience import AudienceStore, Classification, ContactRecord
 from services.notifier.config import Settings
 from services.notifier.mailer import NotificationRejected, SmtpMailer
 from services.notifier.store import ANNOUNCED, CLAIMED, SENDING, NotificationStore
+from services.notifier.template_check import render_every_template
+from services.notifier.webhooks import NotifyConfig, RobotPoster, RobotRejected, RobotUnavailable, load_notify_config
+from shared import customer_links
 from shared import events as ev
+from shared import sla_policy
 from shared.aio_service import AioService, BrokerUnavailable, ServiceContext, publish_confirmed
 from shared.amqp import EventConsumer, EventPublisher
-from shared.customer_identity import contact_identifiers
-from shared.customer_store import ATTACHED, AsyncCustomerReader
-from shared.errors import TransientError
-from shared.logging import get_logger, mask
-from shared.roster import display_names
+from shared.errors import TransientError, is_transient
+from shared.logging import bound_event_context, get_logger, mask
+from shared.reloading import ReloadingFile
+from shared.roster import AgentProfile, RosterError, display_names, load_roster
 
 log = get_logger(__name__)
 
 SERVICE_NAME = ev.NOTIFIER
 _INTAKES = ((ev.INTAKE_EMAIL, "email"), (ev.INTAKE_CHAT, "chat"), (ev.INTAKE_PHONE, "phone"))
-ATTACH_DECISION_WAIT_SECONDS = 30.0
 
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+# Presences in which agent_desk's console is open and pushes reach the agent.
+LIVE_PRESENCES = ("online", "away")
+ACK_SWEEP_MIN_SECONDS = 0.5
+ACK_SWEEP_MAX_SECONDS = 5.0
+ACK_SWEEP_BATCH = 50
+
+
+class Roster:
+    """The roster file, re-read when it changes (agents' addresses, languages, tiers). The
+    notifier only reads it for mail, so an unreadable file means no agent mail, not a stop."""
+
+    def __init__(self, path: str, now: float):
+        self._file: ReloadingFile[dict[str, AgentProfile]] | None = None
+        try:
+            self._file = ReloadingFile(path, lambda _text: load_roster(path).by_id(), now=now, name="roster")
+        except (RosterError, OSError) as exc:
+            log.warning("roster_unavailable", error=str(exc))
+
+    def agents(self, now: float) -> dict[str, AgentProfile]:
+        return self._file.current(now) if self._file is not None else {}
+
+
+@dataclass(frozen=True)
+class CustomerLinks:
+    base_url: str
+    secret: bytes = field(repr=False)
+
+    def url(self, ticket_id: str, purpose: customer_links.Purpose, now: datetime) -> str:
+        return customer_links.url(self.base_url, self.secret, ticket_id, purpose, now=now)
 
 
 @dataclass
@@ -79,61 +144,184 @@ class Notifier:
     zone: tzinfo
     agent_names: Mapping[str, str] = field(default_factory=dict)
     clock: Callable[[], datetime] = _utcnow
-    customers: AsyncCustomerReader | None = None
+    audience: AudienceStore | None = None
+    robots: RobotPoster | None = None
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    policies: tuple[sla_policy.Policy, ...] = ()
+    links: CustomerLinks = field(default_factory=lambda: CustomerLinks(
+        "http://127.0.0.1:8081", customer_links.DEV_SECRET.encode()))
+    roster: Roster | None = None
+    ack_wait_seconds: float = 30.0
+    chat_idle_seconds: float = 600.0
 
     def subscribe(self, consumer: EventConsumer) -> None:
         for source, channel in _INTAKES:
             consumer.subscribe(source, ev.TICKET_RECEIVED, f"ack_{channel}_ticket_received", self.ack_ticket_received)
+        consumer.subscribe(ev.DISPATCHER, ev.TICKET_CLASSIFIED, "ack_classified_ticket", self.ack_classified_ticket)
+        consumer.subscribe(ev.DISPATCHER, ev.TICKET_ATTACHED, "skip_attached_ack", self.skip_attached_ack)
+        consumer.subscribe(ev.INTAKE_CHAT, ev.MESSAGE_RECEIVED, "note_chat_activity", self.note_chat_activity)
         consumer.subscribe(ev.AGENT_DESK, ev.AGENT_REPLIED, "send_agent_reply", self.send_agent_reply)
+        consumer.subscribe(ev.AGENT_DESK, ev.TICKET_STATUS_CHANGED, "notify_status_changed", self.notify_status_changed)
+        consumer.subscribe(ev.AGENT_DESK, ev.TICKET_RESOLVED, "notify_ticket_resolved", self.notify_ticket_resolved)
+        consumer.subscribe(ev.INTAKE_CHAT, ev.CSAT_SUBMITTED, "record_csat_answer", self.record_csat_answer)
+        consumer.subscribe(ev.AGENT_DESK, ev.AGENT_PRESENCE_CHANGED, "track_agent_presence", self.track_agent_presence)
+        consumer.subscribe(ev.SLA_WATCHER, ev.SLA_WARNING, "notify_sla_warning", self.notify_sla_warning)
+        consumer.subscribe(ev.SLA_WATCHER, ev.TICKET_ESCALATED, "notify_ticket_escalated", self.notify_ticket_escalated)
+        consumer.subscribe(ev.DISPATCHER, ev.TICKET_ASSIGNED, "notify_ticket_assigned", self.notify_ticket_assigned)
         consumer.subscribe(ev.SLA_WATCHER, ev.SLA_BREACHED, "notify_sla_breached", self.notify_sla_breached)
         consumer.subscribe(ev.INTAKE_EMAIL, ev.MAIL_BOUNCED, "record_mail_bounced", self.record_mail_bounced)
         consumer.subscribe(ev.INTAKE_EMAIL, ev.MAIL_REJECTED, "send_mail_rejected", self.send_mail_rejected)
 
+    @property
+    def _audience(self) -> AudienceStore:
+        if self.audience is None:
+            raise RuntimeError("Notifier.audience is not set")
+        return self.audience
+
+    # -- acknowledgement -------------------------------------------------------------------------
+
     async def ack_ticket_received(self, ticket: ev.TicketReceived) -> None:
         kind = messages.KIND_TICKET_ACK
+        contact = messages.Contact.from_ticket(ticket)
+        waits = ticket.channel == "email" and self.ack_wait_seconds > 0
+        if ticket.channel == "email":
+            await self.store.remember_ticket(ticket.ticket_id, subject=ticket.subject,
+                                             customer_message_id=contact.customer_message_id)
+        if waits:
+            # Before the contact is saved: if the classification handler sends the ack in
+            # between, its mark_acked removes this entry; if it ran before, we send below.
+            await self._audience.ack_later(ticket.ticket_id, self.clock().timestamp() + self.ack_wait_seconds)
+        classification = await self._audience.save_contact(
+            contact, received_event_id=ticket.event_id, trace_id=ticket.trace_id, received_at=ticket.received_at,
+            customer_at=ticket.received_at.timestamp() if ticket.channel == "chat" else None)
         if ticket.channel != "email":
             # A chat or phone address is typed by whoever is on the other end, unverified: an
             # automatic mail to it would let anyone make us mail anyone. Those customers see their
             # ticket in the widget (chat) or are called back (phone).
             log.info("notification_skipped", kind=kind, reason="address_not_verified", channel=ticket.channel)
             return
-        if await self._joins_open_ticket(ticket):
-            log.info("notification_skipped", kind=kind, reason="attached_to_open_ticket", channel=ticket.channel)
+        if classification is None and waits:
+            log.info("ack_waits_for_classification", wait_seconds=self.ack_wait_seconds)
             return
-        customer_message_id = messages.normalize_message_id(ticket.source.get("message_id"))
-        await self.store.remember_ticket(ticket.ticket_id, subject=ticket.subject,
-                                         customer_message_id=customer_message_id)
-        if not await self._may_send(kind, ticket.customer.email, automatic=True):
-            return
-        nid = messages.notification_id(ticket.event_id, kind)
-        mail = messages.ticket_ack(ticket, sender=self.sender, notification=nid, now=self.clock())
-        await self._deliver(ticket, kind, nid, mail)
-        await self.store.remember_ack(ticket.ticket_id, mail["Message-ID"])  # same id on every attempt
+        await self._acknowledge(ticket, contact, ticket.event_id, classification)
 
-    async def _joins_open_ticket(self, ticket: ev.TicketReceived) -> bool:
-        """Whether the dispatcher folded this contact into the customer's open ticket; while it
-        may still do so (an open ticket on another channel, no decision yet) the event is retried."""
-        if self.customers is None:
-            return False
-        decided = await self.customers.contact(ticket.ticket_id)
-        if decided is not None:
-            return decided.outcome == ATTACHED
-        waited = (self.clock() - ticket.occurred_at).total_seconds()
-        if waited < ATTACH_DECISION_WAIT_SECONDS and await self.customers.open_elsewhere(
-                contact_identifiers(ticket.customer).verified, ticket.channel):
-            raise TransientError("the dispatcher has not decided yet whether this contact joins an open ticket")
-        return False
+    async def ack_classified_ticket(self, classified: ev.TicketClassified) -> None:
+        record = await self._audience.save_classification(classified.ticket_id, Classification(
+            priority=classified.priority, customer_tier=classified.customer_tier, received_at=classified.received_at))
+        if record is None or record.contact.channel != "email" or record.acked:
+            return  # ticket_received not handled yet (it will send), not mail, or done
+        await self._acknowledge(classified, record.contact, record.received_event_id, record.classification)
+
+    async def skip_attached_ack(self, attached: ev.TicketAttached) -> None:
+        """A contact the dispatcher folded into the customer's open ticket is no new ticket: it is
+        never classified, and its number would mean nothing to the customer, so the sweeper must
+        not acknowledge it either. (A linked contact is a ticket of its own and is acknowledged.)"""
+        if attached.mode != "attach":
+            return
+        await self._audience.skip_ack(attached.ticket_id)
+        log.info("notification_skipped", kind=messages.KIND_TICKET_ACK, reason="attached_to_open_ticket",
+                 into_ticket_id=attached.into_ticket_id)
+
+    async def sweep_acks(self) -> int:
+        """Acknowledge tickets whose classification did not come in time; returns how many were
+        handled. Run every few seconds by every replica (a lease keeps them from colliding)."""
+        now = self.clock()
+        handled = 0
+        while True:  # batch after batch: a dispatcher outage can leave many waiting
+            due = await self._audience.lease_due_acks(now.timestamp(), ACK_SWEEP_BATCH)
+            for ticket_id in due:
+                handled += await self._ack_overdue(ticket_id, now)
+            if len(due) < ACK_SWEEP_BATCH:
+                return handled
+
+    async def _ack_overdue(self, ticket_id: str, now: datetime) -> int:
+        """1 if the acknowledgement went out (now or on an earlier try), else 0."""
+        record = await self._audience.contact(ticket_id)
+        if record is None or record.acked or record.contact.channel != "email":
+            await self._audience.forget_due_ack(ticket_id)
+            return 0
+        envelope = ev.TicketEvent(event_id=record.received_event_id, occurred_at=now,
+                                  schema_version=ev.SCHEMA_VERSION, trace_id=record.trace_id, ticket_id=ticket_id)
+        with bound_event_context(trace_id=record.trace_id, ticket_id=ticket_id):
+            log.info("ack_without_classification", waited_seconds=round((now - record.received_at).total_seconds()))
+            try:
+                await self._acknowledge(envelope, record.contact, record.received_event_id, record.classification)
+            except Exception as exc:  # noqa: BLE001 - sorted: retry after the lease, or give up
+                if is_transient(exc):
+                    log.warning("ack_retry_later", error=repr(exc))  # the lease runs out, the next sweep retries
+                    return 0
+                log.exception("ack_failed")
+                await self._audience.forget_due_ack(ticket_id)
+                return 0
+        return 1
+
+    async def _acknowledge(self, event: ev.Envelope, contact: messages.Contact, received_event_id: str,
+                           classification: Classification | None) -> None:
+        kind = messages.KIND_TICKET_ACK
+        if not await self._may_send(kind, contact.email, automatic=True):
+            await self._audience.mark_acked(contact.ticket_id)  # nothing left to wait for
+            return
+        now = self.clock()
+        expected_by = None
+        if classification is not None:
+            expected_by = sla_policy.expected_first_response(
+                self.policies, priority=classification.priority, channel=contact.channel,
+                received_at=classification.received_at, customer_tier=classification.customer_tier)
+            if expected_by is not None and expected_by <= now:
+                expected_by = None  # late (a backlog): promise nothing rather than a time gone by
+        nid = messages.notification_id(received_event_id, kind)
+        mail = messages.ticket_ack(contact, sender=self.sender, notification=nid, now=now,
+                                   status_url=self.links.url(contact.ticket_id, "status", now),
+                                   expected_by=expected_by, zone=self.zone)
+        await self._deliver(event, kind, nid, mail)
+        await self.store.remember_ack(contact.ticket_id, mail["Message-ID"])  # same id on every attempt
+        await self._audience.mark_acked(contact.ticket_id)
+
+    # -- customers after the acknowledgement -----------------------------------------------------
+
+    async def note_chat_activity(self, message: ev.MessageReceived) -> None:
+        await self._audience.note_customer_message(message.ticket_id, message.received_at.timestamp())
+
+    def _chat_connected(self, record: ContactRecord) -> bool:
+        """Whether the chat customer is probably still at the widget: they wrote within the idle
+        time. Unknown (no chat message seen) counts as connected: the transcript keeps it."""
+        last = record.last_customer_at
+        return last is None or self.clock().timestamp() - last < self.chat_idle_seconds
+
+    async def _customer_to_mail(self, ticket_id: str, kind: str) -> ContactRecord | None:
+        """The ticket's customer if they are to be told by mail now, else None (logged why)."""
+        record = await self._audience.contact(ticket_id)
+        reason = None
+        if record is None:
+            reason = "no_contact"  # ticket_received not seen, or expired
+        elif record.contact.channel == "phone":
+            reason = "phone_customer"  # a callback, not mail: their address (if any) is unverified
+        elif record.contact.channel == "chat" and self._chat_connected(record):
+            reason = "chat_connected"
+        if reason is not None:
+            log.info("notification_skipped", kind=kind, reason=reason)
+            return None
+        return record
 
     async def send_agent_reply(self, reply: ev.AgentReplied) -> None:
-        if reply.channel != "email":
+        if reply.channel == "phone":
             return
         kind = messages.KIND_AGENT_REPLY
+        thread = await self.store.thread(reply.ticket_id)
+        if reply.channel == "chat":
+            # intake_chat shows the reply in an open widget; mail it only to a customer who left.
+            record = await self._audience.contact(reply.ticket_id)
+            if record is None or self._chat_connected(record):
+                log.info("notification_skipped", kind=kind, reason="no_contact" if record is None else "chat_connected")
+                return
+            if not thread.subject:
+                thread = dataclasses.replace(thread, subject=record.contact.subject)
         if not await self._may_send(kind, reply.customer.email, automatic=False):
             return
         nid = messages.notification_id(reply.event_id, kind)
         mail = messages.agent_reply(
             reply, agent_name=self.agent_names.get(reply.agent_id, reply.agent_id),
-            thread=await self.store.thread(reply.ticket_id), sender=self.sender, notification=nid, now=self.clock(),
+            thread=thread, sender=self.sender, notification=nid, now=self.clock(),
         )
         # Only a mail that just went out becomes the thread's newest (a redelivered older reply
         # must not overwrite a later one); it is recorded before the announcement, which may fail
@@ -141,17 +329,203 @@ class Notifier:
         await self._deliver(reply, kind, nid, mail,
                             after_sent=lambda: self.store.remember_reply(reply.ticket_id, mail["Message-ID"]))
 
+    async def notify_status_changed(self, changed: ev.TicketStatusChanged) -> None:
+        kind = messages.KIND_TICKET_WAITING
+        if changed.status != "waiting_on_customer" or changed.previous == "waiting_on_customer":
+            return  # open / on hold are the team's business, not the customer's
+        if not self.notify.waiting_on_customer_notice:
+            log.info("notification_skipped", kind=kind, reason="switched_off")
+            return
+        record = await self._customer_to_mail(changed.ticket_id, kind)
+        if record is None or not await self._may_send(kind, record.contact.email, automatic=True):
+            return
+        now = self.clock()
+        nid = messages.notification_id(changed.event_id, kind)
+        mail = messages.ticket_waiting(
+            record.contact, agent_name=self.agent_names.get(changed.agent_id, ""),
+            thread=await self.store.thread(changed.ticket_id), status_url=self.links.url(changed.ticket_id, "status", now),
+            sender=self.sender, notification=nid, now=now)
+        await self._deliver(changed, kind, nid, mail)
+
+    async def notify_ticket_resolved(self, resolved: ev.TicketResolved) -> None:
+        kind = messages.KIND_TICKET_RESOLVED
+        if resolved.resolution in ("spam", "merged"):
+            # Spam gets no answer at all; a merged ticket's customer hears on the surviving one.
+            log.info("notification_skipped", kind=kind, reason=f"resolution_{resolved.resolution}")
+            return
+        record = await self._customer_to_mail(resolved.ticket_id, kind)
+        if record is None or not await self._may_send(kind, record.contact.email, automatic=True):
+            return
+        now = self.clock()
+        survey = self._survey_reason(resolved, record)
+        if survey is not None:
+            log.info("csat_not_asked", reason=survey)
+        nid = messages.notification_id(resolved.event_id, kind)
+        mail = messages.ticket_resolved(
+            record.contact, agent_name=self.agent_names.get(resolved.agent_id, ""),
+            thread=await self.store.thread(resolved.ticket_id),
+            status_url=self.links.url(resolved.ticket_id, "status", now),
+            csat_url=self.links.url(resolved.ticket_id, "csat", now) if survey is None else None,
+            sender=self.sender, notification=nid, now=now)
+        await self._deliver(resolved, kind, nid, mail)
+
+    def _survey_reason(self, resolved: ev.TicketResolved, record: ContactRecord) -> str | None:
+        """Why no CSAT survey goes with this resolution, or None to ask for one."""
+        if resolved.resolution != "solved":
+            return resolved.resolution  # auto_closed: nobody helped them, nothing to rate
+        if not self.notify.csat_survey:
+            return "switched_off"
+        if record.csat_answered:
+            return "already_answered"  # one answer per ticket, even after a reopen
+        return None
+
+    async def record_csat_answer(self, answer: ev.CsatSubmitted) -> None:
+        await self._audience.mark_csat_answered(answer.ticket_id)
+        log.info("csat_answer_noted", score=answer.score)
+
+    # -- agents and supervisors --------------------------------------------------------------------
+
+    async def track_agent_presence(self, changed: ev.AgentPresenceChanged) -> None:
+        if not await self._audience.set_presence(changed.agent_id, changed.presence, changed.occurred_at.timestamp()):
+            log.info("presence_event_stale", agent_id=changed.agent_id, presence=changed.presence)
+
+    def _agents(self) -> dict[str, AgentProfile]:
+        return self.roster.agents(self.clock().timestamp()) if self.roster is not None else {}
+
+    def _colleague(self, profile: AgentProfile) -> messages.Colleague | None:
+        if not profile.email:
+            return None
+        return messages.Colleague(address=profile.email, name=profile.name,
+                                  locale=messages.locale_of_languages(profile.languages), agent_id=profile.agent_id)
+
+    async def _subject(self, ticket_id: str) -> str:
+        record = await self._audience.contact(ticket_id)
+        return record.contact.subject if record is not None else ""
+
+    async def _tell_agent_if_offline(self, event: ev.TicketEvent, kind: str, agent_id: str,
+                                     build: Callable[[messages.Colleague, str], EmailMessage]) -> None:
+        """Mail ``agent_id`` unless agent_desk can push to them (their console is open)."""
+        presence = await self._audience.presence(agent_id)
+        if presence in LIVE_PRESENCES:
+            log.info("notification_skipped", kind=kind, reason="agent_online", agent_id=agent_id)
+            return
+        profile = self._agents().get(agent_id)
+        colleague = self._colleague(profile) if profile is not None else None
+        if colleague is None:
+            log.info("notification_skipped", kind=kind, reason="no_agent_email", agent_id=agent_id)
+            return
+        await self._tell(event, kind, colleague, build)
+
+    async def _tell(self, event: ev.TicketEvent, kind: str, to: messages.Colleague,
+                    build: Callable[[messages.Colleague, str], EmailMessage]) -> None:
+        if not await self._may_send(kind, to.address, automatic=True):
+            return
+        # One mail per recipient of the event: the id names who it is for.
+        nid = messages.notification_id(event.event_id, f"{kind}:{to.agent_id or to.address.lower()}")
+        await self._deliver(event, kind, nid, build(to, nid))
+
+    async def notify_sla_warning(self, warning: ev.SlaWarning) -> None:
+        kind = messages.KIND_SLA_WARNING
+        subject = await self._subject(warning.ticket_id)
+        if warning.agent_id:
+            await self._tell_agent_if_offline(warning, kind, warning.agent_id, lambda to, nid: messages.sla_warning_notice(
+                warning, to=to, subject=subject, sender=self.sender, notification=nid, now=self.clock(), zone=self.zone))
+        else:
+            log.info("notification_skipped", kind=kind, reason="no_assignee")
+        await self._tell_robots(warning, ev.SLA_WARNING, None, "robot_sla_warning", dict(
+            ticket_id=warning.ticket_id, clock=warning.clock, policy=warning.policy,
+            due_at=messages.local_minute(warning.due_at, self.zone), percent=f"{warning.elapsed_fraction * 100:.0f}",
+            agent_id=warning.agent_id, assignee_name=self.agent_names.get(warning.agent_id or "", "")))
+
+    async def notify_ticket_escalated(self, escalated: ev.TicketEscalated) -> None:
+        kind = messages.KIND_ESCALATION
+        subject = await self._subject(escalated.ticket_id)
+        assignee_name = self.agent_names.get(escalated.agent_id) if escalated.agent_id else None
+
+        def build(audience: str) -> Callable[[messages.Colleague, str], EmailMessage]:
+            return lambda to, nid: messages.escalation_notice(
+                escalated, to=to, audience=audience, assignee_name=assignee_name, subject=subject, sender=self.sender,
+                notification=nid, now=self.clock())
+
+        supervisor = messages.Colleague(address=self.supervisor_email, locale=self.supervisor_locale)
+        if escalated.action == "notify_assignee":
+            if escalated.agent_id:
+                await self._tell_agent_if_offline(escalated, kind, escalated.agent_id, build("assignee"))
+            else:
+                log.info("notification_skipped", kind=kind, reason="no_assignee")
+        elif escalated.action == "notify_supervisor":
+            await self._tell(escalated, kind, supervisor, build("supervisor"))
+        elif escalated.action == "notify_duty_manager":
+            managers = [p for p in self._agents().values() if p.tier == "duty_manager" and p.email]
+            if not managers:
+                await self._tell(escalated, kind, supervisor, build("duty_manager"))
+            for manager in managers:
+                await self._tell_agent_if_offline(escalated, kind, manager.agent_id, build("duty_manager"))
+        await self._tell_robots(escalated, ev.TICKET_ESCALATED, escalated.action, "robot_ticket_escalated", dict(
+            ticket_id=escalated.ticket_id, level=escalated.level, action=escalated.action,
+            reason=" ".join(escalated.reason.split()), trigger=escalated.trigger, policy=escalated.policy,
+            agent_id=escalated.agent_id, assignee_name=assignee_name or ""))
+
+    async def notify_ticket_assigned(self, assigned: ev.TicketAssigned) -> None:
+        if assigned.offer_expires_at is not None:
+            return  # an offer: only an agent at the console can accept it before it runs out
+        subject = await self._subject(assigned.ticket_id)
+        await self._tell_agent_if_offline(assigned, messages.KIND_ASSIGNMENT, assigned.agent_id,
+                                          lambda to, nid: messages.assignment_notice(
+                                              assigned, to=to, subject=subject, sender=self.sender, notification=nid,
+                                              now=self.clock()))
+
     async def notify_sla_breached(self, breach: ev.SlaBreached) -> None:
         kind = messages.KIND_SLA_BREACHED
-        if not await self._may_send(kind, self.supervisor_email, automatic=True):
-            return
-        nid = messages.notification_id(breach.event_id, kind)
         assignee = self.agent_names.get(breach.agent_id) if breach.agent_id else None
-        mail = messages.sla_breach_notice(
-            breach, to=self.supervisor_email, locale=self.supervisor_locale, assignee_name=assignee,
-            sender=self.sender, notification=nid, now=self.clock(), zone=self.zone,
-        )
-        await self._deliver(breach, kind, nid, mail)
+        if await self._may_send(kind, self.supervisor_email, automatic=True):
+            nid = messages.notification_id(breach.event_id, kind)
+            mail = messages.sla_breach_notice(
+                breach, to=self.supervisor_email, locale=self.supervisor_locale, assignee_name=assignee,
+                sender=self.sender, notification=nid, now=self.clock(), zone=self.zone,
+            )
+            await self._deliver(breach, kind, nid, mail)
+        await self._tell_robots(breach, ev.SLA_BREACHED, None, "robot_sla_breached", dict(
+            ticket_id=breach.ticket_id, clock=breach.clock, policy=breach.policy,
+            due_at=messages.local_minute(breach.due_at, self.zone), agent_id=breach.agent_id,
+            assignee_name=assignee or ""))
+
+    # -- group chat robots -------------------------------------------------------------------------
+
+    async def _tell_robots(self, event: ev.Envelope, event_type: str, action: str | None, template: str,
+                           values: dict[str, Any]) -> None:
+        robots = self.notify.robots_for(event_type, action)
+        if not robots:
+            return
+        if self.robots is None:
+            raise RuntimeError("robots are configured but Notifier.robots is not set")
+        refused: list[str] = []
+        for robot in robots:
+            nid = messages.notification_id(event.event_id, f"robot:{robot.name}")
+            state = await self._audience.claim_robot_message(nid)
+            if state == aud.SENT:
+                log.info("robot_message_already_sent", robot=robot.name)
+                continue
+            if state == aud.SENDING:
+                raise TransientError(f"robot message {nid} is being posted by another worker")
+            try:
+                if not await self._audience.take_robot_rate(robot.name, robot.max_per_minute,
+                                                            self.clock().timestamp()):
+                    raise RobotUnavailable(f"robot {robot.name}: {robot.max_per_minute} messages a minute reached")
+                title, text = messages.robot_text(template, robot.language, **values)
+                await self.robots.post(robot, title, text, now=self.clock())
+            except RobotRejected as exc:
+                await self._audience.release_robot_message(nid)
+                log.warning("robot_rejected", robot=robot.name, robot_kind=robot.kind, error=str(exc))
+                refused.append(str(exc))
+                continue
+            except BaseException:
+                await asyncio.shield(self._audience.release_robot_message(nid))
+                raise
+            await self._audience.mark_robot_message_sent(nid)
+            log.info("robot_message_sent", robot=robot.name, robot_kind=robot.kind, event_type=event_type, action=action)
+        if refused:
+            raise RobotRejected("; ".join(refused))  # dead letter: replay once the robot is fixed
 
     async def record_mail_bounced(self, bounce: ev.MailBounced) -> None:
         at = bounce.received_at.timestamp()
@@ -238,14 +612,29 @@ class Notifier:
 NOTIFIER_KEY = web.AppKey("notifier", Notifier)
 
 
-def create_service(settings: Settings) -> AioService:
-    """The notifier as an AioService: consumers plus a /healthz endpoint for probes."""
+def ack_sweep_interval(ack_wait_seconds: float) -> float:
+    """A few sweeps per wait: an overdue ack goes out within a fraction of the wait."""
+    return min(ACK_SWEEP_MAX_SECONDS, max(ACK_SWEEP_MIN_SECONDS, ack_wait_seconds / 4))
+
+
+def create_service(settings: Settings, *, environ: Mapping[str, str] | None = None) -> AioService:
+    """The notifier as an AioService: consumers, the acknowledgement sweeper, and a /healthz
+    endpoint for probes. ``environ`` holds the robots' addresses and secrets (default: os.environ)."""
     names = display_names(settings.roster_file)
+    # Checked before anything connects: a bad file, template or policy stops the start.
+    notify = load_notify_config(settings.notify_config_file, os.environ if environ is None else environ)
+    messages.use_templates_from(settings.templates_dir)
+    render_every_template()
+    policies = sla_policy.load_policies(settings.sla_policy_file)
 
     def build_app(ctx: ServiceContext) -> web.Application:
         if settings.mail_token_secret_is_dev_default:  # here: logging is configured by now
             log.warning("mail_token_secret_is_dev_default",
                         hint="set TM_MAIL_TOKEN_SECRET: anyone can forge ticket tokens with the default")
+        if settings.customer_link_secret_is_dev_default:
+            log.warning("customer_link_secret_is_dev_default",
+                        hint="set TM_CUSTOMER_LINK_SECRET: anyone can open status pages and surveys with the default")
+        poster = RobotPoster()
         notifier = Notifier(
             store=NotificationStore(ctx.redis),
             mailer=SmtpMailer(settings.smtp_host, settings.smtp_port, settings.smtp_user, settings.smtp_password,
@@ -256,11 +645,47 @@ def create_service(settings: Settings) -> AioService:
             supervisor_locale=settings.supervisor_language,
             zone=settings.mail_timezone,
             agent_names=names,
-            customers=AsyncCustomerReader(ctx.redis),
+            audience=AudienceStore(ctx.redis),
+            robots=poster,
+            notify=notify,
+            policies=policies,
+            links=CustomerLinks(settings.customer_base_url, settings.customer_link_secret),
+            roster=Roster(settings.roster_file, now=_utcnow().timestamp()),
+            ack_wait_seconds=settings.ack_wait_seconds,
+            chat_idle_seconds=settings.chat_idle_seconds,
         )
         notifier.subscribe(ctx.consumer)
         app = ctx.new_app()
         app[NOTIFIER_KEY] = notifier
+
+        async def robots_session(_app: web.Application) -> AsyncIterator[None]:
+            await poster.start()
+            yield
+            await poster.close()
+
+        async def ack_sweeper(_app: web.Application) -> AsyncIterator[None]:
+            task = asyncio.create_task(_sweep_forever(notifier, ack_sweep_interval(settings.ack_wait_seconds)))
+            yield
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        app.cleanup_ctx.append(robots_session)
+        if settings.ack_wait_seconds > 0:
+            app.cleanup_ctx.append(ack_sweeper)
+        log.info("notifier_configured", robots=[r.name for r in notify.robots], ack_wait_seconds=settings.ack_wait_seconds,
+                 csat_survey=notify.csat_survey, templates_dir=settings.templates_dir)
         return app
 
     return AioService(SERVICE_NAME, settings.common, build_app, host=settings.host, port=settings.port)
+
+
+async def _sweep_forever(notifier: Notifier, interval: float) -> None:
+    while True:
+        try:
+            await notifier.sweep_acks()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Redis away: try again next round
+            log.warning("ack_sweep_failed", error=repr(exc))
+        await asyncio.sleep(interval)

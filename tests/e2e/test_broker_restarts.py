@@ -49,7 +49,9 @@ async def post_missed_call(http: aiohttp.ClientSession, phone_url: str, call_id:
     recovery: asyncio.Task | None = None
     deadline = time.monotonic() + OUTAGE_TIMEOUT
     for event in ({"event": "newCall"}, {"event": "hangup", "cause": "cancel"}):
-        body = {**event, "callId": call_id, "from": "+8613700001111", "to": "+864008001234", "direction": "in"}
+        # One caller per call: repeated missed calls from one number fold into one ticket.
+        caller = f"+86137{int(call_id[-8:], 16) % 10 ** 8:08d}"
+        body = {**event, "callId": call_id, "from": caller, "to": "+864008001234", "direction": "in"}
         while True:
             try:
                 async with http.post(f"{phone_url}/api/v1/cti/{TEST_CTI_TOKEN}", json=body) as response:

@@ -25,6 +25,15 @@ const LABELS = {
     removed: "工单已移出：", r_declined: "已拒绝", r_offer_expired: "分配超时", r_agent_offline: "坐席离线",
     r_agent_away: "坐席离开", r_transferred: "已转交", r_reassigned: "已被改派", r_escalated: "已升级",
     r_roster_removed: "坐席已移除",
+    reportsView: "报表", from: "开始日期", to: "结束日期", groupBy: "分组", by_day: "按天", by_agent: "按坐席",
+    by_group: "按团队", by_channel: "按渠道", refresh: "刷新", col_day: "日期", col_agent: "坐席", col_group: "团队",
+    col_channel: "渠道", reportNote: "统计所选日期内到达的工单；时长为自然时间（未扣除非工作时间与暂停）。",
+    chartSla: "SLA 达成率（按天）", chartResponse: "首次响应时间分布", chartBacklog: "当前积压（按技能）",
+    chartCsat: "满意度评分分布", resolvedCount: "已解决", frtP50: "首次响应 P50", frtP90: "首次响应 P90",
+    resP50: "解决时长 P50", resP90: "解决时长 P90", slaMet: "SLA 达成率", breaches: "超时次数", escalations: "升级次数",
+    csat: "满意度", unassigned: "未分配", noGroup: "无团队", noData: "暂无数据", kpiTickets: "到达工单",
+    kpiFrt: "首次响应 P50 / P90", kpiRes: "解决时长 P50 / P90", kpiSla: "SLA 达成率", kpiBreaches: "超时 / 升级",
+    kpiCsat: "满意度（份数）", minute: "分", hour: "小时", ticketsUnit: " 张",
   },
   en: {
     title: "Agent console", signIn: "Sign in", agentId: "Agent id", password: "Password", logout: "Sign out",
@@ -49,6 +58,15 @@ const LABELS = {
     queuedOutcome: "queued", attempt: "attempt", removed: "Ticket taken off your list: ", r_declined: "declined",
     r_offer_expired: "offer expired", r_agent_offline: "you went offline", r_agent_away: "you went away",
     r_transferred: "transferred", r_reassigned: "reassigned", r_escalated: "escalated", r_roster_removed: "removed",
+    reportsView: "Reports", from: "From", to: "To", groupBy: "Group by", by_day: "Day", by_agent: "Agent",
+    by_group: "Group", by_channel: "Channel", refresh: "Refresh", col_day: "Day", col_agent: "Agent", col_group: "Group",
+    col_channel: "Channel", reportNote: "Tickets received in the chosen days; times are wall-clock (business hours and pauses not taken out).",
+    chartSla: "SLA attainment per day", chartResponse: "First response time distribution", chartBacklog: "Backlog now, by skill",
+    chartCsat: "CSAT scores", resolvedCount: "Resolved", frtP50: "First response p50", frtP90: "First response p90",
+    resP50: "Resolution p50", resP90: "Resolution p90", slaMet: "SLA met", breaches: "Breaches", escalations: "Escalations",
+    csat: "CSAT", unassigned: "unassigned", noGroup: "no group", noData: "no data", kpiTickets: "Tickets received",
+    kpiFrt: "First response p50 / p90", kpiRes: "Resolution p50 / p90", kpiSla: "SLA met", kpiBreaches: "Breaches / escalations",
+    kpiCsat: "CSAT (answers)", minute: "m", hour: "h", ticketsUnit: "",
   },
 };
 
@@ -63,6 +81,7 @@ const state = {
   directory: { agents: [], groups: [] },
   board: null,
   boardTimer: null,
+  report: null,         // the last report loaded (Reports tab)
   selected: null,
   socket: null,
   retryDelay: 1000,
@@ -94,6 +113,7 @@ function applyLabels() {
   renderWorklist();
   renderTicket();
   renderBoard();
+  renderReport();
 }
 
 // -- HTTP -----------------------------------------------------------------------------------
@@ -123,6 +143,7 @@ function showLogin() {
   $("session-bar").hidden = true;
   $("console-view").hidden = true;
   $("supervisor-view").hidden = true;
+  $("reports-view").hidden = true;
   $("login-view").hidden = false;
   $("login-agent").focus();
 }
@@ -133,6 +154,7 @@ function showConsole(me) {
   $("session-bar").hidden = false;
   $("agent-name").textContent = me.name;
   $("tab-supervisor").hidden = me.role !== "supervisor";
+  $("tab-reports").hidden = me.role !== "supervisor";
   showTab("console");
   renderPresence(me.presence);
   api("GET", "/api/directory").then((d) => { state.directory = d; renderTargets(); }).catch(() => {});
@@ -140,12 +162,14 @@ function showConsole(me) {
 }
 
 function showTab(tab) {
-  state.tab = tab === "supervisor" && state.me && state.me.role === "supervisor" ? "supervisor" : "console";
-  $("console-view").hidden = state.tab !== "console";
-  $("supervisor-view").hidden = state.tab !== "supervisor";
-  $("tab-console").setAttribute("aria-selected", String(state.tab === "console"));
-  $("tab-supervisor").setAttribute("aria-selected", String(state.tab === "supervisor"));
+  const supervisor = state.me && state.me.role === "supervisor";
+  state.tab = (tab === "supervisor" || tab === "reports") && supervisor ? tab : "console";
+  for (const name of ["console", "supervisor", "reports"]) {
+    $(name + "-view").hidden = state.tab !== name;
+    $("tab-" + name).setAttribute("aria-selected", String(state.tab === name));
+  }
   if (state.tab === "supervisor") loadBoard();
+  if (state.tab === "reports") loadReport();
 }
 
 async function onLogin(event) {
@@ -614,6 +638,183 @@ async function onReassign(event) {
   }
 }
 
+// -- reports --------------------------------------------------------------------------------
+// Charts are SVG built node by node (createElementNS + textContent): skill and group names come
+// from files people edit, so nothing here is parsed as markup.
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const CHART = { width: 360, height: 190, left: 34, right: 8, top: 18, bottom: 34 };
+
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function isoDay(date) {
+  return date.getFullYear() + "-" + String(date.getMonth() + 1).padStart(2, "0") + "-" + String(date.getDate()).padStart(2, "0");
+}
+
+async function loadReport() {
+  if (!state.me || state.me.role !== "supervisor") return;
+  if (!$("rp-to").value) {
+    const today = new Date();
+    $("rp-to").value = isoDay(today);
+    $("rp-from").value = isoDay(new Date(today.getFullYear(), today.getMonth(), today.getDate() - 6));
+  }
+  const params = new URLSearchParams({ from: $("rp-from").value, to: $("rp-to").value, by: $("rp-by").value });
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;  // days as the supervisor sees them
+  if (zone) params.set("tz", zone);
+  $("rp-error").textContent = "";
+  try {
+    state.report = await api("GET", "/api/v1/reports?" + params.toString());
+    renderReport();
+    $("reports-view").dataset.loaded = String(Date.now());
+  } catch (error) {
+    $("rp-error").textContent = t("failed") + error.message;
+  }
+}
+
+function seconds(value) {
+  return value === null || value === undefined ? "–" : duration(Math.round(value));
+}
+
+function percent(value) {
+  return value === null || value === undefined ? "–" : value.toFixed(1) + "%";
+}
+
+function span(value) {
+  return value % 3600 === 0 ? [value / 3600, t("hour")] : [value / 60, t("minute")];
+}
+
+// A bucket's label, short enough for its bar: "<1m", "1–5m", "15m–1h", "≥24h" ("1–5分", "15分–1小时").
+function bucketLabel(from, to) {
+  if (from === 0) return "<" + span(to).join("");
+  if (to === null) return "≥" + span(from).join("");
+  const [lo, loUnit] = span(from);
+  const [hi, hiUnit] = span(to);
+  return loUnit === hiUnit ? lo + "–" + hi + hiUnit : lo + loUnit + "–" + hi + hiUnit;
+}
+
+function rowKey(by, key) {
+  if (key === null) return by === "agent" ? t("unassigned") : by === "group" ? t("noGroup") : "–";
+  return by === "channel" ? t("ch_" + key) : key;
+}
+
+function renderReport() {
+  const report = state.report;
+  if (!report) return;
+  const totals = report.totals;
+  const kpis = [
+    ["kpiTickets", "tickets", totals.tickets],
+    ["kpiFrt", "frt", seconds(totals.first_response.p50_seconds) + " / " + seconds(totals.first_response.p90_seconds)],
+    ["kpiRes", "resolution", seconds(totals.resolution.p50_seconds) + " / " + seconds(totals.resolution.p90_seconds)],
+    ["kpiSla", "sla", percent(totals.sla.attainment)],
+    ["kpiBreaches", "breaches", totals.breaches.total + " / " + totals.escalations],
+    ["kpiCsat", "csat", totals.csat.average === null ? "–" : totals.csat.average.toFixed(2) + " (" + totals.csat.count + ")"],
+  ];
+  $("rp-totals").replaceChildren(...kpis.map(([label, key, value]) => {
+    const item = el("div", "kpi");
+    const dd = el("dd", null, value);
+    dd.dataset.kpi = key;
+    item.append(el("dt", null, t(label)), dd);
+    return item;
+  }));
+  const by = report.period.by;
+  $("rp-key").dataset.i18n = "col_" + by;
+  $("rp-key").textContent = t("col_" + by);
+  $("rp-rows").tBodies[0].replaceChildren(...report.rows.map((r) => {
+    const tr = row([rowKey(by, r.key), r.tickets, r.resolved, seconds(r.first_response.p50_seconds),
+      seconds(r.first_response.p90_seconds), seconds(r.resolution.p50_seconds), seconds(r.resolution.p90_seconds),
+      percent(r.sla.attainment), r.breaches.total, r.escalations,
+      r.csat.average === null ? "–" : r.csat.average.toFixed(2) + " (" + r.csat.count + ")"]);
+    tr.dataset.key = r.key === null ? "" : r.key;
+    return tr;
+  }));
+  lineChart($("chart-sla"), t("chartSla"), report.sla_by_day.map((d) => ({
+    key: d.day, label: d.day.slice(5), value: d.attainment, title: d.day + ": " + percent(d.attainment) + " (" + d.met + "/" + (d.met + d.breached) + ")" })));
+  barChart($("chart-response"), t("chartResponse"), report.response_time_distribution.map((b) => ({
+    key: String(b.from_seconds), label: bucketLabel(b.from_seconds, b.to_seconds), value: b.count })));
+  barChart($("chart-backlog"), t("chartBacklog"), report.backlog_by_skill.map((b) => ({
+    key: b.skill, label: b.skill, value: b.open,
+    title: b.skill + ": " + b.open + t("ticketsUnit") + " · " + Object.entries(b.by_channel).map(([c, n]) => t("ch_" + c) + " " + n).join(", ") })));
+  barChart($("chart-csat"), t("chartCsat"), Object.entries(totals.csat.distribution).map(([score, n]) => ({
+    key: score, label: score + "★", value: n })));
+}
+
+function chartFrame(title) {
+  const frame = svg("svg", { viewBox: "0 0 " + CHART.width + " " + CHART.height, role: "img", class: "chart-svg" });
+  frame.setAttribute("aria-label", title);
+  const base = CHART.height - CHART.bottom;
+  frame.append(svg("line", { class: "axis", x1: CHART.left, y1: base, x2: CHART.width - CHART.right, y2: base }));
+  return frame;
+}
+
+function barChart(container, title, items) {
+  const frame = chartFrame(title);
+  const base = CHART.height - CHART.bottom;
+  const room = base - CHART.top;
+  if (!items.length) {
+    frame.append(svg("text", { x: CHART.width / 2, y: CHART.height / 2, "text-anchor": "middle", class: "empty" }, t("noData")));
+    container.replaceChildren(frame);
+    return;
+  }
+  const max = Math.max(1, ...items.map((i) => i.value));
+  frame.append(svg("text", { x: CHART.left - 4, y: CHART.top + 4, "text-anchor": "end" }, max));
+  const slot = (CHART.width - CHART.left - CHART.right) / items.length;
+  const width = Math.min(36, slot * 0.7);
+  items.forEach((item, i) => {
+    const height = room * item.value / max;
+    const x = CHART.left + slot * i + (slot - width) / 2;
+    const bar = svg("g", { class: "bar" });
+    bar.dataset.key = item.key;
+    bar.dataset.value = String(item.value);
+    bar.append(svg("title", null, item.title || item.label + ": " + item.value),
+      svg("rect", { x: x.toFixed(1), y: (base - height).toFixed(1), width: width.toFixed(1), height: height.toFixed(1) }),
+      svg("text", { x: (x + width / 2).toFixed(1), y: (base - height - 4).toFixed(1), "text-anchor": "middle", class: "value" }, item.value),
+      svg("text", { x: (x + width / 2).toFixed(1), y: base + 14, "text-anchor": "middle", class: "label" },
+        item.label.length > 12 ? item.label.slice(0, 11) + "…" : item.label));
+    frame.append(bar);
+  });
+  container.replaceChildren(frame);
+}
+
+function lineChart(container, title, points) {
+  const frame = chartFrame(title);
+  const base = CHART.height - CHART.bottom;
+  const room = base - CHART.top;
+  for (const level of [0, 50, 100]) {
+    const y = base - room * level / 100;
+    if (level) frame.append(svg("line", { class: "grid", x1: CHART.left, y1: y, x2: CHART.width - CHART.right, y2: y }));
+    frame.append(svg("text", { x: CHART.left - 4, y: y + 3, "text-anchor": "end" }, level + "%"));
+  }
+  const slot = (CHART.width - CHART.left - CHART.right) / Math.max(1, points.length);
+  const every = Math.max(1, Math.ceil(points.length / 7));
+  let segment = [];
+  const flush = () => {
+    if (segment.length > 1) frame.append(svg("polyline", { class: "line", points: segment.join(" ") }));
+    segment = [];
+  };
+  points.forEach((p, i) => {
+    const x = CHART.left + slot * (i + 0.5);
+    if (i % every === 0) frame.append(svg("text", { x: x.toFixed(1), y: base + 14, "text-anchor": "middle", class: "label" }, p.label));
+    if (p.value === null) { flush(); return; }
+    const y = base - room * p.value / 100;
+    segment.push(x.toFixed(1) + "," + y.toFixed(1));
+    const dot = svg("circle", { class: "point", cx: x.toFixed(1), cy: y.toFixed(1), r: 3.5 });
+    dot.dataset.key = p.key;
+    dot.dataset.value = String(p.value);
+    dot.append(svg("title", null, p.title));
+    frame.append(dot);
+  });
+  flush();
+  if (!points.some((p) => p.value !== null)) {
+    frame.append(svg("text", { x: CHART.width / 2, y: CHART.height / 2, "text-anchor": "middle", class: "empty" }, t("noData")));
+  }
+  container.replaceChildren(frame);
+}
+
 // -- a short chime for new work (WebAudio; browsers allow it after the first click) -----------
 
 function unlockAudio() {
@@ -654,6 +855,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("reassign-form").addEventListener("submit", onReassign);
   $("tab-console").addEventListener("click", () => showTab("console"));
   $("tab-supervisor").addEventListener("click", () => showTab("supervisor"));
+  $("tab-reports").addEventListener("click", () => showTab("reports"));
+  $("report-form").addEventListener("submit", (event) => { event.preventDefault(); loadReport(); });
   $("lang-toggle").addEventListener("click", () => {
     state.lang = state.lang === "zh" ? "en" : "zh";
     localStorage.setItem("tm.lang", state.lang);

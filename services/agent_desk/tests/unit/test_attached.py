@@ -40,3 +40,25 @@ def test_the_contact_is_marked_attached_or_linked():
     assert tk.as_attached(linked, attached("chat", mode="link")) == linked
     into = tk.with_attached(open_ticket(), attached("chat", mode="link"))
     assert into.linked_tickets == ["TM-2"] and into.messages[-1].author == "system"
+
+
+def test_history_records_the_attach_and_reports_leave_the_contact_out():
+    from datetime import timedelta
+
+    from services.agent_desk import history, reports
+
+    folded = attached("phone")
+    entry = history.entry_of(ev.DISPATCHER, ev.TICKET_ATTACHED, folded)
+    updates = {(u.op, u.field): u.value for u in entry.updates}
+    assert updates[("last", "attached_to")] == "TM-1" and updates[("last", "resolution")] == "merged"
+    assert ("max", "resolved_at") in updates  # out of the backlog
+    assert not any(u.field == "attached_to" for u in history.entry_of(
+        ev.DISPATCHER, ev.TICKET_ATTACHED, attached("chat", mode="link")).updates)
+    at = folded.received_at.timestamp()
+    own = {"ticket_id": "TM-1", "received_at": repr(at), "channel": "email"}
+    contact = {"ticket_id": "TM-2", "received_at": repr(at), "channel": "phone", "attached_to": "TM-1",
+               "resolved_at": repr(at)}
+    day = folded.received_at.replace(hour=0, minute=0, second=0, microsecond=0)
+    figures = reports.report([own, contact], [own, contact], start=day, end=day + timedelta(days=1), by="channel",
+                             tz=folded.received_at.tzinfo, now=folded.received_at)
+    assert figures["totals"]["tickets"] == 1 and [r["key"] for r in figures["rows"]] == ["email"]

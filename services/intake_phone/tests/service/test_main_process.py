@@ -35,7 +35,8 @@ async def test_process_serves_then_exits_zero_on_sigterm(amqp_uri, redis_url):
             await proc.wait()
     lines = [json.loads(line) for line in (await proc.stderr.read()).decode().splitlines() if line.startswith("{")]
     events = [line["event"] for line in lines]
-    assert "callback_ticket_opened" in events and events[-1] == "service_stopped"
+    assert "call_ticketed" in events and events[-1] == "service_stopped"
     assert not any(CTI_TOKEN in json.dumps(line) for line in lines)  # the URL's secret never reaches the log
-    opened = next(line for line in lines if line["event"] == "callback_ticket_opened")
+    opened = next(line for line in lines if line["event"] == "call_ticketed")
+    assert opened["result"] == "opened" and opened["kind"] == "callback" and opened["ticket_id"]
     assert "13812345678" not in json.dumps(opened)  # the caller's number is masked

@@ -1,63 +1,48 @@
 """No acknowledgement for a contact the dispatcher folds into the customer's open ticket (real SMTP
-sink, RabbitMQ vhost and Redis; TM_PREFETCH=1, so a later sentinel mail means the earlier events
-are done)."""
+sink, RabbitMQ vhost and Redis; the test moves the notifier's clock to drive its ack sweeper)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import timedelta
 
-from services.notifier.service import NOTIFIER_KEY
-from services.notifier.tests.factories import ticket_received
-from shared.customer_identity import ContactIdentifiers, Identifier
-from shared.customer_store import ATTACHED, LINKED, AsyncCustomerReader, ContactOutcome, CustomerStore
+from services.notifier.tests.factories import NOW, ticket_received
+from services.notifier.tests.update_factories import ticket_classified
+from shared import events as ev
 from shared.testing.asyncio_helpers import wait_until
 
-from .test_notifier_service import mails_to, notifier, publish, sink, smtp_port  # noqa: F401 - fixtures
-
-ZHANG = Identifier("email", "zhang.wei@example.com")
-
-
-def fresh(ticket_id: str, **extra) -> dict:
-    """A ticket_received published just now (the notifier waits for a decision only so long)."""
-    body = ticket_received(ticket_id, **extra)
-    body["customer"]["verified"] = ["email"]  # the mail's sender, as intake_email says
-    body["occurred_at"] = datetime.now(timezone.utc).isoformat()
-    return body
+from .test_notifier_service import publish, sink, smtp_port  # noqa: F401 - fixtures
+from .update_fixtures import Clock, make_notifier, mails_to, one_mail_to  # noqa: F401
 
 
-class CountingReader(AsyncCustomerReader):
-    def __init__(self, client):
-        super().__init__(client)
-        self.asked: list[str] = []
-
-    async def contact(self, ticket_id):
-        self.asked.append(ticket_id)
-        return await super().contact(ticket_id)
+def attached(ticket_id: str, mode: str) -> dict:
+    return ev.make_event(ev.DISPATCHER, ev.TICKET_ATTACHED, now=NOW, trace_id="trace-" + ticket_id,
+                         ticket_id=ticket_id, into_ticket_id="TM-1", channel="email",
+                         customer={"email": "zhang.wei@example.com", "verified": ["email"]}, customer_id="CU-1",
+                         subject="发票抬头错误", text="还是没有收到", received_at=NOW, mode=mode)
 
 
-async def test_an_attached_contact_gets_no_ack_and_one_that_may_be_waits_for_the_decision(
-        sink, notifier, publish, redis_client):
+async def test_a_contact_folded_into_an_open_ticket_is_never_acknowledged(sink, make_notifier, publish, redis_client):
     await sink.start()
-    customers = CustomerStore(redis_client)
-    profile = customers.resolve(ContactIdentifiers(verified=(ZHANG,)), now=1.0).profile_id
-    customers.record_ticket(profile, "TM-1", channel="phone", received=datetime.now(timezone.utc).timestamp())
-    reader = CountingReader(notifier.app[NOTIFIER_KEY].customers._client)
-    notifier.app[NOTIFIER_KEY].customers = reader
+    clock = Clock(NOW + timedelta(seconds=2))
+    _, notifier = await make_notifier(clock)
+    # Folded (mode attach): whichever of the two events comes first, no ack, not even the sweeper's.
+    await publish("dispatcher", "ticket_attached", attached("TM-30001", "attach"))
+    await wait_until(lambda: redis_client.hget("tm:notifier:contact:TM-30001", "acked"), message="ack skipped")
+    await publish("intake_email", "ticket_received", ticket_received("TM-30001"))
+    await publish("intake_email", "ticket_received", ticket_received("TM-30002", email="late.one@example.com"))
+    await publish("dispatcher", "ticket_attached", attached("TM-30002", "attach"))
+    # Linked (mode link): a ticket of its own, acknowledged as usual once classified.
+    await publish("intake_email", "ticket_received", ticket_received("TM-30003", email="linked@example.com"))
+    await publish("dispatcher", "ticket_attached", attached("TM-30003", "link"))
+    await publish("dispatcher", "ticket_classified", ticket_classified("TM-30003"))
+    await one_mail_to(sink, "linked@example.com", "ack of the linked contact")
+    await wait_until(lambda: redis_client.hget("tm:notifier:contact:TM-30002", "acked"), message="late skip")
 
-    customers.decide_contact("TM-2", ContactOutcome(ATTACHED, profile, "TM-1", 1.0))
-    await publish("intake_email", "ticket_received", fresh("TM-2"))
-    await publish("intake_email", "ticket_received", fresh("TM-8", email="sentinel@example.com"))
-    await wait_until(lambda: mails_to(sink, "sentinel@example.com"), message="sentinel mail")
-    assert mails_to(sink, "zhang.wei@example.com") == []  # folded into TM-1: no ack with a number of its own
-
-    # No decision yet, and the customer has an open phone ticket: the ack waits for the dispatcher.
-    await publish("intake_email", "ticket_received", fresh("TM-3"))
-    await wait_until(lambda: reader.asked.count("TM-3") >= 2, message="the notifier asked again")
-    assert mails_to(sink, "zhang.wei@example.com") == []
-    customers.decide_contact("TM-3", ContactOutcome(LINKED, profile, "TM-1", 2.0))  # its own ticket after all
-    acks = await wait_until(lambda: mails_to(sink, "zhang.wei@example.com"), message="ack after the decision")
-    assert acks[0].subject.startswith("[#TM-3]")
-
-    # A customer with no open ticket elsewhere is acknowledged at once, decision or not.
-    await publish("intake_email", "ticket_received", fresh("TM-4", email="new.customer@example.com"))
-    await wait_until(lambda: mails_to(sink, "new.customer@example.com"), message="ack for a new customer")
-    assert reader.asked.count("TM-4") == 1
+    clock.now = NOW + timedelta(seconds=2 + 61)  # past the wait for a classification
+    await notifier.sweep_acks()
+    await publish("intake_email", "ticket_received", ticket_received("TM-30004", email="sentinel@example.com"))
+    await notifier.sweep_acks()
+    clock.now += timedelta(seconds=61)
+    await wait_until(lambda: redis_client.hget("tm:notifier:contact:TM-30004", "channel"), message="sentinel kept")
+    await notifier.sweep_acks()
+    await one_mail_to(sink, "sentinel@example.com", "the sweeper's ack of an ordinary ticket")
+    assert mails_to(sink, "zhang.wei@example.com") == [] and mails_to(sink, "late.one@example.com") == []

@@ -40,6 +40,7 @@ async def notifier(amqp_uri, redis_url, smtp_port):
         "TM_AMQP_URI": amqp_uri, "TM_REDIS_URL": redis_url, "TM_PREFETCH": "1", "TM_NOTIFIER_PORT": "0",
         "TM_SMTP_PORT": str(smtp_port), "TM_SMTP_TIMEOUT": "3", "TM_ROSTER_FILE": str(ROSTER),
         "TM_SUPERVISOR_EMAIL": "wang.fang@agents.ticketmesh.test",
+        "TM_NOTIFY_ACK_WAIT_SECONDS": "0",  # ack on ticket_received (test_customer_updates waits for classification)
     })
     service = create_service(settings)
     await service.start()
