@@ -18,6 +18,7 @@ from services.dispatcher.tests.service.test_dispatcher_service import (
 from shared import events as ev
 from shared.customer_identity import ContactIdentifiers, Identifier
 from shared.customer_store import CustomerStore
+from shared.testing.plugin import poll_until
 
 EMAIL = Identifier("email", "zhang.wei@example.com")
 PHONE = Identifier("phone", "+8613812345678")
@@ -58,6 +59,13 @@ def clock(monkeypatch):
     return now
 
 
+def open_in_history(store, customer_id, ticket_id):
+    """The customer's history notes a routed ticket when its routing lease is released, a moment
+    after the ticket's events: a contact arriving in between would not see it open yet."""
+    poll_until(lambda: ticket_id in {t.ticket_id for t in store.customers.history(customer_id, now=NOW.timestamp()).open},
+               what=f"{ticket_id} open in the customer's history")
+
+
 def agents(tmp_path):
     return write_roster(tmp_path, [
         {"agent_id": "li.na", "capacity": {"email": 4, "chat": 2, "phone": 2}},
@@ -77,6 +85,7 @@ def test_a_call_from_the_customer_of_an_open_mail_ticket_joins_it_instead_of_a_s
     [classified] = of(events, ev.TICKET_CLASSIFIED, "TM-1")
     assert classified["customer_id"] == customer_id
     holder = of(events, ev.TICKET_ASSIGNED, "TM-1")[0]["agent_id"]
+    open_in_history(store, customer_id, "TM-1")
 
     clock[0] = NOW + timedelta(minutes=30)
     call = ticket("TM-2", "phone", ZHANG_CALL, received_at=clock[0], subject="未接来电", text="Missed call. Please call back.")
@@ -116,6 +125,7 @@ def test_mode_link_routes_the_contact_as_its_own_ticket_to_the_same_agent(
     assert of(collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED, "TM-9")), ev.TICKET_ASSIGNED)[0][
         "agent_id"] == other
 
+    open_in_history(store, customer_id, "TM-1")
     clock[0] = NOW + timedelta(hours=1)
     publish(*ticket("TM-2", "phone", ZHANG_CALL, received_at=clock[0], text="Missed call."))
     events = collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED, "TM-2"))
@@ -130,13 +140,14 @@ def test_mode_link_routes_the_contact_as_its_own_ticket_to_the_same_agent(
 
 def test_the_window_counts_from_the_last_contact_and_a_late_call_is_a_ticket_of_its_own(
         service_container, tmp_path, publish, store, event_listener, directory, clock):
-    directory(EMAIL, PHONE)
+    customer_id = directory(EMAIL, PHONE)
     start_dispatcher(service_container, agents(tmp_path), identity_rules("attach", hours=2))
     listener = event_listener(ev.DISPATCHER)
     go_online(publish, store, "li.na", "chen.wei")
 
     publish(*ticket("TM-1", "email", ZHANG_MAIL))
     collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED, "TM-1"))
+    open_in_history(store, customer_id, "TM-1")
     clock[0] = NOW + timedelta(hours=1, minutes=30)  # inside 2 h of the mail
     publish(*ticket("TM-2", "phone", ZHANG_CALL, received_at=clock[0]))
     assert of(collect(listener, lambda seen: of(seen, ev.TICKET_ATTACHED)), ev.TICKET_ATTACHED)[0][
@@ -163,6 +174,7 @@ def test_a_resolved_ticket_is_not_joined_and_unverified_numbers_never_attach(
     events = collect(listener, lambda seen: of(seen, ev.TICKET_ASSIGNED, "TM-1"))
     holder = of(events, ev.TICKET_ASSIGNED)[0]["agent_id"]
     zhang = of(events, ev.TICKET_CLASSIFIED, "TM-1")[0]["customer_id"]
+    open_in_history(store, zhang, "TM-1")
     # A chat whose visitor typed Zhang Wei's number: it proves nothing, so it joins nothing.
     typed = {"name": "张伟", "phone": "138 1234 5678", "chat_visitor_id": "v-77", "verified": ["chat_visitor"]}
     publish(*ticket("TM-2", "chat", typed, text="在吗"))
@@ -196,6 +208,7 @@ def test_the_directory_tier_and_language_win_and_the_history_travels_with_the_ti
                                      "last_agent_id": None}
     assert store.ticket("TM-1").facts.customer_tier == "vip"
 
+    open_in_history(store, customer_id, "TM-1")
     clock[0] = NOW + timedelta(minutes=5)
     publish(*ticket("TM-2", "email", ZHANG_MAIL, received_at=clock[0], subject="还是没有收到"))
     events = collect(listener, lambda seen: of(seen, ev.TICKET_CLASSIFIED, "TM-2"))
