@@ -31,7 +31,9 @@ Atomicity: resolving a contact reads under WATCH (every identifier key, every in
 keys), plans with the pure rules, and writes in one MULTI/EXEC; a concurrent change to anything
 read makes EXEC fail and the resolution starts over on fresh reads. So two replicas resolving
 one new verified identifier at once end with one profile, and a merge never loses an
-identifier added meanwhile. Most contacts change nothing and cost two read round trips.
+identifier added meanwhile. A returning customer changes nothing and costs two read round
+trips; a new one is created by one script that first checks its identifiers are still free
+(else the WATCH path plans again).
 """
 from __future__ import annotations
 
