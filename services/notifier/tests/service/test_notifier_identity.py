@@ -37,12 +37,12 @@ async def test_a_contact_folded_into_an_open_ticket_is_never_acknowledged(sink, 
     await one_mail_to(sink, "linked@example.com", "ack of the linked contact")
     await wait_until(lambda: redis_client.hget("tm:notifier:contact:TM-30002", "acked"), message="late skip")
 
-    clock.now = NOW + timedelta(seconds=2 + 61)  # past the wait for a classification
-    await notifier.sweep_acks()
+    # An ordinary ticket, never classified: the sweeper acknowledges it once the wait is over,
+    # and in the same sweep finds nothing to send for the two folded contacts.
     await publish("intake_email", "ticket_received", ticket_received("TM-30004", email="sentinel@example.com"))
-    await notifier.sweep_acks()
-    clock.now += timedelta(seconds=61)
     await wait_until(lambda: redis_client.hget("tm:notifier:contact:TM-30004", "channel"), message="sentinel kept")
+    clock.now = NOW + timedelta(seconds=2 + 61)  # past the wait for a classification
     await notifier.sweep_acks()
     await one_mail_to(sink, "sentinel@example.com", "the sweeper's ack of an ordinary ticket")
     assert mails_to(sink, "zhang.wei@example.com") == [] and mails_to(sink, "late.one@example.com") == []
+    assert redis_client.zscore("tm:notifier:ack_due", "TM-30001") is None
