@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from shared import ticket_status
 from shared.config import CommonSettings, Variable, as_bool, read
 
 # Only for a laptop demo: anyone who reads this file can forge a session with it.
@@ -20,6 +21,7 @@ VARIABLES = (
     Variable("TM_DESK_TOKEN_DAYS", "90", "days an API token (Authorization: Bearer) lasts"),
     Variable("TM_ROSTER_FILE", "deploy/demo/roster.yaml", "agent roster: logins, names, roles"),
     Variable("TM_CONFIG_RELOAD_SECONDS", "5", "seconds between looks at the roster file: a changed roster is used without a restart"),
+    *ticket_status.VARIABLES,
 )
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
 
@@ -37,6 +39,7 @@ class Settings:
     presence_grace_seconds: float = 60.0
     token_seconds: int = 90 * 24 * 3600
     config_reload_seconds: float = 5.0
+    status_table: ticket_status.StatusTable = ticket_status.StatusTable()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -56,6 +59,7 @@ class Settings:
             presence_grace_seconds=get("TM_DESK_PRESENCE_GRACE_SECONDS", float),
             token_seconds=int(get("TM_DESK_TOKEN_DAYS", float) * 24 * 3600),
             config_reload_seconds=get("TM_CONFIG_RELOAD_SECONDS", _seconds),
+            status_table=ticket_status.from_env(environ),
         )
 
 

@@ -24,7 +24,7 @@ const LABELS = {
     requested: "已提交请求", group: "组：", assignedOutcome: "分配给 ", queuedOutcome: "排队", attempt: "第几次",
     removed: "工单已移出：", r_declined: "已拒绝", r_offer_expired: "分配超时", r_agent_offline: "坐席离线",
     r_agent_away: "坐席离开", r_transferred: "已转交", r_reassigned: "已被改派", r_escalated: "已升级",
-    r_roster_removed: "坐席已移除",
+    r_roster_removed: "坐席已移除", workStatus: "处理状态", pausesSla: "（SLA 暂停）",
   },
   en: {
     title: "Agent console", signIn: "Sign in", agentId: "Agent id", password: "Password", logout: "Sign out",
@@ -49,6 +49,7 @@ const LABELS = {
     queuedOutcome: "queued", attempt: "attempt", removed: "Ticket taken off your list: ", r_declined: "declined",
     r_offer_expired: "offer expired", r_agent_offline: "you went offline", r_agent_away: "you went away",
     r_transferred: "transferred", r_reassigned: "reassigned", r_escalated: "escalated", r_roster_removed: "removed",
+    workStatus: "Working status", pausesSla: " (SLA paused)",
   },
 };
 
@@ -386,7 +387,21 @@ function renderTicket() {
   $("reopen").hidden = ticket.status !== "resolved";
   $("reply-send").disabled = ticket.status === "resolved";
   $("transfer-send").disabled = !open;
+  renderWorkStatus(ticket, open);
   tick();
+}
+
+// The statuses and which of them pause the SLA clocks come from the server (/api/me).
+function renderWorkStatus(ticket, open) {
+  const select = $("t-work-status");
+  select.replaceChildren(...(state.me.statuses || []).map((s) => {
+    const option = el("option", null, (state.lang === "zh" ? s.label_zh : s.label_en) + (s.pauses_sla ? t("pausesSla") : ""));
+    option.value = s.status;
+    return option;
+  }));
+  select.value = ticket.work_status || "open";
+  select.dataset.status = select.value;
+  select.disabled = !open;
 }
 
 function renderDecisions() {
@@ -647,6 +662,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("decline").addEventListener("click", onDecline);
   $("resolve").addEventListener("click", () => act("/resolve"));
   $("reopen").addEventListener("click", () => act("/reopen"));
+  $("t-work-status").addEventListener("change", (event) => act("/status", { status: event.target.value }));
   $("show-decisions").addEventListener("click", onShowDecisions);
   $("reply-form").addEventListener("submit", onReply);
   $("note-form").addEventListener("submit", onNote);
