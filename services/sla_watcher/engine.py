@@ -223,6 +223,24 @@ class SlaEngine:
                 self.store.commit(firing.clock, firing.fired, following, now)
         return len(batch)
 
+    def tick(self, interval: float, max_seconds: float, sleep: Callable[[float], None] = time.sleep) -> int:
+        """One timer tick: fire everything due; then, while the next item falls due before the
+        next tick, sleep until exactly then and fire it. Items claimed in all."""
+        started = self.clock()
+        claimed = 0
+        while self.clock() - started < max_seconds:
+            count = self.sweep_once()
+            claimed += count
+            if count >= self.batch:
+                continue  # a backlog: the next round at once
+            head = self.store.next_due_time()
+            wait = None if head is None else head - self.clock()
+            if wait is None or wait > interval:
+                break
+            if wait > 0:
+                sleep(wait)
+        return claimed
+
     def _prepare(self, claimed: Claimed, clock: Clock | None, ticket: TicketRecord, loaded: Loaded,
                  now: float) -> _Firing | None:
         if clock is None:
@@ -296,7 +314,9 @@ class SlaEngine:
         cursor = self.store.recompute_cursor()
         for _ in range(pages):
             cursor, keys = self.store.open_page(cursor, RECOMPUTE_PAGE)
-            for clock in self.store.clocks(keys):
+            found = self.store.clocks(keys)
+            self.store.forget_open([key for key, clock in zip(keys, found) if clock is None])  # expired
+            for clock in found:
                 if clock is not None and clock.is_open and clock.plan and clock.config_gen < loaded.gen:
                     try:
                         self._change(clock.ticket_id, clock.name, lambda k, _t: (k, None), at=now,

@@ -128,17 +128,7 @@ class SlaWatcherService:
     @timer(interval=SWEEP_INTERVAL_SECONDS)
     def sweep(self) -> None:
         """Fire everything due, then sleep until the next item when it is due before the next tick."""
-        engine = self._engine()
-        started = time.time()
-        while time.time() - started < SWEEP_MAX_SECONDS:
-            if engine.sweep_once() >= engine.batch:
-                continue  # a backlog: the next round at once
-            head = self.store.next_due_time()
-            wait = None if head is None else head - time.time()
-            if wait is None or wait > SWEEP_INTERVAL_SECONDS:
-                return
-            if wait > 0:
-                time.sleep(wait)  # cooperative under eventlet
+        self._engine().tick(SWEEP_INTERVAL_SECONDS, SWEEP_MAX_SECONDS, sleep=time.sleep)  # cooperative under eventlet
 
     @timer(interval=RECOMPUTE_INTERVAL_SECONDS)
     def recompute(self) -> None:

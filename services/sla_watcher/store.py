@@ -458,6 +458,11 @@ class SlaStore:
         cursor, members = self.client.sscan(self.open_key, cursor, count=count)
         return int(cursor), [split_member(m) for m in members]
 
+    def forget_open(self, keys: list[tuple[str, str]]) -> None:
+        """Clocks whose record expired (a clock paused for longer than its TTL) leave the open set."""
+        if keys:
+            self.client.srem(self.open_key, *(member(t, n) for t, n in keys))
+
     def open_count(self) -> int:
         return int(self.client.scard(self.open_key))
 
