@@ -573,7 +573,7 @@ def _build_calendar(name: str, raw: Any, *, base_dir: Path | None,
                 raise _FieldError(f"years[{i}]", f"relative path {relative!r} needs the calendar file's folder")
             path = base_dir / path
         if path not in year_files:
-            data = read_yaml(path, "calendar year file", CalendarError)
+            data = _read(path, "calendar year file")
             year_files[path] = parse_year_file(data, origin=f"calendar year file {path}")
         year, year_holidays, year_workdays = year_files[path]
         years.add(year)
@@ -616,12 +616,22 @@ def parse_calendars(data: Mapping, *, origin: str, base_dir: Path | None = None)
     return calendars
 
 
+def _read(path: Path, what: str) -> Any:
+    try:
+        return read_yaml(path, what, CalendarError)
+    except CalendarError:
+        raise
+    except ValueError as exc:
+        # PyYAML raises a bare ValueError for an impossible unquoted date (2026-02-30).
+        raise CalendarError(f"{what} {path} is not valid YAML: {exc}") from None
+
+
 def load_calendars(path: str | Path | None) -> dict[str, BusinessCalendar]:
     """The calendars of a file (always including "always"); ``None``: only "always"."""
     if path is None:
         return {"always": ALWAYS}
     path = Path(path)
-    data = read_yaml(path, "calendars", CalendarError)
+    data = _read(path, "calendars")
     return parse_calendars(data, origin=f"calendars {path}", base_dir=path.parent)
 
 
@@ -630,4 +640,4 @@ def make_calendar(name: str, zone: str, hours: Mapping[str, Any], *, holidays: I
     """A calendar from the same values a file takes (for code and tests)."""
     raw = {"zone": zone, "hours": dict(hours), "holidays": list(holidays), "workdays": list(workdays),
            "workday_hours": workday_hours}
-    return parse_calendars({"calendars": {name: raw}}, origin="calendar")[name]
+    return parse_calendars({"calendars": {name: raw}}, origin="make_calendar")[name]
