@@ -252,7 +252,8 @@ class DispatcherService:
     @event_consumer(ev.SLA_WATCHER, ev.TICKET_ESCALATED)
     def handle_ticket_escalated(self, event: ev.TicketEscalated) -> None:
         status = self._assigner().escalate(event)
-        log.info("ticket_escalation_handled", level=event.level, to_tier=event.to_tier, status=status)
+        log.info("ticket_escalation_handled", level=event.level, action=event.action, trigger=event.trigger,
+                 to_tier=event.to_tier, to_priority=event.to_priority, status=status)
 
     @event_consumer(ev.AGENT_DESK, ev.TICKET_RESOLVED)
     def handle_ticket_resolved(self, event: ev.TicketResolved) -> None:
@@ -319,7 +320,8 @@ class DispatcherService:
                           customer_tier=event.customer.tier, sender=sender, history=history)
         customer_tier = event.customer.tier or "standard"
         due_at = expected_first_response(self.config.sla, priority=result.priority, channel=event.channel,
-                                         received_at=event.received_at, customer_tier=customer_tier)
+                                         received_at=event.received_at, customer_tier=customer_tier,
+                                         category=result.category)
         due = due_at.timestamp() if due_at else None
         policy = self.config.policy
         sticky = None
