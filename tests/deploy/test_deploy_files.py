@@ -345,3 +345,34 @@ def test_image_entrypoint_starts_each_service_by_name(tmp_path):
     assert listed.splitlines()[1].split()[1:] == list(SERVICES)
     unknown = subprocess.run(["sh", str(ENTRYPOINT), "dispatch"], env=env, capture_output=True, text=True)
     assert unknown.returncode == 64 and "unknown command" in unknown.stderr
+
+
+# --- the settings parse -----------------------------------------------------------------------
+
+
+def interpolate(value: str) -> str:
+    """Compose's ``${NAME:-default}`` with nothing set: the default (what a bare ``up`` uses)."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
+
+
+def service_settings(service: str, environ: dict[str, str]):
+    import importlib
+
+    return importlib.import_module(f"services.{service}.config").Settings.from_env(environ)
+
+
+def test_every_service_accepts_the_compose_and_kubernetes_settings(monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)       # the image's working directory holds deploy/ the same way
+    services = compose()["services"]
+    [secret] = find("Secret", "ticketmesh-secrets")
+    cluster_env = {**configmap(), **secret["stringData"], "TM_REPLICA_ID": "pod-1",
+                   # the roster Secret's mount, as the file it holds in the image
+                   "TM_ROSTER_FILE": "deploy/demo/roster.yaml"}
+    for service in SERVICES:
+        compose_env = {k: interpolate(v) for k, v in services[service]["environment"].items()}
+        for environ in (compose_env, cluster_env):
+            settings = service_settings(service, environ)
+            assert settings.common.queue_type == "quorum", service
+        host_var = HEALTH_PORT_VARS[service].replace("_PORT", "_HOST")
+        if service not in PENDING_HEALTH_PORT_VARS:
+            assert compose_env[host_var] == cluster_env[host_var] == "0.0.0.0"
