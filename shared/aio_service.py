@@ -199,7 +199,9 @@ class AioService:
         amqp = await connect(self.common.amqp_uri, name=f"{self.name}@{self.common.replica_id}")
         redis_client = async_client(self.common.redis_url)
         publisher = EventPublisher(amqp, self.name)
-        consumer = EventConsumer(amqp, self.name, self.common.replica_id, prefetch=self.common.prefetch)
+        consumer = EventConsumer(amqp, self.name, self.common.replica_id, prefetch=self.common.prefetch,
+                                 queue_arguments=self.common.queue_arguments(),
+                                 dead_letter_arguments=self.common.queue_arguments(dead_letters=False))
         self.ctx = ServiceContext(self.name, self.common, amqp, redis_client, publisher, consumer)
         await publisher.start()
         self.app = self._build_app(self.ctx)

@@ -52,9 +52,10 @@ async def declare_events_exchange(channel: aio_pika.abc.AbstractChannel, service
     return await channel.declare_exchange(ev.exchange_name(service), aio_pika.ExchangeType.TOPIC, durable=True)
 
 
-async def declare_dead_letters(channel: aio_pika.abc.AbstractChannel) -> aio_pika.abc.AbstractExchange:
+async def declare_dead_letters(channel: aio_pika.abc.AbstractChannel,
+                               arguments: dict | None = None) -> aio_pika.abc.AbstractExchange:
     exchange = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True)
-    queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
+    queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True, arguments=arguments or None)
     await queue.bind(exchange)
     return exchange
 
@@ -134,6 +135,9 @@ class EventConsumer:
     service: str
     replica_id: str
     prefetch: int = 32
+    # TM_QUEUE_TYPE's x-arguments (CommonSettings.queue_arguments): shared queues, dead-letter queue.
+    queue_arguments: dict = field(default_factory=dict)
+    dead_letter_arguments: dict = field(default_factory=dict)
     _subs: list[_Subscription] = field(default_factory=list)
     _inflight: set[asyncio.Task] = field(default_factory=set)
     _channel: Any = None
@@ -147,7 +151,7 @@ class EventConsumer:
     async def start(self) -> None:
         self._channel = await self.connection.channel()
         await self._channel.set_qos(prefetch_count=self.prefetch)
-        self._dead_letters = await declare_dead_letters(self._channel)
+        self._dead_letters = await declare_dead_letters(self._channel, self.dead_letter_arguments)
         for sub in self._subs:
             exchange = await declare_events_exchange(self._channel, sub.source)
             base = handler_queue_name(sub.source, sub.event_type, self.service, sub.handler_name)
@@ -156,7 +160,8 @@ class EventConsumer:
                 sub.queue = await self._channel.declare_queue(sub.queue_name, exclusive=True, auto_delete=True)
             else:
                 sub.queue_name = base
-                sub.queue = await self._channel.declare_queue(sub.queue_name, durable=True)
+                sub.queue = await self._channel.declare_queue(sub.queue_name, durable=True,
+                                                              arguments=self.queue_arguments or None)
             await sub.queue.bind(exchange, routing_key=sub.event_type)
             sub.consumer_tag = await sub.queue.consume(self._make_callback(sub))
         log.info("consumers_started", queues=[s.queue_name for s in self._subs])

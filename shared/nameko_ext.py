@@ -35,6 +35,10 @@ log = get_logger(__name__)
 
 TRANSIENT_RETRY_PAUSE_SECONDS = 1.0
 REDIS_URL_KEY = "TM_REDIS_URL"
+# TM_QUEUE_TYPE's x-arguments (CommonSettings.queue_arguments) for shared handler queues and the
+# dead-letter queue; absent or empty means classic queues declared as before.
+QUEUE_ARGUMENTS_KEY = "TM_QUEUE_ARGUMENTS"
+DEAD_LETTER_QUEUE_ARGUMENTS_KEY = "TM_DEAD_LETTER_QUEUE_ARGUMENTS"
 
 
 class DeadLetterSender(SharedExtension):
@@ -42,8 +46,15 @@ class DeadLetterSender(SharedExtension):
 
     def setup(self) -> None:
         self._exchange = kombu.Exchange(DEAD_LETTER_EXCHANGE, type="fanout", durable=True)
-        self._queue = kombu.Queue(DEAD_LETTER_QUEUE, exchange=self._exchange, routing_key="", durable=True)
+        self._queue = kombu.Queue(DEAD_LETTER_QUEUE, exchange=self._exchange, routing_key="", durable=True,
+                                  queue_arguments=self.container.config.get(DEAD_LETTER_QUEUE_ARGUMENTS_KEY) or None)
         self._connection = kombu.Connection(self.container.config["AMQP_URI"], transport_options={"confirm_publish": True})
+
+    def start(self) -> None:
+        # Declared up front, not at the first send: with quorum queues RabbitMQ dead-letters on
+        # its own (delivery limit), and a fanout exchange with no queue bound would drop those.
+        with kombu.Connection(self._connection.as_uri(include_password=True)) as conn:
+            self._queue(conn.default_channel).declare()
 
     def send(self, message: Any, *, reason: str, exchange: str, routing_key: str, queue: str) -> None:
         headers = dict(message.headers or {})
@@ -65,6 +76,14 @@ class DeadLetterSender(SharedExtension):
 
 class ValidatedEventHandler(EventHandler):
     dead_letters = DeadLetterSender()
+
+    def setup(self) -> None:
+        super().setup()
+        # nameko builds the queue inside setup(); it is declared later, at start, so the
+        # arguments set here are the ones RabbitMQ sees. Exclusive/auto-delete queues stay classic.
+        arguments = self.container.config.get(QUEUE_ARGUMENTS_KEY)
+        if arguments and self.queue.durable and not (self.queue.exclusive or self.queue.auto_delete):
+            self.queue.queue_arguments = dict(arguments)
 
     def handle_message(self, body: Any, message: Any) -> None:
         try:
@@ -165,6 +184,8 @@ def nameko_config(settings: CommonSettings, **extra: Any) -> dict:
         "serializer": "json",
         # nameko's consumer prefetch *is* its worker pool size, so TM_PREFETCH sets that.
         "max_workers": settings.prefetch,
+        QUEUE_ARGUMENTS_KEY: settings.queue_arguments(),
+        DEAD_LETTER_QUEUE_ARGUMENTS_KEY: settings.queue_arguments(dead_letters=False),
         **extra,
     }
 
