@@ -14,6 +14,7 @@
     ticketmesh rules explain --subject S --text T  how a sample ticket is classified, and why
     ticketmesh simulate --trace T --staffing S   replay a workload through the routing policies, offline
     ticketmesh dispatch explain TICKET           a ticket's routing decisions (also: queues, agents)
+    ticketmesh notifications dead                mail the notifier gave up on (also: show ID, replay ID...|--all)
 """
 from __future__ import annotations
 
@@ -338,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     from services.dispatcher import dispatch_cli  # ticketmesh dispatch explain|queues|agents
 
     dispatch_cli.register(sub)
+    from services.notifier import notifications_cli  # ticketmesh notifications dead|show|replay
+
+    notifications_cli.register(sub)
     return parser
 
 

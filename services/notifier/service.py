@@ -1,4 +1,4 @@
-"""The notifier's event handlers: event → mail (messages.py) → SMTP (mailer.py) → record.
+"""The notifier's event handlers: event → mail (messages.py) → outbox (outbox.py) → SMTP (delivery.py).
 
 Consumes (handler name = queue name, wire contract):
 
@@ -20,33 +20,33 @@ Consumes (handler name = queue name, wire contract):
 Emits ``notification_sent`` (recipient masked) once per mail about a ticket (a rejection names
 no ticket, so it is only recorded as sent).
 
-Failure policy, per mail: each has a deterministic id (triggering event_id + kind), claimed
-in Redis before sending, so a redelivered event sends nothing twice. SMTP away or answering
-4xx → TransientError: the claim is released and the event returns to its queue after a pause.
-SMTP answering 5xx → ``notification_rejected`` is logged, the claim released and
-NotificationRejected raised, which dead-letters the event with the server's answer (replay it
-once the cause, e.g. relay configuration, is fixed). If the process dies between the SMTP
-server's "250" and the record, the claim expires and the mail goes out again: at-least-once,
-with the same Message-ID, so mail clients show it once.
+Delivery, per mail: each has a deterministic id (triggering event_id + kind). A handler
+renders the mail once and queues it in the outbox (:mod:`outbox`, once per id: a redelivered
+event queues nothing), then acks the event; the delivery loop (:mod:`delivery`) sends it,
+retries a relay that is away or answers 4xx with backoff, dead-letters it after too many
+attempts or a 5xx (``notification_failed``; ``ticketmesh notifications dead|show|replay``) and
+publishes ``notification_sent`` once the relay accepted it. Loop safety (:mod:`loop_safety`):
+no automatic mail to system, own or suppressed addresses, automatic mail marked as such and
+capped per recipient in sliding windows. What a kill -9 can cost is in :mod:`delivery`.
 """
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 from email.message import EmailMessage
-from typing import Awaitable, Callable, Mapping
+from typing import Callable, Mapping
 
 from aiohttp import web
 
-from services.notifier import messages
+from services.notifier import loop_safety, messages
 from services.notifier.config import Settings
-from services.notifier.mailer import NotificationRejected, SmtpMailer
-from services.notifier.store import ANNOUNCED, CLAIMED, SENDING, NotificationStore
+from services.notifier.delivery import DeliveryWorker
+from services.notifier.mailer import SmtpConfig
+from services.notifier.outbox import Letter, Outbox
+from services.notifier.store import NotificationStore
 from shared import events as ev
-from shared.aio_service import AioService, BrokerUnavailable, ServiceContext, publish_confirmed
+from shared.aio_service import AioService, ServiceContext
 from shared.amqp import EventConsumer, EventPublisher
-from shared.errors import TransientError
 from shared.logging import get_logger, mask
 from shared.roster import display_names
 
@@ -63,7 +63,7 @@ def _utcnow() -> datetime:
 @dataclass
 class Notifier:
     store: NotificationStore
-    mailer: SmtpMailer
+    outbox: Outbox
     publisher: EventPublisher
     sender: messages.Sender
     supervisor_email: str
@@ -71,6 +71,8 @@ class Notifier:
     zone: tzinfo
     agent_names: Mapping[str, str] = field(default_factory=dict)
     clock: Callable[[], datetime] = _utcnow
+    caps: loop_safety.Caps = field(default_factory=loop_safety.Caps)
+    delivery: DeliveryWorker | None = None
 
     def subscribe(self, consumer: EventConsumer) -> None:
         for source, channel in _INTAKES:
@@ -109,11 +111,9 @@ class Notifier:
             reply, agent_name=self.agent_names.get(reply.agent_id, reply.agent_id),
             thread=await self.store.thread(reply.ticket_id), sender=self.sender, notification=nid, now=self.clock(),
         )
-        # Only a mail that just went out becomes the thread's newest (a redelivered older reply
-        # must not overwrite a later one); it is recorded before the announcement, which may fail
-        # and be retried with the mail already sent.
-        await self._deliver(reply, kind, nid, mail,
-                            after_sent=lambda: self.store.remember_reply(reply.ticket_id, mail["Message-ID"]))
+        # Only a mail that went out becomes the thread's newest (a redelivered older reply must
+        # not overwrite a later one): the delivery loop records it once the relay accepted it.
+        await self._deliver(reply, kind, nid, mail, thread_reply=True)
 
     async def notify_sla_breached(self, breach: ev.SlaBreached) -> None:
         kind = messages.KIND_SLA_BREACHED
@@ -154,59 +154,42 @@ class Notifier:
 
     async def _may_send(self, kind: str, address: str | None, *, automatic: bool) -> bool:
         bounced = bool(address) and await self.store.is_bounced(address or "")
-        reason = messages.skip_reason(address, automatic=automatic, bounced=bounced)
+        reason = loop_safety.skip_reason(address, automatic=automatic, bounced=bounced,
+                                         own_address=self.sender.address)
         if reason is not None:
             log.info("notification_skipped", kind=kind, reason=reason, recipient=mask(address or ""))
         return reason is None
 
-    async def _deliver(self, event: ev.Envelope, kind: str, nid: str, mail: EmailMessage,
-                       after_sent: Callable[[], Awaitable[None]] | None = None) -> bool:
-        """Send ``mail`` unless it already went out; True if it was sent by this call.
+    async def _deliver(self, event: ev.Envelope, kind: str, nid: str, mail: EmailMessage, *,
+                       thread_reply: bool = False) -> bool:
+        """Queue ``mail`` for delivery, once per notification id; True if this call queued it.
 
-        ``after_sent`` runs once the SMTP server accepted the mail, before it is announced.
+        Automatic mail (every kind but an agent's reply) is marked so and counted against the
+        recipient's caps; over a cap it is skipped (``notification_skipped``, reason ``loop_cap``).
+        ``thread_reply``: once the relay accepted it, it is the ticket thread's newest reply.
         """
-        recipient = mask(str(mail["To"].addresses[0].addr_spec))
-        state = await self.store.claim(nid)
-        if state == SENDING:
-            raise TransientError(f"notification {nid} is being sent by another worker")
-        sent_now = state == CLAIMED
-        if sent_now:
-            if event.ticket_id is not None:
-                # Before the send: a bounce may come back even if we die before recording it sent.
-                await self.store.remember_recipient(event.ticket_id, str(mail["To"].addresses[0].addr_spec))
-            try:
-                await self.mailer.send(mail)
-            except NotificationRejected as exc:
-                log.warning("notification_rejected", kind=kind, notification_id=nid, recipient=recipient,
-                            smtp_code=exc.code, smtp_reply=mask(exc.reply))
-                await self.store.release(nid)
-                raise
-            except BaseException:
-                await asyncio.shield(self.store.release(nid))
-                raise
-            await self.store.mark_sent(nid)
-            if after_sent is not None:
-                await after_sent()
-            log.info("notification_sent", kind=kind, notification_id=nid, recipient=recipient)
-        else:
-            log.info("notification_already_sent", kind=kind, notification_id=nid)
-        if state != ANNOUNCED:
-            await self._announce(event, kind, nid, recipient)
-        return sent_now
-
-    async def _announce(self, event: ev.Envelope, kind: str, nid: str, recipient: str) -> None:
-        if event.ticket_id is None:
-            # notification_sent is about a ticket; a mail about none (a rejection) is only recorded.
-            await self.store.mark_announced(nid)
-            return
-        body = ev.make_event(SERVICE_NAME, ev.NOTIFICATION_SENT, now=self.clock(), trace_id=event.trace_id,
-                             event_id=nid, ticket_id=event.ticket_id, notification_id=nid, kind=kind,
-                             recipient=recipient)
-        try:
-            await publish_confirmed(self.publisher, ev.NOTIFICATION_SENT, body)
-        except BrokerUnavailable as exc:
-            raise TransientError(str(exc)) from exc
-        await self.store.mark_announced(nid)
+        recipient = str(mail["To"].addresses[0].addr_spec)
+        automatic = loop_safety.is_automatic(kind)
+        if automatic:
+            loop_safety.mark_automatic(mail, self.sender.address)
+        if event.ticket_id is not None:
+            # Before the send: a bounce may come back even if we die before recording it sent.
+            await self.store.remember_recipient(event.ticket_id, recipient)
+        letter = Letter.render(nid, kind, event.ticket_id, event.trace_id, mail, sender=self.sender.address,
+                               automatic=automatic, thread_reply=thread_reply)
+        queued = await self.outbox.enqueue(letter, self.clock().timestamp(), self.caps if automatic else None)
+        if queued.outcome == "capped":
+            assert queued.window is not None
+            log.warning("notification_skipped", kind=kind, reason=loop_safety.LOOP_CAP, recipient=mask(recipient),
+                        notification_id=nid, scope=queued.scope, window=queued.window.label())
+            return False
+        if queued.outcome == "existing":
+            log.info("notification_already_queued", kind=kind, notification_id=nid, state=queued.state)
+            return False
+        log.info("notification_queued", kind=kind, notification_id=nid, recipient=mask(recipient))
+        if self.delivery is not None:
+            self.delivery.wake()
+        return True
 
 
 NOTIFIER_KEY = web.AppKey("notifier", Notifier)
@@ -220,20 +203,39 @@ def create_service(settings: Settings) -> AioService:
         if settings.mail_token_secret_is_dev_default:  # here: logging is configured by now
             log.warning("mail_token_secret_is_dev_default",
                         hint="set TM_MAIL_TOKEN_SECRET: anyone can forge ticket tokens with the default")
+        store, outbox = NotificationStore(ctx.redis), Outbox(ctx.redis)
+        delivery = settings.delivery
+        smtp = SmtpConfig(settings.smtp_host, settings.smtp_port, settings.smtp_user, settings.smtp_password,
+                          delivery.tls, delivery.ca_file, settings.smtp_timeout)
+        if smtp.username and smtp.tls == "plain":
+            log.warning("smtp_auth_without_tls", hint="the SMTP password crosses the network in clear: "
+                        "set TM_SMTP_STARTTLS or TM_SMTP_TLS")
+        worker = DeliveryWorker(outbox, store, smtp, ctx.publisher, delivery, service=SERVICE_NAME)
         notifier = Notifier(
-            store=NotificationStore(ctx.redis),
-            mailer=SmtpMailer(settings.smtp_host, settings.smtp_port, settings.smtp_user, settings.smtp_password,
-                              settings.smtp_starttls, settings.smtp_timeout),
+            store=store,
+            outbox=outbox,
             publisher=ctx.publisher,
             sender=messages.Sender(settings.mail_from, settings.mail_from_name, settings.mail_token_secret),
             supervisor_email=settings.supervisor_email,
             supervisor_locale=settings.supervisor_language,
             zone=settings.mail_timezone,
             agent_names=names,
+            caps=delivery.caps,
+            delivery=worker,
         )
         notifier.subscribe(ctx.consumer)
         app = ctx.new_app()
         app[NOTIFIER_KEY] = notifier
+
+        async def start_delivery(_app: web.Application) -> None:
+            await worker.start()
+
+        async def stop_delivery(_app: web.Application) -> None:
+            # Before the broker and Redis close: attempts under way finish and are recorded.
+            await worker.stop()
+
+        app.on_startup.append(start_delivery)
+        app.on_cleanup.append(stop_delivery)
         return app
 
     return AioService(SERVICE_NAME, settings.common, build_app, host=settings.host, port=settings.port)
