@@ -29,6 +29,7 @@ stamps the hash with the sender's token. Every later write of that sender checks
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
@@ -49,6 +50,36 @@ CLAIM_SCAN = 20  # due entries one claim looks at to skip stale ones
 QUEUED, SENDING, SENT, FAILED, DEAD = "queued", "sending", "sent", "failed", "dead"
 FINAL = (SENT, FAILED, DEAD)
 
+# KEYS: record, due, sent_to (recipient), sent_to (recipient + ticket, or the same again);
+# ARGV: nid, now, caps as JSON ("" for none), then the record's field/value pairs.
+# The caps check is loop_safety.exceeded's rule: a window is full when it holds ``limit``
+# mails sent in (now - seconds, now].
+_ENQUEUE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state then return {'existing', state} end
+local nid, now = ARGV[1], tonumber(ARGV[2])
+if ARGV[3] ~= '' then
+  local caps = cjson.decode(ARGV[3])
+  local scopes = {}
+  if caps.ticket then table.insert(scopes, {'per_ticket', KEYS[4], caps.per_ticket}) end
+  table.insert(scopes, {'per_recipient', KEYS[3], caps.per_recipient})
+  for _, scope in ipairs(scopes) do
+    for _, w in ipairs(scope[3]) do
+      if redis.call('ZCOUNT', scope[2], '(' .. (now - w[1]), now) >= w[2] then
+        return {'capped', '', scope[1], tostring(w[1])}
+      end
+    end
+  end
+  for _, scope in ipairs(scopes) do
+    redis.call('ZADD', scope[2], now, nid)
+    redis.call('ZREMRANGEBYSCORE', scope[2], '-inf', now - caps.horizon)
+    redis.call('EXPIRE', scope[2], math.max(1, math.ceil(caps.horizon)))
+  end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('ZADD', KEYS[2], now, nid)
+return {'queued', 'queued'}
+"""
 # KEYS: due; ARGV: now, lease seconds, token, record key prefix, scan
 _CLAIM = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[5]))
@@ -214,6 +245,7 @@ class Queued:
 class Outbox:
     def __init__(self, client: redis.asyncio.Redis):
         self._client = client
+        self._enqueue = client.register_script(_ENQUEUE)
         self._claim = client.register_script(_CLAIM)
         self._mark_sending = client.register_script(_MARK_SENDING)
         self._reschedule = client.register_script(_RESCHEDULE)
@@ -232,43 +264,29 @@ class Outbox:
 
     async def enqueue(self, letter: Letter, now: float, caps: loop_safety.Caps | None = None) -> Queued:
         """Store the letter and make it due now, once per notification id. With ``caps`` (automatic
-        mail), refuse it if one more mail to its recipient would overflow a window, else count it."""
-        record = self.record_key(letter.notification_id)
+        mail), refuse it if one more mail to its recipient would overflow a window, else count it.
+        One script: two notifiers queueing for one recipient at once cannot both pass a full window."""
         capped = caps is not None and caps.applies_to(letter.recipient)
         per_recipient = self.sent_to_key(letter.recipient)
-        per_ticket = self.sent_to_key(letter.recipient, letter.ticket_id) if letter.ticket_id else None
-        watched = [record] + ([per_recipient] + ([per_ticket] if per_ticket else []) if capped else [])
-        async with self._client.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(*watched)
-                    state = await pipe.hget(record, "state")
-                    if state:
-                        return Queued("existing", state=state)
-                    if capped:
-                        assert caps is not None
-                        horizon = now - caps.horizon_seconds
-                        scopes = [("per_recipient", per_recipient, caps.per_recipient)]
-                        if per_ticket:
-                            scopes.insert(0, ("per_ticket", per_ticket, caps.per_ticket))
-                        for scope, key, windows in scopes:
-                            sent = [score for _, score in await pipe.zrangebyscore(key, horizon, "+inf", withscores=True)]
-                            full = loop_safety.exceeded(windows, sent, now)
-                            if full is not None:
-                                return Queued("capped", window=full, scope=scope)
-                    pipe.multi()
-                    pipe.hset(record, mapping=_letter_fields(letter, now))
-                    pipe.zadd(DUE_KEY, {letter.notification_id: now})
-                    if capped:
-                        assert caps is not None
-                        for key in [per_recipient] + ([per_ticket] if per_ticket else []):
-                            pipe.zadd(key, {letter.notification_id: now})
-                            pipe.zremrangebyscore(key, "-inf", now - caps.horizon_seconds)
-                            pipe.expire(key, max(1, int(caps.horizon_seconds)))
-                    await pipe.execute()
-                    return Queued("queued", state=QUEUED)
-                except redis.WatchError:
-                    continue
+        per_ticket = self.sent_to_key(letter.recipient, letter.ticket_id) if letter.ticket_id else per_recipient
+        caps_json = ""
+        if capped:
+            assert caps is not None
+            caps_json = json.dumps({
+                "ticket": letter.ticket_id is not None, "horizon": caps.horizon_seconds,
+                "per_ticket": [[w.seconds, w.limit] for w in caps.per_ticket],
+                "per_recipient": [[w.seconds, w.limit] for w in caps.per_recipient],
+            })
+        fields = [v for pair in _letter_fields(letter, now).items() for v in pair]
+        result = await self._enqueue(keys=[self.record_key(letter.notification_id), DUE_KEY, per_recipient, per_ticket],
+                                     args=[letter.notification_id, now, caps_json, *fields])
+        outcome, state = result[0], result[1]
+        if outcome == "capped":
+            assert caps is not None
+            scope, seconds = result[2], int(float(result[3]))
+            windows = caps.per_ticket if scope == "per_ticket" else caps.per_recipient
+            return Queued("capped", window=next(w for w in windows if w.seconds == seconds), scope=scope)
+        return Queued(outcome, state=state)
 
     async def claim(self, now: float, lease_seconds: float, token: str) -> Record | None:
         """The first due notification, now leased to ``token`` until ``now + lease_seconds``."""

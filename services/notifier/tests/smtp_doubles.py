@@ -121,7 +121,8 @@ class ScriptedSmtp:
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
         with self._lock:
             self.deliveries.append(Delivery(str(parsed["Message-ID"]), envelope.mail_from, tuple(envelope.rcpt_tos),
-                                            raw, session.ssl is not None, session.auth_data))
+                                            raw, server.transport.get_extra_info("ssl_object") is not None,
+                                            session.auth_data))
             stall = self.stall_data_answers > 0
             if stall:
                 self.stall_data_answers -= 1
