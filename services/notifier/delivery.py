@@ -7,8 +7,7 @@ everything else goes on.
 
 Per mail (one claim = one SMTP attempt):
 
-- **accepted** (250 to DATA): ``sent``; an agent's reply becomes the thread's newest; then
-  ``notification_sent`` (event id = notification id) is published, confirmed, and the outbox
+- **accepted** (250 to DATA): ``sent``; then ``notification_sent`` (event id = notification id) is published, confirmed, and the outbox
   entry is done (kept 30 days without its body, so the triggering event redelivered sends
   nothing).
 - **deferred** (no answer, or 4xx): tried again after exponential backoff with full jitter
@@ -246,8 +245,6 @@ class DeliveryWorker:
         if record.announced:
             await self.outbox.mark_announced(record.notification_id, record.state)
             return
-        if record.state == ob.SENT and record.thread_reply and record.ticket_id:
-            await self.store.remember_reply(record.ticket_id, record.message_id)
         if record.ticket_id is not None:  # both events are about a ticket; a mail about none is only recorded
             body = self._outcome_event(record)
             try:

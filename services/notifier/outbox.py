@@ -169,17 +169,16 @@ class Letter:
     raw: bytes
     utf8: bool = False
     automatic: bool = True
-    thread_reply: bool = False  # once sent, it is the ticket thread's newest reply
 
     @classmethod
     def render(cls, notification_id: str, kind: str, ticket_id: str | None, trace_id: str, mail: EmailMessage, *,
-               sender: str, automatic: bool, thread_reply: bool = False) -> "Letter":
+               sender: str, automatic: bool) -> "Letter":
         recipient = str(mail["To"].addresses[0].addr_spec)
         utf8 = not (recipient.isascii() and sender.isascii())
         # 7bit: the bytes go through any relay unchanged, with or without 8BITMIME.
         raw = flatten_message(mail, utf8=utf8, cte_type="7bit")
         return cls(notification_id, kind, ticket_id, trace_id, sender, recipient, str(mail["Message-ID"]), raw,
-                   utf8, automatic, thread_reply)
+                   utf8, automatic)
 
 
 @dataclass(frozen=True)
@@ -197,7 +196,6 @@ class Record:
     raw: bytes | None
     utf8: bool
     automatic: bool
-    thread_reply: bool
     attempts: int
     announced: bool
     failures: int
@@ -222,7 +220,7 @@ class Record:
             sender=fields.get("sender", ""), recipient=fields.get("recipient", ""),
             message_id=fields.get("message_id", ""), raw=base64.b64decode(raw) if raw else None,
             utf8=fields.get("utf8") == "1", automatic=fields.get("automatic") == "1",
-            thread_reply=fields.get("thread_reply") == "1", attempts=int(fields.get("attempts") or 0),
+            attempts=int(fields.get("attempts") or 0),
             announced=fields.get("announced") == "1", failures=int(fields.get("failures") or 0),
             created_at=number("created_at") or 0.0, lease=fields.get("lease", ""),
             last_error=fields.get("last_error", ""), reason=fields.get("reason", ""),
@@ -359,6 +357,6 @@ def _letter_fields(letter: Letter, now: float) -> dict[str, Any]:
         "state": QUEUED, "kind": letter.kind, "ticket_id": letter.ticket_id or "", "trace_id": letter.trace_id,
         "sender": letter.sender, "recipient": letter.recipient, "message_id": letter.message_id,
         "raw": base64.b64encode(letter.raw).decode("ascii"), "utf8": int(letter.utf8),
-        "automatic": int(letter.automatic), "thread_reply": int(letter.thread_reply), "attempts": 0,
+        "automatic": int(letter.automatic), "attempts": 0,
         "announced": 0, "failures": 0, "created_at": now,
     }

@@ -111,8 +111,8 @@ class Notifier:
             reply, agent_name=self.agent_names.get(reply.agent_id, reply.agent_id),
             thread=await self.store.thread(reply.ticket_id), sender=self.sender, notification=nid, now=self.clock(),
         )
-        # Only a mail that went out becomes the thread's newest (a redelivered older reply must
-        # not overwrite a later one): the delivery loop records it once the relay accepted it.
+        # The thread's newest once queued (what the next reply answers, even if this one is still
+        # on its way); a redelivered older reply queues nothing, so it cannot overwrite a later one.
         await self._deliver(reply, kind, nid, mail, thread_reply=True)
 
     async def notify_sla_breached(self, breach: ev.SlaBreached) -> None:
@@ -166,7 +166,7 @@ class Notifier:
 
         Automatic mail (every kind but an agent's reply) is marked so and counted against the
         recipient's caps; over a cap it is skipped (``notification_skipped``, reason ``loop_cap``).
-        ``thread_reply``: once the relay accepted it, it is the ticket thread's newest reply.
+        ``thread_reply``: once queued, it is the ticket thread's newest reply.
         """
         recipient = str(mail["To"].addresses[0].addr_spec)
         automatic = loop_safety.is_automatic(kind)
@@ -176,7 +176,7 @@ class Notifier:
             # Before the send: a bounce may come back even if we die before recording it sent.
             await self.store.remember_recipient(event.ticket_id, recipient)
         letter = Letter.render(nid, kind, event.ticket_id, event.trace_id, mail, sender=self.sender.address,
-                               automatic=automatic, thread_reply=thread_reply)
+                               automatic=automatic)
         queued = await self.outbox.enqueue(letter, self.clock().timestamp(), self.caps if automatic else None)
         if queued.outcome == "capped":
             assert queued.window is not None
@@ -187,6 +187,8 @@ class Notifier:
             log.info("notification_already_queued", kind=kind, notification_id=nid, state=queued.state)
             return False
         log.info("notification_queued", kind=kind, notification_id=nid, recipient=mask(recipient))
+        if thread_reply and event.ticket_id is not None:
+            await self.store.remember_reply(event.ticket_id, letter.message_id)
         if self.delivery is not None:
             self.delivery.wake()
         return True

@@ -65,6 +65,21 @@ async def test_agent_reply_is_mailed_threaded_on_the_ack(sink, notifier, publish
     assert reply.headers["References"].split() == ["<q@example.com>", ack.headers["Message-ID"]]
 
 
+async def test_a_quick_second_reply_answers_the_first_even_before_the_first_went_out(sink, notifier, publish):
+    await publish("intake_email", "ticket_received", ticket_received("TM-10016", source={"message_id": "<q@x.com>"}))
+    await publish("agent_desk", "agent_replied", agent_replied("TM-10016", text="第一条", reply_id="r1"))
+    await publish("agent_desk", "agent_replied", agent_replied("TM-10016", text="第二条", reply_id="r2"))
+    await sink.start()  # only now: all three are queued before anything is sent
+    mails = await wait_until(lambda: len(sink.messages()) == 3 and sink.messages(), message="three mails")
+    # Deferred mail is retried with jitter: the three may arrive in any order.
+    (ack,) = [m for m in mails if m.headers.get("Auto-Submitted")]
+    (first,) = [m for m in mails if m.text.startswith("第一条")]
+    (second,) = [m for m in mails if m.text.startswith("第二条")]
+    assert first.headers["In-Reply-To"] == ack.headers["Message-ID"]
+    assert second.headers["In-Reply-To"] == first.headers["Message-ID"]
+    assert second.headers["References"].split() == ["<q@x.com>", ack.headers["Message-ID"], first.headers["Message-ID"]]
+
+
 async def test_sla_breach_notice_goes_to_the_supervisor(sink, notifier, publish):
     await sink.start()
     await publish("sla_watcher", "sla_breached", sla_breached("TM-10007"))
