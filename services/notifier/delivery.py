@@ -7,9 +7,9 @@ everything else goes on.
 
 Per mail (one claim = one SMTP attempt):
 
-- **accepted** (250 to DATA): ``sent``; then ``notification_sent`` (event id = notification id) is published, confirmed, and the outbox
-  entry is done (kept 30 days without its body, so the triggering event redelivered sends
-  nothing).
+- **accepted** (250 to DATA): ``sent``; then ``notification_sent`` (event id = notification id)
+  is published, confirmed, and the outbox entry is done (kept 30 days without its body, so the
+  triggering event redelivered sends nothing).
 - **deferred** (no answer, or 4xx): tried again after exponential backoff with full jitter
   (:mod:`delivery_policy`); after ``TM_NOTIFIER_MAX_ATTEMPTS`` attempts it becomes a dead letter
   (``dead``) and ``notification_failed`` (permanent: false) is published.
@@ -20,19 +20,21 @@ Per mail (one claim = one SMTP attempt):
 - The address was suppressed since the mail was queued (a bounce came back meanwhile): no
   attempt; ``failed``, reason ``bounced_address``.
 
-**What kill -9 can and cannot do.** The outbox records ``sending`` right before DATA and ``sent``
-as soon as the relay answers 250; a sender holds a mail under a lease (``TM_NOTIFIER_LEASE_SECONDS``)
-and a notifier that dies loses it when the lease runs out, to whichever notifier claims it next.
-A mail is never dropped: whatever state the dead notifier left (``queued``, ``sending``, ``sent``
-not yet announced), the next claim carries it forward. It is delivered exactly once if the
-process dies anywhere except in one window: after the relay committed the message (its 250 to
-the end of DATA) and before ``sent`` reached Redis (one network round trip and one Redis write,
-well under a millisecond on a LAN), or when the relay's 250 never arrives (a timeout waiting for
-it). SMTP gives no way to ask the relay whether it has the message, so a claim that finds
-``sending`` sends again (logged ``notification_outcome_unknown``): in that window the customer
-gets a second copy, byte-identical (same Message-ID and Date), which mail clients that dedupe by
-Message-ID (Gmail among them) show once. Everywhere else (before MAIL, after RCPT, with the
-message half-written, after ``sent`` was recorded) a kill costs nothing but the lease's wait.
+**What kill -9 can and cannot do.** The outbox records ``sending`` right before DATA and
+``sent`` as soon as the relay answers 250; a sender holds a mail under a lease
+(``TM_NOTIFIER_LEASE_SECONDS``), and a notifier that dies loses it when the lease runs out, to
+whichever notifier claims it next. A mail is never dropped: whatever state the dead notifier
+left (``queued``, ``sending``, ``sent`` not yet announced), the next claim carries it forward.
+It is delivered exactly once wherever the process dies, except in one window: after the relay
+committed the message (its 250 to the end of DATA) and before ``sent`` reached Redis (one
+network round trip and one Redis write, well under a millisecond on a LAN; longer only if Redis
+is unreachable right then, and the sender keeps trying for half the lease). The same holds when
+the relay's 250 never arrives (a timeout waiting for it). SMTP gives no way to ask the relay
+whether it has the message, so a claim that finds ``sending`` sends again (logged
+``notification_outcome_unknown``): in that window the customer gets a second copy,
+byte-identical (same Message-ID and Date), which mail clients that dedupe by Message-ID (Gmail
+among them) show once. Everywhere else (before MAIL, after RCPT, with the message half-written,
+after ``sent`` was recorded) a kill costs nothing but the lease's wait.
 ``services/notifier/tests/service/test_kill_recovery.py`` kills a real notifier at each point.
 
 Ordering: mails go out in the order they became due, across senders in parallel; two mails to
@@ -63,10 +65,9 @@ from shared.logging import bound_event_context, get_logger, mask, mask_email
 
 log = get_logger(__name__)
 
-POLL_SECONDS = 1.0          # how soon another replica's new mail, or an expired lease, is noticed
-ANNOUNCE_RETRY_SECONDS = 2.0  # broker away: try the announcement again after this (doubling, capped)
-ANNOUNCE_RETRY_CAP_SECONDS = 60.0
-STORE_RETRY_SECONDS = 1.0   # Redis away: the loop waits this long before looking again
+POLL_SECONDS = 1.0            # how soon another replica's new mail, or an expired lease, is noticed
+ANNOUNCE_RETRY_SECONDS = 5.0  # broker away (it already had 5 s to confirm): announce again after this
+STORE_RETRY_SECONDS = 1.0     # Redis away: the loop waits this long before looking again
 STOP_DRAIN_SECONDS = 15.0
 
 
@@ -93,7 +94,7 @@ class DeliveryWorker:
 
     async def start(self) -> None:
         self._stopping = False
-        self._tasks = [asyncio.create_task(self._sender(n), name=f"notifier-sender-{n}")
+        self._tasks = [asyncio.create_task(self._sender(), name=f"notifier-sender-{n}")
                        for n in range(self.settings.senders)]
         log.info("delivery_started", senders=self.settings.senders, tls=self.smtp.tls,
                  auth=bool(self.smtp.username))
@@ -116,7 +117,7 @@ class DeliveryWorker:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    async def _sender(self, number: int) -> None:
+    async def _sender(self) -> None:
         session = SmtpSession(self.smtp)
         try:
             while not self._stopping:
@@ -141,6 +142,7 @@ class DeliveryWorker:
                     # The lease runs out and the mail is claimed again (each claim counts as an
                     # attempt, so a mail that keeps failing like this ends in the dead letters).
                     log.exception("delivery_failed_unexpectedly", notification_id=record.notification_id)
+                    await session.close()  # whatever state the SMTP conversation was left in
                     await self._pause(STORE_RETRY_SECONDS)
         finally:
             await session.close()
@@ -202,10 +204,24 @@ class DeliveryWorker:
             await self._failed_attempt(record, token, failure)
             return
         # Shielded: a stop() that cancels us now must not lose the fact that the relay has it.
-        await asyncio.shield(self.outbox.mark_sent(record.notification_id, self._now()))
+        await asyncio.shield(self._record_sent(record.notification_id))
         log.info("notification_sent", kind=record.kind, notification_id=record.notification_id,
                  recipient=recipient, attempt=record.attempts, smtp_reply=mask_email(reply)[:200])
         await self._announce(_with_state(record, ob.SENT), token)
+
+    async def _record_sent(self, notification_id: str) -> None:
+        """Keep trying while the lease lasts: until ``sent`` is in Redis, a notifier that takes the
+        mail over after the lease would send it again."""
+        deadline = asyncio.get_running_loop().time() + self.settings.lease_seconds / 2
+        while True:
+            try:
+                await self.outbox.mark_sent(notification_id, self._now())
+                return
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("outbox_unavailable", while_recording="sent", error=repr(exc))
+                await asyncio.sleep(STORE_RETRY_SECONDS)
 
     async def _failed_attempt(self, record: ob.Record, token: str, failure: SmtpFailure) -> None:
         verdict = delivery_policy.verdict(failure)
@@ -250,10 +266,10 @@ class DeliveryWorker:
             try:
                 await publish_confirmed(self.publisher, body[0], body[1])
             except BrokerUnavailable as exc:
-                delay = min(ANNOUNCE_RETRY_CAP_SECONDS, ANNOUNCE_RETRY_SECONDS * 2 ** min(record.attempts, 5))
-                log.warning("notification_announce_deferred", event=body[0], error=str(exc), retry_in=delay)
-                await self.outbox.reschedule(record.notification_id, token, self._now() + delay, state=record.state,
-                                             error=f"announce: {exc}")
+                log.warning("notification_announce_deferred", event=body[0], error=str(exc),
+                            retry_in=ANNOUNCE_RETRY_SECONDS)
+                await self.outbox.reschedule(record.notification_id, token, self._now() + ANNOUNCE_RETRY_SECONDS,
+                                             state=record.state, error=f"announce: {exc}")
                 return
         await self.outbox.mark_announced(record.notification_id, record.state)
 
