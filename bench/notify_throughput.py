@@ -283,7 +283,8 @@ def rows(result: dict) -> list[dict]:
 def ratio_line(result: dict) -> str:
     return (f"notifier/SMTP ceiling throughput: {result['ratio_notifier_to_ceiling_throughput']:.3f} "
             f"({result['notifier']['per_second']} vs {result['ceiling']['per_second']} mails/s, "
-            f"{result['senders']} connections); notifier CPU {result['notifier']['extra']['cpu_ms_per_mail']} ms per mail; "
+            f"{result['senders']} connections); "
+            f"notifier CPU {result['notifier']['extra']['cpu_ms_per_mail']} ms per mail; "
             f"checks {result['notifier']['extra']['checks']}")
 
 

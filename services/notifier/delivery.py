@@ -229,7 +229,8 @@ class DeliveryWorker:
         recipient = mask(record.recipient)
         if verdict == delivery_policy.REFUSED_ADDRESS:
             await self.store.mark_refused(record.recipient)
-            log.warning("address_refused", recipient=recipient, smtp_code=failure.code, smtp_reply=mask_email(failure.reply))
+            log.warning("address_refused", recipient=recipient, smtp_code=failure.code,
+                        smtp_reply=mask_email(failure.reply))
         if verdict != delivery_policy.RETRY:
             log.warning("notification_rejected", kind=record.kind, recipient=recipient, stage=failure.stage,
                         smtp_code=failure.code, smtp_reply=mask_email(failure.reply), address_suppressed=

@@ -94,7 +94,8 @@ class ScriptedSmtp:
                 return AuthResult(success=True, auth_data=login)
         return AuthResult(success=False, handled=False)
 
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
         with self._lock:
             self.sessions += 1
             stall = self.stall_greetings > 0

@@ -79,7 +79,8 @@ async def test_a_4xx_is_retried_with_backoff_while_other_mail_goes_out(relay, st
         await wait_until(lambda: relay.to("quick@example.com"), message="the next mail is not held up")
         assert relay.to("slow@example.com") == []
         record = outbox_record(redis_client, slow, ACK)
-        assert record["state"] == "queued" and record["last_error"] == "rcpt: SMTP 451 4.7.1 Greylisted, try again later"
+        assert record["state"] == "queued"
+        assert record["last_error"] == "rcpt: SMTP 451 4.7.1 Greylisted, try again later"
         del relay.always_refuse["slow@example.com"]  # the greylisting lets us in
         await wait_until(lambda: relay.to("slow@example.com"), message="slow delivered once accepted")
         await sent.wait_for(lambda _t, b: b["ticket_id"] == "TM-20001")

@@ -6,7 +6,7 @@ from email.message import EmailMessage
 import pytest
 
 from services.notifier import loop_safety as ls
-from services.notifier.outbox import DEAD, DEAD_KEY, DUE_KEY, FAILED, QUEUED, SENDING, SENT, Letter, Outbox
+from services.notifier.outbox import DEAD, DUE_KEY, FAILED, QUEUED, SENDING, SENT, Letter, Outbox
 from shared.redis_store import async_client
 
 T0 = 1_800_000_000.0
