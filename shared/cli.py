@@ -16,6 +16,7 @@
     ticketmesh dispatch explain TICKET           a ticket's routing decisions (also: queues, agents)
     ticketmesh report [--from --to --by --json]  first response, resolution, SLA, breaches, escalations, CSAT
     ticketmesh trace TICKET [--json]             one ticket's path: its events in order, with gaps
+    ticketmesh notifications dead                mail the notifier gave up on (also: show ID, replay ID...|--all)
 """
 from __future__ import annotations
 
@@ -343,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     from services.agent_desk import report_cli  # ticketmesh report, ticketmesh trace
 
     report_cli.register(sub)
+    from services.notifier import notifications_cli  # ticketmesh notifications dead|show|replay
+
+    notifications_cli.register(sub)
     return parser
 
 
