@@ -18,6 +18,7 @@
     ticketmesh trace TICKET [--json]             one ticket's path: its events in order, with gaps
     ticketmesh phone validate [FILE]             check the phone policy (per line/queue)
     ticketmesh phone import-cdr FILE [--dry-run] backfill tickets from an Asterisk Master.csv (idempotent)
+    ticketmesh notifications dead                mail the notifier gave up on (also: show ID, replay ID...|--all)
 """
 from __future__ import annotations
 
@@ -348,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     from services.intake_phone import phone_cli  # ticketmesh phone validate|import-cdr
 
     phone_cli.register(sub)
+    from services.notifier import notifications_cli  # ticketmesh notifications dead|show|replay
+
+    notifications_cli.register(sub)
     return parser
 
 
