@@ -16,6 +16,7 @@
     ticketmesh dispatch explain TICKET           a ticket's routing decisions (also: queues, agents)
     ticketmesh report [--from --to --by --json]  first response, resolution, SLA, breaches, escalations, CSAT
     ticketmesh trace TICKET [--json]             one ticket's path: its events in order, with gaps
+    ticketmesh status [--json]                   replicas, queues, dead letters, quarantine, agents, tickets, SLA
 """
 from __future__ import annotations
 
@@ -29,11 +30,15 @@ from typing import Sequence
 from shared.config import COMMON_VARIABLES, CommonSettings, ConfigError
 
 
-def _print_table(rows: list[dict], columns: list[str]) -> None:
+def table_lines(rows: list[dict], columns: list[str]) -> list[str]:
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
-    print("  ".join(c.upper().ljust(widths[c]) for c in columns))
-    for row in rows:
-        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip()]
+    lines += ["  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip() for row in rows]
+    return lines
+
+
+def _print_table(rows: list[dict], columns: list[str]) -> None:
+    print("\n".join(table_lines(rows, columns)))
 
 
 def _cmd_dead_letters(args: argparse.Namespace) -> int:
@@ -343,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     from services.agent_desk import report_cli  # ticketmesh report, ticketmesh trace
 
     report_cli.register(sub)
+    from shared import status_cli  # ticketmesh status
+
+    status_cli.register(sub)
     return parser
 
 

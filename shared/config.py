@@ -32,6 +32,7 @@ COMMON_VARIABLES = (
     Variable("TM_LOG_FORMAT", "json", "json (production) or console (human-readable)"),
     Variable("TM_DATA_DIR", "var", "directory for attachments, raw mail and other files"),
     Variable("TM_REPLICA_ID", "", "name of this replica in logs and metrics (default: host:pid)"),
+    Variable("TM_RABBIT_MGMT_URL", "http://guest:guest@127.0.0.1:15672", "RabbitMQ management API (ticketmesh status: queue depths, dead letters)"),
     Variable("TM_PREFETCH", "32", "unacknowledged messages a consumer may hold (nameko services: their worker pool size, which nameko uses as prefetch)"),
 )
 

@@ -19,6 +19,7 @@ from services.sla_watcher.clocks import FIRST_RESPONSE, due_items, item_from_mem
 from services.sla_watcher.config import DEFAULT_SLA_POLICY_FILE, SLA_POLICY_FILE_KEY
 from shared.sla_policy import Policy, load_policies, select_policy
 from services.sla_watcher.store import FULFILLED, RUNNING, STOPPED, ClaimedItem, Clock, SlaStore
+from services.sla_watcher.health import SlaWatcherHealth
 from shared import events as ev
 from shared.intake_ledger import stable_event_id
 from shared.logging import get_logger
@@ -46,7 +47,7 @@ class SlaPoliciesProvider(DependencyProvider):
         return self.policies
 
 
-class SlaWatcherService:
+class SlaWatcherService(SlaWatcherHealth):  # + /healthz, /readyz, /metrics, heartbeat
     name = ev.SLA_WATCHER
 
     store: SlaStore = StoreProvider(SlaStore)
