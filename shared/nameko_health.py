@@ -104,9 +104,11 @@ class Observability(DependencyProvider):
             return False
 
     def redis_ok(self) -> bool:
+        # redis-py retries a refused connection with backoff; a probe must answer in bounded time.
         try:
-            return bool(self.client.ping())
-        except Exception:  # noqa: BLE001
+            with eventlet.Timeout(CHECK_TIMEOUT_SECONDS):
+                return bool(self.client.ping())
+        except (Exception, eventlet.Timeout):  # noqa: BLE001 - unreachable is the answer
             return False
 
     def get_dependency(self, worker_ctx: Any) -> "Observability":
