@@ -146,8 +146,10 @@ def test_nameko_service_is_not_ready_without_redis(amqp_uri, tmp_path):
            "TM_SLA_WATCHER_HEALTH_PORT": str(port), "TM_REPLICA_ID": "sla-no-redis", "PYTHONPATH": str(REPO_ROOT)}
     proc = spawn_logged([sys.executable, "-m", "services.sla_watcher"], tmp_path / "sla.log", env=env, cwd=REPO_ROOT)
     try:
-        status, body = poll_until(lambda: (r := get(f"http://127.0.0.1:{port}/readyz"))[0] and r, timeout=30,
-                                  what="sla_watcher's /readyz to answer")
+        # Not ready until its consumers run, whatever Redis does: wait for those, then judge Redis.
+        status, body = poll_until(lambda: (r := get(f"http://127.0.0.1:{port}/readyz"))[0]
+                                  and json.loads(r[1])["checks"]["consumers"] == "ok" and r, timeout=30,
+                                  what="sla_watcher's /readyz with its consumers running")
         assert status == 503, body
         answer = json.loads(body)
         assert answer["checks"] == {"redis": "failing", "rabbitmq": "ok", "consumers": "ok"}
