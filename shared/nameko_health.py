@@ -20,6 +20,8 @@ consumers run; 503 with the failing checks otherwise.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 import time
 from typing import Any
@@ -50,7 +52,8 @@ class Observability(DependencyProvider):
     def setup(self) -> None:
         config = self.container.config
         config.setdefault(WEB_SERVER_CONFIG_KEY, "127.0.0.1:0")  # every setup runs before the web server starts
-        self.replica = str(config.get(REPLICA_ID_KEY) or "")
+        # run_service passes TM_REPLICA_ID; an embedded container (tests) is named like CommonSettings does
+        self.replica = str(config.get(REPLICA_ID_KEY) or f"{socket.gethostname()}:{os.getpid()}")
         metrics.configure(self.container.service_name, self.replica)
         self.client = sync_client(config[REDIS_URL_KEY])
         self.amqp_uri = config["AMQP_URI"]
