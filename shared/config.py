@@ -34,6 +34,7 @@ COMMON_VARIABLES = (
     Variable("TM_REPLICA_ID", "", "name of this replica in logs and metrics (default: host:pid)"),
     Variable("TM_QUEUE_TYPE", "classic", "classic (dev, tests) or quorum (production: replicated queues with broker dead-lettering; see docs/operations.md before switching)"),
     Variable("TM_QUEUE_DELIVERY_LIMIT", "20", "quorum queues: deliveries without an ack before RabbitMQ dead-letters a message"),
+    Variable("TM_RABBIT_MGMT_URL", "http://guest:guest@127.0.0.1:15672", "RabbitMQ management API (ticketmesh status: queue depths, dead letters)"),
     Variable("TM_PREFETCH", "32", "unacknowledged messages a consumer may hold (nameko services: their worker pool size, which nameko uses as prefetch)"),
 )
 

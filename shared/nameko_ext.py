@@ -13,6 +13,7 @@ queue name ``evt-<source>-<type>--<service>.<method>``) with three additions:
 from __future__ import annotations
 
 import signal
+import time
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any, Callable
@@ -25,6 +26,7 @@ from nameko.extensions import DependencyProvider, SharedExtension
 from nameko.runners import ServiceRunner
 
 from shared import events as ev
+from shared import metrics
 from shared.config import CommonSettings
 from shared.errors import is_transient
 from shared.logging import bound_event_context, configure_logging, get_logger
@@ -90,14 +92,25 @@ class ValidatedEventHandler(EventHandler):
             event = ev.parse_event(self.source_service, self.event_type, body)
         except ev.InvalidEvent as exc:
             log.warning("event_rejected", queue=self.queue.name, reason=exc.reason)
+            metrics.event_in(self.source_service, self.event_type, None, 0.0)
+            metrics.event_failed(self.source_service, self.event_type, "rejected")
             self._dead_letter(message, exc.reason)
             return
+        metrics.event_in(self.source_service, self.event_type, event.occurred_at, time.time())
         context_data = self.unpack_message_headers(message)
-        handle_result = partial(self.handle_result, message)
+        handle_result = partial(self._timed_result, message, time.perf_counter())
         try:
             self.container.spawn_worker(self, (event,), {}, context_data=context_data, handle_result=handle_result)
         except Exception:  # ContainerBeingKilled: give the message back
             self.queue_consumer.requeue_message(message)
+
+    def _timed_result(self, message: Any, started: float, worker_ctx: Any, result: Any = None,
+                      exc_info: Any = None) -> tuple:
+        metrics.handler_done(self.event_type, time.perf_counter() - started)
+        if exc_info is not None:
+            outcome = "retried" if is_transient(exc_info[1]) else "dead_lettered"
+            metrics.event_failed(self.source_service, self.event_type, outcome)
+        return self.handle_result(message, worker_ctx, result, exc_info)
 
     def handle_message_processed(self, message: Any, result: Any = None, exc_info: Any = None) -> None:
         if exc_info is None:
@@ -172,6 +185,7 @@ class Emitter(EventDispatcher):
         def emit(event_type: str, /, *, now: datetime, trace_id: str, **fields: Any) -> dict:
             body = ev.make_event(service, event_type, now=now, trace_id=trace_id, **fields)
             dispatch(event_type, body)
+            metrics.event_out(event_type)
             return body
 
         return emit
@@ -186,6 +200,7 @@ def nameko_config(settings: CommonSettings, **extra: Any) -> dict:
         "max_workers": settings.prefetch,
         QUEUE_ARGUMENTS_KEY: settings.queue_arguments(),
         DEAD_LETTER_QUEUE_ARGUMENTS_KEY: settings.queue_arguments(dead_letters=False),
+        "TM_REPLICA_ID": settings.replica_id,  # the replica label of metrics and the heartbeat
         **extra,
     }
 

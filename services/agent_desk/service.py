@@ -936,6 +936,12 @@ def _frame_type(data: str) -> str | None:
 DESK_KEY = web.AppKey("agent_desk", AgentDesk)
 
 
+async def _refresh_ticket_gauges(client: Any) -> None:
+    from shared import mesh_facts, metrics
+
+    metrics.set_tickets(await mesh_facts.ticket_gauges(client))
+
+
 def create_service(settings: Settings) -> AioService:
     roster = roster_file(settings.roster_file, now=time.monotonic(), interval=settings.config_reload_seconds)
 
@@ -950,6 +956,7 @@ def create_service(settings: Settings) -> AioService:
         app = ctx.new_app(client_max_size=64 * 1024, middlewares=[desk.guard])
         desk.add_routes(app)
         desk.subscribe(ctx.consumer)
+        ctx.metrics_hooks.append(lambda: _refresh_ticket_gauges(ctx.redis))
         app[DESK_KEY] = desk
         return app
 

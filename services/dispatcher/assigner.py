@@ -58,6 +58,7 @@ from services.dispatcher.store import (
     facts_with,
 )
 from shared import events as ev
+from shared import metrics
 from shared.errors import TransientError
 from shared.intake_ledger import stable_event_id
 from shared.logging import get_logger
@@ -662,6 +663,8 @@ class Assigner:
                   required_skills=list(facts.required_skills), decision=decision, attempt=max(1, attempt),
                   offer_expires_at=expires, preferred_skills=list(facts.preferred_skills), group=facts.group,
                   tier=facts.tier)
+        if attempt <= 1:
+            metrics.assignment_latency(facts.channel, facts.received_at, self.clock())
         mark(ANNOUNCED_ASSIGNED)
         log.info("ticket_assigned", ticket_id=facts.ticket_id, agent_id=agent_id, channel=facts.channel,
                  priority=facts.priority, step=decision.get("step"), attempt=attempt, reason=decision.get("reason"))

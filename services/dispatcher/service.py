@@ -52,6 +52,7 @@ from services.dispatcher.customers import customer_key
 from services.dispatcher.policy import RoutingPolicy, parse_policy
 from services.dispatcher.routing import ONLINE
 from services.dispatcher.store import DispatchStore, TicketFacts
+from services.dispatcher.health import DispatcherHealth
 from shared import events as ev
 from shared.logging import get_logger
 from shared.nameko_ext import Emitter, LogContext, StoreProvider, event_consumer
@@ -189,7 +190,7 @@ class DispatchStoreProvider(StoreProvider):
         raise RuntimeError("DispatchStoreProvider needs a RoutingRulesProvider in the same service")
 
 
-class DispatcherService:
+class DispatcherService(DispatcherHealth):  # + /healthz, /readyz, /metrics, heartbeat
     name = ev.DISPATCHER
 
     store: DispatchStore = DispatchStoreProvider()

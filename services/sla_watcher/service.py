@@ -33,6 +33,7 @@ from services.sla_watcher.config import (CONFIG_RELOAD_KEY, DEFAULT_CONFIG_RELOA
 from services.sla_watcher.config_source import SlaConfigFiles
 from services.sla_watcher.engine import SlaEngine
 from services.sla_watcher.store import SlaStore
+from services.sla_watcher.health import SlaWatcherHealth
 from shared import events as ev
 from shared.logging import get_logger
 from shared.nameko_ext import REDIS_URL_KEY, Emitter, LogContext, StoreProvider, event_consumer
@@ -63,7 +64,7 @@ class SlaConfigProvider(DependencyProvider):
         return self.files
 
 
-class SlaWatcherService:
+class SlaWatcherService(SlaWatcherHealth):  # + /healthz, /readyz, /metrics, heartbeat
     name = ev.SLA_WATCHER
 
     store: SlaStore = StoreProvider(SlaStore)
