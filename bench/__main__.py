@@ -1,6 +1,8 @@
 """``python -m bench``: the raw ceiling and the mesh, the dispatcher's routing cost at 10 and
-10,000 agents (bench.routing_cost) and its throughput with 1 and 3 replicas
-(bench.dispatch_replicas), measured in one run.
+10,000 agents (bench.routing_cost), its throughput with 1 and 3 replicas
+(bench.dispatch_replicas), the SLA sweep's cost per tick at 1,000 and 1,000,000 open clocks
+with its firing lateness (bench.sla_sweep), and notifications delivered per second against the
+SMTP ceiling (bench.notify_throughput), measured in one run.
 
 Prints one table and writes bench/results/latest.json. Figures are for comparing within one
 run on one machine (the ratios are the numbers to watch: mesh/raw, 10,000/10 agents per routing
@@ -16,7 +18,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import dispatch_replicas, routing_cost
+from bench import dispatch_replicas, notify_throughput, routing_cost, sla_sweep
 from bench.mesh_throughput import measure_mesh
 from bench.raw_ceiling import measure_raw
 from shared.logging import configure_logging
@@ -39,7 +41,9 @@ def table(rows: list[dict], mean: bool = False) -> str:
 
 async def run(count: int, concurrency: int, redis_db: int, paced_rate: float, *, routing: bool = True,
               routing_decisions: int = 500, routing_queued: int = 100_000, routing_redis_db: int = 12,
-              replicas: bool = True, replica_tickets: int = 1000, replicas_redis_db: int = 14) -> dict:
+              replicas: bool = True, replica_tickets: int = 1000, replicas_redis_db: int = 14,
+              sla: bool = True, sla_large: int = 1_000_000, sla_redis_db: int = 10,
+              notify: bool = True, notifications: int = 1000, notify_redis_db: int = 9) -> dict:
     vhost = await asyncio.to_thread(create_vhost, "tm-bench-raw")
     try:
         raw = await measure_raw(f"{AMQP_BASE}/{vhost}", count, concurrency)
@@ -54,6 +58,12 @@ async def run(count: int, concurrency: int, redis_db: int, paced_rate: float, *,
     if replicas:
         extra["dispatch_replicas"] = await dispatch_replicas.measure_replicas(replica_tickets, concurrency,
                                                                               replicas_redis_db)
+    if sla:
+        extra["sla_sweep"] = await asyncio.to_thread(sla_sweep.measure_sla_sweep, sla_sweep.redis_urls(sla_redis_db),
+                                                     large=sla_large)
+    if notify:
+        extra["notify_throughput"] = await notify_throughput.measure(notifications, concurrency=concurrency,
+                                                                     redis_db=notify_redis_db)
     return {
         "measured_at": datetime.now(timezone.utc).isoformat(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -85,6 +95,15 @@ def main() -> None:
     parser.add_argument("--replica-tickets", type=int, default=1000,
                         help="tickets sent to 1 and to 3 dispatchers (python -m bench.dispatch_replicas sends 3,000)")
     parser.add_argument("--replicas-redis-db", type=int, default=14, help="scratch Redis database (flushed)")
+    parser.add_argument("--skip-sla", action="store_true", help="leave out the SLA sweep rows")
+    parser.add_argument("--sla-large", type=int, default=1_000_000,
+                        help="open clocks in the large SLA setup (the small one has 1,000)")
+    parser.add_argument("--sla-redis-db", type=int, default=10,
+                        help="scratch Redis databases of the SLA sweep: this one and the next (flushed)")
+    parser.add_argument("--skip-notify", action="store_true", help="leave out the notifier vs SMTP ceiling rows")
+    parser.add_argument("--notifications", type=int, default=1000,
+                        help="acknowledgements the notifier delivers (python -m bench.notify_throughput sends 2,000)")
+    parser.add_argument("--notify-redis-db", type=int, default=9, help="scratch Redis database (flushed)")
     args = parser.parse_args()
     configure_logging("bench", level="WARNING", fmt="console")
     result = asyncio.run(run(args.tickets, args.concurrency, args.redis_db, args.paced_rate,
@@ -92,13 +111,20 @@ def main() -> None:
                              routing_queued=args.routing_queued,
                              routing_redis_db=args.routing_redis_db, replicas=not args.skip_replicas,
                              replica_tickets=args.replica_tickets,
-                             replicas_redis_db=args.replicas_redis_db))
+                             replicas_redis_db=args.replicas_redis_db, sla=not args.skip_sla,
+                             sla_large=args.sla_large, sla_redis_db=args.sla_redis_db,
+                             notify=not args.skip_notify,
+                             notifications=args.notifications, notify_redis_db=args.notify_redis_db))
     rows = [result["raw"], result["mesh"], result["mesh_paced"]]
     if "routing_cost" in result:
         rows += routing_cost.rows(result["routing_cost"])
     if "dispatch_replicas" in result:
         rows += list(result["dispatch_replicas"]["runs"].values())
-    print(table(rows, mean="routing_cost" in result))
+    if "sla_sweep" in result:
+        rows += sla_sweep.rows(result["sla_sweep"])
+    if "notify_throughput" in result:
+        rows += notify_throughput.rows(result["notify_throughput"])
+    print(table(rows, mean="routing_cost" in result or "sla_sweep" in result))
     print(f"\nmesh/raw throughput: {result['ratio_mesh_to_raw_throughput']:.3f}   "
           f"mesh/raw p50 latency: burst {result['ratio_mesh_to_raw_p50_latency']:.1f}x, "
           f"paced {result['ratio_paced_mesh_to_raw_p50_latency']:.1f}x")
@@ -106,6 +132,10 @@ def main() -> None:
         print(routing_cost.ratio_lines(result["routing_cost"]))
     if "dispatch_replicas" in result:
         print(dispatch_replicas.ratio_line(result["dispatch_replicas"]))
+    if "sla_sweep" in result:
+        print(sla_sweep.ratio_lines(result["sla_sweep"]))
+    if "notify_throughput" in result:
+        print(notify_throughput.ratio_line(result["notify_throughput"]))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False))
     print(f"written to {RESULTS}")

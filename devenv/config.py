@@ -36,6 +36,10 @@ class DevSettings:
     routing_rules_file: Path
     sla_policy_file: Path
     test_redis_db: int
+    # Where the demo traffic goes: 127.0.0.1 on one machine; the services' names under compose.
+    demo_imap_host: str = "127.0.0.1"
+    demo_chat_host: str = "127.0.0.1"
+    demo_phone_host: str = "127.0.0.1"
 
     @property
     def log_dir(self) -> Path:
@@ -64,4 +68,7 @@ class DevSettings:
             routing_rules_file=Path(read(environ, "TM_ROUTING_RULES_FILE", str(repo_root / "deploy/config/routing.yaml"))),
             sla_policy_file=Path(read(environ, "TM_SLA_POLICY_FILE", str(repo_root / "deploy/config/sla.yaml"))),
             test_redis_db=read(environ, "TM_TEST_REDIS_DB", "15", int),
+            demo_imap_host=read(environ, "TM_DEMO_IMAP_HOST", "127.0.0.1"),
+            demo_chat_host=read(environ, "TM_DEMO_CHAT_HOST", "127.0.0.1"),
+            demo_phone_host=read(environ, "TM_DEMO_PHONE_HOST", "127.0.0.1"),
         )

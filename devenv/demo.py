@@ -149,7 +149,7 @@ def send_email(settings: DevSettings, mail: DemoEmail, now: datetime) -> str:
     from imapclient import IMAPClient
 
     raw = build_email(mail, to="support@ticketmesh.test", now=now)
-    with IMAPClient("127.0.0.1", port=settings.imap_port, ssl=False, timeout=HTTP_TIMEOUT_SECONDS) as client:
+    with IMAPClient(settings.demo_imap_host, port=settings.imap_port, ssl=False, timeout=HTTP_TIMEOUT_SECONDS) as client:
         client.login(IMAP_USER, IMAP_PASSWORD)
         client.append("INBOX", raw, msg_time=now)
     return f"email  from {mail.from_name} <{mail.from_address}>: {mail.subject} ({mail.charset.upper()})"
@@ -171,7 +171,7 @@ def post_json(url: str, body: dict) -> tuple[int, dict]:
 
 def post_chat(settings: DevSettings, chat: DemoChat) -> str:
     """A new visitor's first chat message through the widget's HTTP API; returns the ticket id."""
-    status, body = post_json(f"http://127.0.0.1:{settings.chat_port}/api/chat/messages", {
+    status, body = post_json(f"http://{settings.demo_chat_host}:{settings.chat_port}/api/chat/messages", {
         "visitor_id": f"demo-visitor-{uuid.uuid4().hex[:8]}",
         "client_message_id": uuid.uuid4().hex,
         "text": chat.text, "name": chat.name, "email": chat.email, "language": chat.language,
@@ -186,7 +186,7 @@ def send_chat(settings: DevSettings, chat: DemoChat) -> str:
 
 
 def send_missed_call(settings: DevSettings, call: DemoCall) -> str:
-    url = f"http://127.0.0.1:{settings.phone_port}/api/v1/cti/{settings.cti_token}"
+    url = f"http://{settings.demo_phone_host}:{settings.phone_port}/api/v1/cti/{settings.cti_token}"
     call_id = f"demo-{uuid.uuid4().hex[:12]}"
     for event in ({"event": "newCall", "direction": "in", "from": call.caller, "to": call.dialled,
                    "callId": call_id, "user": [], "queue": "support"},
@@ -229,3 +229,19 @@ def play(settings: DevSettings, *, wait: Callable[[float], bool], max_contacts: 
     print(f"[demo] {injected} demo contacts injected; no more demo traffic. The mesh keeps running (Ctrl-C stops it).",
           flush=True)
     return injected
+
+
+def main() -> int:
+    """``python -m devenv.demo``: only the demo traffic, against a mesh running elsewhere (the
+    compose file's ``demo`` service); ``TM_DEMO_*_HOST`` say where the intakes are."""
+    import time
+
+    def wait(seconds: float) -> bool:
+        time.sleep(seconds)
+        return True
+
+    return 0 if play(DevSettings.from_env(), wait=wait) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

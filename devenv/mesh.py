@@ -29,10 +29,15 @@ SERVICES = ("intake_email", "intake_chat", "intake_phone", "dispatcher", "sla_wa
 # Consumers start before the intakes: a topic exchange drops what no queue is bound to yet.
 START_WAVES = (("dispatcher", "sla_watcher", "notifier", "agent_desk"), ("intake_email", "intake_chat", "intake_phone"))
 HTTP_PORT_VARS = {"agent_desk": "TM_DESK_PORT", "intake_chat": "TM_CHAT_PORT", "intake_phone": "TM_PHONE_PORT",
-                  "notifier": "TM_NOTIFIER_PORT", "intake_email": "TM_INTAKE_EMAIL_HEALTH_PORT"}
+                  "notifier": "TM_NOTIFIER_PORT", "intake_email": "TM_INTAKE_EMAIL_HEALTH_PORT",
+                  "dispatcher": "TM_DISPATCHER_HEALTH_PORT", "sla_watcher": "TM_SLA_WATCHER_HEALTH_PORT"}
 HTTP_HOST_VARS = {"agent_desk": "TM_DESK_HOST", "intake_chat": "TM_CHAT_HOST", "intake_phone": "TM_PHONE_HOST",
-                  "notifier": "TM_NOTIFIER_HOST", "intake_email": "TM_INTAKE_EMAIL_HEALTH_HOST"}
-DEFAULT_PORTS = {"agent_desk": 8080, "intake_chat": 8081, "intake_phone": 8082, "notifier": 8083, "intake_email": 8084}
+                  "notifier": "TM_NOTIFIER_HOST", "intake_email": "TM_INTAKE_EMAIL_HEALTH_HOST",
+                  "dispatcher": "TM_DISPATCHER_HEALTH_HOST", "sla_watcher": "TM_SLA_WATCHER_HEALTH_HOST"}
+DEFAULT_PORTS = {"agent_desk": 8080, "intake_chat": 8081, "intake_phone": 8082, "notifier": 8083, "intake_email": 8084,
+                 "dispatcher": 8085, "sla_watcher": 8086}
+# nameko's web server answers before its consumers are declared: wait for /readyz there.
+READY_PATHS = {"dispatcher": "/readyz", "sla_watcher": "/readyz"}
 READY_LOG_MARK = b"service_started"
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
@@ -236,7 +241,8 @@ class Mesh:
 
     def _ready(self, process: ServiceProcess) -> bool:
         if process.name in HTTP_PORT_VARS:
-            return http_get(f"{self.url(process.name)}/healthz", timeout=1.0) is not None
+            path = READY_PATHS.get(process.name, "/healthz")
+            return http_get(f"{self.url(process.name)}{path}", timeout=1.0) is not None
         return self._logged_started(process) or self._queues_consumed(process.name)
 
     def _logged_started(self, process: ServiceProcess) -> bool:

@@ -141,16 +141,19 @@ def host_port(url: str, default_port: int) -> tuple[str, int]:
 class Package:
     name: str                     # the Debian package
     what: str                     # what a person calls it
-    paths: tuple[str, ...]        # installed when all of these exist
+    paths: tuple[str, ...]        # installed when all of these exist (a bare name: a command on PATH)
 
     def installed(self) -> bool:
-        return all(Path(p).exists() for p in self.paths)
+        return all(Path(p).exists() if "/" in p else shutil.which(p) is not None for p in self.paths)
 
 
 REDIS_PKG = Package("redis-server", "Redis", ("/usr/bin/redis-server",))
 RABBIT_PKG = Package("rabbitmq-server", "RabbitMQ", ("/usr/sbin/rabbitmq-server", "/usr/sbin/rabbitmq-plugins"))
 DOVECOT_PKG = Package("dovecot-imapd", "Dovecot IMAP server", ("/usr/sbin/dovecot", "/usr/lib/dovecot/imap"))
 CHROMIUM_PKG = Package("chromium", "Chromium", ("/usr/bin/chromium",))
+# tests/deploy checks the KEDA resources with a validator installed by npm (deploy/validate).
+NODE_PKG = Package("nodejs", "Node.js", ("node",))
+NPM_PKG = Package("npm", "npm", ("npm",))
 CJK_FONTS_PKG = Package("fonts-noto-cjk", "Chinese fonts (Noto CJK)", ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",))
 
 
@@ -463,7 +466,7 @@ def packages_for(settings: DevSettings, *, for_tests: bool) -> list[Package]:
     if for_tests or not probe_imap("127.0.0.1", settings.imap_port):
         wanted.append(DOVECOT_PKG)  # service tests run a private Dovecot of their own
     if for_tests:
-        wanted += [CHROMIUM_PKG, CJK_FONTS_PKG]
+        wanted += [CHROMIUM_PKG, CJK_FONTS_PKG, NODE_PKG, NPM_PKG]
     return wanted
 
 

@@ -42,7 +42,7 @@ GROUPS = (
     TestGroup("unit + asyncio tier", "asyncio",
               ("tests/unit", "services/*/tests/unit", "tests/contract_async", "tests/devenv",
                *(f"services/{s}/tests/service" for s in ASYNCIO_SERVICES), "services/*/tests/browser",
-               "tests/e2e"),
+               "tests/e2e", "tests/deploy", "tests/observe"),
               ("-p", "no:pytest_nameko")),
     TestGroup("nameko tier", "nameko",
               ("tests/contract", *(f"services/{s}/tests/service" for s in NAMEKO_SERVICES))),

@@ -12,7 +12,8 @@ API::
         # ctx.publisher (EventPublisher for "<name>.events", started), ctx.consumer
         # (EventConsumer: subscribe here, it starts after the HTTP site listens),
         # ctx.websockets (a set: add the sockets you open, discard them when they end).
-        app = ctx.new_app(client_max_size=64 * 1024)   # JSON-error middleware and GET /healthz on it
+        app = ctx.new_app(client_max_size=64 * 1024)   # JSON-error middleware, GET /healthz, /readyz, /metrics
+        ctx.metrics_hooks.append(refresh_gauges)       # async () -> None, awaited before /metrics renders
         app.router.add_post("/api/things", handler)
         ctx.consumer.subscribe("agent_desk", "agent_replied", "relay_reply", on_reply, broadcast=True)
         return app
@@ -34,6 +35,11 @@ Handlers:
 - ``await publish_confirmed(publisher, event_type, body)`` waits for the broker's confirm at most
   ``PUBLISH_TIMEOUT_SECONDS`` and raises ``BrokerUnavailable`` when it does not come.
 
+Health: ``/healthz`` says the process answers (always 200 while it does); ``/readyz`` is 200 only
+when the AMQP connection is open, Redis answers PING and the consumer runs (503 with the
+failing checks otherwise); ``/metrics`` is the Prometheus exposition (shared/metrics.py). Every
+replica refreshes its heartbeat key (shared/heartbeat.py) while it runs.
+
 Graceful stop (SIGTERM): stop listening; close WebSockets with 1001 "going away" (browsers
 reconnect to another replica); let in-flight requests finish (``HTTP_DRAIN_SECONDS``); stop the
 consumer (in-flight handlers finish, unacked messages return to their queue); close the AMQP
@@ -44,13 +50,15 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from typing import Any, Callable
+import time
+from typing import Any, Awaitable, Callable
 
 import aio_pika
 import redis.asyncio
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import WSCloseCode, web
 
+from shared import heartbeat, metrics
 from shared.amqp import EventConsumer, EventPublisher, connect
 from shared.config import CommonSettings
 from shared.errors import is_transient
@@ -162,22 +170,46 @@ class ServiceContext:
         self.publisher = publisher
         self.consumer = consumer
         self.websockets: set[web.WebSocketResponse] = set()
+        # Scrape-time gauges (tickets by status ...): read from Redis just before /metrics renders.
+        self.metrics_hooks: list[Callable[[], Awaitable[None]]] = []
 
     def new_app(self, *, client_max_size: int = DEFAULT_CLIENT_MAX_SIZE, middlewares: list | tuple = ()) -> web.Application:
         app = web.Application(client_max_size=client_max_size, middlewares=[json_errors_middleware, *middlewares])
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
         return app
 
-    async def _healthz(self, _request: web.Request) -> web.Response:
+    async def _checks(self) -> dict[str, bool]:
         checks = {"amqp": not self.amqp.is_closed and not getattr(self.amqp, "reconnecting", False)}
         try:
             checks["redis"] = bool(await asyncio.wait_for(self.redis.ping(), HEALTH_CHECK_TIMEOUT_SECONDS))
         except Exception:  # noqa: BLE001 - any failure means "not healthy"
             checks["redis"] = False
+        return checks
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        checks = await self._checks()
         healthy = all(checks.values())
         body = {"status": "ok" if healthy else "unavailable", "service": self.name,
                 "replica": self.common.replica_id, "checks": checks}
         return json_response(body, status=200 if healthy else 503)
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        checks = {**await self._checks(), "consumers": self.consumer.running}
+        ready = all(checks.values())
+        body = {"ready": ready, "service": self.name, "replica": self.common.replica_id,
+                "checks": {name: "ok" if ok else "failing" for name, ok in checks.items()}}
+        return json_response(body, status=200 if ready else 503)
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        for hook in self.metrics_hooks:
+            try:
+                await asyncio.wait_for(hook(), HEALTH_CHECK_TIMEOUT_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - counters still render; the gauges keep their last value
+                log.warning("metrics_gauges_failed", error=repr(exc))
+        payload, content_type = metrics.render()
+        return web.Response(body=payload, headers={"Content-Type": content_type})
 
 
 class AioService:
@@ -194,12 +226,16 @@ class AioService:
         self.ctx: ServiceContext | None = None
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
+        self._heartbeat: asyncio.Task | None = None
 
     async def start(self) -> None:
+        metrics.configure(self.name, self.common.replica_id)
         amqp = await connect(self.common.amqp_uri, name=f"{self.name}@{self.common.replica_id}")
         redis_client = async_client(self.common.redis_url)
         publisher = EventPublisher(amqp, self.name)
-        consumer = EventConsumer(amqp, self.name, self.common.replica_id, prefetch=self.common.prefetch)
+        consumer = EventConsumer(amqp, self.name, self.common.replica_id, prefetch=self.common.prefetch,
+                                 queue_arguments=self.common.queue_arguments(),
+                                 dead_letter_arguments=self.common.queue_arguments(dead_letters=False))
         self.ctx = ServiceContext(self.name, self.common, amqp, redis_client, publisher, consumer)
         await publisher.start()
         self.app = self._build_app(self.ctx)
@@ -210,7 +246,17 @@ class AioService:
         await site.start()
         self.port = self._runner.addresses[0][1]
         await consumer.start()
+        beat = heartbeat.Beat(self.name, self.common.replica_id, time.time(), http=f"{self.host}:{self.port}")
+        self._heartbeat = asyncio.create_task(self._beat(beat, redis_client))
         log.info("service_started", host=self.host, port=self.port)
+
+    async def _beat(self, beat: heartbeat.Beat, client: redis.asyncio.Redis) -> None:
+        while True:
+            try:
+                await beat.write_async(client, time.time())
+            except Exception as exc:  # noqa: BLE001 - Redis away: try again next time, keep serving
+                log.warning("heartbeat_failed", error=repr(exc))
+            await asyncio.sleep(heartbeat.INTERVAL_SECONDS)
 
     async def close_websockets(self, code: int = WSCloseCode.GOING_AWAY, message: str = "going away") -> None:
         if self.ctx is None:
@@ -223,6 +269,14 @@ class AioService:
 
     async def stop(self) -> None:
         log.info("service_stopping")
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+            if self.ctx is not None:
+                try:  # gone from `ticketmesh status` at once, not when the key expires
+                    await heartbeat.Beat(self.name, self.common.replica_id, 0).forget_async(self.ctx.redis)
+                except Exception:  # noqa: BLE001 - it expires anyway
+                    pass
         if self._runner is not None:
             await self._runner.cleanup()  # stop listening, close sockets, drain requests
             self._runner = None

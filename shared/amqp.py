@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
@@ -19,6 +20,7 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from shared import events as ev
+from shared import metrics
 from shared.errors import is_transient
 from shared.logging import bound_event_context, get_logger
 from shared.topology import (DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, dead_letter_headers,
@@ -52,9 +54,10 @@ async def declare_events_exchange(channel: aio_pika.abc.AbstractChannel, service
     return await channel.declare_exchange(ev.exchange_name(service), aio_pika.ExchangeType.TOPIC, durable=True)
 
 
-async def declare_dead_letters(channel: aio_pika.abc.AbstractChannel) -> aio_pika.abc.AbstractExchange:
+async def declare_dead_letters(channel: aio_pika.abc.AbstractChannel,
+                               arguments: dict | None = None) -> aio_pika.abc.AbstractExchange:
     exchange = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True)
-    queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
+    queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True, arguments=arguments or None)
     await queue.bind(exchange)
     return exchange
 
@@ -101,6 +104,7 @@ class EventPublisher:
         except aiormq.exceptions.ChannelInvalidStateError:
             self._channel_dead = True
             raise
+        metrics.event_out(event_type)
 
     async def emit(self, event_type: str, /, *, now: datetime, trace_id: str, **fields: Any) -> dict:
         """Validate, publish and return the body (``make_event`` + ``publish``)."""
@@ -134,11 +138,19 @@ class EventConsumer:
     service: str
     replica_id: str
     prefetch: int = 32
+    # TM_QUEUE_TYPE's x-arguments (CommonSettings.queue_arguments): shared queues, dead-letter queue.
+    queue_arguments: dict = field(default_factory=dict)
+    dead_letter_arguments: dict = field(default_factory=dict)
     _subs: list[_Subscription] = field(default_factory=list)
     _inflight: set[asyncio.Task] = field(default_factory=set)
     _channel: Any = None
     _dead_letters: Any = None
     _stopping: bool = False
+
+    @property
+    def running(self) -> bool:
+        """Started, not stopping, and its channel open (readiness)."""
+        return self._channel is not None and not self._channel.is_closed and not self._stopping
 
     def subscribe(self, source: str, event_type: str, handler_name: str, handler: Handler, *, broadcast: bool = False) -> None:
         ev.schema_for(source, event_type)  # fail at start-up on a typo, not at the first message
@@ -147,7 +159,7 @@ class EventConsumer:
     async def start(self) -> None:
         self._channel = await self.connection.channel()
         await self._channel.set_qos(prefetch_count=self.prefetch)
-        self._dead_letters = await declare_dead_letters(self._channel)
+        self._dead_letters = await declare_dead_letters(self._channel, self.dead_letter_arguments)
         for sub in self._subs:
             exchange = await declare_events_exchange(self._channel, sub.source)
             base = handler_queue_name(sub.source, sub.event_type, self.service, sub.handler_name)
@@ -156,7 +168,8 @@ class EventConsumer:
                 sub.queue = await self._channel.declare_queue(sub.queue_name, exclusive=True, auto_delete=True)
             else:
                 sub.queue_name = base
-                sub.queue = await self._channel.declare_queue(sub.queue_name, durable=True)
+                sub.queue = await self._channel.declare_queue(sub.queue_name, durable=True,
+                                                              arguments=self.queue_arguments or None)
             await sub.queue.bind(exchange, routing_key=sub.event_type)
             sub.consumer_tag = await sub.queue.consume(self._make_callback(sub))
         log.info("consumers_started", queues=[s.queue_name for s in self._subs])
@@ -181,12 +194,18 @@ class EventConsumer:
         except (ValueError, ev.InvalidEvent) as exc:
             reason = exc.reason if isinstance(exc, ev.InvalidEvent) else f"body is not JSON: {exc}"
             log.warning("event_rejected", queue=sub.queue_name, reason=reason)
+            metrics.event_in(sub.source, sub.event_type, None, 0.0)
+            metrics.event_failed(sub.source, sub.event_type, "rejected")
             await self._dead_letter(sub, message, reason)
             return
+        metrics.event_in(sub.source, sub.event_type, event.occurred_at, time.time())
+        started = time.perf_counter()
         with bound_event_context(trace_id=event.trace_id, ticket_id=event.ticket_id, event_id=event.event_id):
             try:
                 await sub.handler(event)
             except Exception as exc:  # noqa: BLE001 - every failure is sorted below
+                metrics.handler_done(sub.event_type, time.perf_counter() - started)
+                metrics.event_failed(sub.source, sub.event_type, "retried" if is_transient(exc) else "dead_lettered")
                 if is_transient(exc) and not self._stopping:
                     log.warning("event_retry_later", queue=sub.queue_name, error=repr(exc))
                     await asyncio.sleep(TRANSIENT_RETRY_PAUSE_SECONDS)
@@ -198,6 +217,7 @@ class EventConsumer:
                 log.exception("event_handler_failed", queue=sub.queue_name)
                 await self._dead_letter(sub, message, f"handler failed: {exc!r}")
                 return
+            metrics.handler_done(sub.event_type, time.perf_counter() - started)
             await message.ack()
 
     async def _dead_letter(self, sub: _Subscription, message: AbstractIncomingMessage, reason: str) -> None:

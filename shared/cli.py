@@ -18,6 +18,8 @@
     ticketmesh trace TICKET [--json]             one ticket's path: its events in order, with gaps
     ticketmesh phone validate [FILE]             check the phone policy (per line/queue)
     ticketmesh phone import-cdr FILE [--dry-run] backfill tickets from an Asterisk Master.csv (idempotent)
+    ticketmesh notifications dead                mail the notifier gave up on (also: show ID, replay ID...|--all)
+    ticketmesh status [--json]                   replicas, queues, dead letters, quarantine, agents, tickets, SLA
     ticketmesh customers import FILE [--dry-run] customer profiles, tiers, languages from CSV/YAML
     ticketmesh customers show IDENTIFIER         one customer profile: identifiers, links, history
 """
@@ -33,11 +35,15 @@ from typing import Sequence
 from shared.config import COMMON_VARIABLES, CommonSettings, ConfigError
 
 
-def _print_table(rows: list[dict], columns: list[str]) -> None:
+def table_lines(rows: list[dict], columns: list[str]) -> list[str]:
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
-    print("  ".join(c.upper().ljust(widths[c]) for c in columns))
-    for row in rows:
-        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip()]
+    lines += ["  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip() for row in rows]
+    return lines
+
+
+def _print_table(rows: list[dict], columns: list[str]) -> None:
+    print("\n".join(table_lines(rows, columns)))
 
 
 def _cmd_dead_letters(args: argparse.Namespace) -> int:
@@ -350,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     from services.intake_phone import phone_cli  # ticketmesh phone validate|import-cdr
 
     phone_cli.register(sub)
+    from services.notifier import notifications_cli  # ticketmesh notifications dead|show|replay
+
+    notifications_cli.register(sub)
+    from shared import status_cli  # ticketmesh status
+
+    status_cli.register(sub)
     from shared import customers_cli  # ticketmesh customers import|show
 
     customers_cli.register(sub)

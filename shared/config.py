@@ -32,6 +32,9 @@ COMMON_VARIABLES = (
     Variable("TM_LOG_FORMAT", "json", "json (production) or console (human-readable)"),
     Variable("TM_DATA_DIR", "var", "directory for attachments, raw mail and other files"),
     Variable("TM_REPLICA_ID", "", "name of this replica in logs and metrics (default: host:pid)"),
+    Variable("TM_QUEUE_TYPE", "classic", "classic (dev, tests) or quorum (production: replicated queues with broker dead-lettering; see docs/operations.md before switching)"),
+    Variable("TM_QUEUE_DELIVERY_LIMIT", "20", "quorum queues: deliveries without an ack before RabbitMQ dead-letters a message"),
+    Variable("TM_RABBIT_MGMT_URL", "http://guest:guest@127.0.0.1:15672", "RabbitMQ management API (ticketmesh status: queue depths, dead letters)"),
     Variable("TM_PREFETCH", "32", "unacknowledged messages a consumer may hold (nameko services: their worker pool size, which nameko uses as prefetch)"),
 )
 
@@ -62,6 +65,19 @@ def as_log_format(raw: str) -> str:
     return raw
 
 
+def as_queue_type(raw: str) -> str:
+    if raw not in ("classic", "quorum"):
+        raise ValueError("expected classic or quorum")
+    return raw
+
+
+def as_positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return value
+
+
 @dataclass(frozen=True)
 class CommonSettings:
     """Settings every service shares."""
@@ -73,6 +89,12 @@ class CommonSettings:
     data_dir: str
     replica_id: str
     prefetch: int
+    queue_type: str = "classic"
+    delivery_limit: int = 20
+
+    def queue_arguments(self, *, dead_letters: bool = True) -> dict[str, object]:
+        from shared.topology import queue_arguments
+        return queue_arguments(self.queue_type, delivery_limit=self.delivery_limit, dead_letters=dead_letters)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "CommonSettings":
@@ -85,4 +107,6 @@ class CommonSettings:
             data_dir=read(environ, "TM_DATA_DIR", defaults["TM_DATA_DIR"]),
             replica_id=read(environ, "TM_REPLICA_ID", "") or f"{socket.gethostname()}:{os.getpid()}",
             prefetch=read(environ, "TM_PREFETCH", defaults["TM_PREFETCH"], int),
+            queue_type=read(environ, "TM_QUEUE_TYPE", defaults["TM_QUEUE_TYPE"], as_queue_type),
+            delivery_limit=read(environ, "TM_QUEUE_DELIVERY_LIMIT", defaults["TM_QUEUE_DELIVERY_LIMIT"], as_positive_int),
         )

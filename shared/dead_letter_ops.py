@@ -19,6 +19,9 @@ from shared.topology import (DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, H_EXCHANGE
                              H_REASON, H_ROUTING_KEY, H_SERVICE)
 
 _DL_HEADERS = {H_REASON, H_EXCHANGE, H_ROUTING_KEY, H_QUEUE, H_SERVICE, H_FAILED_AT}
+# What RabbitMQ itself adds when a quorum queue dead-letters (TM_QUEUE_TYPE=quorum, delivery limit).
+_BROKER_DL_HEADERS = {"x-death", "x-first-death-reason", "x-first-death-queue", "x-first-death-exchange",
+                      "x-last-death-reason", "x-last-death-queue", "x-last-death-exchange", "x-delivery-count"}
 
 
 @dataclass(frozen=True)
@@ -37,16 +40,32 @@ class DeadLetter:
 def _declare(conn: kombu.Connection) -> kombu.Queue:
     exchange = kombu.Exchange(DEAD_LETTER_EXCHANGE, type="fanout", durable=True)
     queue = kombu.Queue(DEAD_LETTER_QUEUE, exchange=exchange, routing_key="", durable=True)
-    queue(conn.default_channel).declare()
+    # Use the queue as the services declared it: with TM_QUEUE_TYPE=quorum a plain redeclare
+    # would be refused (inequivalent x-queue-type).
+    if not _queue_exists(conn, DEAD_LETTER_QUEUE):
+        queue(conn.default_channel).declare()
     return queue
 
 
 def _to_dead_letter(position: int, message: kombu.Message) -> DeadLetter:
     headers = dict(message.headers or {})
     body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+    if H_REASON not in headers and headers.get("x-death"):
+        return _broker_dead_letter(position, headers, body)
     return DeadLetter(position, str(headers.get(H_REASON, "")), str(headers.get(H_EXCHANGE, "")),
                       str(headers.get(H_ROUTING_KEY, "")), str(headers.get(H_QUEUE, "")),
                       str(headers.get(H_SERVICE, "")), str(headers.get(H_FAILED_AT, "")), body, headers)
+
+
+def _broker_dead_letter(position: int, headers: dict, body: bytes) -> DeadLetter:
+    """A letter RabbitMQ dead-lettered (quorum delivery limit): where from is in ``x-death``."""
+    first = headers["x-death"][0]
+    keys = first.get("routing-keys") or [""]
+    reason = f"rabbitmq: {first.get('reason', '')} after {first.get('count', 1)} time(s)"
+    failed_at = first.get("time")
+    return DeadLetter(position, reason, str(first.get("exchange", "")), str(keys[0]), str(first.get("queue", "")),
+                      "", failed_at.isoformat() if hasattr(failed_at, "isoformat") else str(failed_at or ""),
+                      body, headers)
 
 
 def list_dead_letters(amqp_uri: str, limit: int = 100) -> list[DeadLetter]:
@@ -95,7 +114,7 @@ def replay_dead_letters(amqp_uri: str, limit: int | None = None) -> Iterator[Dea
             if not letter.exchange:
                 message.requeue()
                 raise ValueError(f"dead letter {letter.position} has no original exchange; left in the queue")
-            headers = {k: v for k, v in letter.headers.items() if k not in _DL_HEADERS}
+            headers = {k: v for k, v in letter.headers.items() if k not in _DL_HEADERS | _BROKER_DL_HEADERS}
             # Back to the queue that failed (the default exchange routes by queue name), so the
             # other consumers of the event do not get it a second time; if that queue is gone
             # (a replica's broadcast queue), through the original exchange.

@@ -13,6 +13,7 @@ queue name ``evt-<source>-<type>--<service>.<method>``) with three additions:
 from __future__ import annotations
 
 import signal
+import time
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any, Callable
@@ -25,6 +26,7 @@ from nameko.extensions import DependencyProvider, SharedExtension
 from nameko.runners import ServiceRunner
 
 from shared import events as ev
+from shared import metrics
 from shared.config import CommonSettings
 from shared.errors import is_transient
 from shared.logging import bound_event_context, configure_logging, get_logger
@@ -35,6 +37,10 @@ log = get_logger(__name__)
 
 TRANSIENT_RETRY_PAUSE_SECONDS = 1.0
 REDIS_URL_KEY = "TM_REDIS_URL"
+# TM_QUEUE_TYPE's x-arguments (CommonSettings.queue_arguments) for shared handler queues and the
+# dead-letter queue; absent or empty means classic queues declared as before.
+QUEUE_ARGUMENTS_KEY = "TM_QUEUE_ARGUMENTS"
+DEAD_LETTER_QUEUE_ARGUMENTS_KEY = "TM_DEAD_LETTER_QUEUE_ARGUMENTS"
 
 
 class DeadLetterSender(SharedExtension):
@@ -42,8 +48,15 @@ class DeadLetterSender(SharedExtension):
 
     def setup(self) -> None:
         self._exchange = kombu.Exchange(DEAD_LETTER_EXCHANGE, type="fanout", durable=True)
-        self._queue = kombu.Queue(DEAD_LETTER_QUEUE, exchange=self._exchange, routing_key="", durable=True)
+        self._queue = kombu.Queue(DEAD_LETTER_QUEUE, exchange=self._exchange, routing_key="", durable=True,
+                                  queue_arguments=self.container.config.get(DEAD_LETTER_QUEUE_ARGUMENTS_KEY) or None)
         self._connection = kombu.Connection(self.container.config["AMQP_URI"], transport_options={"confirm_publish": True})
+
+    def start(self) -> None:
+        # Declared up front, not at the first send: with quorum queues RabbitMQ dead-letters on
+        # its own (delivery limit), and a fanout exchange with no queue bound would drop those.
+        with kombu.Connection(self._connection.as_uri(include_password=True)) as conn:
+            self._queue(conn.default_channel).declare()
 
     def send(self, message: Any, *, reason: str, exchange: str, routing_key: str, queue: str) -> None:
         headers = dict(message.headers or {})
@@ -66,19 +79,38 @@ class DeadLetterSender(SharedExtension):
 class ValidatedEventHandler(EventHandler):
     dead_letters = DeadLetterSender()
 
+    def setup(self) -> None:
+        super().setup()
+        # nameko builds the queue inside setup(); it is declared later, at start, so the
+        # arguments set here are the ones RabbitMQ sees. Exclusive/auto-delete queues stay classic.
+        arguments = self.container.config.get(QUEUE_ARGUMENTS_KEY)
+        if arguments and self.queue.durable and not (self.queue.exclusive or self.queue.auto_delete):
+            self.queue.queue_arguments = dict(arguments)
+
     def handle_message(self, body: Any, message: Any) -> None:
         try:
             event = ev.parse_event(self.source_service, self.event_type, body)
         except ev.InvalidEvent as exc:
             log.warning("event_rejected", queue=self.queue.name, reason=exc.reason)
+            metrics.event_in(self.source_service, self.event_type, None, 0.0)
+            metrics.event_failed(self.source_service, self.event_type, "rejected")
             self._dead_letter(message, exc.reason)
             return
+        metrics.event_in(self.source_service, self.event_type, event.occurred_at, time.time())
         context_data = self.unpack_message_headers(message)
-        handle_result = partial(self.handle_result, message)
+        handle_result = partial(self._timed_result, message, time.perf_counter())
         try:
             self.container.spawn_worker(self, (event,), {}, context_data=context_data, handle_result=handle_result)
         except Exception:  # ContainerBeingKilled: give the message back
             self.queue_consumer.requeue_message(message)
+
+    def _timed_result(self, message: Any, started: float, worker_ctx: Any, result: Any = None,
+                      exc_info: Any = None) -> tuple:
+        metrics.handler_done(self.event_type, time.perf_counter() - started)
+        if exc_info is not None:
+            outcome = "retried" if is_transient(exc_info[1]) else "dead_lettered"
+            metrics.event_failed(self.source_service, self.event_type, outcome)
+        return self.handle_result(message, worker_ctx, result, exc_info)
 
     def handle_message_processed(self, message: Any, result: Any = None, exc_info: Any = None) -> None:
         if exc_info is None:
@@ -153,6 +185,7 @@ class Emitter(EventDispatcher):
         def emit(event_type: str, /, *, now: datetime, trace_id: str, **fields: Any) -> dict:
             body = ev.make_event(service, event_type, now=now, trace_id=trace_id, **fields)
             dispatch(event_type, body)
+            metrics.event_out(event_type)
             return body
 
         return emit
@@ -165,6 +198,9 @@ def nameko_config(settings: CommonSettings, **extra: Any) -> dict:
         "serializer": "json",
         # nameko's consumer prefetch *is* its worker pool size, so TM_PREFETCH sets that.
         "max_workers": settings.prefetch,
+        QUEUE_ARGUMENTS_KEY: settings.queue_arguments(),
+        DEAD_LETTER_QUEUE_ARGUMENTS_KEY: settings.queue_arguments(dead_letters=False),
+        "TM_REPLICA_ID": settings.replica_id,  # the replica label of metrics and the heartbeat
         **extra,
     }
 

@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from shared import ticket_status
 from shared.config import CommonSettings, Variable, as_bool, read
 
 # Only for a laptop demo: anyone who reads this file can forge a session with it.
@@ -25,6 +26,7 @@ VARIABLES = (
     Variable("TM_HISTORY_FACT_DAYS", "180", "days a ticket's report facts are kept after its last event (the longest span a report can look back)"),
     Variable("TM_HISTORY_MAX_EVENTS", "500", "event records kept per ticket (the oldest are dropped first)"),
     Variable("TM_REPORT_TIMEZONE", "UTC", "time zone of report days and of dates given without one (e.g. Asia/Shanghai)"),
+    *ticket_status.VARIABLES,
     Variable("TM_PHONE_DEFAULT_REGION", "CN", "region for phone numbers a supervisor looks customers up by, when "
              "written without a country code"),
 )
@@ -49,6 +51,7 @@ class Settings:
     history_fact_days: float = 180.0
     history_max_events: int = 500
     report_timezone: str = "UTC"
+    status_table: ticket_status.StatusTable = ticket_status.StatusTable()
     default_region: str = "CN"
 
     @classmethod
@@ -74,6 +77,7 @@ class Settings:
             history_fact_days=get("TM_HISTORY_FACT_DAYS", _days),
             history_max_events=get("TM_HISTORY_MAX_EVENTS", _positive_int),
             report_timezone=get("TM_REPORT_TIMEZONE", _timezone),
+            status_table=ticket_status.from_env(environ),
             default_region=get("TM_PHONE_DEFAULT_REGION", str.upper),
         )
 

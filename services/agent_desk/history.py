@@ -62,6 +62,7 @@ _FIELDS: dict[str, tuple[str | tuple[str, Getter], ...]] = {
                          ("customer_tier", lambda e: e.customer.tier), ("language", lambda e: e.customer.language),
                          ("attachments", lambda e: len(e.attachments) or None), "linked_ticket_id"),
     ev.MESSAGE_RECEIVED: ("channel", "message_id", ("attachments", lambda e: len(e.attachments) or None)),
+    ev.TICKET_ATTACHED: ("into_ticket_id", "channel", "mode", "customer_id"),
     ev.TICKET_CLASSIFIED: ("priority", ("skills", lambda e: _skills(e.required_skills)), "language", "group",
                            "category", "customer_tier", ("signals", lambda e: list(e.signals) or None)),
     ev.TICKET_ASSIGNED: ("agent_id", "attempt", "priority", "tier", "group", ("step", lambda e: e.decision.step),

@@ -26,6 +26,8 @@ HTTP (every /api route but login, and /ws, needs a signed-in session or an API t
                                          → emits ticket_transfer_requested kind=transfer
     POST /api/tickets/{id}/reassign {to_agent_id|to_group, reason}  (supervisors)
                                          → emits ticket_transfer_requested kind=reassign
+    POST /api/tickets/{id}/status {status}  → emits ticket_status_changed with the status's SLA pause flag
+                                         (open | waiting_on_customer | on_hold; shared/ticket_status.py)
     POST /api/tickets/{id}/resolve       → emits ticket_resolved (once)
     POST /api/tickets/{id}/reopen        → emits ticket_reopened by=agent
     GET  /api/supervisor/overview        → queues by skill, agents' presence and load, SLA risk, decisions
@@ -209,6 +211,7 @@ class AgentDesk:
         app.router.add_post("/api/tickets/{ticket_id}/notes", self.add_note)
         app.router.add_post("/api/tickets/{ticket_id}/transfer", self.transfer)
         app.router.add_post("/api/tickets/{ticket_id}/reassign", self.reassign)
+        app.router.add_post("/api/tickets/{ticket_id}/status", self.set_status)
         app.router.add_post("/api/tickets/{ticket_id}/resolve", self.resolve)
         app.router.add_post("/api/tickets/{ticket_id}/reopen", self.reopen)
         app.router.add_get("/api/supervisor/overview", self.overview)
@@ -354,7 +357,8 @@ class AgentDesk:
 
     async def _me(self, agent: AgentProfile) -> dict[str, Any]:
         return {"agent_id": agent.agent_id, "name": agent.name, "role": agent.role, "group": agent.group,
-                "presence": await self.store.presence(agent.agent_id)}
+                "presence": await self.store.presence(agent.agent_id),
+                "statuses": self.settings.status_table.rows()}
 
     async def set_presence(self, request: web.Request) -> web.Response:
         presence = (await read_json(request)).get("presence")
@@ -479,6 +483,26 @@ class AgentDesk:
                                                              "reason": "declined"})
             log.info("ticket_declined", agent_id=agent.agent_id)
         return json_response({"declined": True, "ticket_id": view.ticket_id})
+
+    async def set_status(self, request: web.Request) -> web.Response:
+        agent: AgentProfile = request[AGENT]
+        data = await read_json(request)
+        view = await self._ticket_for(request)
+        status = data.get("status")
+        if tickets.set_work_status(view, agent.agent_id, agent.role, status) != view:
+            with bound_event_context(trace_id=view.trace_id, ticket_id=view.ticket_id):
+                # The n-th change of this ticket to this status: a retried click is the same event.
+                await self._publish(
+                    ev.TICKET_STATUS_CHANGED, trace_id=view.trace_id, ticket_id=view.ticket_id, status=status,
+                    paused=self.settings.status_table.paused(status), agent_id=agent.agent_id,
+                    previous=view.work_status,
+                    event_id=stable_event_id(ev.TICKET_STATUS_CHANGED, view.ticket_id, str(view.status_changes + 1),
+                                             status),
+                )
+                view = await self._record(view.ticket_id,
+                                          lambda v: tickets.set_work_status(v, agent.agent_id, agent.role, status))
+                log.info("ticket_status_set", status=status, by=agent.agent_id)
+        return json_response({"ticket": self._shown(view, agent)})
 
     async def resolve(self, request: web.Request) -> web.Response:
         agent: AgentProfile = request[AGENT]
@@ -762,8 +786,7 @@ class AgentDesk:
         await self._change_or_retry(event, lambda v: tickets.with_message(v, note))
 
     async def store_ticket_escalated(self, event: ev.TicketEscalated) -> None:
-        note = tickets.escalation_note(event)
-        await self._change_or_retry(event, lambda v: tickets.with_message(v, note))
+        await self._change_or_retry(event, lambda v: tickets.with_escalation(v, event))
 
     async def store_sla_event(self, event: ev.SlaEvent) -> None:
         await self._change_or_retry(event, lambda v: tickets.with_sla(v, event))
@@ -839,14 +862,16 @@ class AgentDesk:
         await self.hub.send_to_agents(set(), {"type": "board_changed", "event": ev.TICKET_QUEUED}, supervisors=True)
 
     async def push_system_note(self, event: ev.TicketTransferred | ev.TicketEscalated) -> None:
-        note = tickets.transfer_note(event) if isinstance(event, ev.TicketTransferred) else tickets.escalation_note(event)
+        note = tickets.transfer_note(event) if isinstance(event, ev.TicketTransferred) else None
         kind = ev.TICKET_TRANSFERRED if isinstance(event, ev.TicketTransferred) else ev.TICKET_ESCALATED
         await self.hub.send_to_agents(set(), {"type": "board_changed", "event": kind}, supervisors=True)
         if await self.store.ticket(event.ticket_id) is None:
             return  # the store handler waits for the view
         # Add the note here too (idempotent) even when nobody holds the ticket yet: a transfer's
         # ticket_assigned may be pushed before the store handler has run, and must carry it.
-        view = await self._apply_for_push(event, lambda v: tickets.with_message(v, note))
+        change = (lambda v: tickets.with_message(v, note)) if isinstance(event, ev.TicketTransferred) else \
+            (lambda v: tickets.with_escalation(v, event))
+        view = await self._apply_for_push(event, change)
         if view is not None and view.agent_id and self.hub.has_agent(view.agent_id):
             await self.hub.send_to_agents({view.agent_id}, {"type": "ticket_updated", "ticket": view.for_console()})
 
@@ -956,6 +981,12 @@ def _frame_type(data: str) -> str | None:
 DESK_KEY = web.AppKey("agent_desk", AgentDesk)
 
 
+async def _refresh_ticket_gauges(client: Any) -> None:
+    from shared import mesh_facts, metrics
+
+    metrics.set_tickets(await mesh_facts.ticket_gauges(client))
+
+
 def create_service(settings: Settings) -> AioService:
     roster = roster_file(settings.roster_file, now=time.monotonic(), interval=settings.config_reload_seconds)
 
@@ -979,6 +1010,7 @@ def create_service(settings: Settings) -> AioService:
 
         app.on_cleanup.append(close_customers_client)
         desk.subscribe(ctx.consumer)
+        ctx.metrics_hooks.append(lambda: _refresh_ticket_gauges(ctx.redis))
         app[DESK_KEY] = desk
         return app
 

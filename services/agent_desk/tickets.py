@@ -34,6 +34,7 @@ from shared import events as ev
 from shared.logging import mask_email, mask_phone
 
 Status = Literal["new", "queued", "assigned", "accepted", "resolved", "reopened"]
+WorkStatus = Literal["open", "waiting_on_customer", "on_hold"]  # shared/ticket_status.py: which pause SLA clocks
 OPEN_STATUSES = ("assigned", "accepted", "reopened")
 
 MAX_REPLY_CHARS = 10_000
@@ -124,6 +125,8 @@ class TicketView(BaseModel):
     attached_to: str | None = None          # this contact became a message on that ticket
     linked_tickets: list[str] = Field(default_factory=list)  # the same customer's tickets on other channels
     sla: dict[str, SlaClock] = Field(default_factory=dict)  # clock name -> latest warning/breach
+    work_status: WorkStatus = "open"   # set by the agent (ticket_status_changed); a customer message reopens it
+    status_changes: int = 0            # how many times it was set (the event id of the next one)
     messages: list[Message] = Field(default_factory=list)
 
     def for_console(self, *, full_contact: bool = True) -> dict[str, Any]:
@@ -317,11 +320,28 @@ def transfer_note(event: ev.TicketTransferred) -> Message:
                    at=event.occurred_at)
 
 
+_ESCALATION_ACTIONS = {"notify_assignee": "assignee reminded", "notify_supervisor": "supervisor notified",
+                       "notify_duty_manager": "duty manager notified"}
+
+
 def escalation_note(event: ev.TicketEscalated) -> Message:
-    tier = event.to_tier or "next tier"
-    text = f"Escalated to {tier} (level {event.level}, {event.clock} clock): {event.reason}"
+    if event.action == "reassign_next_tier":
+        what = f"Escalated to {event.to_tier or 'next tier'}"
+    elif event.action == "raise_priority":
+        what = f"Priority raised to {event.to_priority}"
+    else:
+        what = "Escalation: " + _ESCALATION_ACTIONS.get(event.action, event.action)
+    text = f"{what} (level {event.level}, {event.clock} clock, {event.trigger}): {event.reason}"
     return Message(message_id=f"escalated:{event.event_id}", author="system", text=text[:NOTE_MAX_CHARS],
                    at=event.occurred_at)
+
+
+def with_escalation(view: TicketView, event: ev.TicketEscalated) -> TicketView:
+    """The note, and a raised priority shown at once (never lowered)."""
+    view = with_message(view, escalation_note(event))
+    if event.action == "raise_priority" and event.to_priority and (view.priority or "P4") > event.to_priority:
+        view = view.model_copy(update={"priority": event.to_priority})
+    return view
 
 
 def has_message(view: TicketView, message_id: str) -> bool:
@@ -341,6 +361,8 @@ def with_customer_message(view: TicketView, message: Message) -> TicketView:
     if has_message(view, message.message_id):
         return view
     appended = with_message(view, message)
+    if view.work_status != "open":  # the customer answered: no longer waiting on them
+        appended = appended.model_copy(update={"work_status": "open"})
     if view.status != "resolved":
         return appended
     return appended.model_copy(update={"status": "reopened", "resolved_at": None,
@@ -472,6 +494,19 @@ def reopen(view: TicketView, agent_id: str, role: str) -> TicketView:
     if view.status != "resolved":
         raise ActionRefused(409, f"ticket_{view.status}", f"the ticket is {view.status}, not resolved")
     return view.model_copy(update={"status": "reopened", "resolved_at": None, "reopened_by_message": None})
+
+
+def set_work_status(view: TicketView, agent_id: str, role: str, status: Any) -> TicketView:
+    """The assignee (or a supervisor) sets an open ticket's working status; the same one again
+    changes nothing."""
+    _require_actor(view, agent_id, role)
+    if status not in ("open", "waiting_on_customer", "on_hold"):
+        raise ActionRefused(400, "invalid_status", "status is one of open, waiting_on_customer, on_hold")
+    if view.work_status == status:
+        return view
+    if view.status not in OPEN_STATUSES:
+        raise ActionRefused(409, f"ticket_{view.status}", f"the ticket is {view.status}, its status cannot be set")
+    return view.model_copy(update={"work_status": status, "status_changes": view.status_changes + 1})
 
 
 def note_text(view: TicketView, agent_id: str, role: str, text: Any) -> str:

@@ -48,6 +48,7 @@ from services.dispatcher.store import (
     ANNOUNCED_QUEUED,
     ASSIGNED,
     INDEX_PAGE_SIZE,
+    PRIORITY_RANK,
     QUEUED,
     RESOLVED,
     DispatchStore,
@@ -57,6 +58,7 @@ from services.dispatcher.store import (
     facts_with,
 )
 from shared import events as ev
+from shared import metrics
 from shared.errors import TransientError
 from shared.intake_ledger import stable_event_id
 from shared.logging import get_logger
@@ -401,24 +403,49 @@ class Assigner:
         return outcome
 
     def escalate(self, event: ev.TicketEscalated) -> str:
+        """One rung of an SLA escalation ladder: ``reassign_next_tier`` routes the ticket a tier
+        up, ``raise_priority`` re-orders it; the ``notify_*`` actions are the notifier's."""
+        if event.action == "raise_priority":
+            return self.raise_priority(event)
+        if event.action != "reassign_next_tier":
+            return "not_for_routing"
         return _on_fresh_reads(self._escalate, event, "escalation")
 
-    def _escalate(self, event: ev.TicketEscalated) -> str | None:
-        """Escalate on a fresh read; None when the ticket changed hands (or its offer ended)
-        between the read and the change, so nothing was changed: start over."""
+    def raise_priority(self, event: ev.TicketEscalated) -> str:
+        """Make an open ticket at least ``to_priority``; a queued one moves up its queues. Never
+        lowers a priority; the same event twice changes nothing twice."""
         record = self.store.ticket(event.ticket_id)
         if record is None or record.state not in (QUEUED, ASSIGNED):
             return "not_open"
-        if record.escalation_level >= event.level:
+        target = event.to_priority
+        if target is None or PRIORITY_RANK[target] >= PRIORITY_RANK[record.facts.priority]:
+            return "already_at_priority"
+        raised = replace(record.facts, priority=target)
+        return self.store.raise_priority(event.ticket_id, target, raised.queue_score())
+
+    def _escalate(self, event: ev.TicketEscalated) -> str | None:
+        """Escalate on a fresh read; None when the ticket changed hands (or its offer ended)
+        between the read and the change, so nothing was changed: start over.
+
+        Each escalation event acts once (a marker field per event id): a ticket may climb once
+        per clock that breaches (first response, then resolution), so levels alone cannot tell
+        a redelivery from the next escalation."""
+        record = self.store.ticket(event.ticket_id)
+        if record is None or record.state not in (QUEUED, ASSIGNED):
+            return "not_open"
+        marker = f"escalation:{event.event_id}"
+        queued_key = f"escalation-{event.event_id}"
+        if self.store.has_field(event.ticket_id, marker):
             self.announce_unassignment(event.ticket_id)  # a redelivery: finish what was begun
-            self.reroute(event.ticket_id, step="escalation", queued_key=f"escalation-{event.level}")
+            self.reroute(event.ticket_id, step="escalation", queued_key=queued_key)
             return "duplicate"
+        level = str(max(record.escalation_level, event.level))
         current = record.facts.tier
         target = event.to_tier or next_tier(current)
         if target is None or tier_rank(target) <= tier_rank(current):
-            self.store.update_open_ticket(event.ticket_id, {"escalation_level": str(event.level)})
+            self.store.update_open_ticket(event.ticket_id, {"escalation_level": level, marker: "1"})
             return "already_at_tier"
-        updates = {"tiers": json.dumps([target]), "escalation_level": str(event.level), "sticky_agent_id": ""}
+        updates = {"tiers": json.dumps([target]), "escalation_level": level, "sticky_agent_id": "", marker: "1"}
         requirement = facts_with(record.facts, updates).requirement_key()
         now = self._now()
         if record.state == ASSIGNED and record.agent_id:
@@ -440,7 +467,7 @@ class Assigner:
             self.announce_unassignment(event.ticket_id)
         elif not self.store.update_open_ticket(event.ticket_id, updates, requirement=requirement, expect_state=QUEUED):
             return None  # a drain claimed it meanwhile: the holder may now be below the new tier
-        attempt = self.reroute(event.ticket_id, step="escalation", queued_key=f"escalation-{event.level}")
+        attempt = self.reroute(event.ticket_id, step="escalation", queued_key=queued_key)
         if record.state == ASSIGNED and record.agent_id:
             self.drain(record.agent_id, trigger=f"escalated:{event.ticket_id}")
         return "assigned" if attempt is not None and attempt.status == "assigned" else "queued"
@@ -637,6 +664,8 @@ class Assigner:
                   required_skills=list(facts.required_skills), decision=decision, attempt=max(1, attempt),
                   offer_expires_at=expires, preferred_skills=list(facts.preferred_skills), group=facts.group,
                   tier=facts.tier)
+        if attempt <= 1:
+            metrics.assignment_latency(facts.channel, facts.received_at, self.clock())
         mark(ANNOUNCED_ASSIGNED)
         log.info("ticket_assigned", ticket_id=facts.ticket_id, agent_id=agent_id, channel=facts.channel,
                  priority=facts.priority, step=decision.get("step"), attempt=attempt, reason=decision.get("reason"))

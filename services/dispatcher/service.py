@@ -67,6 +67,7 @@ from services.dispatcher.customers import combined_history, customer_key, summar
 from services.dispatcher.policy import RoutingPolicy, parse_policy
 from services.dispatcher.routing import ONLINE
 from services.dispatcher.store import ASSIGNED, NEW, QUEUED, DispatchStore, TicketFacts
+from services.dispatcher.health import DispatcherHealth
 from shared import events as ev
 from shared.customer_identity import attach_target, contact_identifiers
 from shared.customer_store import ATTACHED, LINKED, OWN, ContactOutcome, ProfileHistory
@@ -210,7 +211,7 @@ class DispatchStoreProvider(StoreProvider):
         raise RuntimeError("DispatchStoreProvider needs a RoutingRulesProvider in the same service")
 
 
-class DispatcherService:
+class DispatcherService(DispatcherHealth):  # + /healthz, /readyz, /metrics, heartbeat
     name = ev.DISPATCHER
 
     store: DispatchStore = DispatchStoreProvider()
@@ -277,7 +278,8 @@ class DispatcherService:
     @event_consumer(ev.SLA_WATCHER, ev.TICKET_ESCALATED)
     def handle_ticket_escalated(self, event: ev.TicketEscalated) -> None:
         status = self._assigner().escalate(event)
-        log.info("ticket_escalation_handled", level=event.level, to_tier=event.to_tier, status=status)
+        log.info("ticket_escalation_handled", level=event.level, action=event.action, trigger=event.trigger,
+                 to_tier=event.to_tier, to_priority=event.to_priority, status=status)
 
     @event_consumer(ev.AGENT_DESK, ev.TICKET_RESOLVED)
     def handle_ticket_resolved(self, event: ev.TicketResolved) -> None:
@@ -360,7 +362,8 @@ class DispatcherService:
                           customer_tier=customer_tier, sender=sender, history=history)
         customer_tier = customer_tier or "standard"
         due_at = expected_first_response(self.config.sla, priority=result.priority, channel=event.channel,
-                                         received_at=event.received_at, customer_tier=customer_tier)
+                                         received_at=event.received_at, customer_tier=customer_tier,
+                                         category=result.category)
         due = due_at.timestamp() if due_at else None
         policy = self.config.policy
         sticky = None

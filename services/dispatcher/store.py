@@ -522,6 +522,21 @@ if state == 'queued' and score and ARGV[2] ~= '' then enqueue_req(KEYS[1], ARGV[
 return 1
 """
 
+# KEYS: ticket, waiting   ARGV: ticket_id, priority, queue score at that priority
+# An SLA escalation raised the priority: a queued ticket moves up both of its queues. Never lowers.
+_RAISE_PRIORITY = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'queued' and state ~= 'assigned' then return 'not_open' end
+if (redis.call('HGET', KEYS[1], 'priority') or 'P4') <= ARGV[2] then return 'already_at_priority' end
+redis.call('HSET', KEYS[1], 'priority', ARGV[2])
+if state == 'queued' then
+  redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[1])
+  local queue = redis.call('HGET', KEYS[1], 'queue')
+  if queue then redis.call('ZADD', '""" + PREFIX + """q:' .. queue, 'XX', ARGV[3], ARGV[1]) end
+end
+return 'raised'
+"""
+
 # KEYS: ticket, unassigned_outbox   ARGV: ticket_id, attempt announced ('' = none)
 # The ticket leaves the outbox once no unassignment of it waits for its announcement.
 _FORGET_UNASSIGNMENT = """
@@ -834,6 +849,7 @@ class DispatchStore:
         self._relax = client.register_script(_RELAX)
         self._accept = client.register_script(_ACCEPT)
         self._update_open = client.register_script(_UPDATE_OPEN_TICKET)
+        self._raise_priority = client.register_script(_RAISE_PRIORITY)
         self._set_presence = client.register_script(_SET_PRESENCE)
         self._release = client.register_script(_RELEASE)
         self._begin_routing = client.register_script(_BEGIN_ROUTING)
@@ -1461,6 +1477,11 @@ class DispatchStore:
 
     def last_agent_of(self, ticket_id: str) -> str | None:
         return self.client.hget(self.ticket_key(ticket_id), "last_agent_id")
+
+    def raise_priority(self, ticket_id: str, priority: str, score: float) -> str:
+        """``raised`` (a queued ticket re-scored to ``score``), ``already_at_priority`` or ``not_open``."""
+        return self._raise_priority(keys=[self.ticket_key(ticket_id), self.waiting_key],
+                                    args=[ticket_id, priority, repr(score)])
 
     def has_field(self, ticket_id: str, name: str) -> bool:
         return bool(self.client.hexists(self.ticket_key(ticket_id), name))

@@ -70,6 +70,7 @@ from shared.config import read
 from shared.intake_ledger import natural_key_hash, stable_event_id
 from shared.logging import bound_event_context, get_logger, mask
 from shared.nameko_ext import Emitter, LogContext, StoreProvider, event_consumer
+from shared.nameko_health import MetricsEndpoint
 from shared.roster import RosterError, load_roster
 from services.intake_email import automatic, bounces, flood, forwarding, health, intake, rejection, thread_match
 from services.intake_email.config import (ATTACHMENT_MAX_BYTES_CONFIG_KEY, ATTACHMENTS_MAX_TOTAL_BYTES_CONFIG_KEY,
@@ -211,7 +212,7 @@ class _WorkerPolicy:
         return True
 
 
-class IntakeEmailService:
+class IntakeEmailService(MetricsEndpoint):  # + /metrics, heartbeat (its own /healthz, /readyz below)
     name = ev.INTAKE_EMAIL
 
     emit = Emitter()

@@ -1,4 +1,13 @@
-"""notifier settings: where mail goes out and who it is from."""
+"""notifier settings: where mail goes out and who it is from, what customers and staff are told
+(``TM_NOTIFY_*``: robots, templates, the acknowledgement's wait, chat idle time, customer
+links), and how mail is delivered.
+
+Delivery (:class:`DeliverySettings`): how the SMTP connection is secured (plain, STARTTLS or
+implicit TLS, with an optional CA file for a private relay's certificate), how often a
+deferred mail is retried (exponential backoff with full jitter, capped, at most N attempts,
+then a dead letter), how many mails are in flight at once, and the loop-protection caps on
+automatic mail per recipient (defaults from Zammad's sliding windows, anchors §2.2).
+"""
 from __future__ import annotations
 
 import os
@@ -6,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from services.notifier import loop_safety
 from shared import customer_links, mail_tokens
 from shared.config import CommonSettings, ConfigError, Variable, as_bool, read
 
@@ -16,7 +26,7 @@ VARIABLES = (
     Variable("TM_SMTP_PORT", "2525", "SMTP relay port (2525 is the dev sink)"),
     Variable("TM_SMTP_USER", "", "SMTP login (empty: no AUTH)"),
     Variable("TM_SMTP_PASSWORD", "", "SMTP password"),
-    Variable("TM_SMTP_STARTTLS", "false", "upgrade the SMTP connection with STARTTLS"),
+    Variable("TM_SMTP_STARTTLS", "false", "upgrade the SMTP connection with STARTTLS (required: no plain fallback)"),
     Variable("TM_SMTP_TIMEOUT", "10", "seconds before an SMTP step counts as failed (retried)"),
     Variable("TM_MAIL_FROM", "support@ticketmesh.test", "From of every mail; the Reply-To is its signed plus address "
              "(support+TM-n.<sig>@…: the inbound MTA must deliver plus addresses to this mailbox); its domain names "
@@ -40,6 +50,26 @@ VARIABLES = (
              "time)"),
     *customer_links.VARIABLES,
 )
+DELIVERY_VARIABLES = (
+    Variable("TM_SMTP_TLS", "false", "connect to the SMTP relay over TLS from the start (implicit TLS, port 465); "
+             "exclusive with TM_SMTP_STARTTLS"),
+    Variable("TM_SMTP_CA_FILE", "", "PEM file of the CA that signed the relay's certificate (empty: the system's CAs)"),
+    Variable("TM_NOTIFIER_MAX_ATTEMPTS", "10", "SMTP attempts per mail before it becomes a dead letter "
+             "(ticketmesh notifications dead / replay)"),
+    Variable("TM_NOTIFIER_RETRY_BASE_SECONDS", "30", "first retry of a deferred mail within this many seconds; "
+             "doubles per attempt (full jitter)"),
+    Variable("TM_NOTIFIER_RETRY_CAP_SECONDS", "3600", "longest wait between two attempts of one mail"),
+    Variable("TM_NOTIFIER_SENDERS", "4", "mails in flight at once per notifier (one SMTP connection each, reused)"),
+    Variable("TM_NOTIFIER_LEASE_SECONDS", "60", "a mail claimed by a notifier that died is tried again after this "
+             "(at least 2 x TM_SMTP_TIMEOUT + 1)"),
+    Variable("TM_NOTIFIER_CAPS_PER_TICKET", "10:10,30:15,60:25,180:50,600:100",
+             "automatic mails to one recipient about one ticket: minutes:max, ... (empty: no cap)"),
+    Variable("TM_NOTIFIER_CAPS_PER_RECIPIENT", "10:30,30:60,60:120,180:240,600:360",
+             "automatic mails to one recipient about all tickets: minutes:max, ... (empty: no cap)"),
+    Variable("TM_NOTIFIER_CAP_EXEMPT", "", "comma-separated addresses the caps never apply to (e.g. an internal "
+             "supervisors' list that must get every notice)"),
+)
+VARIABLES = VARIABLES + DELIVERY_VARIABLES
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
 
 
@@ -76,6 +106,71 @@ def _address(raw: str) -> str:
     return raw
 
 
+PLAIN, STARTTLS, TLS = "plain", "starttls", "tls"
+
+
+def _positive(cast):  # type: ignore[no-untyped-def]
+    def parse(raw: str):  # type: ignore[no-untyped-def]
+        value = cast(raw)
+        if value <= 0:
+            raise ValueError("expected a positive number")
+        return value
+    return parse
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """How mail is handed to the relay and what happens when it does not take it."""
+
+    tls: str = PLAIN                 # plain, starttls or tls (implicit)
+    ca_file: str = ""
+    max_attempts: int = 10
+    retry_base_seconds: float = 30.0
+    retry_cap_seconds: float = 3600.0
+    senders: int = 4
+    lease_seconds: float = 60.0
+    caps: loop_safety.Caps = field(default_factory=lambda: loop_safety.Caps(
+        loop_safety.parse_windows(loop_safety.DEFAULT_PER_TICKET),
+        loop_safety.parse_windows(loop_safety.DEFAULT_PER_RECIPIENT)))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], smtp_timeout: float) -> "DeliverySettings":
+        def get(name, cast=str):  # type: ignore[no-untyped-def]
+            return read(environ, name, _DEFAULTS[name], cast)
+
+        starttls, implicit = get("TM_SMTP_STARTTLS", as_bool), get("TM_SMTP_TLS", as_bool)
+        if starttls and implicit:
+            raise ConfigError("TM_SMTP_STARTTLS and TM_SMTP_TLS are exclusive: STARTTLS upgrades a plain "
+                              "connection (port 587), TM_SMTP_TLS starts with TLS (port 465)")
+        ca_file = get("TM_SMTP_CA_FILE")
+        if ca_file and not os.path.isfile(ca_file):
+            raise ConfigError(f"TM_SMTP_CA_FILE={ca_file!r} is not a file")
+        base, cap = get("TM_NOTIFIER_RETRY_BASE_SECONDS", _positive(float)), get("TM_NOTIFIER_RETRY_CAP_SECONDS",
+                                                                                  _positive(float))
+        if cap < base:
+            raise ConfigError(f"TM_NOTIFIER_RETRY_CAP_SECONDS={cap:g} is below TM_NOTIFIER_RETRY_BASE_SECONDS={base:g}")
+        lease = get("TM_NOTIFIER_LEASE_SECONDS", _positive(float))
+        if lease < 2 * smtp_timeout + 1:
+            # The lease must outlast DATA and its answer (two timeouts), or a second notifier
+            # could take the mail over while the first is still sending it.
+            raise ConfigError(f"TM_NOTIFIER_LEASE_SECONDS={lease:g} must be at least 2 x TM_SMTP_TIMEOUT + 1 "
+                              f"({2 * smtp_timeout + 1:g})")
+        return cls(
+            tls=STARTTLS if starttls else TLS if implicit else PLAIN,
+            ca_file=ca_file,
+            max_attempts=get("TM_NOTIFIER_MAX_ATTEMPTS", _positive(int)),
+            retry_base_seconds=base,
+            retry_cap_seconds=cap,
+            senders=get("TM_NOTIFIER_SENDERS", _positive(int)),
+            lease_seconds=lease,
+            caps=loop_safety.Caps(
+                per_ticket=get("TM_NOTIFIER_CAPS_PER_TICKET", loop_safety.parse_windows),
+                per_recipient=get("TM_NOTIFIER_CAPS_PER_RECIPIENT", loop_safety.parse_windows),
+                exempt=get("TM_NOTIFIER_CAP_EXEMPT", loop_safety.parse_exempt),
+            ),
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     common: CommonSettings
@@ -103,6 +198,7 @@ class Settings:
     customer_base_url: str = "http://127.0.0.1:8081"
     customer_link_secret: bytes = field(default=customer_links.DEV_SECRET.encode(), repr=False)
     customer_link_secret_is_dev_default: bool = True
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
 
     @property
     def mail_domain(self) -> str:
@@ -118,7 +214,9 @@ class Settings:
             raise ConfigError(f"TM_SUPERVISOR_LANGUAGE={language!r} is not valid: expected zh-CN or en")
         secret, dev_default = mail_tokens.secret_from_env(environ)
         link_secret, link_dev_default = customer_links.secret_from_env(environ)
+        smtp_timeout = get("TM_SMTP_TIMEOUT", _positive(float))
         return cls(
+            delivery=DeliverySettings.from_env(environ, smtp_timeout),
             notify_config_file=get("TM_NOTIFY_CONFIG_FILE"),
             templates_dir=get("TM_NOTIFY_TEMPLATES_DIR") or None,
             ack_wait_seconds=get("TM_NOTIFY_ACK_WAIT_SECONDS", _seconds),
@@ -137,7 +235,7 @@ class Settings:
             smtp_user=get("TM_SMTP_USER"),
             smtp_password=get("TM_SMTP_PASSWORD"),
             smtp_starttls=get("TM_SMTP_STARTTLS", as_bool),
-            smtp_timeout=get("TM_SMTP_TIMEOUT", float),
+            smtp_timeout=smtp_timeout,
             mail_from=get("TM_MAIL_FROM", _address),
             mail_from_name=get("TM_MAIL_FROM_NAME"),
             supervisor_email=get("TM_SUPERVISOR_EMAIL", _address),

@@ -26,8 +26,10 @@ To agents and supervisors (internal: see :func:`internal_envelope`):
 
 Group chat robots get short texts of their own (``robot_*`` templates, :func:`robot_text`).
 
-No mail goes to an address that bounced (``skip_reason`` → ``bounced_address``): the store
-keeps which addresses are suppressed, and for how long. A bounce is believed only for an address
+Who may get which mail (bounced, system and our own addresses), how much automatic mail one
+recipient may get and how it is marked is decided in :mod:`loop_safety`; this module only
+says, as it renders, which ``Auto-Submitted`` value a mail carries. The store keeps which
+addresses are suppressed, and for how long. A bounce is believed only for an address
 we mailed about the ticket it names (``trusted_bounce``): anyone can send us a delivery report,
 and one naming a stranger's address must not stop our mail to that stranger.
 
@@ -37,8 +39,8 @@ can tell our own mail from everything else and a reply carrying it finds its tic
 Reply-To is our signed plus address (``support+TM-10001.<sig>@<our domain>``) for mail clients
 that drop the threading headers. The subject tag alone is trusted by intake only from a
 ticket's participants. Automatic mail also carries ``X-Auto-Response-Suppress:
-All`` and ``Precedence: bulk`` so well-behaved auto-responders stay quiet, and is never sent to
-system addresses (mailer-daemon, postmaster, noreply, …): that is how mail loops start.
+All``, ``Precedence: bulk`` and ``X-Loop`` (:func:`loop_safety.mark_automatic`) so
+well-behaved auto-responders stay quiet.
 
 Texts are Jinja2 templates under ``templates/``, one file per kind and locale (``zh-CN`` or
 ``en``): ``<kind>.<locale>.txt.j2`` with a ``subject`` and a ``body`` block, and for some kinds
@@ -62,6 +64,7 @@ from typing import Any
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 
+from services.notifier import loop_safety
 from shared import mail_tokens
 from shared.events import (AgentReplied, InboundMailRejected, SlaBreached, SlaWarning, TicketAssigned,
                            TicketEscalated, TicketReceived)
@@ -87,13 +90,9 @@ LOCALES = ("zh-CN", "en")
 ZH_CN = "zh-CN"
 EN = "en"
 
-AUTO_REPLIED = "auto-replied"      # an answer to the customer's own mail (RFC 3834)
-AUTO_GENERATED = "auto-generated"  # not caused by a mail from the recipient
+AUTO_REPLIED = loop_safety.AUTO_REPLIED      # an answer to the customer's own mail (RFC 3834)
+AUTO_GENERATED = loop_safety.AUTO_GENERATED  # not caused by a mail from the recipient
 
-# Zammad's send_no_auto_response_reg_exp default: automatic mail to these goes nowhere good.
-NO_AUTOMATIC_MAIL_TO = re.compile(
-    r"(mailer-daemon|postmaster|abuse|root|noreply|noreply.+?|no-reply|no-reply.+?)@.+?", re.IGNORECASE
-)
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|回复|答复|转发)\s*[:：]\s*)+", re.IGNORECASE)
 _TICKET_TAG = re.compile(r"\[#TM-\d+\]\s*")
@@ -207,19 +206,6 @@ def trusted_bounce(ticket_id: str | None, recipients: list[str],
     return suppress, ignore
 
 
-def skip_reason(address: str | None, *, automatic: bool, bounced: bool = False) -> str | None:
-    """Why this address must not get this mail, or None if it may (``bounced``: it is suppressed)."""
-    if not address:
-        return "no_address"
-    if _recipient("", address) is None:
-        return "invalid_address"
-    if bounced:
-        return "bounced_address"
-    if automatic and NO_AUTOMATIC_MAIL_TO.fullmatch(address.strip()):
-        return "system_address"
-    return None
-
-
 def clean_subject(subject: str) -> str:
     """The customer's subject without reply prefixes or our tag, on one line."""
     one_line = " ".join(subject.split())
@@ -261,7 +247,7 @@ def ticket_ack(ticket: TicketReceived | Contact, *, sender: Sender, notification
                             expected_by=local_minute(expected_by, zone) if expected_by else None)
     msg = _envelope(sender, _required_recipient(contact.name, contact.email), subject, body,
                     contact.ticket_id, notification, now)
-    _mark_automatic(msg, AUTO_REPLIED)
+    _mark_automatic(msg, sender, AUTO_REPLIED)
     if contact.customer_message_id:
         msg["In-Reply-To"] = contact.customer_message_id
         msg["References"] = contact.customer_message_id
@@ -291,7 +277,7 @@ def sla_breach_notice(breach: SlaBreached, *, to: str, locale: str, assignee_nam
         assignee_name=_one_line(assignee_name or ""),
     )
     msg = _envelope(sender, _required_recipient("", to), subject, body, breach.ticket_id, notification, now)
-    _mark_automatic(msg, AUTO_GENERATED)
+    _mark_automatic(msg, sender, AUTO_GENERATED)
     return msg
 
 
@@ -314,7 +300,7 @@ def rejection_notice(rejected: InboundMailRejected, *, sender: Sender, notificat
         msg["In-Reply-To"] = original
         msg["References"] = original
     msg.set_content(body, charset="utf-8")
-    _mark_automatic(msg, AUTO_REPLIED)
+    _mark_automatic(msg, sender, AUTO_REPLIED)
     return msg
 
 
@@ -331,7 +317,7 @@ def ticket_waiting(contact: Contact, *, agent_name: str, thread: Thread, status_
                             agent_name=_one_line(agent_name), status_url=status_url)
     msg = _envelope(sender, _required_recipient(contact.name, contact.email), subject, body,
                     contact.ticket_id, notification, now)
-    _mark_automatic(msg, AUTO_GENERATED)
+    _mark_automatic(msg, sender, AUTO_GENERATED)
     _thread_onto(msg, _with_customer_message(thread, contact))
     return msg
 
@@ -352,7 +338,7 @@ def ticket_resolved(contact: Contact, *, agent_name: str, thread: Thread, status
     html = _render_html(KIND_TICKET_RESOLVED, contact.locale, **values)
     if html is not None:
         msg.add_alternative(html, subtype="html", charset="utf-8")
-    _mark_automatic(msg, AUTO_GENERATED)
+    _mark_automatic(msg, sender, AUTO_GENERATED)
     _thread_onto(msg, _with_customer_message(thread, contact))
     return msg
 
@@ -421,7 +407,7 @@ def internal_envelope(sender: Sender, to: Colleague, subject: str, body: str, ti
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = f"<tm.notice.{notification[:MESSAGE_ID_NOTIFICATION_CHARS]}.{ticket_id}@{sender.domain}>"
     msg.set_content(body, charset="utf-8")
-    _mark_automatic(msg, AUTO_GENERATED)
+    _mark_automatic(msg, sender, AUTO_GENERATED)
     return msg
 
 
@@ -487,10 +473,8 @@ def _envelope(sender: Sender, to: Address, subject: str, body: str, ticket_id: s
     return msg
 
 
-def _mark_automatic(msg: EmailMessage, auto_submitted: str) -> None:
-    msg["Auto-Submitted"] = auto_submitted
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["Precedence"] = "bulk"
+def _mark_automatic(msg: EmailMessage, sender: Sender, auto_submitted: str) -> None:
+    loop_safety.mark_automatic(msg, sender.address, auto_submitted)
 
 
 def _recipient(name: str, address: str) -> Address | None:
@@ -503,7 +487,7 @@ def _recipient(name: str, address: str) -> Address | None:
 def _required_recipient(name: str, address: str | None) -> Address:
     recipient = _recipient(name, address or "")
     if recipient is None:
-        raise ValueError("recipient address is missing or malformed (check skip_reason first)")
+        raise ValueError("recipient address is missing or malformed (check loop_safety.skip_reason first)")
     return recipient
 
 

@@ -1,4 +1,4 @@
-"""The notifier's event handlers: event → mail (messages.py) → SMTP (mailer.py) → record.
+"""The notifier's event handlers: event → mail (messages.py) → outbox (outbox.py) → SMTP (delivery.py).
 
 Consumes (handler name = queue name, wire contract):
 
@@ -52,14 +52,18 @@ event posts nothing twice; a robot that is down or rate-limited makes the event 
 already posted are skipped); a robot that refuses (bad signature, bad address) dead-letters
 the event with the vendor's answer after the other robots had their turn.
 
-Failure policy, per mail: each has a deterministic id (triggering event_id + kind), claimed
-in Redis before sending, so a redelivered event sends nothing twice. SMTP away or answering
-4xx → TransientError: the claim is released and the event returns to its queue after a pause.
-SMTP answering 5xx → ``notification_rejected`` is logged, the claim released and
-NotificationRejected raised, which dead-letters the event with the server's answer (replay it
-once the cause, e.g. relay configuration, is fixed). If the process dies between the SMTP
-server's "250" and the record, the claim expires and the mail goes out again: at-least-once,
-with the same Message-ID, so mail clients show it once.
+Delivery, per mail: each has a deterministic id (triggering event_id + kind, + recipient for
+staff notices). A handler renders the mail once and queues it in the outbox (:mod:`outbox`,
+once per id: a redelivered event, or the ack reached from both ``ticket_received`` and
+``ticket_classified``, queues nothing more), then acks the event; the delivery loop
+(:mod:`delivery`) sends it, retries a relay that is away or answers 4xx with backoff,
+dead-letters it after too many attempts or a 5xx (``notification_failed``; ``ticketmesh
+notifications dead|show|replay``) and publishes ``notification_sent`` once the relay accepted
+it. Loop safety (:mod:`loop_safety`, the one place it is decided): no automatic mail to system,
+own or suppressed addresses; every kind but an agent's reply is automatic, marked as such and
+capped per recipient in sliding windows (staff notices per ticket only: they are raised by
+clocks and routing, never by the recipient's mail). What a kill -9 can cost is in
+:mod:`delivery`.
 """
 from __future__ import annotations
 
@@ -70,22 +74,24 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 from email.message import EmailMessage
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping
 
 from aiohttp import web
 
 from services.notifier import audience as aud
-from services.notifier import messages
+from services.notifier import loop_safety, messages
 from services.notifier.audience import AudienceStore, Classification, ContactRecord
-from services.notifier.config import Settings
-from services.notifier.mailer import NotificationRejected, SmtpMailer
-from services.notifier.store import ANNOUNCED, CLAIMED, SENDING, NotificationStore
+from services.notifier.config import PLAIN, Settings
+from services.notifier.delivery import DeliveryWorker
+from services.notifier.mailer import SmtpConfig
+from services.notifier.outbox import Letter, Outbox
+from services.notifier.store import NotificationStore
 from services.notifier.template_check import render_every_template
 from services.notifier.webhooks import NotifyConfig, RobotPoster, RobotRejected, RobotUnavailable, load_notify_config
 from shared import customer_links
 from shared import events as ev
 from shared import sla_policy
-from shared.aio_service import AioService, BrokerUnavailable, ServiceContext, publish_confirmed
+from shared.aio_service import AioService, ServiceContext
 from shared.amqp import EventConsumer, EventPublisher
 from shared.errors import TransientError, is_transient
 from shared.logging import bound_event_context, get_logger, mask
@@ -136,7 +142,7 @@ class CustomerLinks:
 @dataclass
 class Notifier:
     store: NotificationStore
-    mailer: SmtpMailer
+    outbox: Outbox
     publisher: EventPublisher
     sender: messages.Sender
     supervisor_email: str
@@ -153,6 +159,8 @@ class Notifier:
     roster: Roster | None = None
     ack_wait_seconds: float = 30.0
     chat_idle_seconds: float = 600.0
+    caps: loop_safety.Caps = field(default_factory=loop_safety.Caps)
+    delivery: DeliveryWorker | None = None
 
     def subscribe(self, consumer: EventConsumer) -> None:
         for source, channel in _INTAKES:
@@ -323,11 +331,9 @@ class Notifier:
             reply, agent_name=self.agent_names.get(reply.agent_id, reply.agent_id),
             thread=thread, sender=self.sender, notification=nid, now=self.clock(),
         )
-        # Only a mail that just went out becomes the thread's newest (a redelivered older reply
-        # must not overwrite a later one); it is recorded before the announcement, which may fail
-        # and be retried with the mail already sent.
-        await self._deliver(reply, kind, nid, mail,
-                            after_sent=lambda: self.store.remember_reply(reply.ticket_id, mail["Message-ID"]))
+        # The thread's newest once queued (what the next reply answers, even if this one is still
+        # on its way); a redelivered older reply queues nothing, so it cannot overwrite a later one.
+        await self._deliver(reply, kind, nid, mail, thread_reply=True)
 
     async def notify_status_changed(self, changed: ev.TicketStatusChanged) -> None:
         kind = messages.KIND_TICKET_WAITING
@@ -554,59 +560,45 @@ class Notifier:
 
     async def _may_send(self, kind: str, address: str | None, *, automatic: bool) -> bool:
         bounced = bool(address) and await self.store.is_bounced(address or "")
-        reason = messages.skip_reason(address, automatic=automatic, bounced=bounced)
+        reason = loop_safety.skip_reason(address, automatic=automatic, bounced=bounced,
+                                         own_address=self.sender.address)
         if reason is not None:
             log.info("notification_skipped", kind=kind, reason=reason, recipient=mask(address or ""))
         return reason is None
 
-    async def _deliver(self, event: ev.Envelope, kind: str, nid: str, mail: EmailMessage,
-                       after_sent: Callable[[], Awaitable[None]] | None = None) -> bool:
-        """Send ``mail`` unless it already went out; True if it was sent by this call.
+    async def _deliver(self, event: ev.Envelope, kind: str, nid: str, mail: EmailMessage, *,
+                       thread_reply: bool = False) -> bool:
+        """Queue ``mail`` for delivery, once per notification id; True if this call queued it.
 
-        ``after_sent`` runs once the SMTP server accepted the mail, before it is announced.
+        Automatic mail (every kind but an agent's reply) is marked so and counted against the
+        recipient's caps (:func:`loop_safety.caps_for`); over a cap it is skipped
+        (``notification_skipped``, reason ``loop_cap``).
+        ``thread_reply``: once queued, it is the ticket thread's newest reply.
         """
-        recipient = mask(str(mail["To"].addresses[0].addr_spec))
-        state = await self.store.claim(nid)
-        if state == SENDING:
-            raise TransientError(f"notification {nid} is being sent by another worker")
-        sent_now = state == CLAIMED
-        if sent_now:
-            if event.ticket_id is not None:
-                # Before the send: a bounce may come back even if we die before recording it sent.
-                await self.store.remember_recipient(event.ticket_id, str(mail["To"].addresses[0].addr_spec))
-            try:
-                await self.mailer.send(mail)
-            except NotificationRejected as exc:
-                log.warning("notification_rejected", kind=kind, notification_id=nid, recipient=recipient,
-                            smtp_code=exc.code, smtp_reply=mask(exc.reply))
-                await self.store.release(nid)
-                raise
-            except BaseException:
-                await asyncio.shield(self.store.release(nid))
-                raise
-            await self.store.mark_sent(nid)
-            if after_sent is not None:
-                await after_sent()
-            log.info("notification_sent", kind=kind, notification_id=nid, recipient=recipient)
-        else:
-            log.info("notification_already_sent", kind=kind, notification_id=nid)
-        if state != ANNOUNCED:
-            await self._announce(event, kind, nid, recipient)
-        return sent_now
-
-    async def _announce(self, event: ev.Envelope, kind: str, nid: str, recipient: str) -> None:
-        if event.ticket_id is None:
-            # notification_sent is about a ticket; a mail about none (a rejection) is only recorded.
-            await self.store.mark_announced(nid)
-            return
-        body = ev.make_event(SERVICE_NAME, ev.NOTIFICATION_SENT, now=self.clock(), trace_id=event.trace_id,
-                             event_id=nid, ticket_id=event.ticket_id, notification_id=nid, kind=kind,
-                             recipient=recipient)
-        try:
-            await publish_confirmed(self.publisher, ev.NOTIFICATION_SENT, body)
-        except BrokerUnavailable as exc:
-            raise TransientError(str(exc)) from exc
-        await self.store.mark_announced(nid)
+        recipient = str(mail["To"].addresses[0].addr_spec)
+        automatic = loop_safety.is_automatic(kind)
+        if automatic:
+            loop_safety.mark_automatic(mail, self.sender.address)
+        if event.ticket_id is not None:
+            # Before the send: a bounce may come back even if we die before recording it sent.
+            await self.store.remember_recipient(event.ticket_id, recipient)
+        letter = Letter.render(nid, kind, event.ticket_id, event.trace_id, mail, sender=self.sender.address,
+                               automatic=automatic)
+        queued = await self.outbox.enqueue(letter, self.clock().timestamp(), loop_safety.caps_for(kind, self.caps))
+        if queued.outcome == "capped":
+            assert queued.window is not None
+            log.warning("notification_skipped", kind=kind, reason=loop_safety.LOOP_CAP, recipient=mask(recipient),
+                        notification_id=nid, scope=queued.scope, window=queued.window.label())
+            return False
+        if queued.outcome == "existing":
+            log.info("notification_already_queued", kind=kind, notification_id=nid, state=queued.state)
+            return False
+        log.info("notification_queued", kind=kind, notification_id=nid, recipient=mask(recipient))
+        if thread_reply and event.ticket_id is not None:
+            await self.store.remember_reply(event.ticket_id, letter.message_id)
+        if self.delivery is not None:
+            self.delivery.wake()
+        return True
 
 
 NOTIFIER_KEY = web.AppKey("notifier", Notifier)
@@ -618,8 +610,9 @@ def ack_sweep_interval(ack_wait_seconds: float) -> float:
 
 
 def create_service(settings: Settings, *, environ: Mapping[str, str] | None = None) -> AioService:
-    """The notifier as an AioService: consumers, the acknowledgement sweeper, and a /healthz
-    endpoint for probes. ``environ`` holds the robots' addresses and secrets (default: os.environ)."""
+    """The notifier as an AioService: consumers, the delivery loop, the acknowledgement sweeper,
+    and a /healthz endpoint for probes. ``environ`` holds the robots' addresses and secrets
+    (default: os.environ)."""
     names = display_names(settings.roster_file)
     # Checked before anything connects: a bad file, template or policy stops the start.
     notify = load_notify_config(settings.notify_config_file, os.environ if environ is None else environ)
@@ -635,10 +628,17 @@ def create_service(settings: Settings, *, environ: Mapping[str, str] | None = No
             log.warning("customer_link_secret_is_dev_default",
                         hint="set TM_CUSTOMER_LINK_SECRET: anyone can open status pages and surveys with the default")
         poster = RobotPoster()
+        store, outbox = NotificationStore(ctx.redis), Outbox(ctx.redis)
+        delivery = settings.delivery
+        smtp = SmtpConfig(settings.smtp_host, settings.smtp_port, settings.smtp_user, settings.smtp_password,
+                          delivery.tls, delivery.ca_file, settings.smtp_timeout)
+        if smtp.username and smtp.tls == PLAIN:
+            log.warning("smtp_auth_without_tls", hint="the SMTP password crosses the network in clear: "
+                        "set TM_SMTP_STARTTLS or TM_SMTP_TLS")
+        worker = DeliveryWorker(outbox, store, smtp, ctx.publisher, delivery, service=SERVICE_NAME)
         notifier = Notifier(
-            store=NotificationStore(ctx.redis),
-            mailer=SmtpMailer(settings.smtp_host, settings.smtp_port, settings.smtp_user, settings.smtp_password,
-                              settings.smtp_starttls, settings.smtp_timeout),
+            store=store,
+            outbox=outbox,
             publisher=ctx.publisher,
             sender=messages.Sender(settings.mail_from, settings.mail_from_name, settings.mail_token_secret),
             supervisor_email=settings.supervisor_email,
@@ -653,6 +653,8 @@ def create_service(settings: Settings, *, environ: Mapping[str, str] | None = No
             roster=Roster(settings.roster_file, now=_utcnow().timestamp()),
             ack_wait_seconds=settings.ack_wait_seconds,
             chat_idle_seconds=settings.chat_idle_seconds,
+            caps=delivery.caps,
+            delivery=worker,
         )
         notifier.subscribe(ctx.consumer)
         app = ctx.new_app()
@@ -670,6 +672,15 @@ def create_service(settings: Settings, *, environ: Mapping[str, str] | None = No
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+        async def delivery_loop(_app: web.Application) -> AsyncIterator[None]:
+            await worker.start()
+            yield
+            # After the sweeper stopped queueing, before the broker and Redis close: attempts
+            # under way finish and are recorded.
+            await worker.stop()
+
+        # Cleanup runs in reverse: the sweeper stops first, the delivery loop last.
+        app.cleanup_ctx.append(delivery_loop)
         app.cleanup_ctx.append(robots_session)
         if settings.ack_wait_seconds > 0:
             app.cleanup_ctx.append(ack_sweeper)

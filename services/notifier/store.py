@@ -1,18 +1,18 @@
 """The notifier's Redis state (keys ``tm:notifier:*``; this class is their only owner).
 
-- ``tm:notifier:notification:<notification id>`` – how far one mail got: ``sending`` (claimed
-  by a worker, expires if that worker dies), ``sent`` (the SMTP server accepted it),
-  ``announced`` (``notification_sent`` was published too). A redelivered event finds the key
-  and sends nothing twice.
+The outbox (each mail, its delivery state and schedule, the loop-protection counters) has
+keys of its own, owned by :class:`services.notifier.outbox.Outbox`.
+
 - ``tm:notifier:thread:<ticket id>`` – hash of what we know of the ticket's mail conversation
   (subject, the customer's Message-ID, our ack's and our last reply's), to thread replies.
 - ``tm:notifier:recipients:<ticket id>`` – set of the addresses we mailed about the ticket
   (recorded before each send, ``THREAD_TTL_SECONDS`` after the last): only a bounce for one of
   them suppresses anything.
 - ``tm:notifier:bounced:<address>`` – the address is suppressed (no mail at all): ``hard``
-  for ``HARD_BOUNCE_SUPPRESS_SECONDS`` after a permanent bounce (60 days, as Zammad), ``soft``
-  for ``SOFT_BOUNCE_SUPPRESS_SECONDS`` after ``SOFT_BOUNCE_LIMIT`` transient ones. The TTL is
-  the suppression: when it runs out, mail is tried again.
+  for ``HARD_BOUNCE_SUPPRESS_SECONDS`` after a permanent bounce (60 days, as Zammad),
+  ``refused`` for as long after our relay refused the mailbox (5xx to RCPT), ``soft`` for
+  ``SOFT_BOUNCE_SUPPRESS_SECONDS`` after ``SOFT_BOUNCE_LIMIT`` transient ones. The TTL is the
+  suppression: when it runs out, mail is tried again.
 - ``tm:notifier:soft_bounces:<address>`` – sorted set of transient-bounce event ids scored by
   when they arrived, trimmed to ``SOFT_BOUNCE_WINDOW_SECONDS``: the same bounce delivered
   twice counts once.
@@ -25,11 +25,6 @@ import redis.asyncio
 
 from services.notifier.messages import Thread
 
-# Longer than one SMTP attempt (connect + a few commands, TM_SMTP_TIMEOUT each), so a live
-# sender never loses its claim, yet a crashed sender's claim frees itself soon.
-SENDING_TTL_SECONDS = 120
-# Longer than any redelivery or dead-letter replay window: within it a mail is sent once.
-SENT_TTL_SECONDS = 30 * 24 * 3600
 # Customers answer old tickets; keep threading data for half a year after the last change.
 THREAD_TTL_SECONDS = 180 * 24 * 3600
 
@@ -40,23 +35,8 @@ SOFT_BOUNCE_LIMIT = 3
 SOFT_BOUNCE_WINDOW_SECONDS = 72 * 3600
 SOFT_BOUNCE_SUPPRESS_SECONDS = 24 * 3600
 HARD = "hard"
+REFUSED = "refused"
 SOFT = "soft"
-
-CLAIMED = "claimed"
-SENDING = "sending"
-SENT = "sent"
-ANNOUNCED = "announced"
-
-_CLAIM = """
-local state = redis.call('GET', KEYS[1])
-if state then return state end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
-return ARGV[3]
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 # KEYS: soft_bounces, bounced; ARGV: event id, now (s), window, limit, suppress seconds.
 _SOFT_BOUNCE = """
@@ -64,45 +44,34 @@ redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 local count = redis.call('ZCARD', KEYS[1])
-if count >= tonumber(ARGV[4]) and redis.call('GET', KEYS[2]) ~= 'hard' then
+local current = redis.call('GET', KEYS[2])
+if count >= tonumber(ARGV[4]) and (not current or current == 'soft') then
   redis.call('SET', KEYS[2], 'soft', 'EX', tonumber(ARGV[5]))
 end
 return count
+"""
+# KEYS: bounced; ARGV: refused, seconds
+_MARK_REFUSED = """
+if redis.call('GET', KEYS[1]) == 'hard' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+return 1
+"""
+_LIFT_REFUSAL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
 class NotificationStore:
     def __init__(self, client: redis.asyncio.Redis):
         self._client = client
-        self._claim = client.register_script(_CLAIM)
-        self._release = client.register_script(_RELEASE)
         self._soft_bounce = client.register_script(_SOFT_BOUNCE)
-
-    @staticmethod
-    def _notification_key(notification_id: str) -> str:
-        return f"tm:notifier:notification:{notification_id}"
+        self._mark_refused = client.register_script(_MARK_REFUSED)
+        self._lift_refusal = client.register_script(_LIFT_REFUSAL)
 
     @staticmethod
     def _thread_key(ticket_id: str) -> str:
         return f"tm:notifier:thread:{ticket_id}"
-
-    async def claim(self, notification_id: str) -> str:
-        """``claimed`` if this caller may send now; otherwise the state someone else left."""
-        return await self._claim(keys=[self._notification_key(notification_id)],
-                                 args=[SENDING, SENDING_TTL_SECONDS, CLAIMED])
-
-    async def release(self, notification_id: str) -> None:
-        """Give up a claim after a failed attempt, so the retry can claim it at once."""
-        await self._release(keys=[self._notification_key(notification_id)], args=[SENDING])
-
-    async def mark_sent(self, notification_id: str) -> None:
-        await self._client.set(self._notification_key(notification_id), SENT, ex=SENT_TTL_SECONDS)
-
-    async def mark_announced(self, notification_id: str) -> None:
-        await self._client.set(self._notification_key(notification_id), ANNOUNCED, ex=SENT_TTL_SECONDS)
-
-    async def state(self, notification_id: str) -> str | None:
-        return await self._client.get(self._notification_key(notification_id))
 
     # -- bounced addresses -------------------------------------------------------------------
 
@@ -121,6 +90,25 @@ class NotificationStore:
         return int(await self._soft_bounce(
             keys=[key, self._bounced_key(address)],
             args=[bounce_id, at_seconds, SOFT_BOUNCE_WINDOW_SECONDS, SOFT_BOUNCE_LIMIT, SOFT_BOUNCE_SUPPRESS_SECONDS]))
+
+    async def mark_refused(self, address: str) -> None:
+        """Our relay refused the mailbox for good (5xx to RCPT): suppressed as long as after a
+        hard bounce, unless a hard bounce is recorded already (it says more)."""
+        await self._mark_refused(keys=[self._bounced_key(address)], args=[REFUSED, HARD_BOUNCE_SUPPRESS_SECONDS])
+
+    async def lift_refusal(self, address: str) -> bool:
+        """Undo :meth:`mark_refused` (an operator replays the mail, e.g. after fixing the relay);
+        a bounce's suppression stays. True if one was lifted."""
+        return bool(await self._lift_refusal(keys=[self._bounced_key(address)], args=[REFUSED]))
+
+    async def suppression(self, address: str) -> tuple[str, int] | None:
+        """``(hard|refused|soft, seconds left)`` while the address is suppressed."""
+        key = self._bounced_key(address)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.ttl(key)
+            kind, ttl = await pipe.execute()
+        return (kind, ttl) if kind else None
 
     async def is_bounced(self, address: str) -> bool:
         return bool(await self._client.exists(self._bounced_key(address)))

@@ -1,143 +1,144 @@
-"""The SLA watcher: start first-response clocks, stop them, and fire warnings and breaches on time.
+"""The SLA watcher: keep every ticket's clocks, fire warnings, breaches and escalation rungs on
+time, exactly once per replica set.
+
+Clocks (engine.py, clocks.py): ``first_response`` from received to the first agent reply;
+``next_response`` from a customer message after an agent reply to the next reply;
+``resolution`` from received to resolved (a reopen continues it). A status with the pause flag
+(``ticket_status_changed``) pauses next response and resolution; a customer message (or a
+contact on another channel the dispatcher folded into the ticket, ``ticket_attached`` mode
+attach) or a status without it resumes them. Every change is announced as ``sla_clock_changed``.
 
 Failure policy: Redis or RabbitMQ briefly away raises a transient error and the event is
-retried; anything else dead-letters it. Handlers are idempotent: a clock starts once, finishing
-a finished clock changes nothing.
+retried; anything else dead-letters it. Handlers are idempotent (each change is a
+compare-and-set on the clock; announcements carry ids derived from their cause).
 
-Every replica runs the sweep; the store's claim gives each due item to exactly one of them.
+Every replica runs the sweep; the store's claim gives each due clock to exactly one of them.
+The sweep wakes every ``SWEEP_INTERVAL_SECONDS`` and, when the next item falls due sooner,
+sleeps until exactly then, so items fire within milliseconds of their due time. After
+downtime, everything overdue fires once, in due order.
+
+Hot reload: the policy file and its calendars file are looked at every
+``TM_CONFIG_RELOAD_SECONDS``; a changed version recomputes open clocks (a 1 s timer walks them,
+one replica at a time; a clock touched first is recomputed on the spot).
 """
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
-from services.sla_watcher.clocks import FIRST_RESPONSE, due_items, item_from_member, parse_member
-from services.sla_watcher.config import DEFAULT_SLA_POLICY_FILE, SLA_POLICY_FILE_KEY
-from shared.sla_policy import Policy, load_policies, select_policy
-from services.sla_watcher.store import FULFILLED, RUNNING, STOPPED, ClaimedItem, Clock, SlaStore
+from services.sla_watcher.config import (CONFIG_RELOAD_KEY, DEFAULT_CONFIG_RELOAD_SECONDS, DEFAULT_SLA_POLICY_FILE,
+                                         SLA_POLICY_FILE_KEY)
+from services.sla_watcher.config_source import SlaConfigFiles
+from services.sla_watcher.engine import SlaEngine
+from services.sla_watcher.store import SlaStore
+from services.sla_watcher.health import SlaWatcherHealth
 from shared import events as ev
-from shared.intake_ledger import stable_event_id
 from shared.logging import get_logger
-from shared.nameko_ext import Emitter, LogContext, StoreProvider, event_consumer
+from shared.nameko_ext import REDIS_URL_KEY, Emitter, LogContext, StoreProvider, event_consumer
+from shared.redis_store import sync_client
 
 log = get_logger(__name__)
 
 SWEEP_INTERVAL_SECONDS = 0.25
-SWEEP_BATCH = 500  # items claimed per round; a tick keeps claiming while rounds come back full
+SWEEP_MAX_SECONDS = 5.0     # one tick's share of the worker before it yields to the timer
+RECOMPUTE_INTERVAL_SECONDS = 1.0
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class SlaPoliciesProvider(DependencyProvider):
-    """Loads the policy file once per container; a bad file stops the start."""
+class SlaConfigProvider(DependencyProvider):
+    """The policy and calendar files of this container, re-read when they change; a bad file
+    stops the start."""
 
     def setup(self) -> None:
-        path = self.container.config.get(SLA_POLICY_FILE_KEY, DEFAULT_SLA_POLICY_FILE)
-        self.policies = load_policies(path)
-        log.info("sla_policies_loaded", path=str(path), policies=len(self.policies))
+        config = self.container.config
+        self.client = sync_client(config[REDIS_URL_KEY])
+        self.files = SlaConfigFiles(config.get(SLA_POLICY_FILE_KEY, DEFAULT_SLA_POLICY_FILE), SlaStore(self.client),
+                                    now=time.time(),
+                                    interval=float(config.get(CONFIG_RELOAD_KEY, DEFAULT_CONFIG_RELOAD_SECONDS)))
 
-    def get_dependency(self, worker_ctx: Any) -> tuple[Policy, ...]:
-        return self.policies
+    def stop(self) -> None:
+        self.client.close()
+
+    def get_dependency(self, worker_ctx: Any) -> SlaConfigFiles:
+        return self.files
 
 
-class SlaWatcherService:
+class SlaWatcherService(SlaWatcherHealth):  # + /healthz, /readyz, /metrics, heartbeat
     name = ev.SLA_WATCHER
 
     store: SlaStore = StoreProvider(SlaStore)
-    policies: tuple[Policy, ...] = SlaPoliciesProvider()
+    configs: SlaConfigFiles = SlaConfigProvider()
     emit = Emitter()
     log_context = LogContext()
 
+    def _engine(self) -> SlaEngine:
+        return SlaEngine(self.store, self.configs, self.emit)
+
     @event_consumer(ev.DISPATCHER, ev.TICKET_CLASSIFIED)
     def handle_ticket_classified(self, event: ev.TicketClassified) -> None:
-        """Start the first-response clock at the ticket's received_at under the matching policy."""
-        policy = select_policy(self.policies, priority=event.priority, channel=event.channel,
-                               customer_tier=event.customer_tier)
-        if policy is None:
-            log.info("sla_no_policy", priority=event.priority, channel=event.channel)
-            return
-        received_at = event.received_at.timestamp()
-        items = due_items(event.ticket_id, FIRST_RESPONSE, received_at=received_at,
-                          target_seconds=policy.first_response_seconds, warn_at=policy.warn_at)
-        started = self.store.start_clock(ticket_id=event.ticket_id, clock=FIRST_RESPONSE, policy=policy.name,
-                                         target_seconds=policy.first_response_seconds, received_at=received_at,
-                                         trace_id=event.trace_id, items=items)
-        log.info("sla_clock_started" if started else "sla_clock_already_known", clock=FIRST_RESPONSE,
-                 policy=policy.name, target_seconds=policy.first_response_seconds)
+        self._engine().ticket_classified(event)
 
     @event_consumer(ev.DISPATCHER, ev.TICKET_ASSIGNED)
     def handle_ticket_assigned(self, event: ev.TicketAssigned) -> None:
-        self.store.set_assignee(event.ticket_id, FIRST_RESPONSE, event.agent_id)
+        self._engine().ticket_assigned(event)
 
     @event_consumer(ev.DISPATCHER, ev.TICKET_UNASSIGNED)
     def handle_ticket_unassigned(self, event: ev.TicketUnassigned) -> None:
-        """Warnings must not name an agent who no longer holds the ticket (it waits, or a
-        ``ticket_assigned`` names the next holder)."""
-        cleared = self.store.clear_assignee(event.ticket_id, FIRST_RESPONSE, event.agent_id)
+        """Warnings must not name an agent who no longer holds the ticket."""
+        cleared = self._engine().ticket_unassigned(event)
         log.info("sla_assignee_cleared" if cleared else "sla_assignee_unchanged", agent_id=event.agent_id,
                  reason=event.reason)
 
+    @event_consumer(ev.INTAKE_EMAIL, ev.TICKET_RECEIVED)
+    def handle_email_ticket_received(self, event: ev.TicketReceived) -> None:
+        self._engine().ticket_received(event)
+
+    @event_consumer(ev.INTAKE_CHAT, ev.TICKET_RECEIVED)
+    def handle_chat_ticket_received(self, event: ev.TicketReceived) -> None:
+        self._engine().ticket_received(event)
+
+    @event_consumer(ev.INTAKE_PHONE, ev.TICKET_RECEIVED)
+    def handle_phone_ticket_received(self, event: ev.TicketReceived) -> None:
+        self._engine().ticket_received(event)
+
+    @event_consumer(ev.INTAKE_EMAIL, ev.MESSAGE_RECEIVED)
+    def handle_email_message_received(self, event: ev.MessageReceived) -> None:
+        self._engine().message_received(event)
+
+    @event_consumer(ev.INTAKE_CHAT, ev.MESSAGE_RECEIVED)
+    def handle_chat_message_received(self, event: ev.MessageReceived) -> None:
+        self._engine().message_received(event)
+
+    @event_consumer(ev.DISPATCHER, ev.TICKET_ATTACHED)
+    def handle_ticket_attached(self, event: ev.TicketAttached) -> None:
+        self._engine().ticket_attached(event)
+
     @event_consumer(ev.AGENT_DESK, ev.AGENT_REPLIED)
     def handle_agent_replied(self, event: ev.AgentReplied) -> None:
-        """The first reply fulfils first_response: its pending warnings and breach are dropped."""
-        was = self.store.finish_clock(event.ticket_id, FIRST_RESPONSE, FULFILLED, at=utcnow().timestamp())
-        log.info("sla_clock_fulfilled" if was in (RUNNING, "unknown") else "sla_clock_already_finished",
-                 clock=FIRST_RESPONSE, previous=was)
+        self._engine().agent_replied(event)
+
+    @event_consumer(ev.AGENT_DESK, ev.TICKET_STATUS_CHANGED)
+    def handle_ticket_status_changed(self, event: ev.TicketStatusChanged) -> None:
+        self._engine().ticket_status_changed(event)
 
     @event_consumer(ev.AGENT_DESK, ev.TICKET_RESOLVED)
     def handle_ticket_resolved(self, event: ev.TicketResolved) -> None:
-        was = self.store.finish_clock(event.ticket_id, FIRST_RESPONSE, STOPPED, at=utcnow().timestamp())
-        log.info("sla_clock_stopped", clock=FIRST_RESPONSE, previous=was)
+        self._engine().ticket_resolved(event)
+
+    @event_consumer(ev.AGENT_DESK, ev.TICKET_REOPENED)
+    def handle_ticket_reopened(self, event: ev.TicketReopened) -> None:
+        self._engine().ticket_reopened(event)
 
     @timer(interval=SWEEP_INTERVAL_SECONDS)
     def sweep(self) -> None:
-        """Fire every item due by now, earliest first, in rounds of SWEEP_BATCH."""
-        while True:
-            batch = self.store.claim_due(time.time(), SWEEP_BATCH)
-            if not batch:
-                return
-            clocks = self.store.clocks([parse_member(item.member)[:2] for item in batch])
-            for item, clock in zip(batch, clocks):
-                self._fire(item, clock)
-            if len(batch) < SWEEP_BATCH:
-                return
+        """Fire everything due, then sleep until the next item when it is due before the next tick."""
+        self._engine().tick(SWEEP_INTERVAL_SECONDS, SWEEP_MAX_SECONDS, sleep=time.sleep)  # cooperative under eventlet
 
-    def _escalates(self, policy_name: str) -> bool:
-        """A policy renamed or removed since the clock started keeps the default (escalate)."""
-        for policy in self.policies:
-            if policy.name == policy_name:
-                return policy.escalate_on_breach
-        return True
-
-    def _fire(self, claimed: ClaimedItem, clock: Clock | None) -> None:
-        if clock is None or clock.state != RUNNING:
-            # Finished between the claim and now (or its record expired): nothing to say.
-            self.store.release(claimed.member)
-            return
-        item = item_from_member(claimed.member, received_at=clock.received_at, target_seconds=clock.target_seconds)
-        now = utcnow()
-        event_type = ev.SLA_BREACHED if item.is_breach else ev.SLA_WARNING
-        fields: dict[str, Any] = dict(
-            ticket_id=clock.ticket_id, clock=clock.clock, policy=clock.policy, target_seconds=clock.target_seconds,
-            due_at=datetime.fromtimestamp(clock.received_at + clock.target_seconds, tz=timezone.utc),
-            agent_id=clock.agent_id,
-            event_id=stable_event_id(ev.SLA_WATCHER, event_type, clock.ticket_id, clock.clock, item.kind),
-        )
-        if not item.is_breach:
-            fields["elapsed_fraction"] = item.fraction
-        self.emit(event_type, now=now, trace_id=clock.trace_id, **fields)
-        if item.is_breach and self._escalates(clock.policy):
-            # Published before the release: a worker dying here re-fires both, with the same ids.
-            self.emit(ev.TICKET_ESCALATED, now=now, trace_id=clock.trace_id, ticket_id=clock.ticket_id,
-                      event_id=stable_event_id(ev.SLA_WATCHER, ev.TICKET_ESCALATED, clock.ticket_id, clock.clock, "1"),
-                      clock=clock.clock, policy=clock.policy, level=1,
-                      reason=f"{clock.clock} target of {clock.target_seconds}s missed")
-        self.store.release(claimed.member)
-        log.info(event_type, ticket_id=clock.ticket_id, trace_id=clock.trace_id, clock=clock.clock,
-                 kind=item.kind, agent_id=clock.agent_id, late_seconds=round(now.timestamp() - item.due_at, 3))
+    @timer(interval=RECOMPUTE_INTERVAL_SECONDS)
+    def recompute(self) -> None:
+        """Look at the config files; carry open clocks to a new version (one replica walks)."""
+        seen = self._engine().recompute_step(self.configs.owner)
+        if seen:
+            log.info("sla_recompute_progress", clocks=seen)

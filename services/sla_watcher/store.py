@@ -2,171 +2,481 @@
 
 Keys (this class is their only owner):
 
-- ``due`` zset: one member per pending warning/breach, ``<ticket>:<clock>:<kind>``, scored by
-  its due time in epoch seconds (a float, so sub-second precision at any number of clocks);
-- ``clock:<ticket>:<clock>`` hash: policy, target, received_at, trace_id, assignee, ``state``
-  (running → fulfilled | stopped) and the clock's due members (``CLOCK_TTL_SECONDS`` after the
-  last change).
+- ``due`` zset: one member ``<ticket>:<clock>`` per running clock, scored by its next unfired
+  item's due time (epoch seconds, a float: sub-second precision at any number of clocks). A
+  sweep reads only the head, so its cost does not grow with the number of open clocks;
+- ``clock:<ticket>:<clock>`` hash: the clock (see clocks.py): cycle, state, policy, calendar,
+  target, plan (a digest into ``plans``), segments, since, fired, config generation, ``rev``
+  (bumped by every write), ``lease`` (a sweep holds it); ``CLOCK_TTL_SECONDS`` after the last
+  write. A clock finished before it started is a tombstone (no plan), so a late start does nothing;
+- ``plans`` hash: plan digest → plan JSON (a few policies, so a few plans, shared by all clocks);
+- ``open`` set: ``<ticket>:<clock>`` of every running or paused clock (what a recompute walks);
+- ``ticket:<ticket>`` hash: what the clocks need of the ticket: classification facts (policy
+  selection), assignee, whether an agent replied, the pause flag and the time it was set
+  (the latest event wins, whatever order events arrive in), resolution time and window,
+  customer key and linked ticket (second contact); ``CLOCK_TTL_SECONDS`` after the last write;
+- ``customer:<sha256>`` hash: a customer's last resolved ticket (second contact), same TTL;
+- ``config:gen``, ``config:gens``: config generations (the newest loaded wins, see service.py);
+  ``recompute``: the walk that carries open clocks to a new generation (owner, lease, cursor).
 
-A sweep *claims* due items in one script: they are re-scored to a lease deadline, so no other
-replica sees them, and removed once their event is confirmed. A replica that dies mid-batch
-leaves its items to fall due again when the lease runs out (at least once, never lost); the
-events carry stable ids, so a re-fire is recognisable.
+Writes are compare-and-set on ``rev`` (a handler reads, decides in Python with the calendar,
+writes; a conflict means read again). A sweep *claims* due members in one script: re-scored to a
+lease deadline and marked on the clock, so no other replica sees them; a handler writing a
+leased clock leaves its due score to the claim holder, whose commit re-schedules from the
+clock as it then is. A replica that dies mid-batch leaves its members to come due again when
+the lease runs out: at least once, never lost, and the events carry stable ids.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from typing import Iterable
 
 import redis
 
-from services.sla_watcher.clocks import DueItem
+from services.sla_watcher.clocks import Clock, PlanItem, plan_digest, plan_from_json, plan_json
 
 PREFIX = "tm:sla_watcher:"
 CLOCK_TTL_SECONDS = 35 * 24 * 3600  # longer than any target; a finished clock is kept for redeliveries
 CLAIM_LEASE_SECONDS = 30.0  # far above the time to publish one batch
+RECOMPUTE_LEASE_SECONDS = 30.0
 
-RUNNING, FULFILLED, STOPPED = "running", "fulfilled", "stopped"
+# KEYS: clock, due, open   ARGV: expected rev, member, score ('' = not scheduled), open ('1'/'0'),
+# ttl, now, field, value, ...   Returns the new rev, or -1 when the clock changed since it was read.
+_PUT_CLOCK = """
+local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
+if rev ~= tonumber(ARGV[1]) then return -1 end
+for i = 7, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+rev = rev + 1
+redis.call('HSET', KEYS[1], 'rev', rev)
+if ARGV[3] == '' then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+elseif tonumber(redis.call('HGET', KEYS[1], 'lease') or '0') <= tonumber(ARGV[6]) then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+end  -- leased: the sweep holding it schedules it again from this state when it commits
+if ARGV[4] == '1' then redis.call('SADD', KEYS[3], ARGV[2]) else redis.call('SREM', KEYS[3], ARGV[2]) end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return rev
+"""
 
-# KEYS: clock, due   ARGV: ttl, n_field_pairs, field, value, ..., member, score, ...
-_START = """
-if redis.call('HEXISTS', KEYS[1], 'state') == 1 then return 0 end
-local n = tonumber(ARGV[2])
-local i = 3
-for _ = 1, n do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  i = i + 2
+# KEYS: due   ARGV: now, lease_until, limit
+# Returns member, due, ... (earliest first); each is re-scored to the lease and its clock marked.
+_CLAIM_DUE = """
+local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
+for i = 1, #items, 2 do
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[2], items[i])
+  redis.call('HSET', '""" + PREFIX + """clock:' .. items[i], 'lease', ARGV[2])
 end
-redis.call('HSET', KEYS[1], 'state', 'running')
-local members = {}
-while i < #ARGV do
-  redis.call('ZADD', KEYS[2], ARGV[i + 1], ARGV[i])
-  table.insert(members, ARGV[i])
-  i = i + 2
+return items
+"""
+
+# KEYS: clock, due   ARGV: rev read, member, fired kinds (space-separated), next due ('' = none), now
+# What fired is recorded whatever happened meanwhile (those events are out). Unchanged since
+# the read: the next due is set. Changed (a handler wrote it): a running clock is evaluated
+# again at once, from its new state.
+_COMMIT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) return 0 end
+local fired = redis.call('HGET', KEYS[1], 'fired') or ''
+for kind in string.gmatch(ARGV[3], '%S+') do
+  if not string.find(' ' .. fired .. ' ', ' ' .. kind .. ' ', 1, true) then
+    if fired == '' then fired = kind else fired = fired .. ' ' .. kind end
+  end
 end
-redis.call('HSET', KEYS[1], 'items', table.concat(members, ' '))
+redis.call('HSET', KEYS[1], 'fired', fired)
+redis.call('HDEL', KEYS[1], 'lease')
+local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
+redis.call('HSET', KEYS[1], 'rev', rev + 1)
+if rev == tonumber(ARGV[1]) then
+  if ARGV[4] == '' then redis.call('ZREM', KEYS[2], ARGV[2]) else redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2]) end
+  return 1
+end
+if redis.call('HGET', KEYS[1], 'state') == 'running' then
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2])
+else
+  redis.call('ZREM', KEYS[2], ARGV[2])
+end
+return 2
+"""
+
+# KEYS: ticket   ARGV: ttl, flag field, field, value, ...
+# Returns 1 exactly once: for the write that completes both halves (received + classified).
+_NOTE_TICKET = """
+for i = 3, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], ARGV[2], '1')
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-return 1
-"""
-
-# KEYS: clock, due   ARGV: new state, at, ttl
-_FINISH = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state and state ~= 'running' then return state end
-local items = redis.call('HGET', KEYS[1], 'items')
-if items then
-  for member in string.gmatch(items, '%S+') do redis.call('ZREM', KEYS[2], member) end
+if redis.call('HEXISTS', KEYS[1], 'received_seen') == 1 and redis.call('HEXISTS', KEYS[1], 'classified_seen') == 1 then
+  return redis.call('HSETNX', KEYS[1], 'contact_checked', '1')
 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'finished_at', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return state or 'unknown'
+return 0
 """
 
-# KEYS: clock   ARGV: agent_id
-_CLEAR_ASSIGNEE = """
+# KEYS: ticket   ARGV: paused ('1'/'0'), at, ttl   Returns the pause flag in force.
+_SET_PAUSED = """
+local at = tonumber(redis.call('HGET', KEYS[1], 'paused_at') or '-1')
+if tonumber(ARGV[2]) >= at then
+  redis.call('HSET', KEYS[1], 'paused', ARGV[1], 'paused_at', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return redis.call('HGET', KEYS[1], 'paused')
+"""
+
+# KEYS: ticket   ARGV: field, epoch, ttl   Keeps the latest time (events may arrive out of order).
+_RAISE_TIME = """
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) > old then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return redis.call('HGET', KEYS[1], ARGV[1])
+"""
+
+# KEYS: ticket   ARGV: agent_id
+_CLEAR_AGENT = """
 if redis.call('HGET', KEYS[1], 'agent_id') == ARGV[1] then return redis.call('HDEL', KEYS[1], 'agent_id') end
 return 0
 """
 
-# KEYS: due   ARGV: now, lease_until, limit
-_CLAIM_DUE = """
-local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
-for i = 1, #items, 2 do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], items[i]) end
-return items
+# KEYS: gen counter, gens hash   ARGV: digest
+# A digest that is already the newest keeps its generation; any other (new, or an older file
+# put back) becomes the newest: the last config loaded anywhere wins.
+_REGISTER_CONFIG = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local mine = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
+if mine == current then return current end
+current = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], ARGV[1], current)
+return current
+"""
+
+# KEYS: recompute   ARGV: gen, owner, now, lease_until
+# 1 when the caller now holds the walk for ``gen`` (fresh or taken over after its lease ran out).
+_TAKE_RECOMPUTE = """
+local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '-1')
+local wanted = tonumber(ARGV[1])
+if gen > wanted then return 0 end
+if gen < wanted then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'gen', ARGV[1], 'cursor', '0', 'owner', ARGV[2], 'until', ARGV[4])
+  return 1
+end
+if redis.call('HGET', KEYS[1], 'done') == '1' then return 0 end
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[2] or tonumber(redis.call('HGET', KEYS[1], 'until') or '0') < tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'until', ARGV[4])
+  return 1
+end
+return 0
 """
 
 
 @dataclass(frozen=True)
-class Clock:
+class TicketRecord:
     ticket_id: str
-    clock: str
-    state: str
-    policy: str
-    target_seconds: int
-    received_at: float
-    trace_id: str
-    agent_id: str | None
+    trace_id: str = ""
+    channel: str | None = None
+    priority: str | None = None
+    customer_tier: str = "standard"
+    category: str | None = None
+    received_at: float | None = None
+    agent_id: str | None = None
+    last_reply_at: float | None = None  # the latest agent reply: customer messages before it are answered
+    paused: bool = False
+    resolved_at: float | None = None
+    customer: str | None = None
+    linked_ticket_id: str | None = None
+
+    @property
+    def classified(self) -> bool:
+        return self.priority is not None and self.channel is not None
 
 
 @dataclass(frozen=True)
-class ClaimedItem:
+class Claimed:
     member: str
     due_at: float
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return split_member(self.member)
+
+
+def member(ticket_id: str, clock: str) -> str:
+    return f"{ticket_id}:{clock}"
+
+
+def split_member(value: str) -> tuple[str, str]:
+    """``"TM:odd:1:first_response"`` → ``("TM:odd:1", "first_response")``."""
+    ticket_id, clock = value.rsplit(":", 1)
+    return ticket_id, clock
+
+
+def customer_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 class SlaStore:
     due_key = PREFIX + "due"
+    open_key = PREFIX + "open"
+    plans_key = PREFIX + "plans"
+    gen_key = PREFIX + "config:gen"
+    gens_key = PREFIX + "config:gens"
+    recompute_key = PREFIX + "recompute"
 
     def __init__(self, client: redis.Redis):
         self.client = client
-        self._start = client.register_script(_START)
-        self._finish = client.register_script(_FINISH)
+        self._put = client.register_script(_PUT_CLOCK)
         self._claim_due = client.register_script(_CLAIM_DUE)
-        self._clear_assignee = client.register_script(_CLEAR_ASSIGNEE)
+        self._commit = client.register_script(_COMMIT)
+        self._note = client.register_script(_NOTE_TICKET)
+        self._set_paused = client.register_script(_SET_PAUSED)
+        self._clear_agent = client.register_script(_CLEAR_AGENT)
+        self._raise_time = client.register_script(_RAISE_TIME)
+        self._register = client.register_script(_REGISTER_CONFIG)
+        self._take_recompute = client.register_script(_TAKE_RECOMPUTE)
+        self._plans: dict[str, tuple[PlanItem, ...]] = {}  # content-addressed: never stale
 
     @staticmethod
     def clock_key(ticket_id: str, clock: str) -> str:
         return f"{PREFIX}clock:{ticket_id}:{clock}"
 
-    def start_clock(self, *, ticket_id: str, clock: str, policy: str, target_seconds: int, received_at: float,
-                    trace_id: str, items: list[DueItem]) -> bool:
-        """Start a clock once: False if it already exists (or was finished before it started)."""
-        fields = {"ticket_id": ticket_id, "clock": clock, "policy": policy, "target_seconds": target_seconds,
-                  "received_at": repr(received_at), "trace_id": trace_id}
-        args: list[str | int | float] = [CLOCK_TTL_SECONDS, len(fields)]
-        for name, value in fields.items():
-            args += [name, value]
-        for item in items:
-            args += [item.member, repr(item.due_at)]
-        return bool(self._start(keys=[self.clock_key(ticket_id, clock), self.due_key], args=args))
+    @staticmethod
+    def ticket_key(ticket_id: str) -> str:
+        return f"{PREFIX}ticket:{ticket_id}"
 
-    def set_assignee(self, ticket_id: str, clock: str, agent_id: str) -> None:
-        """Remember who holds the ticket, whether or not its clock has started yet."""
-        key = self.clock_key(ticket_id, clock)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(key, "agent_id", agent_id)
-        pipe.expire(key, CLOCK_TTL_SECONDS)
-        pipe.execute()
+    @staticmethod
+    def customer_key(key: str) -> str:
+        return f"{PREFIX}customer:{customer_hash(key)}"
 
-    def clear_assignee(self, ticket_id: str, clock: str, agent_id: str) -> bool:
-        """``agent_id`` no longer holds the ticket: the clock names no assignee, unless a later
-        assignment (handled first, events of two kinds may cross) already named someone else."""
-        return bool(self._clear_assignee(keys=[self.clock_key(ticket_id, clock)], args=[agent_id]))
+    # -- clocks -------------------------------------------------------------------------
 
-    def finish_clock(self, ticket_id: str, clock: str, state: str, *, at: float) -> str:
-        """Fulfil or stop a running clock and drop its pending items; returns the state it had.
-
-        A clock finished before it started leaves a tombstone, so a late start does nothing.
-        """
-        return self._finish(keys=[self.clock_key(ticket_id, clock), self.due_key],
-                            args=[state, repr(at), CLOCK_TTL_SECONDS])
-
-    def claim_due(self, now: float, limit: int) -> list[ClaimedItem]:
-        """Take up to ``limit`` items due by ``now``, earliest first, for this caller alone."""
-        flat = self._claim_due(keys=[self.due_key], args=[repr(now), repr(now + CLAIM_LEASE_SECONDS), limit])
-        return [ClaimedItem(member=flat[i], due_at=float(flat[i + 1])) for i in range(0, len(flat), 2)]
-
-    def release(self, member: str) -> None:
-        """The item's event is out (or it must not fire): forget it."""
-        self.client.zrem(self.due_key, member)
+    def clock(self, ticket_id: str, name: str) -> Clock | None:
+        return self._parse_clock(ticket_id, name, self.client.hgetall(self.clock_key(ticket_id, name)))
 
     def clocks(self, keys: list[tuple[str, str]]) -> list[Clock | None]:
         pipe = self.client.pipeline(transaction=False)
-        for ticket_id, clock in keys:
-            pipe.hgetall(self.clock_key(ticket_id, clock))
-        return [_clock(fields) for fields in pipe.execute()]
+        for ticket_id, name in keys:
+            pipe.hgetall(self.clock_key(ticket_id, name))
+        return [self._parse_clock(t, n, fields) for (t, n), fields in zip(keys, pipe.execute())]
 
-    def clock(self, ticket_id: str, clock: str) -> Clock | None:
-        return _clock(self.client.hgetall(self.clock_key(ticket_id, clock)))
+    def put_clock(self, clock: Clock, *, due: float | None, now: float) -> int | None:
+        """Write ``clock`` if nobody wrote it since it was read (``clock.rev``); schedule its next
+        item at ``due`` (None: nothing to fire). The new rev, or None on a conflict."""
+        digest = ""
+        if clock.plan:
+            digest = plan_digest(clock.plan)
+            if digest not in self._plans:
+                self.client.hsetnx(self.plans_key, digest, plan_json(clock.plan))
+                self._plans[digest] = clock.plan
+        fields = {
+            "cycle": clock.cycle, "state": clock.state, "policy": clock.policy, "calendar": clock.calendar,
+            "target": repr(clock.target), "plan": digest,
+            "segments": json.dumps(clock.segments, separators=(",", ":")),
+            "since": "" if clock.since is None else repr(clock.since), "fired": " ".join(sorted(clock.fired)),
+            "activated_at": repr(clock.activated_at),
+            "finished_at": "" if clock.finished_at is None else repr(clock.finished_at), "gen": clock.config_gen,
+            "used": repr(clock.used), "breach_at": "" if clock.breach_at is None else repr(clock.breach_at),
+        }
+        args: list = [clock.rev, member(clock.ticket_id, clock.name), "" if due is None else repr(due),
+                      "1" if clock.is_open else "0", CLOCK_TTL_SECONDS, repr(now)]
+        for name, value in fields.items():
+            args += [name, value]
+        rev = self._put(keys=[self.clock_key(clock.ticket_id, clock.name), self.due_key, self.open_key], args=args)
+        return None if int(rev) < 0 else int(rev)
+
+    def _plan(self, digest: str) -> tuple[PlanItem, ...]:
+        if not digest:
+            return ()
+        plan = self._plans.get(digest)
+        if plan is None:
+            raw = self.client.hget(self.plans_key, digest)
+            plan = plan_from_json(raw) if raw else ()
+            self._plans[digest] = plan
+        return plan
+
+    def _parse_clock(self, ticket_id: str, name: str, fields: dict[str, str]) -> Clock | None:
+        if "state" not in fields:
+            return None
+        since = fields.get("since")
+        finished = fields.get("finished_at")
+        return Clock(
+            ticket_id=ticket_id, name=name, cycle=int(fields.get("cycle") or 0), state=fields["state"],
+            policy=fields.get("policy", ""), calendar=fields.get("calendar") or "always",
+            target=float(fields.get("target") or 0), plan=self._plan(fields.get("plan", "")),
+            segments=tuple((float(a), float(b)) for a, b in json.loads(fields.get("segments") or "[]")),
+            since=float(since) if since else None, fired=frozenset((fields.get("fired") or "").split()),
+            activated_at=float(fields.get("activated_at") or 0), finished_at=float(finished) if finished else None,
+            config_gen=int(fields.get("gen") or 0), rev=int(fields.get("rev") or 0),
+            used=float(fields.get("used") or 0), breach_at=_float(fields.get("breach_at")),
+        )
+
+    # -- the sweep ----------------------------------------------------------------------
+
+    def claim_due(self, now: float, limit: int, lease: float = CLAIM_LEASE_SECONDS) -> list[Claimed]:
+        """Take up to ``limit`` clocks due by ``now``, earliest first, for this caller alone."""
+        flat = self._claim_due(keys=[self.due_key], args=[repr(now), repr(now + lease), limit])
+        return [Claimed(member=flat[i], due_at=float(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    def claimed_state(self, claimed: list[Claimed]) -> list[tuple[Clock | None, TicketRecord | None]]:
+        """The claimed clocks and their tickets, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for item in claimed:
+            ticket_id, name = item.key
+            pipe.hgetall(self.clock_key(ticket_id, name))
+            pipe.hgetall(self.ticket_key(ticket_id))
+        raw = pipe.execute()
+        out = []
+        for index, item in enumerate(claimed):
+            ticket_id, name = item.key
+            out.append((self._parse_clock(ticket_id, name, raw[2 * index]),
+                        _ticket(ticket_id, raw[2 * index + 1])))
+        return out
+
+    def commit(self, clock: Clock, fired: Iterable[str], next_due: float | None, now: float) -> int:
+        """After firing: record ``fired``, release the claim, schedule the next item (see _COMMIT)."""
+        return int(self._commit(keys=[self.clock_key(clock.ticket_id, clock.name), self.due_key],
+                                args=[clock.rev, member(clock.ticket_id, clock.name), " ".join(fired),
+                                      "" if next_due is None else repr(next_due), repr(now)]))
+
+    def release(self, claimed: Claimed, due: float | None) -> None:
+        """Give back a claimed member this round does not fire: due again at ``due`` (None, or
+        no clock behind it any more: gone)."""
+        ticket_id, name = claimed.key
+        if due is not None and self.client.exists(self.clock_key(ticket_id, name)):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hdel(self.clock_key(ticket_id, name), "lease")
+            pipe.zadd(self.due_key, {claimed.member: due})
+            pipe.execute()
+        else:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hdel(self.clock_key(ticket_id, name), "lease")
+            pipe.zrem(self.due_key, claimed.member)
+            pipe.execute()
+
+    def next_due_time(self) -> float | None:
+        head = self.client.zrange(self.due_key, 0, 0, withscores=True)
+        return float(head[0][1]) if head else None
 
     def due_members(self) -> list[str]:
         return list(self.client.zrange(self.due_key, 0, -1))
 
+    # -- tickets ------------------------------------------------------------------------
 
-def _clock(fields: dict[str, str]) -> Clock | None:
-    if "target_seconds" not in fields:
-        return None  # nothing started here (a tombstone or only an assignee)
-    return Clock(
-        ticket_id=fields["ticket_id"], clock=fields["clock"], state=fields.get("state", RUNNING),
-        policy=fields["policy"], target_seconds=int(fields["target_seconds"]),
-        received_at=float(fields["received_at"]), trace_id=fields["trace_id"], agent_id=fields.get("agent_id"),
+    def ticket(self, ticket_id: str) -> TicketRecord:
+        return _ticket(ticket_id, self.client.hgetall(self.ticket_key(ticket_id)))
+
+    def note_classified(self, ticket_id: str, *, trace_id: str, channel: str, priority: str, customer_tier: str,
+                        category: str | None, received_at: float) -> bool:
+        """Keep what policy selection needs; True once both this and the intake's ticket_received
+        are in (the second-contact check runs then, exactly once)."""
+        return self._note_ticket(ticket_id, "classified_seen", {
+            "trace_id": trace_id, "channel": channel, "priority": priority, "customer_tier": customer_tier,
+            "category": category or "", "received_at": repr(received_at)})
+
+    def note_received(self, ticket_id: str, *, trace_id: str, customer: str | None, linked_ticket_id: str | None,
+                      received_at: float) -> bool:
+        return self._note_ticket(ticket_id, "received_seen", {
+            "customer": customer or "", "linked_ticket_id": linked_ticket_id or "", "received_at": repr(received_at),
+            "trace_id": trace_id})
+
+    def _note_ticket(self, ticket_id: str, flag: str, fields: dict[str, str]) -> bool:
+        args: list = [CLOCK_TTL_SECONDS, flag]
+        for name, value in fields.items():
+            args += [name, value]
+        return bool(self._note(keys=[self.ticket_key(ticket_id)], args=args))
+
+    def set_agent(self, ticket_id: str, agent_id: str) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.ticket_key(ticket_id), "agent_id", agent_id)
+        pipe.expire(self.ticket_key(ticket_id), CLOCK_TTL_SECONDS)
+        pipe.execute()
+
+    def clear_agent(self, ticket_id: str, agent_id: str) -> bool:
+        """``agent_id`` no longer holds the ticket, unless a later assignment (handled first,
+        events of two kinds may cross) already named someone else."""
+        return bool(self._clear_agent(keys=[self.ticket_key(ticket_id)], args=[agent_id]))
+
+    def note_reply(self, ticket_id: str, at: float) -> float:
+        """An agent replied at ``at``; returns the latest reply time on record."""
+        return float(self._raise_time(keys=[self.ticket_key(ticket_id)],
+                                      args=["last_reply_at", repr(at), CLOCK_TTL_SECONDS]))
+
+    def set_paused(self, ticket_id: str, paused: bool, at: float) -> bool:
+        """Record the pause flag as of ``at`` (an older event than the one recorded changes
+        nothing); returns the flag in force."""
+        return self._set_paused(keys=[self.ticket_key(ticket_id)],
+                                args=["1" if paused else "0", repr(at), CLOCK_TTL_SECONDS]) == "1"
+
+    def set_resolved(self, ticket_id: str, at: float | None, customer: str | None) -> None:
+        """``at`` None: open again. A resolution also becomes the customer's last one."""
+        pipe = self.client.pipeline(transaction=True)
+        key = self.ticket_key(ticket_id)
+        if at is None:
+            pipe.hdel(key, "resolved_at")
+        else:
+            pipe.hset(key, "resolved_at", repr(at))
+            if customer:
+                ckey = self.customer_key(customer)
+                pipe.hset(ckey, mapping={"ticket_id": ticket_id, "resolved_at": repr(at)})
+                pipe.expire(ckey, CLOCK_TTL_SECONDS)
+        pipe.expire(key, CLOCK_TTL_SECONDS)
+        pipe.execute()
+
+    def last_resolution(self, customer: str) -> tuple[str, float] | None:
+        fields = self.client.hgetall(self.customer_key(customer))
+        if not fields.get("resolved_at"):
+            return None
+        return fields["ticket_id"], float(fields["resolved_at"])
+
+    # -- config generations and the recompute walk ---------------------------------------
+
+    def register_config(self, digest: str) -> int:
+        return int(self._register(keys=[self.gen_key, self.gens_key], args=[digest]))
+
+    def gen_of(self, digest: str) -> int | None:
+        gen = self.client.hget(self.gens_key, digest)
+        return int(gen) if gen is not None else None
+
+    def current_gen(self) -> int:
+        return int(self.client.get(self.gen_key) or 0)
+
+    def take_recompute(self, gen: int, owner: str, now: float, lease: float = RECOMPUTE_LEASE_SECONDS) -> bool:
+        return bool(self._take_recompute(keys=[self.recompute_key], args=[gen, owner, repr(now), repr(now + lease)]))
+
+    def recompute_cursor(self) -> int:
+        return int(self.client.hget(self.recompute_key, "cursor") or 0)
+
+    def recompute_progress(self, gen: int, owner: str, cursor: int, now: float,
+                           lease: float = RECOMPUTE_LEASE_SECONDS) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.recompute_key, mapping={"cursor": cursor, "until": repr(now + lease), "owner": owner,
+                                               "gen": gen, **({"done": "1"} if cursor == 0 else {})})
+        pipe.execute()
+
+    def recompute_done(self, gen: int) -> bool:
+        fields = self.client.hgetall(self.recompute_key)
+        return int(fields.get("gen") or -1) > gen or (int(fields.get("gen") or -1) == gen and fields.get("done") == "1")
+
+    def open_page(self, cursor: int, count: int) -> tuple[int, list[tuple[str, str]]]:
+        cursor, members = self.client.sscan(self.open_key, cursor, count=count)
+        return int(cursor), [split_member(m) for m in members]
+
+    def forget_open(self, keys: list[tuple[str, str]]) -> None:
+        """Clocks whose record expired (a clock paused for longer than its TTL) leave the open set."""
+        if keys:
+            self.client.srem(self.open_key, *(member(t, n) for t, n in keys))
+
+    def open_count(self) -> int:
+        return int(self.client.scard(self.open_key))
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
+def _ticket(ticket_id: str, fields: dict[str, str]) -> TicketRecord:
+    return TicketRecord(
+        ticket_id=ticket_id, trace_id=fields.get("trace_id", ""), channel=fields.get("channel") or None,
+        priority=fields.get("priority") or None, customer_tier=fields.get("customer_tier") or "standard",
+        category=fields.get("category") or None, received_at=_float(fields.get("received_at")),
+        agent_id=fields.get("agent_id") or None, last_reply_at=_float(fields.get("last_reply_at")),
+        paused=fields.get("paused") == "1", resolved_at=_float(fields.get("resolved_at")),
+        customer=fields.get("customer") or None, linked_ticket_id=fields.get("linked_ticket_id") or None,
     )

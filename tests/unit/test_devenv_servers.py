@@ -146,3 +146,17 @@ def test_dovecot_mail_moves_out_of_a_private_checkout(tmp_path):
         assert chosen == fallback
     else:  # unprivileged Dovecot runs as us: any folder of ours works
         assert chosen == private / "repo" / "var" / "dovecot"
+
+
+def test_tests_need_node_and_npm_for_the_deploy_validator(monkeypatch):
+    """tests/deploy runs the KEDA validator with node; a machine without it gets it from Debian
+    like Chromium, rather than a failed test."""
+    from devenv import servers
+    from devenv.config import DevSettings
+
+    monkeypatch.setattr(servers, "probe_redis", lambda url: True)
+    monkeypatch.setattr(servers, "probe_amqp", lambda host, port: True)
+    settings = DevSettings.from_env({})
+    names = {p.name for p in servers.packages_for(settings, for_tests=True)}
+    assert {"nodejs", "npm"} <= names
+    assert servers.Package("x", "x", ("sh",)).installed() and not servers.Package("x", "x", ("no-such-cmd-tm",)).installed()

@@ -24,7 +24,7 @@ const LABELS = {
     requested: "已提交请求", group: "组：", assignedOutcome: "分配给 ", queuedOutcome: "排队", attempt: "第几次",
     removed: "工单已移出：", r_declined: "已拒绝", r_offer_expired: "分配超时", r_agent_offline: "坐席离线",
     r_agent_away: "坐席离开", r_transferred: "已转交", r_reassigned: "已被改派", r_escalated: "已升级",
-    r_roster_removed: "坐席已移除",
+    r_roster_removed: "坐席已移除", workStatus: "处理状态", pausesSla: "（SLA 暂停）",
     reportsView: "报表", from: "开始日期", to: "结束日期", groupBy: "分组", by_day: "按天", by_agent: "按坐席",
     by_group: "按团队", by_channel: "按渠道", refresh: "刷新", col_day: "日期", col_agent: "坐席", col_group: "团队",
     col_channel: "渠道", reportNote: "统计所选日期内到达的工单；时长为自然时间（未扣除非工作时间与暂停）。",
@@ -67,6 +67,7 @@ const LABELS = {
     csat: "CSAT", unassigned: "unassigned", noGroup: "no group", noData: "no data", kpiTickets: "Tickets received",
     kpiFrt: "First response p50 / p90", kpiRes: "Resolution p50 / p90", kpiSla: "SLA met", kpiBreaches: "Breaches / escalations",
     kpiCsat: "CSAT (answers)", minute: "m", hour: "h", ticketsUnit: "",
+    workStatus: "Working status", pausesSla: " (SLA paused)",
   },
 };
 
@@ -410,7 +411,21 @@ function renderTicket() {
   $("reopen").hidden = ticket.status !== "resolved";
   $("reply-send").disabled = ticket.status === "resolved";
   $("transfer-send").disabled = !open;
+  renderWorkStatus(ticket, open);
   tick();
+}
+
+// The statuses and which of them pause the SLA clocks come from the server (/api/me).
+function renderWorkStatus(ticket, open) {
+  const select = $("t-work-status");
+  select.replaceChildren(...(state.me.statuses || []).map((s) => {
+    const option = el("option", null, (state.lang === "zh" ? s.label_zh : s.label_en) + (s.pauses_sla ? t("pausesSla") : ""));
+    option.value = s.status;
+    return option;
+  }));
+  select.value = ticket.work_status || "open";
+  select.dataset.status = select.value;
+  select.disabled = !open;
 }
 
 function renderDecisions() {
@@ -848,6 +863,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("decline").addEventListener("click", onDecline);
   $("resolve").addEventListener("click", () => act("/resolve"));
   $("reopen").addEventListener("click", () => act("/reopen"));
+  $("t-work-status").addEventListener("change", (event) => act("/status", { status: event.target.value }));
   $("show-decisions").addEventListener("click", onShowDecisions);
   $("reply-form").addEventListener("submit", onReply);
   $("note-form").addEventListener("submit", onNote);

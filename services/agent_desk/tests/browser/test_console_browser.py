@@ -44,6 +44,14 @@ async def test_agent_signs_in_gets_a_pushed_ticket_and_works_it(base_url, publis
         assert replied["text"] == "您好，发票已为您重新开具，请查收。"
         await expect(page.locator("#t-messages li.agent .text")).to_have_text("您好，发票已为您重新开具，请查收。")
 
+        # Waiting on the customer: the option says it pauses the SLA clocks, and the event carries the flag.
+        await expect(page.locator('#t-work-status option[value="waiting_on_customer"]')).to_have_text(
+            "等待客户回复（SLA 暂停）")
+        await page.select_option("#t-work-status", "waiting_on_customer")
+        _, waiting = await desk_events.wait_for(lambda t, b: t == "ticket_status_changed")
+        assert (waiting["status"], waiting["paused"]) == ("waiting_on_customer", True)
+        await expect(page.locator("#t-work-status")).to_have_attribute("data-status", "waiting_on_customer")
+
         await page.click("#resolve")
         _, resolved = await desk_events.wait_for(lambda t, b: t == "ticket_resolved")
         assert resolved["ticket_id"] == "TM-10001"

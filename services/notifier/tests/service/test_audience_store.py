@@ -65,7 +65,7 @@ async def test_a_sweep_works_through_more_than_one_batch(redis):
         await store.save_contact(_contact(ticket_id, email=None), received_event_id=f"e{n}", trace_id="t",
                                  received_at=NOW)
         await store.ack_later(ticket_id, NOW.timestamp())
-    notifier = Notifier(store=NotificationStore(redis), mailer=None, publisher=None,  # type: ignore[arg-type]
+    notifier = Notifier(store=NotificationStore(redis), outbox=None, publisher=None,  # type: ignore[arg-type]
                         sender=messages.Sender("support@ticketmesh.test"), supervisor_email="s@ticketmesh.test",
                         supervisor_locale="zh-CN", zone=ZoneInfo("Asia/Shanghai"), audience=store,
                         clock=Clock(NOW + timedelta(seconds=1)))

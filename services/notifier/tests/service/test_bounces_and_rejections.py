@@ -1,7 +1,7 @@
 """Bounced addresses get no more mail; refused inbound mail gets a polite answer.
 
-Real SMTP sink, RabbitMQ vhost and Redis (fixtures from test_notifier_service). TM_PREFETCH=1:
-a later sentinel mail on the same queue means every event published before it is done.
+Real SMTP sink, RabbitMQ vhost and Redis (fixtures in conftest.py). TM_PREFETCH=1 and one
+sender: a later sentinel mail on the same queue means every event published before it is done.
 """
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import structlog
 
 from services.notifier import messages
 from services.notifier.tests.factories import NOW, agent_replied, mail_bounced, mail_rejected, ticket_received
+from services.notifier.tests.helpers import mails_to, outbox_record
 from shared.testing.asyncio_helpers import wait_until
-
-from .test_notifier_service import mails_to, notifier, publish, sink, smtp_port  # noqa: F401 - fixtures
 
 DAY = 24 * 3600
 
@@ -91,8 +90,7 @@ async def test_refused_mail_gets_one_polite_rejection_and_never_to_system_or_bou
     assert "合同扫描件" in rejection.text and "30 MB" in rejection.text and "10 MB" in rejection.text
     assert rejection.headers["Auto-Submitted"] == "auto-replied"
     assert rejection.headers["In-Reply-To"] == "<big-1@example.com>"
-    nid = messages.notification_id(body["event_id"], messages.KIND_MAIL_REJECTED)
-    await wait_until(lambda: redis_client.get(f"tm:notifier:notification:{nid}") == "announced",
+    await wait_until(lambda: outbox_record(redis_client, body, messages.KIND_MAIL_REJECTED).get("announced") == "1",
                      message="recorded as done")
 
     await publish("intake_email", "mail_rejected", body)  # redelivered: no second mail

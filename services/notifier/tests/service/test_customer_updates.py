@@ -15,7 +15,6 @@ from services.notifier.tests.update_factories import (chat_message, csat_submitt
 from shared import customer_links
 from shared.testing.asyncio_helpers import wait_until
 
-from .test_notifier_service import publish, sink, smtp_port  # noqa: F401 - fixtures
 from .update_fixtures import BASE_URL, LINK_SECRET, Clock, make_notifier, mails_to, one_mail_to  # noqa: F401
 
 CUSTOMER = "zhang.wei@example.com"

@@ -1,60 +1,18 @@
 """The notifier against a real SMTP sink, a real RabbitMQ vhost and real Redis.
 
-Tests run with TM_PREFETCH=1, so one queue's messages are handled one after another: when a
-later "sentinel" mail arrives, every event published before it on the same queue is done.
+Tests run with TM_PREFETCH=1 and one sender (TM_NOTIFIER_SENDERS=1), so one queue's messages
+are handled one after another and queued mail goes out in that order: when a later "sentinel"
+mail arrives, every event published before it on the same queue is done. Retries are fast
+(base 0.05 s, cap 0.2 s) so a deferred mail is tried again at once.
 """
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
-
-import pytest
-from aiosmtpd.controller import Controller
-
-from devenv.smtp_sink import SmtpSink
 from services.notifier import messages
-from services.notifier.config import Settings
-from services.notifier.service import NOTIFIER_KEY, create_service
 from services.notifier.tests.factories import agent_replied, sla_breached, ticket_received
-from shared.testing.asyncio_helpers import free_port, wait_until
-from shared.testing.plugin import AsyncEventListener, dead_letters
+from shared.testing.asyncio_helpers import wait_until
+from shared.testing.plugin import AsyncEventListener
 
-ROSTER = Path(__file__).resolve().parents[4] / "deploy" / "demo" / "roster.yaml"
-
-
-@pytest.fixture
-def smtp_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-async def sink(tmp_path, smtp_port):
-    sink = SmtpSink(tmp_path / "outbox", smtp_port=smtp_port)
-    yield sink
-    await sink.stop()
-
-
-@pytest.fixture
-async def notifier(amqp_uri, redis_url, smtp_port):
-    settings = Settings.from_env({
-        "TM_AMQP_URI": amqp_uri, "TM_REDIS_URL": redis_url, "TM_PREFETCH": "1", "TM_NOTIFIER_PORT": "0",
-        "TM_SMTP_PORT": str(smtp_port), "TM_SMTP_TIMEOUT": "3", "TM_ROSTER_FILE": str(ROSTER),
-        "TM_SUPERVISOR_EMAIL": "wang.fang@agents.ticketmesh.test",
-        "TM_NOTIFY_ACK_WAIT_SECONDS": "0",  # ack on ticket_received (test_customer_updates waits for classification)
-    })
-    service = create_service(settings)
-    await service.start()
-    yield service
-    await service.stop()
-
-
-@pytest.fixture
-def publish(publish_event):
-    return publish_event
-
-
-def mails_to(sink: SmtpSink, address: str) -> list:
-    return [m for m in sink.messages() if address in m.envelope_to]
+from services.notifier.tests.helpers import mails_to, outbox_record
 
 
 async def test_new_ticket_is_acknowledged_once_even_when_redelivered(sink, notifier, publish, amqp_uri):
@@ -107,6 +65,21 @@ async def test_agent_reply_is_mailed_threaded_on_the_ack(sink, notifier, publish
     assert reply.headers["References"].split() == ["<q@example.com>", ack.headers["Message-ID"]]
 
 
+async def test_a_quick_second_reply_answers_the_first_even_before_the_first_went_out(sink, notifier, publish):
+    await publish("intake_email", "ticket_received", ticket_received("TM-10016", source={"message_id": "<q@x.com>"}))
+    await publish("agent_desk", "agent_replied", agent_replied("TM-10016", text="第一条", reply_id="r1"))
+    await publish("agent_desk", "agent_replied", agent_replied("TM-10016", text="第二条", reply_id="r2"))
+    await sink.start()  # only now: all three are queued before anything is sent
+    mails = await wait_until(lambda: len(sink.messages()) == 3 and sink.messages(), message="three mails")
+    # Deferred mail is retried with jitter: the three may arrive in any order.
+    (ack,) = [m for m in mails if m.headers.get("Auto-Submitted")]
+    (first,) = [m for m in mails if m.text.startswith("第一条")]
+    (second,) = [m for m in mails if m.text.startswith("第二条")]
+    assert first.headers["In-Reply-To"] == ack.headers["Message-ID"]
+    assert second.headers["In-Reply-To"] == first.headers["Message-ID"]
+    assert second.headers["References"].split() == ["<q@x.com>", ack.headers["Message-ID"], first.headers["Message-ID"]]
+
+
 async def test_sla_breach_notice_goes_to_the_supervisor(sink, notifier, publish):
     await sink.start()
     await publish("sla_watcher", "sla_breached", sla_breached("TM-10007"))
@@ -117,47 +90,15 @@ async def test_sla_breach_notice_goes_to_the_supervisor(sink, notifier, publish)
     assert "李娜（li.na）" in notice.text and "P2-standard-email" in notice.text
 
 
-async def test_mail_waits_for_the_smtp_server_and_goes_out_once_it_is_up(sink, notifier, publish):
-    service_notifier = notifier.app[NOTIFIER_KEY]
-    real_mailer = service_notifier.mailer
-    failures: list[Exception] = []
-    first_failure = asyncio.Event()
-
-    class RecordingMailer:
-        async def send(self, message):
-            try:
-                await real_mailer.send(message)
-            except Exception as exc:
-                failures.append(exc)
-                first_failure.set()
-                raise
-
-    service_notifier.mailer = RecordingMailer()
-    await publish("intake_email", "ticket_received", ticket_received("TM-10008"))  # the sink is not running yet
-    await asyncio.wait_for(first_failure.wait(), 10)
-    assert type(failures[0]).__name__ == "TransientError"
+async def test_mail_waits_for_the_smtp_server_and_goes_out_once_it_is_up(sink, notifier, publish, redis_client):
+    body = ticket_received("TM-10008")
+    await publish("intake_email", "ticket_received", body)  # the sink is not running yet
+    deferred = await wait_until(lambda: outbox_record(redis_client, body, messages.KIND_TICKET_ACK).get("last_error"),
+                                message="a failed attempt recorded")
+    assert deferred.startswith("connect:")
     await sink.start()
     mails = await wait_until(lambda: sink.messages(), timeout=15, message="mail after the sink came up")
     assert [m.subject for m in mails] == ["[#TM-10008] 我们已收到您的请求：发票抬头错误"]
-
-
-class _RefuseRecipients:
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        return "550 5.1.1 mailbox unavailable"
-
-
-async def test_permanent_smtp_refusal_dead_letters_the_event(notifier, publish, amqp_uri, smtp_port, redis_client):
-    refusing = Controller(_RefuseRecipients(), hostname="127.0.0.1", port=smtp_port)
-    await asyncio.to_thread(refusing.start)
-    try:
-        body = ticket_received("TM-10009")
-        await publish("intake_email", "ticket_received", body)
-        letters = await asyncio.to_thread(dead_letters, amqp_uri, 10.0, 1)
-    finally:
-        await asyncio.to_thread(refusing.stop)
-    assert len(letters) == 1
-    headers, raw = letters[0]
-    assert "550" in headers["x-tm-dead-reason"] and b"TM-10009" in raw
-    # The claim was released: a replay after the cause is fixed will send.
-    nid = messages.notification_id(body["event_id"], messages.KIND_TICKET_ACK)
-    assert redis_client.get(f"tm:notifier:notification:{nid}") is None
+    record = await wait_until(lambda: (r := outbox_record(redis_client, body, messages.KIND_TICKET_ACK))
+                              .get("announced") == "1" and r, message="recorded as sent and announced")
+    assert record["state"] == "sent" and int(record["attempts"]) >= 2 and "raw" not in record

@@ -21,7 +21,6 @@ from services.notifier.tests.update_factories import ticket_escalated
 from shared.testing.asyncio_helpers import free_port, wait_until
 from shared.testing.plugin import dead_letters
 
-from .test_notifier_service import publish, sink, smtp_port  # noqa: F401 - fixtures
 from .update_fixtures import make_notifier  # noqa: F401
 
 DING_TOKEN, DING_SECRET = "ding-access-token", "SECding0123456789"

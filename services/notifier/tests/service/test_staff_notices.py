@@ -14,7 +14,6 @@ from services.notifier.tests.update_factories import presence, sla_warning, tick
 from shared import mail_tokens
 from shared.testing.asyncio_helpers import wait_until
 
-from .test_notifier_service import publish, sink, smtp_port  # noqa: F401 - fixtures
 from .update_fixtures import SUPERVISOR, Clock, make_notifier, mails_to, one_mail_to  # noqa: F401
 
 LI_NA = "li.na@agents.ticketmesh.test"

@@ -1,5 +1,6 @@
 """Fixtures for the update tests: a notifier started with the test's own settings (real SMTP
-sink, RabbitMQ vhost, Redis) and a clock the test sets. Imported by the test modules."""
+sink, RabbitMQ vhost, Redis) and a clock the test sets. Imported by the test modules (the
+sink, smtp_port and publish fixtures come from conftest.py)."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -11,6 +12,7 @@ import pytest
 from devenv.smtp_sink import SmtpSink
 from services.notifier.config import Settings
 from services.notifier.service import NOTIFIER_KEY, Notifier, create_service
+from services.notifier.tests.helpers import mails_to
 from shared.aio_service import AioService
 from shared.testing.asyncio_helpers import wait_until
 
@@ -62,10 +64,6 @@ async def make_notifier(amqp_uri, redis_url, smtp_port) -> Any:
     yield make
     for service in started:
         await service.stop()
-
-
-def mails_to(sink: SmtpSink, address: str) -> list:
-    return [m for m in sink.messages() if address in m.envelope_to]
 
 
 async def one_mail_to(sink: SmtpSink, address: str, what: str) -> Any:

@@ -1,6 +1,7 @@
-"""The rejection mail for refused inbound mail, and bounced addresses in skip_reason."""
+"""The rejection mail for refused inbound mail, and bounced addresses in loop_safety.skip_reason."""
 import pytest
 
+from services.notifier import loop_safety as ls
 from services.notifier import messages as m
 from services.notifier.tests.factories import NOW, mail_rejected, parse
 
@@ -49,7 +50,7 @@ def test_megabytes(size, shown):
     (None, True, True, "no_address"),
 ])
 def test_no_mail_to_a_bounced_address(address, automatic, bounced, reason):
-    assert m.skip_reason(address, automatic=automatic, bounced=bounced) == reason
+    assert ls.skip_reason(address, automatic=automatic, bounced=bounced) == reason
 
 
 @pytest.mark.parametrize("ticket_id, recipients, mailed, suppress, ignore", [
