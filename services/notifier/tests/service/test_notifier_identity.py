@@ -9,8 +9,7 @@ from services.notifier.tests.update_factories import ticket_classified
 from shared import events as ev
 from shared.testing.asyncio_helpers import wait_until
 
-from .test_notifier_service import publish, sink, smtp_port  # noqa: F401 - fixtures
-from .update_fixtures import Clock, make_notifier, mails_to, one_mail_to  # noqa: F401
+from .update_fixtures import Clock, make_notifier, mails_to, one_mail_to  # noqa: F401 - fixtures
 
 
 def attached(ticket_id: str, mode: str) -> dict:
