@@ -139,3 +139,15 @@ def test_warnings_name_the_latest_assignee_whatever_order_assignments_arrive_in(
     sla.ticket_assigned(parse(second, ev.DISPATCHER, ev.TICKET_ASSIGNED))
     sla.ticket_assigned(parse(first, ev.DISPATCHER, ev.TICKET_ASSIGNED))
     assert store.ticket("TM-7").agent_id == "wang.fang"
+
+
+def test_a_clock_outlives_its_breach_time(store, tmp_path, redis_client):
+    """Nothing bounds a target: 30 business days of 9 h in a Mon-Fri calendar are 6 weeks of
+    wall time (here 40 days 24x7). The hash expires 35 days after its last write (a commit
+    does not refresh it), so the sweep finds nothing at the breach: it never fires."""
+    sla, _ = engine(store, write_policies(tmp_path / "sla.yaml", {"name": "long", "first_response": 3600,
+                                                                  "resolution": 40 * 86400, "warn_at": []}))
+    t0 = time.time()
+    sla.ticket_classified(parse(classified("TM-8", t0), ev.DISPATCHER, ev.TICKET_CLASSIFIED))
+    clock = store.clock("TM-8", c.RESOLUTION)
+    assert redis_client.ttl(store.clock_key("TM-8", c.RESOLUTION)) >= clock.breach_at - t0
