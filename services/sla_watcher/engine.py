@@ -42,8 +42,6 @@ SWEEP_BATCH = 500       # clocks claimed per round
 CAS_ATTEMPTS = 20       # rounds of read-decide-write before giving up as transient
 RECOMPUTE_PAGE = 500    # open clocks read per step of the recompute walk
 BEHIND_RETRY_SECONDS = 1.0  # a due clock of a newer config generation waits this long for a replica that has it
-# A reopen seen before its resolution is retried for this long (events of two queues cross).
-REOPEN_ORDER_GRACE_SECONDS = 60.0
 
 Emit = Callable[..., Any]  # emit(event_type, /, *, now: datetime, trace_id: str, **fields)
 
@@ -155,35 +153,56 @@ class SlaEngine:
                          at=at, trigger=event.event_id)
 
     def ticket_resolved(self, event: ev.TicketResolved) -> None:
-        """Resolution is fulfilled (stopped for spam, merged, auto-closed); the others stop."""
+        """Resolution is fulfilled (stopped for spam, merged, auto-closed); the others stop. A
+        resolution older than the latest reopen is a redelivery: the ticket stays open. A reopen
+        that was handled before this resolution (catch-up: queues drain in any order) is applied
+        now, right after it."""
         at = event.occurred_at.timestamp()
         ticket = self.store.ticket(event.ticket_id)
-        self.store.set_resolved(event.ticket_id, at, ticket.customer)
-        outcome = c.FULFILLED if event.resolution == "solved" else c.STOPPED
-        self._finish(event.ticket_id, c.RESOLUTION, outcome, at, event.event_id, tombstone=True)
-        self._finish(event.ticket_id, c.FIRST_RESPONSE, c.STOPPED, at, event.event_id, tombstone=True)
-        self._finish(event.ticket_id, c.NEXT_RESPONSE, c.STOPPED, at, event.event_id, tombstone=False)
+        if ticket.reopened_at is not None and at <= ticket.reopened_at:
+            log.info("sla_resolution_superseded", ticket_id=event.ticket_id, trace_id=event.trace_id,
+                     event_id=event.event_id)
+            return
+        self._resolve(event.ticket_id, at, event.resolution, event.event_id, ticket.customer)
+        if ticket.pending_reopen_at is not None and ticket.pending_reopen_at >= at and ticket.pending_reopen_id:
+            self._reopen(event.ticket_id, ticket.pending_reopen_at, ticket.pending_reopen_id)
+
+    def _resolve(self, ticket_id: str, at: float, resolution: str, trigger: str, customer: str | None) -> None:
+        self.store.set_resolved(ticket_id, at, customer)
+        outcome = c.FULFILLED if resolution == "solved" else c.STOPPED
+        self._finish(ticket_id, c.RESOLUTION, outcome, at, trigger, tombstone=True)
+        self._finish(ticket_id, c.FIRST_RESPONSE, c.STOPPED, at, trigger, tombstone=True)
+        self._finish(ticket_id, c.NEXT_RESPONSE, c.STOPPED, at, trigger, tombstone=False)
 
     def ticket_reopened(self, event: ev.TicketReopened) -> None:
         """The resolution clock goes on where it stopped; a reopen within the policy's
-        ``reopen_escalation_hours`` of the resolution escalates."""
+        ``reopen_escalation_hours`` of the resolution escalates. A reopen handled before its
+        resolution waits on the ticket for it (see ticket_resolved)."""
         at = event.occurred_at.timestamp()
         ticket = self.store.ticket(event.ticket_id)
-        if ticket.resolved_at is None and self.clock() - at < REOPEN_ORDER_GRACE_SECONDS:
+        if ticket.reopened_at is not None and at <= ticket.reopened_at:
+            return  # handled already (a redelivery)
+        if ticket.resolved_at is None:
             resolution = self.store.clock(event.ticket_id, c.RESOLUTION)
             if resolution is None or resolution.is_open:
-                raise TransientError("reopen handled before its resolution: retry")
-        self._change(event.ticket_id, c.RESOLUTION,
+                self.store.note_pending_reopen(event.ticket_id, at, event.event_id)
+                log.info("sla_reopen_waits_for_resolution", ticket_id=event.ticket_id, trace_id=event.trace_id)
+                return
+        self._reopen(event.ticket_id, at, event.event_id)
+
+    def _reopen(self, ticket_id: str, at: float, trigger: str) -> None:
+        self._change(ticket_id, c.RESOLUTION,
                      lambda clock, t: c.reopen(clock, at, paused=t.paused) if clock.plan else (clock, None),
-                     at=at, trigger=event.event_id)
+                     at=at, trigger=trigger)
+        ticket = self.store.ticket(ticket_id)
         if ticket.resolved_at is not None:
             loaded = self.configs.current(self.clock())
-            policy = self._policy_for(ticket, loaded.config, self._clock_policy(event.ticket_id))
+            policy = self._policy_for(ticket, loaded.config, self._clock_policy(ticket_id))
             self._reopen_escalation(ticket, policy, trigger="reopen", since=ticket.resolved_at, at=at,
                                     key=repr(ticket.resolved_at),
                                     reason=f"reopened {_duration(at - ticket.resolved_at)} after resolution")
-            # Forgotten only once announced: a redelivery after a crash escalates again, same ids.
-            self.store.set_resolved(event.ticket_id, None, None)
+        # Recorded only once announced: a redelivery after a crash escalates again, same ids.
+        self.store.set_reopened(ticket_id, at)
 
     # ------------------------------------------------------------------ the sweep
 
@@ -342,8 +361,9 @@ class SlaEngine:
             if policy is None or target is None:
                 return None
             plan = c.make_plan(target, policy.warn_at, [(r.after_seconds, r.action, r.to) for r in policy.ladder])
-            return c.activate(ticket_id=ticket_id, name=name, cycle=cycle, policy=policy.name,
-                              calendar=policy.calendar, target=target, plan=plan, at=at, config_gen=loaded.gen)
+            clock = c.activate(ticket_id=ticket_id, name=name, cycle=cycle, policy=policy.name,
+                               calendar=policy.calendar, target=target, plan=plan, at=at, config_gen=loaded.gen)
+            return clock
 
         def transition(clock: Clock, ticket: TicketRecord) -> tuple[Clock, str | None]:
             if not new_cycle or clock.is_open:

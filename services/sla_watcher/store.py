@@ -135,6 +135,25 @@ if redis.call('HGET', KEYS[1], 'agent_id') == ARGV[1] then return redis.call('HD
 return 0
 """
 
+# KEYS: ticket   ARGV: at, ttl   The ticket is open again as of ``at`` (the latest reopen is kept:
+# a resolution older than it is a redelivery and changes nothing).
+_SET_REOPENED = """
+redis.call('HDEL', KEYS[1], 'resolved_at', 'pending_reopen_at', 'pending_reopen_id')
+local old = tonumber(redis.call('HGET', KEYS[1], 'reopened_at') or '-1')
+if tonumber(ARGV[1]) > old then redis.call('HSET', KEYS[1], 'reopened_at', ARGV[1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+"""
+
+# KEYS: ticket   ARGV: at, event id, ttl   A reopen handled before its resolution waits on the
+# ticket for it (the latest one wins).
+_NOTE_PENDING_REOPEN = """
+local old = tonumber(redis.call('HGET', KEYS[1], 'pending_reopen_at') or '-1')
+if tonumber(ARGV[1]) > old then
+  redis.call('HSET', KEYS[1], 'pending_reopen_at', ARGV[1], 'pending_reopen_id', ARGV[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+"""
+
 # KEYS: gen counter, gens hash   ARGV: digest
 # A digest that is already the newest keeps its generation; any other (new, or an older file
 # put back) becomes the newest: the last config loaded anywhere wins.
@@ -179,7 +198,11 @@ class TicketRecord:
     agent_id: str | None = None
     last_reply_at: float | None = None  # the latest agent reply: customer messages before it are answered
     paused: bool = False
+    paused_at: float | None = None   # when the pause flag in force was set
     resolved_at: float | None = None
+    reopened_at: float | None = None  # the latest reopen: an older resolution is a redelivery
+    pending_reopen_at: float | None = None  # a reopen handled before its resolution, and its event id
+    pending_reopen_id: str | None = None
     customer: str | None = None
     linked_ticket_id: str | None = None
 
@@ -228,6 +251,8 @@ class SlaStore:
         self._note = client.register_script(_NOTE_TICKET)
         self._set_paused = client.register_script(_SET_PAUSED)
         self._clear_agent = client.register_script(_CLEAR_AGENT)
+        self._set_reopened = client.register_script(_SET_REOPENED)
+        self._note_pending_reopen = client.register_script(_NOTE_PENDING_REOPEN)
         self._raise_time = client.register_script(_RAISE_TIME)
         self._register = client.register_script(_REGISTER_CONFIG)
         self._take_recompute = client.register_script(_TAKE_RECOMPUTE)
@@ -419,6 +444,14 @@ class SlaStore:
         pipe.expire(key, CLOCK_TTL_SECONDS)
         pipe.execute()
 
+    def set_reopened(self, ticket_id: str, at: float) -> None:
+        """Open again as of ``at``: the resolution (and any reopen waiting for it) is forgotten."""
+        self._set_reopened(keys=[self.ticket_key(ticket_id)], args=[repr(at), CLOCK_TTL_SECONDS])
+
+    def note_pending_reopen(self, ticket_id: str, at: float, event_id: str) -> None:
+        """A reopen arrived before the resolution it undoes: applied when that resolution arrives."""
+        self._note_pending_reopen(keys=[self.ticket_key(ticket_id)], args=[repr(at), event_id, CLOCK_TTL_SECONDS])
+
     def last_resolution(self, customer: str) -> tuple[str, float] | None:
         fields = self.client.hgetall(self.customer_key(customer))
         if not fields.get("resolved_at"):
@@ -477,6 +510,9 @@ def _ticket(ticket_id: str, fields: dict[str, str]) -> TicketRecord:
         priority=fields.get("priority") or None, customer_tier=fields.get("customer_tier") or "standard",
         category=fields.get("category") or None, received_at=_float(fields.get("received_at")),
         agent_id=fields.get("agent_id") or None, last_reply_at=_float(fields.get("last_reply_at")),
-        paused=fields.get("paused") == "1", resolved_at=_float(fields.get("resolved_at")),
+        paused=fields.get("paused") == "1", paused_at=_float(fields.get("paused_at")),
+        resolved_at=_float(fields.get("resolved_at")), reopened_at=_float(fields.get("reopened_at")),
+        pending_reopen_at=_float(fields.get("pending_reopen_at")),
+        pending_reopen_id=fields.get("pending_reopen_id") or None,
         customer=fields.get("customer") or None, linked_ticket_id=fields.get("linked_ticket_id") or None,
     )
