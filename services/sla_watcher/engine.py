@@ -363,6 +363,10 @@ class SlaEngine:
             plan = c.make_plan(target, policy.warn_at, [(r.after_seconds, r.action, r.to) for r in policy.ladder])
             clock = c.activate(ticket_id=ticket_id, name=name, cycle=cycle, policy=policy.name,
                                calendar=policy.calendar, target=target, plan=plan, at=at, config_gen=loaded.gen)
+            if name in c.PAUSABLE and ticket.paused:
+                # The ticket waits on the customer (that status was handled first): it ran only
+                # until the pause, if the pause came later.
+                clock, _ = c.pause(clock, max(at, ticket.paused_at if ticket.paused_at is not None else at))
             return clock
 
         def transition(clock: Clock, ticket: TicketRecord) -> tuple[Clock, str | None]:
