@@ -116,10 +116,10 @@ class SlaEngine:
             self._second_contact(event.ticket_id)
 
     def ticket_assigned(self, event: ev.TicketAssigned) -> None:
-        self.store.set_agent(event.ticket_id, event.agent_id)
+        self.store.set_agent(event.ticket_id, event.agent_id, event.occurred_at.timestamp(), event.attempt)
 
     def ticket_unassigned(self, event: ev.TicketUnassigned) -> bool:
-        return self.store.clear_agent(event.ticket_id, event.agent_id)
+        return self.store.clear_agent(event.ticket_id, event.agent_id, event.occurred_at.timestamp())
 
     def agent_replied(self, event: ev.AgentReplied) -> None:
         """A reply fulfils first response (a reply before the clock started leaves a tombstone,

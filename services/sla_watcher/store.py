@@ -129,10 +129,24 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return redis.call('HGET', KEYS[1], ARGV[1])
 """
 
-# KEYS: ticket   ARGV: agent_id
+# KEYS: ticket   ARGV: agent_id, at, attempt, ttl
+# Only a newer assignment (by occurred_at, then attempt) names the assignee: events may cross.
+_SET_AGENT = """
+local at = tonumber(redis.call('HGET', KEYS[1], 'agent_at') or '-1')
+local attempt = tonumber(redis.call('HGET', KEYS[1], 'agent_attempt') or '0')
+local new_at, new_attempt = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if new_at < at or (new_at == at and new_attempt < attempt) then return 0 end
+redis.call('HSET', KEYS[1], 'agent_id', ARGV[1], 'agent_at', ARGV[2], 'agent_attempt', ARGV[3])
+return 1
+"""
+
+# KEYS: ticket   ARGV: agent_id, at
+# An unassignment older than the assignment on record (the same agent assigned again) changes nothing.
 _CLEAR_AGENT = """
-if redis.call('HGET', KEYS[1], 'agent_id') == ARGV[1] then return redis.call('HDEL', KEYS[1], 'agent_id') end
-return 0
+if redis.call('HGET', KEYS[1], 'agent_id') ~= ARGV[1] then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'agent_at') or '-1') > tonumber(ARGV[2]) then return 0 end
+return redis.call('HDEL', KEYS[1], 'agent_id')
 """
 
 # KEYS: ticket   ARGV: at, ttl   The ticket is open again as of ``at`` (the latest reopen is kept:
@@ -250,6 +264,7 @@ class SlaStore:
         self._commit = client.register_script(_COMMIT)
         self._note = client.register_script(_NOTE_TICKET)
         self._set_paused = client.register_script(_SET_PAUSED)
+        self._set_agent = client.register_script(_SET_AGENT)
         self._clear_agent = client.register_script(_CLEAR_AGENT)
         self._set_reopened = client.register_script(_SET_REOPENED)
         self._note_pending_reopen = client.register_script(_NOTE_PENDING_REOPEN)
@@ -407,16 +422,16 @@ class SlaStore:
             args += [name, value]
         return bool(self._note(keys=[self.ticket_key(ticket_id)], args=args))
 
-    def set_agent(self, ticket_id: str, agent_id: str) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.ticket_key(ticket_id), "agent_id", agent_id)
-        pipe.expire(self.ticket_key(ticket_id), CLOCK_TTL_SECONDS)
-        pipe.execute()
+    def set_agent(self, ticket_id: str, agent_id: str, at: float, attempt: int = 1) -> bool:
+        """``agent_id`` holds the ticket as of ``at`` (``attempt`` breaks a tie), unless a newer
+        assignment is on record already (handled first: a retried delivery); True when recorded."""
+        return bool(self._set_agent(keys=[self.ticket_key(ticket_id)],
+                                    args=[agent_id, repr(at), attempt, CLOCK_TTL_SECONDS]))
 
-    def clear_agent(self, ticket_id: str, agent_id: str) -> bool:
-        """``agent_id`` no longer holds the ticket, unless a later assignment (handled first,
-        events of two kinds may cross) already named someone else."""
-        return bool(self._clear_agent(keys=[self.ticket_key(ticket_id)], args=[agent_id]))
+    def clear_agent(self, ticket_id: str, agent_id: str, at: float) -> bool:
+        """``agent_id`` no longer holds the ticket as of ``at``, unless a later assignment
+        (handled first, events of two kinds may cross) already named someone, them included."""
+        return bool(self._clear_agent(keys=[self.ticket_key(ticket_id)], args=[agent_id, repr(at)]))
 
     def note_reply(self, ticket_id: str, at: float) -> float:
         """An agent replied at ``at``; returns the latest reply time on record."""
