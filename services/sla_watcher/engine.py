@@ -210,7 +210,7 @@ class SlaEngine:
         """Claim up to ``batch`` due clocks and fire their due items in due order; the number
         of clocks claimed (``batch``: there may be more)."""
         now = self.clock() if now is None else now
-        batch = self.store.claim_due(now, self.batch)
+        batch = self.store.claim_due(now, self.batch, lease_now=self.clock())
         if not batch:
             return 0
         # A full batch may leave due clocks behind in Redis: an item later than the last one
@@ -229,7 +229,14 @@ class SlaEngine:
             due, _, index = heapq.heappop(heap)
             firing = firings[index]
             if due > boundary:
-                self.store.commit(firing.clock, firing.fired, due, now)
+                self._commit(firing, due, now)
+                continue
+            if not self.store.extend(firing.claimed, self.clock()):
+                # Stalled past the lease and another sweep took the clock over: it fires what is
+                # left; what this one fired is recorded.
+                log.warning("sla_claim_lost", ticket_id=firing.clock.ticket_id, clock=firing.clock.name,
+                            fired=firing.fired)
+                self._commit(firing, None, now)
                 continue
             _, _, item = firing.items[firing.position]
             self._fire(firing, item, due, now)
@@ -239,8 +246,11 @@ class SlaEngine:
                 heapq.heappush(heap, (firing.items[firing.position][0], firing.items[firing.position][1], index))
             else:
                 following = firing.items[firing.position][0] if firing.position < len(firing.items) else None
-                self.store.commit(firing.clock, firing.fired, following, now)
+                self._commit(firing, following, now)
         return len(batch)
+
+    def _commit(self, firing: _Firing, following: float | None, now: float) -> None:
+        self.store.commit(firing.clock, firing.fired, following, now, owner=firing.claimed.owner)
 
     def tick(self, interval: float, max_seconds: float, sleep: Callable[[float], None] = time.sleep) -> int:
         """One timer tick: fire everything due; then, while the next item falls due before the
@@ -282,7 +292,7 @@ class SlaEngine:
         items = c.pending(clock, calendar)
         if not items or items[0][0] > now:
             # Changed since it was scheduled (paused, finished, or a later item is next).
-            self.store.commit(clock, [], items[0][0] if items else None, now)
+            self.store.commit(clock, [], items[0][0] if items else None, now, owner=claimed.owner)
             return None
         return _Firing(claimed, clock, ticket, calendar, items)
 

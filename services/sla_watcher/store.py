@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -60,21 +61,54 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 return rev
 """
 
-# KEYS: due   ARGV: now, lease_until, limit
-# Returns member, due, ... (earliest first); each is re-scored to the lease and its clock marked.
+# KEYS: due   ARGV: now, lease_until, limit, owner, lease_now
+# Returns member, due, ... (earliest first); each is re-scored to the lease and its clock marked
+# with the lease and its owner. A member whose clock another sweep still holds (its lease not run
+# out by ``lease_now``: the lease is measured on the clock that measures elapsed time, whatever
+# ``now`` a catch-up sweeps up to) is left to it.
 _CLAIM_DUE = """
 local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
 for i = 1, #items, 2 do
-  redis.call('ZADD', KEYS[1], 'XX', ARGV[2], items[i])
-  redis.call('HSET', '""" + PREFIX + """clock:' .. items[i], 'lease', ARGV[2])
+  local key = '""" + PREFIX + """clock:' .. items[i]
+  local held = tonumber(redis.call('HGET', key, 'lease') or '0')
+  if held <= tonumber(ARGV[5]) then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], items[i])
+    if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'lease', ARGV[2], 'lease_owner', ARGV[4]) end
+    out[#out + 1] = items[i]
+    out[#out + 1] = items[i + 1]
+  end
 end
-return items
+return out
 """
 
-# KEYS: clock, due   ARGV: rev read, member, fired kinds (space-separated), next due ('' = none), now
-# What fired is recorded whatever happened meanwhile (those events are out). Unchanged since
-# the read: the next due is set. Changed (a handler wrote it): a running clock is evaluated
-# again at once, from its new state.
+# KEYS: clock, due   ARGV: member, owner, lease_until   1 when ``owner`` still holds the lease (now
+# extended), 0 when another sweep took it over (or the clock is gone).
+_EXTEND = """
+if redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'lease', ARGV[3])
+redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: clock, due   ARGV: member, owner, due ('' = none)   Gives back a claim ``owner`` still holds.
+_RELEASE = """
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], 'lease', 'lease_owner')
+if ARGV[3] == '' or redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+else
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+end
+return 1
+"""
+
+# KEYS: clock, due   ARGV: rev read, member, fired kinds (space-separated), next due ('' = none), now,
+# owner ('' = whoever holds it)
+# What fired is recorded whatever happened meanwhile (those events are out). A lease another
+# sweep took over stays with it (3): its holder schedules the clock. Unchanged since the read:
+# the next due is set. Changed (a handler wrote it): a running clock is evaluated again at
+# once, from its new state.
 _COMMIT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) return 0 end
 local fired = redis.call('HGET', KEYS[1], 'fired') or ''
@@ -84,7 +118,12 @@ for kind in string.gmatch(ARGV[3], '%S+') do
   end
 end
 redis.call('HSET', KEYS[1], 'fired', fired)
-redis.call('HDEL', KEYS[1], 'lease')
+local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
+if ARGV[6] ~= '' and redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[6] then
+  redis.call('HSET', KEYS[1], 'rev', rev + 1)
+  return 3
+end
+redis.call('HDEL', KEYS[1], 'lease', 'lease_owner')
 local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
 redis.call('HSET', KEYS[1], 'rev', rev + 1)
 if rev == tonumber(ARGV[1]) then
@@ -229,6 +268,7 @@ class TicketRecord:
 class Claimed:
     member: str
     due_at: float
+    owner: str = ""  # the claiming sweep's token: commit, release and extend check it
 
     @property
     def key(self) -> tuple[str, str]:
@@ -262,6 +302,8 @@ class SlaStore:
         self._put = client.register_script(_PUT_CLOCK)
         self._claim_due = client.register_script(_CLAIM_DUE)
         self._commit = client.register_script(_COMMIT)
+        self._extend = client.register_script(_EXTEND)
+        self._release = client.register_script(_RELEASE)
         self._note = client.register_script(_NOTE_TICKET)
         self._set_paused = client.register_script(_SET_PAUSED)
         self._set_agent = client.register_script(_SET_AGENT)
@@ -349,10 +391,22 @@ class SlaStore:
 
     # -- the sweep ----------------------------------------------------------------------
 
-    def claim_due(self, now: float, limit: int, lease: float = CLAIM_LEASE_SECONDS) -> list[Claimed]:
-        """Take up to ``limit`` clocks due by ``now``, earliest first, for this caller alone."""
-        flat = self._claim_due(keys=[self.due_key], args=[repr(now), repr(now + lease), limit])
-        return [Claimed(member=flat[i], due_at=float(flat[i + 1])) for i in range(0, len(flat), 2)]
+    def claim_due(self, now: float, limit: int, lease: float = CLAIM_LEASE_SECONDS, *, owner: str | None = None,
+                  lease_now: float | None = None) -> list[Claimed]:
+        """Take up to ``limit`` clocks due by ``now``, earliest first, for this caller alone (its
+        ``owner`` token, a fresh one by default) until ``lease_now + lease``."""
+        owner = owner or uuid.uuid4().hex
+        lease_now = now if lease_now is None else lease_now
+        flat = self._claim_due(keys=[self.due_key], args=[repr(now), repr(lease_now + lease), limit, owner,
+                                                          repr(lease_now)])
+        return [Claimed(member=flat[i], due_at=float(flat[i + 1]), owner=owner) for i in range(0, len(flat), 2)]
+
+    def extend(self, claimed: Claimed, now: float, lease: float = CLAIM_LEASE_SECONDS) -> bool:
+        """Keep the claim for another ``lease`` seconds; False when it ran out and another sweep
+        took it (that sweep fires what is left: this one must not)."""
+        ticket_id, name = claimed.key
+        return bool(self._extend(keys=[self.clock_key(ticket_id, name), self.due_key],
+                                 args=[claimed.member, claimed.owner, repr(now + lease)]))
 
     def claimed_state(self, claimed: list[Claimed]) -> list[tuple[Clock | None, TicketRecord | None]]:
         """The claimed clocks and their tickets, in one round trip."""
@@ -369,26 +423,20 @@ class SlaStore:
                         _ticket(ticket_id, raw[2 * index + 1])))
         return out
 
-    def commit(self, clock: Clock, fired: Iterable[str], next_due: float | None, now: float) -> int:
-        """After firing: record ``fired``, release the claim, schedule the next item (see _COMMIT)."""
+    def commit(self, clock: Clock, fired: Iterable[str], next_due: float | None, now: float, *,
+               owner: str = "") -> int:
+        """After firing: record ``fired``, release the claim ``owner`` holds, schedule the next
+        item (see _COMMIT; 3: the claim was taken over, its new holder schedules)."""
         return int(self._commit(keys=[self.clock_key(clock.ticket_id, clock.name), self.due_key],
                                 args=[clock.rev, member(clock.ticket_id, clock.name), " ".join(fired),
-                                      "" if next_due is None else repr(next_due), repr(now)]))
+                                      "" if next_due is None else repr(next_due), repr(now), owner]))
 
-    def release(self, claimed: Claimed, due: float | None) -> None:
+    def release(self, claimed: Claimed, due: float | None) -> bool:
         """Give back a claimed member this round does not fire: due again at ``due`` (None, or
-        no clock behind it any more: gone)."""
+        no clock behind it any more: gone). False when another sweep took the claim over."""
         ticket_id, name = claimed.key
-        if due is not None and self.client.exists(self.clock_key(ticket_id, name)):
-            pipe = self.client.pipeline(transaction=True)
-            pipe.hdel(self.clock_key(ticket_id, name), "lease")
-            pipe.zadd(self.due_key, {claimed.member: due})
-            pipe.execute()
-        else:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.hdel(self.clock_key(ticket_id, name), "lease")
-            pipe.zrem(self.due_key, claimed.member)
-            pipe.execute()
+        return bool(self._release(keys=[self.clock_key(ticket_id, name), self.due_key],
+                                  args=[claimed.member, claimed.owner, "" if due is None else repr(due)]))
 
     def next_due_time(self) -> float | None:
         head = self.client.zrange(self.due_key, 0, 0, withscores=True)
