@@ -207,6 +207,15 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 """
 
+# KEYS: due   ARGV: now, limit   Brings up to ``limit`` members scheduled after ``now`` forward to
+# ``now``, earliest first (a new config may have moved their items earlier: the sweep recomputes
+# each when it comes up and schedules it at its new due time). The number moved.
+_RESCORE_DUE = """
+local items = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
+for i = 1, #items do redis.call('ZADD', KEYS[1], 'XX', ARGV[1], items[i]) end
+return #items
+"""
+
 # KEYS: gen counter, gens hash   ARGV: digest
 # A digest that is already the newest keeps its generation; any other (new, or an older file
 # put back) becomes the newest: the last config loaded anywhere wins.
@@ -313,6 +322,7 @@ class SlaStore:
         self._raise_time = client.register_script(_RAISE_TIME)
         self._register = client.register_script(_REGISTER_CONFIG)
         self._take_recompute = client.register_script(_TAKE_RECOMPUTE)
+        self._rescore_due = client.register_script(_RESCORE_DUE)
         self._plans: dict[str, tuple[PlanItem, ...]] = {}  # content-addressed: never stale
 
     @staticmethod
@@ -545,6 +555,17 @@ class SlaStore:
         pipe.hset(self.recompute_key, mapping={"cursor": cursor, "until": repr(now + lease), "owner": owner,
                                                "gen": gen, **({"done": "1"} if cursor == 0 else {})})
         pipe.execute()
+
+    def rescore_due(self, gen: int, now: float, limit: int) -> bool:
+        """One page of bringing every scheduled clock forward to ``now`` for generation ``gen``
+        (see _RESCORE_DUE); True once none is left (recorded on the walk, once per generation)."""
+        if self.client.hget(self.recompute_key, "rescored") == str(gen):
+            return True
+        moved = int(self._rescore_due(keys=[self.due_key], args=[repr(now), limit]))
+        if moved < limit:
+            self.client.hset(self.recompute_key, "rescored", str(gen))
+            return True
+        return False
 
     def recompute_done(self, gen: int) -> bool:
         fields = self.client.hgetall(self.recompute_key)
