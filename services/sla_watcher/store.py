@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from dataclasses import dataclass
 from typing import Iterable
@@ -39,11 +40,14 @@ import redis
 from services.sla_watcher.clocks import Clock, PlanItem, plan_digest, plan_from_json, plan_json
 
 PREFIX = "tm:sla_watcher:"
-CLOCK_TTL_SECONDS = 35 * 24 * 3600  # longer than any target; a finished clock is kept for redeliveries
+# A clock is kept this long after its last write, and after its breach time if that is later
+# (nothing bounds a target: 30 business days are 6 weeks of wall time); a finished clock is
+# kept for redeliveries. Its ticket's record lives at least as long.
+CLOCK_TTL_SECONDS = 35 * 24 * 3600
 CLAIM_LEASE_SECONDS = 30.0  # far above the time to publish one batch
 RECOMPUTE_LEASE_SECONDS = 30.0
 
-# KEYS: clock, due, open   ARGV: expected rev, member, score ('' = not scheduled), open ('1'/'0'),
+# KEYS: clock, due, open, ticket   ARGV: expected rev, member, score ('' = not scheduled), open ('1'/'0'),
 # ttl, now, field, value, ...   Returns the new rev, or -1 when the clock changed since it was read.
 _PUT_CLOCK = """
 local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
@@ -58,6 +62,7 @@ elseif tonumber(redis.call('HGET', KEYS[1], 'lease') or '0') <= tonumber(ARGV[6]
 end  -- leased: the sweep holding it schedules it again from this state when it commits
 if ARGV[4] == '1' then redis.call('SADD', KEYS[3], ARGV[2]) else redis.call('SREM', KEYS[3], ARGV[2]) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+if redis.call('TTL', KEYS[4]) < tonumber(ARGV[5]) then redis.call('EXPIRE', KEYS[4], ARGV[5]) end
 return rev
 """
 
@@ -104,7 +109,7 @@ return 1
 """
 
 # KEYS: clock, due   ARGV: rev read, member, fired kinds (space-separated), next due ('' = none), now,
-# owner ('' = whoever holds it)
+# owner ('' = whoever holds it), ttl
 # What fired is recorded whatever happened meanwhile (those events are out). A lease another
 # sweep took over stays with it (3): its holder schedules the clock. Unchanged since the read:
 # the next due is set. Changed (a handler wrote it): a running clock is evaluated again at
@@ -118,6 +123,7 @@ for kind in string.gmatch(ARGV[3], '%S+') do
   end
 end
 redis.call('HSET', KEYS[1], 'fired', fired)
+redis.call('EXPIRE', KEYS[1], ARGV[7])
 local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
 if ARGV[6] ~= '' and redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[6] then
   redis.call('HSET', KEYS[1], 'rev', rev + 1)
@@ -294,6 +300,12 @@ def split_member(value: str) -> tuple[str, str]:
     return ticket_id, clock
 
 
+def clock_ttl(clock: Clock, now: float) -> int:
+    """Seconds to keep ``clock``: CLOCK_TTL_SECONDS past its last write, or past its breach."""
+    until_breach = clock.breach_at - now if clock.breach_at is not None and clock.is_open else 0.0
+    return CLOCK_TTL_SECONDS + max(0, math.ceil(until_breach))
+
+
 def customer_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
@@ -367,10 +379,11 @@ class SlaStore:
             "used": repr(clock.used), "breach_at": "" if clock.breach_at is None else repr(clock.breach_at),
         }
         args: list = [clock.rev, member(clock.ticket_id, clock.name), "" if due is None else repr(due),
-                      "1" if clock.is_open else "0", CLOCK_TTL_SECONDS, repr(now)]
+                      "1" if clock.is_open else "0", clock_ttl(clock, now), repr(now)]
         for name, value in fields.items():
             args += [name, value]
-        rev = self._put(keys=[self.clock_key(clock.ticket_id, clock.name), self.due_key, self.open_key], args=args)
+        rev = self._put(keys=[self.clock_key(clock.ticket_id, clock.name), self.due_key, self.open_key,
+                              self.ticket_key(clock.ticket_id)], args=args)
         return None if int(rev) < 0 else int(rev)
 
     def _plan(self, digest: str) -> tuple[PlanItem, ...]:
@@ -439,7 +452,8 @@ class SlaStore:
         item (see _COMMIT; 3: the claim was taken over, its new holder schedules)."""
         return int(self._commit(keys=[self.clock_key(clock.ticket_id, clock.name), self.due_key],
                                 args=[clock.rev, member(clock.ticket_id, clock.name), " ".join(fired),
-                                      "" if next_due is None else repr(next_due), repr(now), owner]))
+                                      "" if next_due is None else repr(next_due), repr(now), owner,
+                                      clock_ttl(clock, now)]))
 
     def release(self, claimed: Claimed, due: float | None) -> bool:
         """Give back a claimed member this round does not fire: due again at ``due`` (None, or
