@@ -41,6 +41,7 @@ log = get_logger(__name__)
 SWEEP_BATCH = 500       # clocks claimed per round
 CAS_ATTEMPTS = 20       # rounds of read-decide-write before giving up as transient
 RECOMPUTE_PAGE = 500    # open clocks read per step of the recompute walk
+TIDY_PAGE = 200         # open clocks checked per recompute tick for an expired record (~3 h per 1M)
 # Due members brought forward per step when a new config arrives (one Redis script: ~10 ms).
 RESCORE_PAGE = 20000
 BEHIND_RETRY_SECONDS = 1.0  # a due clock of a newer config generation waits this long for a replica that has it
@@ -338,9 +339,9 @@ class SlaEngine:
         loaded = self.configs.current(now)
         if loaded.gen < self.store.current_gen():
             loaded = self.configs.refresh(now)
-        if loaded.gen != self.store.current_gen() or self.store.recompute_done(loaded.gen):
-            return 0
-        if not self.store.take_recompute(loaded.gen, owner, now):
+        if loaded.gen != self.store.current_gen() or self.store.recompute_done(loaded.gen) \
+                or not self.store.take_recompute(loaded.gen, owner, now):
+            self.tidy_open_step()
             return 0
         # A new config may move items earlier (a shorter target) and the walk takes a while at
         # many clocks (~500 s at 1M): first every scheduled clock is brought forward to now, so
@@ -365,6 +366,16 @@ class SlaEngine:
                 log.info("sla_recompute_finished", gen=loaded.gen)
                 break
         return seen
+
+    def tidy_open_step(self) -> int:
+        """One bounded page of the slow walk that drops expired clocks (an abandoned ticket
+        paused longer than the TTL) from the open set between config changes; the number dropped.
+        Replicas share the cursor: a page walked twice only costs a read."""
+        cursor, keys = self.store.open_page(self.store.tidy_cursor(), TIDY_PAGE)
+        gone = [key for key, exists in zip(keys, self.store.clocks_exist(keys)) if not exists]
+        self.store.forget_open(gone)
+        self.store.set_tidy_cursor(cursor)
+        return len(gone)
 
     # ------------------------------------------------------------------ clock changes
 

@@ -10,7 +10,8 @@ Keys (this class is their only owner):
   (bumped by every write), ``lease`` (a sweep holds it); ``CLOCK_TTL_SECONDS`` after the last
   write. A clock finished before it started is a tombstone (no plan), so a late start does nothing;
 - ``plans`` hash: plan digest → plan JSON (a few policies, so a few plans, shared by all clocks);
-- ``open`` set: ``<ticket>:<clock>`` of every running or paused clock (what a recompute walks);
+- ``open`` set: ``<ticket>:<clock>`` of every running or paused clock (what a recompute walks;
+  between walks a slow walk, cursor ``open:tidy_cursor``, drops members whose clock expired);
 - ``ticket:<ticket>`` hash: what the clocks need of the ticket: classification facts (policy
   selection), assignee, whether an agent replied, the pause flag and the time it was set
   (the latest event wins, whatever order events arrive in), resolution time and window,
@@ -317,6 +318,7 @@ class SlaStore:
     gen_key = PREFIX + "config:gen"
     gens_key = PREFIX + "config:gens"
     recompute_key = PREFIX + "recompute"
+    tidy_key = PREFIX + "open:tidy_cursor"
 
     def __init__(self, client: redis.Redis):
         self.client = client
@@ -588,6 +590,18 @@ class SlaStore:
     def open_page(self, cursor: int, count: int) -> tuple[int, list[tuple[str, str]]]:
         cursor, members = self.client.sscan(self.open_key, cursor, count=count)
         return int(cursor), [split_member(m) for m in members]
+
+    def clocks_exist(self, keys: list[tuple[str, str]]) -> list[bool]:
+        pipe = self.client.pipeline(transaction=False)
+        for ticket_id, name in keys:
+            pipe.exists(self.clock_key(ticket_id, name))
+        return [bool(n) for n in pipe.execute()]
+
+    def tidy_cursor(self) -> int:
+        return int(self.client.get(self.tidy_key) or 0)
+
+    def set_tidy_cursor(self, cursor: int) -> None:
+        self.client.set(self.tidy_key, cursor)
 
     def forget_open(self, keys: list[tuple[str, str]]) -> None:
         """Clocks whose record expired (a clock paused for longer than its TTL) leave the open set."""
