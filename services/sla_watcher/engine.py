@@ -111,10 +111,16 @@ class SlaEngine:
             self._second_contact(event.ticket_id)
 
     def ticket_received(self, event: ev.TicketReceived) -> None:
-        """Who the customer is (a second contact soon after a resolution escalates)."""
+        """Who the customer is (a second contact soon after a resolution escalates). A call
+        resolved on first contact is a resolution at once: nothing starts, and it counts as the
+        customer's last resolution."""
+        customer = customer_key(event.customer)
         complete = self.store.note_received(
-            event.ticket_id, trace_id=event.trace_id, customer=customer_key(event.customer),
+            event.ticket_id, trace_id=event.trace_id, customer=customer,
             linked_ticket_id=event.linked_ticket_id, received_at=event.received_at.timestamp())
+        if ev.resolved_at_intake(event.source):
+            self._resolve(event.ticket_id, event.received_at.timestamp(), "solved", event.event_id, customer)
+            return
         if complete:
             self._second_contact(event.ticket_id)
 
