@@ -28,7 +28,7 @@ from typing import Any, Callable, Protocol
 
 from services.sla_watcher import clocks as c
 from services.sla_watcher.clocks import Clock
-from services.sla_watcher.store import Claimed, SlaStore, TicketRecord
+from services.sla_watcher.store import CLAIM_LEASE_SECONDS, Claimed, SlaStore, TicketRecord
 from shared import events as ev
 from shared.business_calendar import ALWAYS, BusinessCalendar
 from shared.errors import TransientError
@@ -44,6 +44,7 @@ RECOMPUTE_PAGE = 500    # open clocks read per step of the recompute walk
 TIDY_PAGE = 200         # open clocks checked per recompute tick for an expired record (~3 h per 1M)
 # Due members brought forward per step when a new config arrives (one Redis script: ~10 ms).
 RESCORE_PAGE = 20000
+LEASE_RENEW_MARGIN_SECONDS = 10.0  # a claim this close to running out is renewed before the next item
 BEHIND_RETRY_SECONDS = 1.0  # a due clock of a newer config generation waits this long for a replica that has it
 
 Emit = Callable[..., Any]  # emit(event_type, /, *, now: datetime, trace_id: str, **fields)
@@ -86,6 +87,7 @@ class _Firing:
     items: list[tuple[float, int, c.PlanItem]]
     position: int = 0
     fired: list[str] = field(default_factory=list)
+    held_until: float = 0.0  # the claim's lease as this sweep last extended it (0: check first)
 
 
 class SlaEngine:
@@ -219,7 +221,8 @@ class SlaEngine:
         """Claim up to ``batch`` due clocks and fire their due items in due order; the number
         of clocks claimed (``batch``: there may be more)."""
         now = self.clock() if now is None else now
-        batch = self.store.claim_due(now, self.batch, lease_now=self.clock())
+        claimed_at = self.clock()
+        batch = self.store.claim_due(now, self.batch, lease=CLAIM_LEASE_SECONDS, lease_now=claimed_at)
         if not batch:
             return 0
         # A full batch may leave due clocks behind in Redis: an item later than the last one
@@ -232,6 +235,7 @@ class SlaEngine:
             firing = self._prepare(claimed, clock, ticket, loaded, now)
             if firing is None:
                 continue
+            firing.held_until = claimed_at + CLAIM_LEASE_SECONDS
             firings.append(firing)
             heapq.heappush(heap, (firing.items[0][0], firing.items[0][1], len(firings) - 1))
         while heap:
@@ -240,23 +244,33 @@ class SlaEngine:
             if due > boundary:
                 self._commit(firing, due, now)
                 continue
-            if not self.store.extend(firing.claimed, self.clock()):
-                # Stalled past the lease and another sweep took the clock over: it fires what is
-                # left; what this one fired is recorded.
-                log.warning("sla_claim_lost", ticket_id=firing.clock.ticket_id, clock=firing.clock.name,
-                            fired=firing.fired)
-                self._commit(firing, None, now)
+            if self.clock() >= firing.held_until - LEASE_RENEW_MARGIN_SECONDS and not self._renew(firing):
                 continue
             _, _, item = firing.items[firing.position]
             self._fire(firing, item, due, now)
             firing.fired.append(item.kind)
             firing.position += 1
+            # Recorded at once: a sweep that takes the clock over after a stall does not fire
+            # it again (only a publish outlasting the whole lease could be fired twice).
+            if not self._renew(firing):
+                continue
             if firing.position < len(firing.items) and firing.items[firing.position][0] <= now:
                 heapq.heappush(heap, (firing.items[firing.position][0], firing.items[firing.position][1], index))
             else:
                 following = firing.items[firing.position][0] if firing.position < len(firing.items) else None
                 self._commit(firing, following, now)
         return len(batch)
+
+    def _renew(self, firing: _Firing) -> bool:
+        """Extend ``firing``'s claim and record what it fired; False (and this sweep leaves the
+        clock alone) when it stalled past the lease and another sweep took the clock over."""
+        started = self.clock()
+        if self.store.extend(firing.claimed, started, firing.fired, lease=CLAIM_LEASE_SECONDS):
+            firing.held_until = started + CLAIM_LEASE_SECONDS
+            return True
+        log.warning("sla_claim_lost", ticket_id=firing.clock.ticket_id, clock=firing.clock.name, fired=firing.fired)
+        self._commit(firing, None, self.clock())  # records what it fired; the new holder's lease stays
+        return False
 
     def _commit(self, firing: _Firing, following: float | None, now: float) -> None:
         self.store.commit(firing.clock, firing.fired, following, now, owner=firing.claimed.owner)

@@ -88,11 +88,19 @@ end
 return out
 """
 
-# KEYS: clock, due   ARGV: member, owner, lease_until   1 when ``owner`` still holds the lease (now
-# extended), 0 when another sweep took it over (or the clock is gone).
+# KEYS: clock, due   ARGV: member, owner, lease_until, fired kinds (space-separated)
+# 1 when ``owner`` still holds the lease (now extended, and what it fired so far recorded, so a
+# sweep that takes over after a stall does not fire it again), 0 when another sweep took it
+# over (or the clock is gone).
 _EXTEND = """
 if redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'lease', ARGV[3])
+local fired = redis.call('HGET', KEYS[1], 'fired') or ''
+for kind in string.gmatch(ARGV[4], '%S+') do
+  if not string.find(' ' .. fired .. ' ', ' ' .. kind .. ' ', 1, true) then
+    if fired == '' then fired = kind else fired = fired .. ' ' .. kind end
+  end
+end
+redis.call('HSET', KEYS[1], 'lease', ARGV[3], 'fired', fired)
 redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[1])
 return 1
 """
@@ -426,12 +434,13 @@ class SlaStore:
                                                           repr(lease_now)])
         return [Claimed(member=flat[i], due_at=float(flat[i + 1]), owner=owner) for i in range(0, len(flat), 2)]
 
-    def extend(self, claimed: Claimed, now: float, lease: float = CLAIM_LEASE_SECONDS) -> bool:
-        """Keep the claim for another ``lease`` seconds; False when it ran out and another sweep
-        took it (that sweep fires what is left: this one must not)."""
+    def extend(self, claimed: Claimed, now: float, fired: Iterable[str] = (),
+               lease: float = CLAIM_LEASE_SECONDS) -> bool:
+        """Keep the claim for another ``lease`` seconds and record ``fired``; False when it ran
+        out and another sweep took it (that sweep fires what is left: this one must not)."""
         ticket_id, name = claimed.key
         return bool(self._extend(keys=[self.clock_key(ticket_id, name), self.due_key],
-                                 args=[claimed.member, claimed.owner, repr(now + lease)]))
+                                 args=[claimed.member, claimed.owner, repr(now + lease), " ".join(fired)]))
 
     def claimed_state(self, claimed: list[Claimed]) -> list[tuple[Clock | None, TicketRecord | None]]:
         """The claimed clocks and their tickets, in one round trip."""
