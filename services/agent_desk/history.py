@@ -136,6 +136,13 @@ def _updates(event_type: str, e: Any) -> list[FactUpdate]:
         add("min", "received_at", _num(e.received_at))
         add("first", "trace_id", e.trace_id)
         add("last", "customer_tier", e.customer.tier)
+        if ev.resolved_at_intake(e.source):
+            # A call resolved while the customer was on the line: no ticket_resolved follows.
+            agent_id = e.source.get("agent_id") or None
+            add("max", "resolved_at", _num(e.received_at))
+            add("last", "resolution", "solved")
+            add("last", "resolved_by", agent_id)
+            add("last", "agent", agent_id)
     elif event_type == ev.MESSAGE_RECEIVED:
         add("incr", "messages", 1)
     elif event_type == ev.TICKET_CLASSIFIED:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, timedelta, timezone
 
-from services.agent_desk import history
+from services.agent_desk import history, reports
 from services.agent_desk.tests import report_day
 from shared import events as ev
 
@@ -12,9 +12,9 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 SECRETS = (report_day.SECRET_TEXT, "发票抬头错误", "张伟", "zhang.wei@", "13812345678", "needs a bigger desk")
 
 
-def _event(source: str, event_type: str, at: datetime = T0, ticket_id: str | None = "TM-1", **fields) -> ev.Envelope:
-    body = ev.make_event(source, event_type, now=at, trace_id="trace-1", ticket_id=ticket_id, **fields)
-    return ev.parse_event(source, event_type, body)
+def _event(emitter: str, event_type: str, at: datetime = T0, ticket_id: str | None = "TM-1", **fields) -> ev.Envelope:
+    body = ev.make_event(emitter, event_type, now=at, trace_id="trace-1", ticket_id=ticket_id, **fields)
+    return ev.parse_event(emitter, event_type, body)
 
 
 def test_every_event_that_names_a_ticket_is_recorded_and_has_its_key_fields():
@@ -69,6 +69,22 @@ def test_a_received_ticket_keeps_its_channel_tier_and_arrival_and_names_its_trac
         "customer_tier": "vip", "language": "zh", "attachments": 1}
     assert {(u.op, u.field) for u in entry.updates} == {
         ("first", "channel"), ("min", "received_at"), ("first", "trace_id"), ("last", "customer_tier")}
+
+
+def test_a_call_resolved_on_first_contact_is_resolved_in_the_facts():
+    """No ticket_resolved follows such a call: counted open it would stay in totals.open and
+    backlog_by_skill until its facts expire."""
+    event = _event(ev.INTAKE_PHONE, ev.TICKET_RECEIVED, ticket_id="TM-30001", channel="phone",
+                   customer={"name": "张伟", "phone": "+8613812345678"}, subject="来电记录 / Call", text="已告知。",
+                   received_at=T0.isoformat(),
+                   source={"call_id": "c-1", "resolved_on_first_contact": "true", "agent_id": "li.na"})
+    entry = history.entry_of(ev.INTAKE_PHONE, ev.TICKET_RECEIVED, event)
+    facts = reports.facts_from_hash({"ticket_id": entry.ticket_id, **{u.field: u.value for u in entry.updates}})
+    assert facts.resolved and facts.resolved_at == T0.timestamp() and facts.agent == "li.na"
+    unresolved = history.entry_of(ev.INTAKE_PHONE, ev.TICKET_RECEIVED, _event(
+        ev.INTAKE_PHONE, ev.TICKET_RECEIVED, channel="phone", customer={"name": "张伟", "phone": "+8613812345678"},
+        subject="s", text="t", received_at=T0.isoformat(), source={"call_id": "c-2"}))
+    assert "resolved_at" not in {u.field for u in unresolved.updates}
 
 
 def test_fact_updates_say_how_they_combine():
