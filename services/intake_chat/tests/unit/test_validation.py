@@ -37,11 +37,11 @@ def test_text_keeps_newlines_and_drops_control_characters():
     assert validation.message_text(" a\r\nb\x1b[31mc\t ") == "a\nb[31mc"
 
 
-@pytest.mark.parametrize("visitor_id", ["short", "x" * 65, "v_0123456789abcdef!", "../../etc/passwd-aaaa", 123, None])
-def test_visitor_id_format(visitor_id):
+@pytest.mark.parametrize("session", ["short", "x" * 65, "v_0123456789abcdef!", "../../etc/passwd-aaaa", 123, None])
+def test_session_format(session):
     with pytest.raises(InvalidInput) as info:
-        validation.api_message(message(visitor_id=visitor_id))
-    assert info.value.code == "invalid_visitor_id"
+        validation.session(session)
+    assert info.value.code == "invalid_session"
 
 
 @pytest.mark.parametrize("cmid", ["", "a b", "x" * 65, None, ["m"]])
