@@ -1,6 +1,6 @@
 """The mails the notifier sends, built from events (pure: no broker, no SMTP, no clock).
 
-Four kinds:
+Six kinds:
 
 - ``ticket_ack``: "we received your request, your ticket is TM-10001" to the customer;
   automatic (``Auto-Submitted: auto-replied``);
@@ -8,7 +8,11 @@ Four kinds:
   automatic, and threaded (In-Reply-To/References) onto what we know of the conversation;
 - ``sla_breached``: a notice to the supervisor; automatic (``Auto-Submitted: auto-generated``);
 - ``mail_rejected``: "your message was too large, send it again with smaller attachments" to
-  the sender of an inbound mail intake refused; automatic (``auto-replied``), about no ticket.
+  the sender of an inbound mail intake refused; automatic (``auto-replied``), about no ticket;
+- ``chat_transcript``: a chat as the customer saw it, asked for in the widget; automatic
+  (``auto-generated``);
+- ``chat_reply_missed``: agent replies in a chat the customer had left; written by people, not
+  automatic.
 
 No mail goes to an address that bounced (``skip_reason`` → ``bounced_address``): the store
 keeps which addresses are suppressed, and for how long. A bounce is believed only for an address
@@ -43,7 +47,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from shared import mail_tokens
-from shared.events import AgentReplied, InboundMailRejected, SlaBreached, TicketReceived
+from shared.events import (AgentReplied, ChatEntry, ChatReplyMissed, ChatTranscriptRequested, InboundMailRejected,
+                           SlaBreached, TicketReceived)
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
@@ -51,6 +56,8 @@ KIND_TICKET_ACK = "ticket_ack"
 KIND_AGENT_REPLY = "agent_reply"
 KIND_SLA_BREACHED = "sla_breached"
 KIND_MAIL_REJECTED = "mail_rejected"
+KIND_CHAT_TRANSCRIPT = "chat_transcript"
+KIND_CHAT_REPLY_MISSED = "chat_reply_missed"
 
 ZH_CN = "zh-CN"
 EN = "en"
@@ -237,6 +244,39 @@ def rejection_notice(rejected: InboundMailRejected, *, sender: Sender, notificat
     msg.set_content(body, charset="utf-8")
     _mark_automatic(msg, AUTO_REPLIED)
     return msg
+
+
+def _chat_lines(entries: list[ChatEntry], zone: tzinfo, agent_label: str, customer_label: str) -> list[dict]:
+    return [{"time": _local_time(e.sent_at, zone), "text": e.text, "files": list(e.files),
+             "name": _one_line(e.name) or (agent_label if e.author == "agent" else customer_label)} for e in entries]
+
+
+_CHAT_LABELS = {ZH_CN: ("客服", "我"), EN: ("Support", "You")}
+
+
+def chat_transcript(request: ChatTranscriptRequested, *, sender: Sender, notification: str, now: datetime,
+                    zone: tzinfo) -> EmailMessage:
+    """The chat as the customer saw it, to the address they gave in the widget. Machine-made at
+    their request: marked ``auto-generated`` so auto-responders stay quiet; replies reach the ticket."""
+    locale = choose_locale(request.customer.language, " ".join(e.text for e in request.entries[:5])[:500])
+    subject, body = _render(KIND_CHAT_TRANSCRIPT, locale, ticket_id=request.ticket_id,
+                            subject=clean_subject(request.subject), customer_name=_one_line(request.customer.name),
+                            lines=_chat_lines(request.entries, zone, *_CHAT_LABELS[locale]))
+    msg = _envelope(sender, _required_recipient(request.customer.name, request.to), subject, body,
+                    request.ticket_id, notification, now)
+    _mark_automatic(msg, AUTO_GENERATED)
+    return msg
+
+
+def missed_chat_replies(missed: ChatReplyMissed, *, sender: Sender, notification: str, now: datetime,
+                        zone: tzinfo) -> EmailMessage:
+    """Agent replies a chat customer left before receiving: written by people, so not automatic."""
+    locale = choose_locale(missed.customer.language, " ".join(e.text for e in missed.replies[:3])[:500])
+    subject, body = _render(KIND_CHAT_REPLY_MISSED, locale, ticket_id=missed.ticket_id,
+                            subject=clean_subject(missed.subject), customer_name=_one_line(missed.customer.name),
+                            lines=_chat_lines(missed.replies, zone, *_CHAT_LABELS[locale]))
+    return _envelope(sender, _required_recipient(missed.customer.name, missed.to), subject, body,
+                     missed.ticket_id, notification, now)
 
 
 def megabytes(size: int) -> str:

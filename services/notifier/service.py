@@ -15,7 +15,11 @@ Consumes (handler name = queue name, wire contract):
   anything else is logged ``bounce_not_trusted`` and suppresses nothing, so a forged delivery
   report cannot stop our mail to somebody;
 - ``intake_email.mail_rejected`` → ``send_mail_rejected``: the polite "too large" answer to
-  the sender of a refused inbound mail (never to system or bounced addresses).
+  the sender of a refused inbound mail (never to system or bounced addresses);
+- ``intake_chat.chat_transcript_requested`` → ``send_chat_transcript``: the chat, to the address
+  the customer gave in the widget (intake_chat asks only once an agent took part);
+- ``intake_chat.chat_reply_missed`` → ``send_missed_chat_replies``: agent replies no widget of
+  the customer received (their socket went away), by mail.
 
 Emits ``notification_sent`` (recipient masked) once per mail about a ticket (a rejection names
 no ticket, so it is only recorded as sent).
@@ -79,6 +83,10 @@ class Notifier:
         consumer.subscribe(ev.SLA_WATCHER, ev.SLA_BREACHED, "notify_sla_breached", self.notify_sla_breached)
         consumer.subscribe(ev.INTAKE_EMAIL, ev.MAIL_BOUNCED, "record_mail_bounced", self.record_mail_bounced)
         consumer.subscribe(ev.INTAKE_EMAIL, ev.MAIL_REJECTED, "send_mail_rejected", self.send_mail_rejected)
+        consumer.subscribe(ev.INTAKE_CHAT, ev.CHAT_TRANSCRIPT_REQUESTED, "send_chat_transcript",
+                           self.send_chat_transcript)
+        consumer.subscribe(ev.INTAKE_CHAT, ev.CHAT_REPLY_MISSED, "send_missed_chat_replies",
+                           self.send_missed_chat_replies)
 
     async def ack_ticket_received(self, ticket: ev.TicketReceived) -> None:
         kind = messages.KIND_TICKET_ACK
@@ -151,6 +159,23 @@ class Notifier:
         nid = messages.notification_id(rejected.event_id, kind)
         mail = messages.rejection_notice(rejected, sender=self.sender, notification=nid, now=self.clock())
         await self._deliver(rejected, kind, nid, mail)
+
+    async def send_chat_transcript(self, request: ev.ChatTranscriptRequested) -> None:
+        kind = messages.KIND_CHAT_TRANSCRIPT
+        if not await self._may_send(kind, request.to, automatic=True):
+            return
+        nid = messages.notification_id(request.event_id, kind)
+        mail = messages.chat_transcript(request, sender=self.sender, notification=nid, now=self.clock(), zone=self.zone)
+        await self._deliver(request, kind, nid, mail)
+
+    async def send_missed_chat_replies(self, missed: ev.ChatReplyMissed) -> None:
+        kind = messages.KIND_CHAT_REPLY_MISSED
+        if not await self._may_send(kind, missed.to, automatic=False):
+            return
+        nid = messages.notification_id(missed.event_id, kind)
+        mail = messages.missed_chat_replies(missed, sender=self.sender, notification=nid, now=self.clock(),
+                                            zone=self.zone)
+        await self._deliver(missed, kind, nid, mail)
 
     async def _may_send(self, kind: str, address: str | None, *, automatic: bool) -> bool:
         bounced = bool(address) and await self.store.is_bounced(address or "")
