@@ -64,6 +64,9 @@ class QueueWatch:
                 self._last.pop(ticket, None)
                 self._opened_at.pop(ticket, None)
 
+    def watched(self) -> set[str]:
+        return set(self._watched)
+
     def is_watching(self, ticket_id: str, who: Any) -> bool:
         return who in self._watched.get(ticket_id, {})
 
