@@ -124,6 +124,7 @@ class ChatSocket:
         self.visitor_id: str | None = None
         self.verified = False
         self.ticket_id: str | None = None
+        self.answered = False  # an agent replied on its ticket: it waits in no queue
         self._send_lock = asyncio.Lock()
 
     async def send(self, frame: dict[str, Any]) -> bool:
@@ -290,6 +291,8 @@ class AgentReplies:
         entry = self._entry(event)
         _, seq = await self.store.add_agent_reply(event.ticket_id, event.reply_id, entry, look_at=self.missed.look_at())
         frame = conversation.agent_message_frame(entry, seq)
+        for sock in sockets:
+            sock.answered = True
         delivered = await asyncio.gather(*(s.send(frame) for s in sockets))
         log.info("agent_reply_relayed", reply_id=event.reply_id, sockets=sum(delivered))
 
@@ -313,6 +316,7 @@ class AgentReplies:
         for sock in self.sockets.of(visitor_id) if visitor_id else []:
             if sock.ticket_id == event.ticket_id:
                 sock.ticket_id = None
+                sock.answered = False
             await sock.send({"type": "closed", "ticket_id": event.ticket_id})
 
     async def relay_typing(self, event: ev.Envelope) -> None:
@@ -565,7 +569,9 @@ class ChatHttp:
         await sock.send({"type": "welcome", "visitor_id": who.visitor_id, "verified": who.verified,
                          "ticket_id": visitor.ticket_id, "resumed": resumed, "history": history,
                          "agents_online": seats.agents_online, "email_known": bool(visitor.profile.email)})
-        if visitor.ticket_id and not conversation.has_agent_reply(await self.store.transcript(visitor.ticket_id)):
+        sock.answered = conversation.has_agent_reply(history if not resumed
+                                                     else await self.store.transcript(visitor.ticket_id or ""))
+        if visitor.ticket_id and not sock.answered:
             await self._watch_queue(sock, visitor.ticket_id)
 
     async def _watch_queue(self, sock: ChatSocket, ticket_id: str) -> None:
@@ -592,9 +598,10 @@ class ChatHttp:
             if other is not sock:
                 other.ticket_id = ack.ticket_id
                 await other.send(entry)
-        if not self.waiting.is_watching(ack.ticket_id, sock):
-            if not conversation.has_agent_reply(await self.store.transcript(ack.ticket_id)):
-                await self._watch_queue(sock, ack.ticket_id)
+        if ack.opened:
+            sock.answered = False
+        if not sock.answered and not self.waiting.is_watching(ack.ticket_id, sock):
+            await self._watch_queue(sock, ack.ticket_id)
 
     async def _on_typing(self, sock: ChatSocket, frame: dict) -> None:
         ticket_id = sock.ticket_id

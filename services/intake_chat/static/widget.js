@@ -45,7 +45,7 @@
     zh: {
       open: "在线咨询", title: "在线客服", close: "关闭", intro: "请留下您的称呼，我们马上为您服务。",
       name: "您的称呼", email: "邮箱（选填）", phone: "电话（选填）", start: "开始咨询",
-      placeholder: "输入消息，按 Enter 发送", send: "发送", attach: "发送图片或文件", agent: "客服",
+      placeholder: "输入消息，按 Enter 发送", send: "发送", attach: "发送图片或文件", file: "文件", agent: "客服",
       connecting: "正在连接…", online: "已连接", reconnecting: "连接已断开，正在重新连接…",
       pending: "发送中", acked: "已送达", failed: "发送失败",
       tooLong: "消息不能超过 5000 个字符。", nameRequired: "请填写您的称呼。", badEmail: "邮箱格式不正确。",
@@ -62,7 +62,7 @@
     en: {
       open: "Chat with us", title: "Customer support", close: "Close", intro: "Tell us your name and we will be right with you.",
       name: "Your name", email: "Email (optional)", phone: "Phone (optional)", start: "Start chat",
-      placeholder: "Type a message, Enter to send", send: "Send", attach: "Send a picture or file", agent: "Support",
+      placeholder: "Type a message, Enter to send", send: "Send", attach: "Send a picture or file", file: "File", agent: "Support",
       connecting: "Connecting…", online: "Connected", reconnecting: "Connection lost, reconnecting…",
       pending: "Sending", acked: "Delivered", failed: "Not sent",
       tooLong: "A message can be at most 5000 characters.", nameRequired: "Please tell us your name.",
@@ -277,7 +277,7 @@
   input.setAttribute("aria-label", t.placeholder);
   var fileInput = el("input", "tm-file-input tm-hidden");
   fileInput.type = "file"; fileInput.accept = "image/png,image/jpeg,image/gif,image/webp,application/pdf";
-  var attachButton = el("button", "tm-attach", "📎");
+  var attachButton = el("button", "tm-attach", "+ " + t.file);
   attachButton.type = "button"; attachButton.title = t.attach; attachButton.setAttribute("aria-label", t.attach);
   var sendButton = el("button", "tm-send", t.send);
   sendButton.type = "submit";
@@ -330,7 +330,7 @@
   function renderFiles(bubble, files) {
     for (var i = 0; files && i < files.length; i++) {
       var file = files[i];
-      var line = el("span", "tm-file", "📎 " + String(file.filename || ""));
+      var line = el("span", "tm-file", t.file + ": " + String(file.filename || ""));
       if (file.preview) {  // this browser's own copy of an image it just sent
         var img = el("img");
         img.src = file.preview; img.alt = String(file.filename || "");
