@@ -1,6 +1,7 @@
 """``python -m bench``: the raw ceiling and the mesh, the dispatcher's routing cost at 10 and
-10,000 agents (bench.routing_cost) and its throughput with 1 and 3 replicas
-(bench.dispatch_replicas), measured in one run.
+10,000 agents (bench.routing_cost), its throughput with 1 and 3 replicas
+(bench.dispatch_replicas), and chat messages through 500 concurrent WebSockets to the agent
+console (bench.chat_sockets), measured in one run.
 
 Prints one table and writes bench/results/latest.json. Figures are for comparing within one
 run on one machine (the ratios are the numbers to watch: mesh/raw, 10,000/10 agents per routing
@@ -16,7 +17,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import dispatch_replicas, routing_cost
+from bench import chat_sockets, dispatch_replicas, routing_cost
 from bench.mesh_throughput import measure_mesh
 from bench.raw_ceiling import measure_raw
 from shared.logging import configure_logging
@@ -39,7 +40,8 @@ def table(rows: list[dict], mean: bool = False) -> str:
 
 async def run(count: int, concurrency: int, redis_db: int, paced_rate: float, *, routing: bool = True,
               routing_decisions: int = 500, routing_queued: int = 100_000, routing_redis_db: int = 12,
-              replicas: bool = True, replica_tickets: int = 1000, replicas_redis_db: int = 14) -> dict:
+              replicas: bool = True, replica_tickets: int = 1000, replicas_redis_db: int = 14,
+              chat: bool = True, chat_sockets_count: int = 500, chat_messages: int = 4, chat_redis_db: int = 15) -> dict:
     vhost = await asyncio.to_thread(create_vhost, "tm-bench-raw")
     try:
         raw = await measure_raw(f"{AMQP_BASE}/{vhost}", count, concurrency)
@@ -54,6 +56,9 @@ async def run(count: int, concurrency: int, redis_db: int, paced_rate: float, *,
     if replicas:
         extra["dispatch_replicas"] = await dispatch_replicas.measure_replicas(replica_tickets, concurrency,
                                                                               replicas_redis_db)
+    if chat:
+        runs = await chat_sockets.measure_chat_sockets(chat_sockets_count, chat_messages, chat_redis_db)
+        extra["chat_sockets"] = {kind: m.as_dict() for kind, m in runs.items()}
     return {
         "measured_at": datetime.now(timezone.utc).isoformat(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -85,6 +90,10 @@ def main() -> None:
     parser.add_argument("--replica-tickets", type=int, default=1000,
                         help="tickets sent to 1 and to 3 dispatchers (python -m bench.dispatch_replicas sends 3,000)")
     parser.add_argument("--replicas-redis-db", type=int, default=14, help="scratch Redis database (flushed)")
+    parser.add_argument("--skip-chat", action="store_true", help="leave out the chat WebSockets rows")
+    parser.add_argument("--chat-sockets", type=int, default=500, help="customers on WebSockets at once")
+    parser.add_argument("--chat-messages", type=int, default=4, help="messages per customer after the first")
+    parser.add_argument("--chat-redis-db", type=int, default=15, help="scratch Redis database (flushed)")
     args = parser.parse_args()
     configure_logging("bench", level="WARNING", fmt="console")
     result = asyncio.run(run(args.tickets, args.concurrency, args.redis_db, args.paced_rate,
@@ -92,12 +101,16 @@ def main() -> None:
                              routing_queued=args.routing_queued,
                              routing_redis_db=args.routing_redis_db, replicas=not args.skip_replicas,
                              replica_tickets=args.replica_tickets,
-                             replicas_redis_db=args.replicas_redis_db))
+                             replicas_redis_db=args.replicas_redis_db, chat=not args.skip_chat,
+                             chat_sockets_count=args.chat_sockets, chat_messages=args.chat_messages,
+                             chat_redis_db=args.chat_redis_db))
     rows = [result["raw"], result["mesh"], result["mesh_paced"]]
     if "routing_cost" in result:
         rows += routing_cost.rows(result["routing_cost"])
     if "dispatch_replicas" in result:
         rows += list(result["dispatch_replicas"]["runs"].values())
+    if "chat_sockets" in result:
+        rows += list(result["chat_sockets"].values())
     print(table(rows, mean="routing_cost" in result))
     print(f"\nmesh/raw throughput: {result['ratio_mesh_to_raw_throughput']:.3f}   "
           f"mesh/raw p50 latency: burst {result['ratio_mesh_to_raw_p50_latency']:.1f}x, "

@@ -611,7 +611,10 @@ class ChatHttp:
             return
         body = ev.make_event(SERVICE_NAME, ev.CHAT_TYPING, now=datetime.now(timezone.utc), trace_id=ev.new_id(),
                              ticket_id=ticket_id, typing=True)
-        await publish_confirmed(self.ctx.publisher, ev.CHAT_TYPING, body)
+        try:
+            await publish_confirmed(self.ctx.publisher, ev.CHAT_TYPING, body)
+        except BrokerUnavailable:
+            return  # a typing hint is worth nothing later: not retried, and the widget is not bothered
 
     async def _on_received(self, sock: ChatSocket, frame: dict) -> None:
         seq = validation.since(frame.get("seq"))
