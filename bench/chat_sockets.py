@@ -6,10 +6,13 @@ the agent desk and hold its console WebSocket, as browsers would. Then:
 
 1. N customers open N WebSockets and each sends a first message; the dispatcher offers the N
    tickets to the agents (the run waits until every ticket reached a console).
-2. Every customer sends M more messages, one after the other (the next once the previous was
-   acknowledged), all N customers at the same time. Per message: its send → intake_chat's
+2. Burst: every customer sends M more messages, one after the other (the next once the previous
+   was acknowledged), all N customers at the same time. Per message: its send → intake_chat's
    ``ack`` (confirmed by the broker) and its send → the agent console's ``customer_message``
    push for it. Throughput is the N×M messages over the first send → the last console push.
+   With N messages always in flight, a burst's latency is mostly waiting in line (N ÷ rate).
+3. Paced: with the N sockets still open, messages arrive at ``paced_rate``/s, each from the
+   next customer in turn: the latency of a message when the service is not saturated.
 
 The client side (N sockets, the consoles and the timing) shares the machine's two cores with
 the three services, so figures compare runs on this machine, not deployments.
@@ -107,12 +110,16 @@ class Customer:
         self.acks: dict[str, asyncio.Future] = {}
         self.sent_at: dict[str, float] = {}
         self.acked_at: dict[str, float] = {}
+        self.texts: dict[str, str] = {}
+        self.resends = 0
+        self._welcome = asyncio.Event()
 
     async def connect(self) -> None:
         self.ws = await self.http.ws_connect(self.chat_url.replace("http", "ws", 1) + "/ws", max_msg_size=0)
+        asyncio.get_running_loop().create_task(self._read())
         await self.ws.send_json({"type": "hello", "session": f"bench_{uuid.uuid4().hex}", "name": f"访客 {self.index}",
                                  "language": "zh" if self.index % 2 == 0 else "en"})
-        asyncio.get_running_loop().create_task(self._read())
+        await asyncio.wait_for(self._welcome.wait(), 120)
 
     async def _read(self) -> None:
         assert self.ws is not None
@@ -120,12 +127,20 @@ class Customer:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
             frame = json.loads(msg.data)
-            if frame.get("type") == "ack":
+            if frame.get("type") == "welcome":
+                self._welcome.set()
+            elif frame.get("type") == "ack":
                 self.acked_at[frame["client_message_id"]] = time.perf_counter()
                 self.ticket_id = frame["ticket_id"]
                 future = self.acks.pop(frame["client_message_id"], None)
                 if future is not None and not future.done():
                     future.set_result(frame)
+            elif frame.get("type") == "error" and frame.get("code") == "unavailable" and frame.get("client_message_id"):
+                # As the widget does: the same message again, with the same id, a moment later.
+                self.resends += 1
+                cmid = frame["client_message_id"]
+                asyncio.get_running_loop().call_later(0.5, lambda: asyncio.ensure_future(self.ws.send_json(
+                    {"type": "message", "client_message_id": cmid, "text": self.texts[cmid]})))
             elif frame.get("type") == "error":
                 future = self.acks.pop(frame.get("client_message_id", ""), None)
                 if future is not None and not future.done():
@@ -137,12 +152,30 @@ class Customer:
         future = asyncio.get_running_loop().create_future()
         self.acks[cmid] = future
         self.sent_at[cmid] = time.perf_counter()
+        self.texts[cmid] = text
         await self.ws.send_json({"type": "message", "client_message_id": cmid, "text": text})
         await asyncio.wait_for(future, 120)
         return cmid
 
 
-async def run_conversations(chat_url: str, desk_url: str, sockets: int, messages: int) -> dict[str, Measurement]:
+async def paced_messages(customers: list[Customer], consoles: Consoles, rate: float, count: int) -> Measurement:
+    start = time.perf_counter()
+
+    async def one(k: int) -> str:
+        await asyncio.sleep(max(0.0, start + k / rate - time.perf_counter()))  # the arrival schedule
+        customer = customers[k % len(customers)]
+        return await customer.say(TEXTS[k % len(TEXTS)])
+
+    sent = await asyncio.gather(*(one(k) for k in range(count)))
+    await consoles.wait(lambda: all(m in consoles.message_seen_at for m in sent), 300, "paced messages pushed")
+    sent_at = {m: t for c in customers for m, t in c.sent_at.items()}
+    last = max(consoles.message_seen_at[m] for m in sent)
+    return summarize(f"chat: {len(customers)} sockets, paced {rate:g}/s, message → agent console", count,
+                     last - start, [consoles.message_seen_at[m] - sent_at[m] for m in sent], offered_rate=rate)
+
+
+async def run_conversations(chat_url: str, desk_url: str, sockets: int, messages: int,
+                            paced_rate: float = 50.0) -> dict[str, Measurement]:
     consoles = Consoles(desk_url)
     await consoles.sign_in(BENCH_AGENTS)
     connector = aiohttp.TCPConnector(limit=0)
@@ -164,21 +197,24 @@ async def run_conversations(chat_url: str, desk_url: str, sockets: int, messages
                             "every message pushed to a console")
         last = max(consoles.message_seen_at[m] for m in sent)
         sent_at = {m: t for c in customers for m, t in c.sent_at.items()}
+        resends = sum(c.resends for c in customers)
         acked_at = {m: t for c in customers for m, t in c.acked_at.items()}
+        paced = await paced_messages(customers, consoles, paced_rate, max(100, int(paced_rate * 10)))
         for c in customers:
             await c.ws.close()
     await consoles.close()
     extra = {"sockets": sockets, "messages_per_socket": messages, "agents": BENCH_AGENTS,
-             "opening_seconds": round(opening_seconds, 2)}
+             "opening_seconds": round(opening_seconds, 2), "resends_after_unavailable": resends}
     return {
         "console": summarize(f"chat: {sockets} sockets, message → agent console", len(sent), last - first,
                              [consoles.message_seen_at[m] - sent_at[m] for m in sent], **extra),
         "ack": summarize(f"chat: {sockets} sockets, message → confirmed ack", len(sent),
                          max(acked_at[m] for m in sent) - first, [acked_at[m] - sent_at[m] for m in sent], **extra),
+        "paced": paced,
     }
 
 
-async def measure_chat_sockets(sockets: int = 500, messages: int = 4, redis_db: int = 15,
+async def measure_chat_sockets(sockets: int = 500, messages: int = 4, redis_db: int = 15, paced_rate: float = 50.0,
                                work_dir: Path | None = None) -> dict[str, Measurement]:
     work_dir = work_dir or Path(tempfile.mkdtemp(prefix="tm-bench-chat-"))
     vhost = await asyncio.to_thread(create_vhost, "tm-bench-chat")
@@ -192,7 +228,8 @@ async def measure_chat_sockets(sockets: int = 500, messages: int = 4, redis_db: 
     mesh = Mesh(env, work_dir / "log", quiet=True)
     try:
         await asyncio.to_thread(mesh.start, SERVICES)
-        result = await run_conversations(mesh.url("intake_chat"), mesh.url("agent_desk"), sockets, messages)
+        result = await run_conversations(mesh.url("intake_chat"), mesh.url("agent_desk"), sockets, messages,
+                                         paced_rate)
         if mesh.exited():
             raise RuntimeError(f"a service died during the benchmark: {mesh.exited()}")
         return result
@@ -207,12 +244,13 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sockets", type=int, default=500, help="customers connected at once")
     parser.add_argument("--messages", type=int, default=4, help="messages per customer after the first")
+    parser.add_argument("--paced-rate", type=float, default=50.0, help="messages/s for the latency run")
     parser.add_argument("--redis-db", type=int, default=15, help="scratch Redis database (flushed)")
     args = parser.parse_args()
     from bench.__main__ import table
     from shared.logging import configure_logging
     configure_logging("bench", level="WARNING", fmt="console")
-    results = asyncio.run(measure_chat_sockets(args.sockets, args.messages, args.redis_db))
+    results = asyncio.run(measure_chat_sockets(args.sockets, args.messages, args.redis_db, args.paced_rate))
     print(table([m.as_dict() for m in results.values()]))
 
 

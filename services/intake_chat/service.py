@@ -83,6 +83,10 @@ LEDGER_KIND = "visitor"
 PAGE_TITLES = {"zh": "在线客服", "en": "Customer support chat"}
 CORS_MAX_AGE_SECONDS = 600
 UNAVAILABLE = "temporarily unavailable, the message will be sent again"
+# Frames handled at once across all sockets: each holds at most one Redis connection at a time,
+# and the client's pool (100) must also serve the consumers (prefetch 32) and background loops.
+# Past this, frames wait their turn instead of failing with "too many connections".
+FRAMES_IN_FLIGHT = 48
 
 
 @dataclass(frozen=True)
@@ -339,6 +343,7 @@ class ChatHttp:
         self.files = files
         self.waiting = waiting
         self.missed = missed
+        self._in_flight = asyncio.Semaphore(FRAMES_IN_FLIGHT)
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(STATIC_DIR), autoescape=True)
         self._page = env.get_template("page.html")
         self._widget_js = (STATIC_DIR / "widget.js").read_bytes()
@@ -522,9 +527,12 @@ class ChatHttp:
             await sock.send_error("unknown_type", f"type must be one of {', '.join(self._handlers)}")
             return
         if handler is not ChatHttp._on_hello and sock.visitor_id is None:
-            await sock.send_error("hello_required", "send hello before anything else")
+            cmid = frame.get("client_message_id")
+            await sock.send_error("hello_required", "send hello before anything else",
+                                  **({"client_message_id": cmid} if isinstance(cmid, str) else {}))
             return
-        await self._guarded(sock, frame, handler)
+        async with self._in_flight:
+            await self._guarded(sock, frame, handler)
 
     async def _guarded(self, sock: ChatSocket, frame: dict, handler: Callable) -> None:
         """Run a frame handler; every failure becomes an error frame and the socket stays open."""
@@ -654,9 +662,17 @@ class ChatHttp:
             log.info("chat_transcript_requested", to=mask(to), entries=len(entries))
         await sock.send({"type": "transcript_queued", "ticket_id": ticket_id, "to": to})
 
+    async def _on_profile(self, sock: ChatSocket, frame: dict) -> None:
+        """Details given after the pre-chat form (an address to be answered at when no agent is online)."""
+        assert sock.visitor_id is not None
+        profile = validation.profile(frame)
+        await self.store.remember_profile(sock.visitor_id, profile)
+        visitor = await self.store.visitor(sock.visitor_id)
+        await sock.send({"type": "profile_saved", "email_known": bool(visitor.profile.email)})
+
     _handlers: dict[str, Callable] = {
         "hello": _on_hello, "message": _on_message, "typing": _on_typing, "received": _on_received,
-        "sync": _on_sync, "transcript": _on_transcript,
+        "sync": _on_sync, "transcript": _on_transcript, "profile": _on_profile,
     }
 
 

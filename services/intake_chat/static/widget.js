@@ -55,6 +55,7 @@
       atRisk: "当前咨询较多，请稍候。",
       noAgents: "现在没有客服在线。请留言，我们会通过邮件回复您。",
       noAgentsNoEmail: "现在没有客服在线。请留言并留下邮箱，我们会通过邮件回复您。",
+      leaveEmail: "您的邮箱", leaveEmailSend: "留下邮箱", emailSaved: "好的，我们会回复到您的邮箱。",
       transcript: "发送聊天记录到邮箱", transcriptTo: "接收聊天记录的邮箱", transcriptSend: "发送",
       transcriptQueued: "聊天记录将发送到 {to}。", closed: "本次咨询已结束。如有新问题，请直接发送消息。",
       fileTooLarge: "文件不能超过 {mb} MB。", uploading: "正在上传 {name}…", rateLimited: "发送太频繁，请稍后再试。"
@@ -74,6 +75,7 @@
       atRisk: "We are busier than usual, thank you for waiting.",
       noAgents: "No agent is online right now. Leave a message and we will answer by email.",
       noAgentsNoEmail: "No agent is online right now. Leave a message and your email, and we will answer by email.",
+      leaveEmail: "Your email", leaveEmailSend: "Leave email", emailSaved: "Thank you: we will answer by email.",
       transcript: "Email me the transcript", transcriptTo: "Email for the transcript", transcriptSend: "Send",
       transcriptQueued: "The transcript is on its way to {to}.",
       closed: "This conversation is closed. Write again any time to start a new one.",
@@ -190,13 +192,13 @@
     ".tm-typing{padding:0 14px;font-size:12px;color:#57606a;min-height:1.3em}",
     ".tm-compose{display:flex;gap:8px;padding:10px;border-top:1px solid #eaeef2}",
     ".tm-compose textarea{flex:1;resize:none;height:56px;padding:6px 8px;border:1px solid #d0d7de;border-radius:6px;font:inherit}",
-    ".tm-compose button,.tm-prechat button,.tm-transcript-form button{border:0;border-radius:6px;padding:0 14px;background:#1f6feb;color:#fff;font:inherit;cursor:pointer}",
+    ".tm-compose button,.tm-prechat button,.tm-inline-form button{border:0;border-radius:6px;padding:0 14px;background:#1f6feb;color:#fff;font:inherit;cursor:pointer}",
     ".tm-compose .tm-attach{background:#f6f8fa;color:#1f2328;border:1px solid #d0d7de;padding:0 10px}",
     ".tm-prechat{display:flex;flex-direction:column;gap:10px;padding:16px}",
-    ".tm-prechat input,.tm-transcript-form input{padding:8px;border:1px solid #d0d7de;border-radius:6px;font:inherit}",
+    ".tm-prechat input,.tm-inline-form input{padding:8px;border:1px solid #d0d7de;border-radius:6px;font:inherit}",
     ".tm-prechat button{padding:9px 14px}",
-    ".tm-transcript-form{display:flex;gap:8px;padding:6px 10px;border-top:1px solid #eaeef2}",
-    ".tm-transcript-form input{flex:1}",
+    ".tm-inline-form{display:flex;gap:8px;padding:6px 10px;border-top:1px solid #eaeef2}",
+    ".tm-inline-form input{flex:1}",
     ".tm-notice{color:#d1242f;font-size:12px;min-height:1em;padding:0 12px}",
     ".tm-info{color:#1a7f37;font-size:12px;padding:0 12px}"
   ].join("\n");
@@ -262,7 +264,7 @@
   var info = el("div", "tm-info");
   panel.appendChild(info);
 
-  var transcriptForm = el("form", "tm-transcript-form tm-hidden");
+  var transcriptForm = el("form", "tm-inline-form tm-transcript-form tm-hidden");
   var transcriptEmail = el("input", "tm-transcript-email");
   transcriptEmail.type = "email"; transcriptEmail.placeholder = t.transcriptTo; transcriptEmail.maxLength = 320;
   var transcriptSend = el("button", "tm-transcript-send", t.transcriptSend);
@@ -270,6 +272,16 @@
   transcriptForm.appendChild(transcriptEmail);
   transcriptForm.appendChild(transcriptSend);
   panel.appendChild(transcriptForm);
+
+  var emailForm = el("form", "tm-inline-form tm-email-form tm-hidden");
+  var leaveEmail = el("input", "tm-leave-email");
+  leaveEmail.type = "email"; leaveEmail.placeholder = t.leaveEmail; leaveEmail.maxLength = 320;
+  leaveEmail.autocomplete = "email";
+  var leaveEmailSend = el("button", "tm-leave-email-send", t.leaveEmailSend);
+  leaveEmailSend.type = "submit";
+  emailForm.appendChild(leaveEmail);
+  emailForm.appendChild(leaveEmailSend);
+  panel.appendChild(emailForm);
 
   var compose = el("form", "tm-compose");
   var input = el("textarea", "tm-input");
@@ -578,6 +590,8 @@
       text = fmt(t.pendingWait, { minutes: Math.max(1, Math.round(Number(frame.expected_wait_seconds) / 60)) });
     }
     queueLine.textContent = text;
+    // Nobody online and no address yet: ask for one, so the answer can come by email.
+    emailForm.classList.toggle("tm-hidden", !(frame.state === "no_agents" && !emailKnown));
     queueLine.setAttribute("data-state", String(frame.state));
     queueLine.classList.toggle("tm-hidden", !text);
   }
@@ -632,6 +646,13 @@
     } else if (frame.type === "closed") {
       info.textContent = t.closed;
       queueLine.classList.add("tm-hidden");
+    } else if (frame.type === "profile_saved") {
+      emailKnown = !!frame.email_known;
+      emailForm.classList.add("tm-hidden");
+      if (emailKnown) {
+        info.textContent = t.emailSaved;
+        if (queueLine.getAttribute("data-state") === "no_agents") { queueLine.textContent = t.noAgents; }
+      }
     } else if (frame.type === "transcript_queued") {
       transcriptForm.classList.add("tm-hidden");
       info.textContent = fmt(t.transcriptQueued, { to: frame.to });
@@ -702,6 +723,15 @@
     if (emailKnown || (profile && profile.email)) { sendFrame({ type: "transcript" }); }
     else { transcriptForm.classList.remove("tm-hidden"); transcriptEmail.focus(); }
   });
+  emailForm.addEventListener("submit", function (event) {
+    event.preventDefault();
+    var email = leaveEmail.value.replace(/^\s+|\s+$/g, "");
+    if (!/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email)) { notice.textContent = t.badEmail; return; }
+    notice.textContent = "";
+    if (profile) { profile.email = email; save(KEYS.profile, profile); }
+    sendFrame({ type: "profile", email: email });
+  });
+
   transcriptForm.addEventListener("submit", function (event) {
     event.preventDefault();
     var email = transcriptEmail.value.replace(/^\s+|\s+$/g, "");

@@ -1,4 +1,5 @@
-"""What the customer sees besides messages: no agents online, typing, files, the transcript mail."""
+"""What the customer sees besides messages: no agents online (and leaving an address for the
+answer), typing, files, the transcript mail."""
 import hashlib
 from datetime import datetime, timezone
 
@@ -36,11 +37,16 @@ async def test_no_agents_typing_a_picture_and_the_transcript(chat_app, amqp_uri,
         await page.locator(".tm-status", has_text="已连接").wait_for()
         # nobody online and no address given: the widget says so before anything is typed
         await page.locator(".tm-queue[data-state=no_agents]", has_text="留下邮箱").wait_for()
+        await page.fill(".tm-leave-email", "wang.fang@example.com")
+        await page.click(".tm-leave-email-send")
+        await page.locator(".tm-info", has_text="回复到您的邮箱").wait_for()
+        assert not await page.locator(".tm-email-form").is_visible()
 
         await send(page, "快递三天没动了")
         await customer_bubble(page, "快递三天").and_(page.locator("[data-state=acked]")).wait_for()
         _, opened = await bus.wait_for(lambda t, b: t == "ticket_received")
         ticket, visitor = opened["ticket_id"], opened["customer"]["chat_visitor_id"]
+        assert opened["customer"]["email"] == "wang.fang@example.com"  # answered by email if nobody comes
 
         await page.set_input_files(".tm-file-input", str(picture))
         await page.locator(".tm-msg-customer[data-state=acked] .tm-file", has_text="快递单.png").wait_for()
@@ -57,10 +63,9 @@ async def test_no_agents_typing_a_picture_and_the_transcript(chat_app, amqp_uri,
         assert await page.locator(".tm-typing").inner_text() == ""
         await page.screenshot(path=str(tmp_path / "widget.png"))
 
-        await page.click(".tm-transcript")
-        await page.fill(".tm-transcript-email", "wang.fang@example.com")
-        await page.click(".tm-transcript-send")
+        await page.click(".tm-transcript")  # the address left earlier is used: no second question
         await page.locator(".tm-info", has_text="wang.fang@example.com").wait_for()
+        assert not await page.locator(".tm-transcript-form").is_visible()
         _, requested = await bus.wait_for(lambda t, b: t == "chat_transcript_requested")
         assert [e["text"] for e in requested["entries"]] == ["快递三天没动了", "", "已联系快递公司。"]
         assert requested["entries"][1]["files"] == ["快递单.png"]

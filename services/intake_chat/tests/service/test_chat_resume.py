@@ -152,3 +152,19 @@ async def test_new_frames_reject_bad_fields_and_write_nothing(chat_app, redis_cl
     # the hello's profile and the abuse counters, nothing of a conversation
     assert {k.split(":")[2] for k in redis_client.scan_iter("tm:*")} == {"visitor", "rate"}
     await ws.close()
+
+
+async def test_an_address_left_after_the_form_is_where_a_missed_reply_goes(chat_app, amqp_uri):
+    async with AsyncEventListener(amqp_uri, "intake_chat", ["chat_reply_missed"]) as mails:
+        ws, welcome = await open_chat(chat_app)
+        assert not welcome["email_known"]
+        await ws.send_json({"type": "message", "client_message_id": "m-1", "text": "没人在吗"})
+        ticket = (await receive(ws, "ack"))["ticket_id"]
+        await ws.send_json({"type": "profile", "email": "bad"})
+        assert (await receive(ws, "error"))["code"] == "invalid_email"
+        await ws.send_json({"type": "profile", "email": "late@example.com"})
+        assert (await receive(ws, "profile_saved"))["email_known"]
+        await ws.close()
+        await chat_app.publish_agent_reply(ticket, "抱歉久等了", reply_id="r-1")
+        _, missed = await mails.wait_for(lambda t, b: True)
+        assert missed["to"] == "late@example.com" and [r["text"] for r in missed["replies"]] == ["抱歉久等了"]
