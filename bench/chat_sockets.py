@@ -30,7 +30,7 @@ from pathlib import Path
 import aiohttp
 import redis
 
-from bench.mesh_throughput import BENCH_AGENTS, write_roster
+from bench.mesh_throughput import BENCH_AGENTS, BENCH_RATE_LIMITS, write_roster
 from bench.stats import Measurement, summarize
 from devenv.mesh import Mesh, isolated_env
 from shared.testing.plugin import AMQP_BASE, create_vhost, delete_vhost
@@ -38,9 +38,6 @@ from shared.testing.plugin import AMQP_BASE, create_vhost, delete_vhost
 SERVICES = ("dispatcher", "agent_desk", "intake_chat")
 PASSWORD = "bench-password"
 TEXTS = ("我的订单还没有收到，能帮我查一下吗？", "Hi, I was charged twice, please refund.", "还在吗？", "Thanks!")
-# The benchmark's customers all come from 127.0.0.1: per-address limits would stop it at once.
-BENCH_RATE_LIMITS = ("ip_connects=0/60,ip_messages=0/60,ip_conversations=0/3600,session_messages=0/60,"
-                     "session_uploads=0/3600,session_transcripts=0/3600")
 
 
 class Consoles:

@@ -5,8 +5,10 @@
 - **Rate limits** (``TM_CHAT_RATE_LIMITS``) are fixed windows counted in Redis, so they hold
   across replicas: per address (connections, messages, new conversations) and per visitor
   (messages, uploads, transcript mails). Zammad's web form allows 20 new tickets an hour per
-  address; the defaults follow it for new conversations. A limited message is refused with
-  ``rate_limited`` and ``retry_after`` seconds, and nothing of it is written.
+  address; chat customers share addresses more often (offices, carrier NAT), so the default
+  per address is 60 new conversations an hour and the per-visitor limits do the fine work. A
+  limited message is refused with ``rate_limited`` and ``retry_after`` seconds, and nothing of it
+  is written.
 - The visitor's address is the socket's peer, or the last ``X-Forwarded-For`` hop when the peer
   is a trusted proxy (``TM_CHAT_TRUSTED_PROXIES``); a forwarded header from anyone else is ignored,
   or anybody could pick the address they are limited under.

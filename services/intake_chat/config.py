@@ -8,7 +8,9 @@ from typing import Mapping
 
 from shared.config import CommonSettings, Variable, read
 
-DEFAULT_RATE_LIMITS = ("ip_connects=60/60,ip_messages=120/60,session_messages=30/60,ip_conversations=20/3600,"
+# Per address: generous, because many customers can share one (an office, a mobile carrier's NAT);
+# per visitor: what a person typing can do.
+DEFAULT_RATE_LIMITS = ("ip_connects=120/60,ip_messages=600/60,session_messages=30/60,ip_conversations=60/3600,"
                        "session_uploads=20/3600,session_transcripts=3/3600")
 DEFAULT_UPLOAD_TYPES = "image/png,image/jpeg,image/gif,image/webp,application/pdf"
 

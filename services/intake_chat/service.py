@@ -333,7 +333,7 @@ class AgentReplies:
 
 class ChatHttp:
     def __init__(self, settings: Settings, intake: ChatIntake, sockets: SocketRegistry, ctx: ServiceContext,
-                 limiter: Limiter, files: UploadFiles, waiting: QueueWatch, missed: MissedReplies):
+                 limiter: Limiter, files: UploadFiles, waiting: QueueWatch):
         self.settings = settings
         self.intake = intake
         self.store = intake.store
@@ -342,7 +342,6 @@ class ChatHttp:
         self.limiter = limiter
         self.files = files
         self.waiting = waiting
-        self.missed = missed
         self._in_flight = asyncio.Semaphore(FRAMES_IN_FLIGHT)
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(STATIC_DIR), autoescape=True)
         self._page = env.get_template("page.html")
@@ -592,10 +591,10 @@ class ChatHttp:
         cmid = validation.client_message_id(frame.get("client_message_id"))
         files = validation.upload_ids(frame.get("files"))
         text = validation.message_text(frame.get("text"), allow_empty=bool(files))
-        await self.limiter.check("ip_messages", sock.address, time.time())
-        await self.limiter.check("session_messages", sock.visitor_id, time.time())
+        await self._limit("ip_messages", sock.address)
+        await self._limit("session_messages", sock.visitor_id)
         if sock.ticket_id is None:
-            await self.limiter.check("ip_conversations", sock.address, time.time())
+            await self._limit("ip_conversations", sock.address)
         ack = await self.intake.accept(sock.visitor_id, cmid, text, upload_ids=files, verified=sock.verified)
         sock.ticket_id = ack.ticket_id
         await sock.send({"type": "ack", "client_message_id": ack.client_message_id, "ticket_id": ack.ticket_id,
@@ -631,7 +630,7 @@ class ChatHttp:
 
     async def _on_sync(self, sock: ChatSocket, frame: dict) -> None:
         since = validation.since(frame.get("since"))
-        await self.limiter.check("session_messages", sock.visitor_id or "", time.time())
+        await self._limit("session_messages", sock.visitor_id or "")
         await sock.send({"type": "history", "ticket_id": sock.ticket_id,
                          "entries": await self.intake.history(sock.ticket_id, since)})
 
@@ -647,7 +646,7 @@ class ChatHttp:
         to = address or visitor.profile.email
         if not to:
             raise InvalidInput("email_required", "tell us the address to send the transcript to")
-        await self.limiter.check("session_transcripts", sock.visitor_id, time.time())
+        await self._limit("session_transcripts", sock.visitor_id)
         if address:
             await self.store.remember_profile(sock.visitor_id, Profile(email=address))
         profile = Profile(name=visitor.profile.name, email=to, phone=visitor.profile.phone,
@@ -696,7 +695,7 @@ def build_app(settings: Settings) -> Callable[[ServiceContext], web.Application]
                              refresh_seconds=settings.queue_refresh_seconds, agent_names=names)
         AgentReplies(store, sockets, names, missed, waiting).subscribe(ctx)
         http = ChatHttp(settings, intake, sockets, ctx, Limiter(store, settings.rate_limits),
-                        UploadFiles(settings.common.data_dir), waiting, missed)
+                        UploadFiles(settings.common.data_dir), waiting)
         app = ctx.new_app(client_max_size=API_MAX_BODY_BYTES)
         app[MISSED_KEY] = missed
         app[WAITING_KEY] = waiting

@@ -120,7 +120,7 @@ def test_blocked_networks_match_addresses_of_their_family_only():
 def test_rate_limits_override_the_defaults_by_name():
     limits = parse_rate_limits("session_messages=5/10, ip_connects=0/60")
     assert limits["session_messages"] == RateLimit(5, 10) and limits["ip_connects"] == RateLimit(0, 60)
-    assert limits["ip_conversations"] == RateLimit(20, 3600)
+    assert limits["ip_conversations"] == RateLimit(60, 3600)
 
 
 @pytest.mark.parametrize("name, value", [("TM_CHAT_RATE_LIMITS", "bogus=1/1"), ("TM_CHAT_RATE_LIMITS", "ip_messages=x"),
