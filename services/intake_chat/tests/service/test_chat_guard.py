@@ -25,7 +25,7 @@ def chat_settings_env():
 
 def conversation_keys(redis_client):
     """Keys of conversations (tickets, messages, uploads), not the abuse counters or a visitor's profile."""
-    return sorted(k for k in redis_client.scan_iter("tm:*")
+    return sorted(k for k in redis_client.scan_iter("tm:intake_chat:*")
                   if not k.startswith(("tm:intake_chat:rate:", "tm:intake_chat:visitor:")))
 
 
@@ -131,7 +131,7 @@ async def test_blocked_addresses_get_nothing(amqp_uri, redis_url, tmp_path, redi
             assert info.value.status == 403
     finally:
         await service.stop()
-    assert list(redis_client.scan_iter("tm:*")) == []
+    assert list(redis_client.scan_iter("tm:intake_chat:*")) == []
 
 
 def test_the_widget_sets_text_never_markup():

@@ -150,7 +150,7 @@ async def test_new_frames_reject_bad_fields_and_write_nothing(chat_app, redis_cl
         await ws.send_json(frame)
         assert (await receive(ws, "error"))["code"] == code, frame
     # the hello's profile and the abuse counters, nothing of a conversation
-    assert {k.split(":")[2] for k in redis_client.scan_iter("tm:*")} == {"visitor", "rate"}
+    assert {k.split(":")[2] for k in redis_client.scan_iter("tm:intake_chat:*")} == {"visitor", "rate"}
     await ws.close()
 
 
