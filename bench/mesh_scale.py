@@ -4,7 +4,9 @@ dispatcher, against the raw RabbitMQ ceiling measured in the same run, and where
 Each configuration is a fresh mesh (devenv.mesh, the processes ``./dev up`` runs: dispatcher,
 sla_watcher, notifier, agent_desk, intake_chat) on a vhost and Redis database of its own, with
 ``replicas`` processes of intake_chat and of the dispatcher. The chat POSTs go round robin to
-the intake replicas (as a load balancer would); the dispatchers share their queues. Per
+the intake replicas (as a load balancer would); the dispatchers share their queues. Offers are
+off (bench.dispatch_replicas.write_rules): unaccepted offers would expire after 60 s and be
+assigned again mid-run, counting twice. Per
 configuration: a burst of N first messages (throughput: N over first POST → last
 ``ticket_assigned``; latency per ticket: its POST → its ``ticket_assigned``, mostly queueing in
 a burst) and a paced run below saturation (latency when not queueing). The raw ceiling is
@@ -31,6 +33,7 @@ from urllib.parse import quote
 
 import redis
 
+from bench.dispatch_replicas import write_rules
 from bench.mesh_throughput import MESH_SERVICES, AssignmentClock, inject, put_agents_online, write_roster
 from bench.raw_ceiling import measure_raw
 from bench.stats import Measurement
@@ -39,7 +42,7 @@ from shared.testing.plugin import AMQP_BASE, create_vhost, delete_vhost
 
 SCALED = ("intake_chat", "dispatcher")
 IDLE_SECONDS = 3.0       # the idle window measured before each burst
-SETTLE_SECONDS = 2.0     # after the burst, before counting the broker's messages
+STATS_SECONDS = 6.0      # longer than the management API's statistics interval (5 s)
 TICKS = os.sysconf("SC_CLK_TCK")
 AMQP_PORT, REDIS_PORT = 5672, 6379
 
@@ -184,6 +187,19 @@ def vhost_message_stats(vhost: str, mgmt: str = "http://guest:guest@127.0.0.1:15
     return {k: int(stats.get(k, 0)) for k in ("publish", "deliver_get")}
 
 
+def settled_message_stats(vhost: str, timeout: float = 60.0) -> dict[str, int]:
+    """The vhost's counts once what the burst set off has finished (unchanged over one statistics
+    interval of the management API, which refreshes them every 5 s)."""
+    last, deadline = vhost_message_stats(vhost), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(STATS_SECONDS)
+        now = vhost_message_stats(vhost)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def server_pids(redis_port: int = REDIS_PORT) -> dict[str, list[int]]:
     found = {"rabbitmq (beam.smp)": listening_pid(AMQP_PORT), "redis": listening_pid(redis_port)}
     return {name: [pid] for name, pid in found.items() if pid}
@@ -206,10 +222,11 @@ async def run_config(replicas: int, count: int, concurrency: int, redis_url: str
     amqp_uri = f"{AMQP_BASE}/{quote(vhost, safe='')}"
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
-    roster = work / "roster.yaml"
+    roster, rules = work / "roster.yaml", work / "routing.yaml"
     write_roster(roster, count + paced_count + 10 * replicas)
+    write_rules(rules)
     env = isolated_env(amqp_uri=amqp_uri, redis_url=redis_url, work_dir=work, imap_port=1, smtp_port=1,
-                       TM_ROSTER_FILE=str(roster), TM_LOG_LEVEL="WARNING")
+                       TM_ROSTER_FILE=str(roster), TM_ROUTING_RULES_FILE=str(rules), TM_LOG_LEVEL="WARNING")
     mesh = Mesh(env, work / "log", quiet=True)
     try:
         await asyncio.to_thread(mesh.start, MESH_SERVICES, {s: replicas for s in SCALED})
@@ -225,8 +242,7 @@ async def run_config(replicas: int, count: int, concurrency: int, redis_url: str
             meter.start()
             burst = await inject(urls, count, concurrency, assigned)
             meter.stop()
-            await asyncio.sleep(SETTLE_SECONDS)   # what the burst set off after its last assignment
-            stats1 = await asyncio.to_thread(vhost_message_stats, vhost)
+            stats1 = await asyncio.to_thread(settled_message_stats, vhost)
             assigned.reset()
             paced = await inject(urls, paced_count, concurrency, assigned, rate=paced_rate)
         if mesh.exited():
@@ -263,7 +279,7 @@ async def measure_raw_with_cpu(count: int, concurrency: int) -> dict:
 
 
 async def measure_scale(count: int = 1000, concurrency: int = 32, redis_db: int | None = None,
-                        paced_rate: float = 30.0, paced_count: int = 300,
+                        paced_rate: float = 8.0, paced_count: int = 120,
                         replica_counts: tuple[int, ...] = (1, 2)) -> dict:
     """``redis_db``: a database of the shared Redis (flushed); None: a Redis server of the run's own."""
     work = Path(tempfile.mkdtemp(prefix="tm-bench-scale-"))
@@ -308,19 +324,20 @@ def cpu_table(result: dict) -> str:
     names: list[str] = []
     for cpu in columns.values():
         names += [n for n in cpu["cpu_ms_per_ticket"] if n not in names]
-    head = (f"{'CPU ms per ticket in the burst (net of idle)':48}" + "".join(f" {c:>9}" for c in columns)
+    head = (f"{'CPU ms per ticket in the burst: net of idle/gross':48}" + "".join(f" {c:>11}" for c in columns)
             + "".join(f" {'idle ' + c:>9}" for c in columns if c != "raw"))
     lines = [head, "-" * len(head)]
     for name in names:
-        lines.append(f"{name:48}" + "".join(f" {c['cpu_ms_per_ticket_net_of_idle'].get(name, ''):>9}"
-                                            for c in columns.values())
+        cells = [f"{c['cpu_ms_per_ticket_net_of_idle'][name]}/{c['cpu_ms_per_ticket'][name]}"
+                 if name in c["cpu_ms_per_ticket"] else "" for c in columns.values()]
+        lines.append(f"{name:48}" + "".join(f" {cell:>11}" for cell in cells)
                      + "".join(f" {c['idle_cores'].get(name, ''):>9}" for k, c in columns.items() if k != "raw"))
     lines.append(f"{'total, net of idle':48}" + "".join(
-        f" {round(sum(c['cpu_ms_per_ticket_net_of_idle'].values()), 1):>9}" for c in columns.values()))
+        f" {round(sum(c['cpu_ms_per_ticket_net_of_idle'].values()), 1):>11}" for c in columns.values()))
     for label, field in (("total accounted (gross)", "cpu_ms_per_ticket_total"), ("cores busy: accounted", "cores_busy_ours"),
                          ("cores busy: rest of the machine", "cores_busy_others"),
                          ("tickets/s if the cores were ours alone", "cpu_bound_per_second")):
-        lines.append(f"{label:48}" + "".join(f" {str(c[field]):>9}" for c in columns.values()))
+        lines.append(f"{label:48}" + "".join(f" {str(c[field]):>11}" for c in columns.values()))
     for n, run in result["runs"].items():
         lines.append(f"×{n}: messages per ticket: {run['messages_per_ticket']['publish']} published, "
                      f"{run['messages_per_ticket']['deliver_get']} delivered (raw: 1 and 1)")
@@ -339,8 +356,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="requests/publishes in flight")
     parser.add_argument("--redis-db", type=int, default=None,
                         help="use this database of the shared Redis (flushed) instead of a Redis server of the run's own")
-    parser.add_argument("--paced-rate", type=float, default=30.0, help="tickets/s of the latency run")
-    parser.add_argument("--paced-tickets", type=int, default=300)
+    parser.add_argument("--paced-rate", type=float, default=8.0,
+                        help="tickets/s of the latency run (below the burst throughput of ×1)")
+    parser.add_argument("--paced-tickets", type=int, default=120)
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     configure_logging("bench", level="WARNING", fmt="console")
