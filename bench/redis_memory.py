@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import re
 import tempfile
 import time
@@ -380,6 +381,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     configure_logging("bench", level="WARNING", fmt="console")
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C, so the mesh and the scratch Redis are stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     result = asyncio.run(measure_memory(args.tickets, args.concurrency, args.redis_db))
     print(render(result))
     if args.json:
