@@ -100,9 +100,11 @@ class AssignmentClock:
         await self._conn.close()
 
 
-async def inject(chat_url: str, count: int, concurrency: int, assigned: AssignmentClock,
+async def inject(chat_url: str | list[str], count: int, concurrency: int, assigned: AssignmentClock,
                  rate: float | None = None) -> Measurement:
-    """Post ``count`` first messages; all at once (bounded by ``concurrency``) or paced at ``rate``/s."""
+    """Post ``count`` first messages; all at once (bounded by ``concurrency``) or paced at ``rate``/s.
+    Several ``chat_url`` (replicas): round robin, as a load balancer in front of them would."""
+    urls = [chat_url] if isinstance(chat_url, str) else list(chat_url)
     started_at: dict[str, float] = {}
     window = asyncio.Semaphore(concurrency)
     texts = ["我的订单还没有收到，能帮我查一下吗？", "Hi, I was charged twice for order 20261122, please refund.",
@@ -115,7 +117,7 @@ async def inject(chat_url: str, count: int, concurrency: int, assigned: Assignme
                 "text": texts[i % len(texts)], "name": f"访客 {i}", "language": "zh" if i % 2 == 0 else "en"}
         async with window:
             t0 = time.perf_counter()
-            async with http.post(f"{chat_url}/api/chat/messages", json=body) as response:
+            async with http.post(f"{urls[i % len(urls)]}/api/chat/messages", json=body) as response:
                 payload = await response.json()
                 if response.status != 202:
                     raise RuntimeError(f"intake_chat answered {response.status}: {payload}")
