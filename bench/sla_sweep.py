@@ -108,14 +108,14 @@ class Setup:
                                      "target", repr(float(target)), "plan", digest, "segments", "[]", "fired", "",
                                      "finished_at", "", "gen", gen, "used", "0.0", "breach_at", ""]))
         pipe = self.client.pipeline(transaction=False)
-        put, keys = self.store._put, [None, self.store.due_key, self.store.open_key]
+        put, keys = self.store._put, [None, self.store.due_key, self.store.open_key, None]
         uniform = self.rng.uniform
         # Started up to a day ago; the next item an hour to a month away (none fires while measured).
         for i in range(self.open_clocks):
             name, fields = kinds[i % len(kinds)]
             ticket_id = f"B-{i}"
             started = repr(now - uniform(0, 86400))
-            keys[0] = self.store.clock_key(ticket_id, name)
+            keys[0], keys[3] = self.store.clock_key(ticket_id, name), self.store.ticket_key(ticket_id)
             put(keys=list(keys), args=[0, member(ticket_id, name), repr(now + 3600 + uniform(0, 30 * 86400)), "1",
                                        35 * 86400, repr(now), *fields, "since", started, "activated_at", started],
                 client=pipe)
@@ -142,8 +142,8 @@ class Setup:
         args: list = [0, member(clock.ticket_id, clock.name), repr(due), "1", 35 * 86400, repr(now)]
         for key, value in fields.items():
             args += [key, value]
-        put(keys=[self.store.clock_key(clock.ticket_id, clock.name), self.store.due_key, self.store.open_key],
-            args=args, client=pipe)
+        put(keys=[self.store.clock_key(clock.ticket_id, clock.name), self.store.due_key, self.store.open_key,
+                  self.store.ticket_key(clock.ticket_id)], args=args, client=pipe)
 
     def arm(self, count: int, *, spread: float = 0.0, ladder: bool = True) -> None:
         """``count`` more open clocks whose items fall due now (or spread over the next ``spread``

@@ -6,6 +6,11 @@ is ready: an HTTP service answers ``GET /healthz``; a service without a port has
 ``service_started`` log line (or, failing that, the management API shows consumers on its
 queues). ``stop()`` sends SIGTERM, waits, then SIGKILLs what is left. ``kill(svc)`` and
 ``restart(svc)`` are for fault tests. Usable as a context manager, by ``./dev up`` and by tests.
+
+``start(services, replicas={"dispatcher": 2})`` runs more than one process of a service (as a
+deployment scales it): the first keeps the service's name, port and log; the others are named
+``<svc>-<n>`` (their key in ``processes``, their log file, ``TM_REPLICA_ID``) and an HTTP
+service's extra replicas get free ports of their own (``urls(svc)`` lists every replica's).
 """
 from __future__ import annotations
 
@@ -44,6 +49,16 @@ STOP_TIMEOUT_SECONDS = 15.0
 POLL_SECONDS = 0.1
 DEFAULT_MGMT_URL = "http://guest:guest@127.0.0.1:15672"
 TEST_CTI_TOKEN = "test-cti-token-0123456789"
+
+
+def replica_key(service: str, replica: int) -> str:
+    """``intake_chat`` for the first replica, ``intake_chat-2`` for the second, …"""
+    return service if replica == 1 else f"{service}-{replica}"
+
+
+def service_of(key: str) -> str:
+    base, _, number = key.rpartition("-")
+    return base if base and number.isdigit() else key
 
 
 class MeshError(RuntimeError):
@@ -134,11 +149,13 @@ class Mesh:
         self.stop_timeout = stop_timeout
         self.quiet = quiet
         self.processes: dict[str, ServiceProcess] = {}
+        self._replica_env: dict[str, dict[str, str]] = {}   # extra replicas' own ports
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    def start(self, services: Iterable[str] = SERVICES) -> "Mesh":
+    def start(self, services: Iterable[str] = SERVICES, replicas: Mapping[str, int] | None = None) -> "Mesh":
         wanted = list(dict.fromkeys(services))
+        replicas = dict(replicas or {})
         unknown = [s for s in wanted if s not in SERVICES]
         if unknown:
             raise ValueError(f"unknown services {unknown}; known: {', '.join(SERVICES)}")
@@ -149,10 +166,11 @@ class Mesh:
                                 f"Stop it, or set {HTTP_PORT_VARS[name]} to a free port")
         try:
             for wave in waves:
-                for name in wave:
-                    if name not in self.processes or not self.processes[name].alive():
-                        self._spawn(name)
-                self._wait_ready(wave)
+                keys = [replica_key(name, i) for name in wave for i in range(1, replicas.get(name, 1) + 1)]
+                for key in keys:
+                    if key not in self.processes or not self.processes[key].alive():
+                        self._spawn(key)
+                self._wait_ready(keys)
         except BaseException:
             self.stop()
             raise
@@ -160,7 +178,8 @@ class Mesh:
 
     def stop(self, services: Iterable[str] | None = None) -> None:
         """SIGTERM (all at once), wait up to ``stop_timeout``, then SIGKILL the rest."""
-        names = list(self.processes) if services is None else [s for s in services if s in self.processes]
+        wanted = None if services is None else set(services)
+        names = [k for k in self.processes if wanted is None or k in wanted or service_of(k) in wanted]
         stop_processes([self.processes[n].proc for n in names], self.stop_timeout)
         for name in names:
             self._say(f"{name} stopped (exit {self.processes[name].proc.returncode})")
@@ -187,9 +206,19 @@ class Mesh:
     # --- inspection --------------------------------------------------------------------------------
 
     def url(self, service: str) -> str:
-        host = self.env.get(HTTP_HOST_VARS[service], "127.0.0.1")
-        port = self.env.get(HTTP_PORT_VARS[service], str(DEFAULT_PORTS[service]))
+        """The service's URL, or one replica's (``service`` a ``processes`` key like ``intake_chat-2``)."""
+        env = {**self.env, **self._replica_env.get(service, {})}
+        base = service_of(service)
+        host = env.get(HTTP_HOST_VARS[base], "127.0.0.1")
+        port = env.get(HTTP_PORT_VARS[base], str(DEFAULT_PORTS[base]))
         return f"http://{host}:{port}"
+
+    def replicas(self, service: str) -> list[str]:
+        """The ``processes`` keys of a service's running replicas (first one first)."""
+        return [k for k in self.processes if service_of(k) == service]
+
+    def urls(self, service: str) -> list[str]:
+        return [self.url(k) for k in self.replicas(service)]
 
     def log_path(self, service: str) -> Path:
         return self.log_dir / f"{service}.log"
@@ -214,8 +243,15 @@ class Mesh:
     def _spawn(self, name: str) -> ServiceProcess:
         log_path = self.log_path(name)
         offset = log_path.stat().st_size if log_path.exists() else 0
-        env = {**self.env, "TM_REPLICA_ID": self.env.get("TM_REPLICA_ID") or f"{name}-1"}
-        proc = spawn_logged([self.python, "-m", f"services.{name}"], log_path, env=env, cwd=self.cwd)
+        service = service_of(name)
+        if name != service and service in HTTP_PORT_VARS and name not in self._replica_env:
+            from shared.testing.asyncio_helpers import free_port
+
+            self._replica_env[name] = {HTTP_PORT_VARS[service]: str(free_port())}
+        default_id = f"{service}-1" if name == service else name
+        env = {**self.env, **self._replica_env.get(name, {}),
+               "TM_REPLICA_ID": (self.env.get("TM_REPLICA_ID") if name == service else None) or default_id}
+        proc = spawn_logged([self.python, "-m", f"services.{service}"], log_path, env=env, cwd=self.cwd)
         process = ServiceProcess(name, proc, log_path, offset)
         self.processes[name] = process
         self._say(f"{name} starting (pid {proc.pid}, log {log_path})")
@@ -240,10 +276,12 @@ class Mesh:
                 time.sleep(POLL_SECONDS)
 
     def _ready(self, process: ServiceProcess) -> bool:
-        if process.name in HTTP_PORT_VARS:
-            path = READY_PATHS.get(process.name, "/healthz")
+        service = service_of(process.name)
+        if service in HTTP_PORT_VARS:
+            path = READY_PATHS.get(service, "/healthz")
             return http_get(f"{self.url(process.name)}{path}", timeout=1.0) is not None
-        return self._logged_started(process) or self._queues_consumed(process.name)
+        # Replicas share the queues: the n-th counts as consuming once a queue has n consumers.
+        return self._logged_started(process) or self._queues_consumed(service, len(self.replicas(service)))
 
     def _logged_started(self, process: ServiceProcess) -> bool:
         try:
@@ -253,7 +291,7 @@ class Mesh:
         except OSError:
             return False
 
-    def _queues_consumed(self, service: str) -> bool:
+    def _queues_consumed(self, service: str, replicas: int = 1) -> bool:
         """True when the service's handler queues (``evt-…--<svc>.<handler>``) all have consumers."""
         mgmt = self.env.get("TM_RABBIT_MGMT_URL", DEFAULT_MGMT_URL).rstrip("/")
         vhost = unquote(urlsplit(self.env.get("TM_AMQP_URI", "")).path.lstrip("/")) or "/"
@@ -261,4 +299,5 @@ class Mesh:
         if raw is None:
             return False
         queues = [q for q in json.loads(raw) if f"--{service}." in q.get("name", "")]
-        return bool(queues) and all(q.get("consumers", 0) > 0 for q in queues)
+        return (bool(queues) and all(q.get("consumers", 0) > 0 for q in queues)
+                and max(q.get("consumers", 0) for q in queues) >= replicas)

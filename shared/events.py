@@ -72,6 +72,11 @@ CSAT_SUBMITTED = "csat_submitted"                        # intake_chat: a custom
 NOTIFICATION_FAILED = "notification_failed"              # notifier: a notification gave up (5xx or attempts spent)
 # Issue 4: one customer across channels.
 TICKET_ATTACHED = "ticket_attached"                      # dispatcher: a contact joined the customer's open ticket
+# Issue 4: web chat.
+CHAT_TRANSCRIPT_REQUESTED = "chat_transcript_requested"  # intake_chat: the customer asked for the transcript by email
+CHAT_REPLY_MISSED = "chat_reply_missed"                  # intake_chat: agent replies the customer's widget never received
+CHAT_TYPING = "chat_typing"                              # intake_chat: the customer is typing (throttled, ephemeral)
+AGENT_TYPING = "agent_typing"                            # agent_desk: an agent is typing a chat reply (ephemeral)
 
 
 def exchange_name(service: str) -> str:
@@ -433,6 +438,55 @@ class NotificationFailed(TicketEvent):
     attempts: int = Field(ge=1)
 
 
+class ChatEntry(BaseModel):
+    """One line of a chat conversation as the customer saw it (transcript and missed-reply mail)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    author: Literal["customer", "agent"]
+    name: str = Field(default="", max_length=200)
+    text: str = Field(default="", max_length=100_000)
+    sent_at: AwareDatetime
+    files: list[str] = Field(default_factory=list, max_length=20, description="file names sent with it")
+
+
+class ChatTranscriptRequested(TicketEvent):
+    """The customer asked, in the widget, for the conversation by email (``to`` is the address
+    they gave). intake_chat publishes it only after an agent took part, so it cannot be used
+    to mail a stranger text of the requester's choosing alone."""
+
+    customer: Customer
+    to: str = Field(min_length=3, max_length=320)
+    subject: str = Field(default="", max_length=1000)
+    entries: list[ChatEntry] = Field(min_length=1, max_length=500)
+
+
+class ChatReplyMissed(TicketEvent):
+    """Agent replies that reached no widget of the customer within the configured delay (their
+    socket went away): the notifier mails them to ``to``. ``up_to_seq`` is the transcript
+    position of the last reply included (the event id is stable per ticket and position)."""
+
+    customer: Customer
+    to: str = Field(min_length=3, max_length=320)
+    subject: str = Field(default="", max_length=1000)
+    replies: list[ChatEntry] = Field(min_length=1, max_length=200)
+    up_to_seq: int = Field(ge=1)
+
+
+class ChatTyping(TicketEvent):
+    """The customer is typing in the widget (at most one per ``typing`` window per ticket;
+    consumers show it for a few seconds and need not keep it)."""
+
+    typing: bool = True
+
+
+class AgentTyping(TicketEvent):
+    """An agent is typing a reply on a chat ticket; intake_chat shows it in the widget."""
+
+    agent_id: str = Field(min_length=1)
+    typing: bool = True
+
+
 class SlaEvent(TicketEvent):
     clock: SlaClockName
     policy: str
@@ -516,6 +570,10 @@ SCHEMAS: dict[tuple[str, str], type[Envelope]] = {
     (NOTIFIER, NOTIFICATION_SENT): NotificationSent,
     (INTAKE_EMAIL, MAIL_BOUNCED): MailBounced,
     (INTAKE_EMAIL, MAIL_REJECTED): InboundMailRejected,
+    (INTAKE_CHAT, CHAT_TRANSCRIPT_REQUESTED): ChatTranscriptRequested,
+    (INTAKE_CHAT, CHAT_REPLY_MISSED): ChatReplyMissed,
+    (INTAKE_CHAT, CHAT_TYPING): ChatTyping,
+    (AGENT_DESK, AGENT_TYPING): AgentTyping,
 }
 
 

@@ -15,7 +15,10 @@ agent_desk records every ticket event of every exchange (:data:`RECORDED`). For 
   largest value, ``incr`` counts. The store applies an event once (by ``event_id``).
 
 Events without a ticket (``agent_presence_changed``, ``mail_rejected``, a ``mail_bounced`` that
-names none) are not part of any ticket's path and are not recorded.
+names none) are not part of any ticket's path and are not recorded; nor are the typing signals
+(:data:`EPHEMERAL`: ``chat_typing``, ``agent_typing``): one every few seconds while someone
+types, they say nothing about the ticket's path, and the per-ticket record cap would trim its
+real events to keep them. A chat's transcript request and its missed-reply mail are recorded.
 
 :func:`path` turns stored records into the ticket's path: in time order, with the gap since
 the previous event, the longest gap, and the records whose ``trace_id`` differs from the
@@ -31,10 +34,13 @@ from typing import Any, Callable, Iterable
 from shared import events as ev
 from shared.logging import mask, mask_email
 
-# Every (source, event type) that names a ticket.
+# Ticket events that are signals, not history (module docstring).
+EPHEMERAL: frozenset[tuple[str, str]] = frozenset({(ev.INTAKE_CHAT, ev.CHAT_TYPING), (ev.AGENT_DESK, ev.AGENT_TYPING)})
+
+# Every (source, event type) that names a ticket, but the ephemeral ones.
 RECORDED: tuple[tuple[str, str], ...] = tuple(
     key for key, schema in ev.SCHEMAS.items()
-    if issubclass(schema, ev.TicketEvent) or key == (ev.INTAKE_EMAIL, ev.MAIL_BOUNCED)
+    if (issubclass(schema, ev.TicketEvent) or key == (ev.INTAKE_EMAIL, ev.MAIL_BOUNCED)) and key not in EPHEMERAL
 )
 
 SKILL_NONE = "general"       # tickets that need no particular skill (as on the supervisor board)
@@ -93,6 +99,8 @@ _FIELDS: dict[str, tuple[str | tuple[str, Getter], ...]] = {
     ev.NOTIFICATION_SENT: ("notification_id", "kind", ("recipient", lambda e: mask(e.recipient))),
     ev.TICKET_ATTACHED: ("into_ticket_id", "channel", "mode", "customer_id"),
     ev.MAIL_BOUNCED: ("hard", "status", ("recipients", lambda e: [mask(r) for r in e.recipients])),
+    ev.CHAT_TRANSCRIPT_REQUESTED: (("to", lambda e: mask(e.to)), ("entries", lambda e: len(e.entries))),
+    ev.CHAT_REPLY_MISSED: (("to", lambda e: mask(e.to)), ("replies", lambda e: len(e.replies)), "up_to_seq"),
 }
 
 
@@ -137,6 +145,13 @@ def _updates(event_type: str, e: Any) -> list[FactUpdate]:
         add("min", "received_at", _num(e.received_at))
         add("first", "trace_id", e.trace_id)
         add("last", "customer_tier", e.customer.tier)
+        if ev.resolved_at_intake(e.source):
+            # A call resolved while the customer was on the line: no ticket_resolved follows.
+            agent_id = e.source.get("agent_id") or None
+            add("max", "resolved_at", _num(e.received_at))
+            add("last", "resolution", "solved")
+            add("last", "resolved_by", agent_id)
+            add("last", "agent", agent_id)
     elif event_type == ev.MESSAGE_RECEIVED:
         add("incr", "messages", 1)
     elif event_type == ev.TICKET_CLASSIFIED:

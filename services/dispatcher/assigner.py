@@ -421,7 +421,8 @@ class Assigner:
         if target is None or PRIORITY_RANK[target] >= PRIORITY_RANK[record.facts.priority]:
             return "already_at_priority"
         raised = replace(record.facts, priority=target)
-        return self.store.raise_priority(event.ticket_id, target, raised.queue_score())
+        return self.store.raise_priority(event.ticket_id, target, raised.queue_score(),
+                                         marker=f"escalation:{event.event_id}")
 
     def _escalate(self, event: ev.TicketEscalated) -> str | None:
         """Escalate on a fresh read; None when the ticket changed hands (or its offer ended)

@@ -522,11 +522,13 @@ if state == 'queued' and score and ARGV[2] ~= '' then enqueue_req(KEYS[1], ARGV[
 return 1
 """
 
-# KEYS: ticket, waiting   ARGV: ticket_id, priority, queue score at that priority
+# KEYS: ticket, waiting   ARGV: ticket_id, priority, queue score at that priority, marker field ('' = none)
 # An SLA escalation raised the priority: a queued ticket moves up both of its queues. Never lowers.
 _RAISE_PRIORITY = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'queued' and state ~= 'assigned' then return 'not_open' end
+if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[4]) == 1 then return 'duplicate' end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], ARGV[4], '1') end
 if (redis.call('HGET', KEYS[1], 'priority') or 'P4') <= ARGV[2] then return 'already_at_priority' end
 redis.call('HSET', KEYS[1], 'priority', ARGV[2])
 if state == 'queued' then
@@ -1478,10 +1480,12 @@ class DispatchStore:
     def last_agent_of(self, ticket_id: str) -> str | None:
         return self.client.hget(self.ticket_key(ticket_id), "last_agent_id")
 
-    def raise_priority(self, ticket_id: str, priority: str, score: float) -> str:
-        """``raised`` (a queued ticket re-scored to ``score``), ``already_at_priority`` or ``not_open``."""
+    def raise_priority(self, ticket_id: str, priority: str, score: float, marker: str = "") -> str:
+        """``raised`` (a queued ticket re-scored to ``score``), ``already_at_priority``, ``not_open``,
+        or ``duplicate`` when the ``marker`` field (one per escalation event) is set already: an
+        old escalation redelivered after a reopen does not raise the priority again."""
         return self._raise_priority(keys=[self.ticket_key(ticket_id), self.waiting_key],
-                                    args=[ticket_id, priority, repr(score)])
+                                    args=[ticket_id, priority, repr(score), marker])
 
     def has_field(self, ticket_id: str, name: str) -> bool:
         return bool(self.client.hexists(self.ticket_key(ticket_id), name))

@@ -19,8 +19,9 @@ from shared.intake_ledger import stable_event_id
 
 from services.intake_chat.customer_input import Reply, SurveyAnswer
 from services.intake_chat.status_view import StatusView
+from services.intake_chat.validation import STATUS_PAGE_MESSAGE_PREFIX
 
-REPLY_MESSAGE_PREFIX = "sp-"
+REPLY_MESSAGE_PREFIX = STATUS_PAGE_MESSAGE_PREFIX  # chat messages may not use it
 VIA_STATUS_PAGE = "status_page"
 
 

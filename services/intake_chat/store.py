@@ -2,13 +2,26 @@
 
 - ``visitor:<visitor_id>`` hash: ``conversation`` (counter; with the visitor id it is the natural
   key of a conversation in the intake ledger), the open ``ticket_id`` with its ``trace_id`` and
-  ``opening_cmid``, and the profile (``name``, ``email``, ``phone``, ``language``);
+  ``opening_cmid``, ``last_ticket_id``/``last_trace_id`` (the one closed before), and the profile
+  (``name``, ``email``, ``phone``, ``language``);
 - ``ticket:<ticket_id>`` string: the visitor id of that ticket (to route agent replies);
 - ``msg:<visitor_id>:<client_message_id>`` hash: the event built for the message (``event_type``,
-  ``body``), its ``ticket_id`` and whether the broker confirmed it (``published``): the dedupe
-  record that makes a resent message answer with the same ids and never publish twice;
-- ``transcript:<ticket_id>`` list of JSON entries, capped at ``TRANSCRIPT_MAX_ENTRIES``;
-- ``reply:<reply_id>`` marker: this agent reply is already in the transcript.
+  ``body``), its ``ticket_id``, whether the broker confirmed it (``published``) and its
+  transcript position (``seq``): the dedupe record that makes a resent message answer with the
+  same ids and never publish twice;
+- ``transcript:<ticket_id>`` list of JSON entries, each with its ``seq`` (1, 2, 3 ... per ticket),
+  capped at ``TRANSCRIPT_MAX_ENTRIES``; a reconnecting widget says the last ``seq`` it holds and
+  is sent what follows;
+- ``state:<ticket_id>`` hash: ``seq`` (the counter behind the transcript positions),
+  ``delivered`` (highest position a widget confirmed it holds), ``emailed`` (highest position
+  mailed as a missed reply), ``last_agent`` (position of the newest agent reply), ``subject``;
+- ``reply:<reply_id>`` string: the transcript position of this agent reply (it is there once);
+- ``missed`` zset ticket → when to look whether its newest agent replies reached a widget
+  (claimed by pushing the score one lease ahead, so one replica at a time mails them);
+- ``upload:<visitor_id>:<upload_id>`` hash: a stored file (``sha256``, ``filename``,
+  ``content_type``, ``size``) until a message names it;
+- ``rate:<limit>:<subject>:<window>`` counters (fixed windows) for the abuse limits;
+- ``typing:<ticket_id>`` marker: a ``chat_typing`` went out in the current window.
 """
 from __future__ import annotations
 
@@ -30,34 +43,55 @@ MESSAGE_DEDUPE_TTL_SECONDS = 7 * 24 * 3600  # widgets resend from localStorage f
 TRANSCRIPT_TTL_SECONDS = 30 * 24 * 3600
 TRANSCRIPT_MAX_ENTRIES = 200
 REPLY_MARKER_TTL_SECONDS = 30 * 24 * 3600
+UPLOAD_TTL_SECONDS = 24 * 3600  # an upload not sent within a day is forgotten (the file stays)
+MISSED_CLAIM_SECONDS = 60  # a replica that died while mailing: another one looks again after this
+TYPING_WINDOW_SECONDS = 3
 
 _PROFILE_FIELDS = ("name", "email", "phone", "language")
 
-# KEYS: msg, transcript; ARGV: entry JSON, max entries, transcript ttl. Returns 1 on the transition.
-_MARK_PUBLISHED = """
-if redis.call('HGET', KEYS[1], 'published') ~= '0' then return 0 end
-redis.call('HSET', KEYS[1], 'published', '1')
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
-return 1
+# Appends one entry with the next position: ``{"seq":N,`` is spliced in front of the entry's
+# own JSON object (cjson would turn an empty list into an object), then the list is capped.
+_APPEND_FN = """
+local function append(state, transcript, entry, max_entries, ttl)
+  local n = redis.call('HINCRBY', state, 'seq', 1)
+  redis.call('RPUSH', transcript, '{"seq":' .. n .. ',' .. string.sub(entry, 2))
+  redis.call('LTRIM', transcript, -max_entries, -1)
+  redis.call('EXPIRE', transcript, ttl)
+  redis.call('EXPIRE', state, ttl)
+  return n
+end
 """
 
-# KEYS: reply marker, transcript; ARGV: entry JSON, max entries, transcript ttl, marker ttl.
-_APPEND_REPLY = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[4])) then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
-return 1
+# KEYS: msg, transcript, state; ARGV: entry JSON, max entries, ttl.
+# Returns {1, seq} on the transition to published, {0, seq} if it already was.
+_MARK_PUBLISHED = _APPEND_FN + """
+local published = redis.call('HGET', KEYS[1], 'published')
+if published ~= '0' then return {0, tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')} end
+local n = append(KEYS[3], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], 'published', '1', 'seq', n)
+return {1, n}
 """
 
-# KEYS: visitor; ARGV: ticket id. Closes the visitor's conversation if this ticket is still the
+# KEYS: reply marker, transcript, state, missed; ARGV: entry JSON, max entries, ttl, marker ttl,
+# ticket id, when to look whether it was received. Returns {1, seq} when appended now, {0, seq}
+# when the reply was already there. Appending and scheduling the missed-reply look are one step.
+_APPEND_REPLY = _APPEND_FN + """
+local existing = redis.call('GET', KEYS[1])
+if existing then return {0, tonumber(existing)} end
+local n = append(KEYS[3], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+redis.call('SET', KEYS[1], n, 'EX', tonumber(ARGV[4]))
+redis.call('HSET', KEYS[3], 'last_agent', n)
+redis.call('ZADD', KEYS[4], 'NX', ARGV[6], ARGV[5])
+return {1, n}
+"""
+
+# KEYS: visitor; ARGV: ticket id, its trace id. Closes the visitor's conversation if this ticket is still the
 # open one (a late or repeated resolution changes nothing).
 _CLOSE = """
 if redis.call('HGET', KEYS[1], 'ticket_id') ~= ARGV[1] then return 0 end
 redis.call('HINCRBY', KEYS[1], 'conversation', 1)
 redis.call('HDEL', KEYS[1], 'ticket_id', 'trace_id', 'opening_cmid')
+redis.call('HSET', KEYS[1], 'last_ticket_id', ARGV[1], 'last_trace_id', ARGV[2])
 return 1
 """
 
@@ -69,6 +103,39 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
 """
 
+# KEYS: state; ARGV: field, value, ttl. Raises a position field, never lowers it.
+_RAISE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) <= old then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS: missed; ARGV: now, claim until, limit. Tickets due now, each pushed a lease ahead.
+_CLAIM_MISSED = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, ticket in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], ticket) end
+return due
+"""
+
+# KEYS: missed, state; ARGV: ticket, looked up to (position), next look. Done with a claim; an
+# agent reply that came meanwhile gets its own look.
+_FINISH_MISSED = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+if tonumber(redis.call('HGET', KEYS[2], 'last_agent') or '0') > tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+end
+return 1
+"""
+
+# KEYS: counter; ARGV: ttl. Fixed-window counter.
+_COUNT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1])) end
+return n
+"""
+
 
 @dataclass(frozen=True)
 class Visitor:
@@ -78,6 +145,8 @@ class Visitor:
     trace_id: str | None
     opening_cmid: str | None
     profile: Profile
+    last_ticket_id: str | None = None  # the conversation before, once closed (its transcript can still be mailed)
+    last_trace_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,10 +156,34 @@ class MessageRecord:
     event_type: str
     body: dict[str, Any]
     published: bool
+    seq: int = 0  # transcript position once published
 
     @property
     def ticket_id(self) -> str:
         return self.body["ticket_id"]
+
+
+@dataclass(frozen=True)
+class TicketState:
+    seq: int = 0
+    delivered: int = 0
+    emailed: int = 0
+    last_agent: int = 0
+    subject: str = ""
+
+
+@dataclass(frozen=True)
+class Upload:
+    upload_id: str
+    sha256: str
+    filename: str
+    content_type: str
+    size: int
+
+    def attachment(self) -> dict[str, Any]:
+        """The ``shared.events.Attachment`` fields."""
+        return {"filename": self.filename, "content_type": self.content_type, "size": self.size,
+                "sha256": self.sha256, "stored": True}
 
 
 class ChatStore:
@@ -102,6 +195,10 @@ class ChatStore:
         self._append_reply = client.register_script(_APPEND_REPLY)
         self._close = client.register_script(_CLOSE)
         self._create_message = client.register_script(_CREATE_MESSAGE)
+        self._raise = client.register_script(_RAISE)
+        self._claim_missed = client.register_script(_CLAIM_MISSED)
+        self._finish_missed = client.register_script(_FINISH_MISSED)
+        self._count = client.register_script(_COUNT)
 
     def _visitor_key(self, visitor_id: str) -> str:
         return f"{self.PREFIX}visitor:{visitor_id}"
@@ -115,8 +212,20 @@ class ChatStore:
     def _transcript_key(self, ticket_id: str) -> str:
         return f"{self.PREFIX}transcript:{ticket_id}"
 
+    def _state_key(self, ticket_id: str) -> str:
+        return f"{self.PREFIX}state:{ticket_id}"
+
     def _reply_key(self, reply_id: str) -> str:
         return f"{self.PREFIX}reply:{reply_id}"
+
+    def _upload_key(self, visitor_id: str, upload_id: str) -> str:
+        return f"{self.PREFIX}upload:{visitor_id}:{upload_id}"
+
+    @property
+    def _missed_key(self) -> str:
+        return f"{self.PREFIX}missed"
+
+    # --- visitors and conversations ----------------------------------------------------------
 
     async def visitor(self, visitor_id: str) -> Visitor:
         data = await self._client.hgetall(self._visitor_key(visitor_id))
@@ -127,6 +236,8 @@ class ChatStore:
             trace_id=data.get("trace_id") or None,
             opening_cmid=data.get("opening_cmid") or None,
             profile=Profile(**{f: data.get(f, "") for f in _PROFILE_FIELDS}),
+            last_ticket_id=data.get("last_ticket_id") or None,
+            last_trace_id=data.get("last_trace_id") or None,
         )
 
     async def remember_profile(self, visitor_id: str, profile: Profile) -> None:
@@ -151,6 +262,8 @@ class ChatStore:
                                      "opening_cmid": record.client_message_id})
             pipe.expire(vkey, VISITOR_TTL_SECONDS)
             pipe.set(self._ticket_key(record.ticket_id), record.visitor_id, ex=TICKET_TTL_SECONDS)
+            pipe.hset(self._state_key(record.ticket_id), "subject", record.body.get("subject", ""))
+            pipe.expire(self._state_key(record.ticket_id), TRANSCRIPT_TTL_SECONDS)
             pipe.hset(self._message_key(record.visitor_id, record.client_message_id), mapping=self._message_fields(record))
             pipe.expire(self._message_key(record.visitor_id, record.client_message_id), MESSAGE_DEDUPE_TTL_SECONDS)
             await pipe.execute()
@@ -178,25 +291,48 @@ class ChatStore:
         if not data:
             return None
         return MessageRecord(visitor_id, client_message_id, data["event_type"], json.loads(data["body"]),
-                             data.get("published") == "1")
+                             data.get("published") == "1", int(data.get("seq") or 0))
 
-    async def mark_published(self, record: MessageRecord, entry: dict[str, Any]) -> bool:
-        """Record the broker's confirm and add the message to the transcript, once."""
-        return bool(await self._mark_published(
-            keys=[self._message_key(record.visitor_id, record.client_message_id), self._transcript_key(record.ticket_id)],
+    async def mark_published(self, record: MessageRecord, entry: dict[str, Any]) -> tuple[bool, int]:
+        """Record the broker's confirm and add the message to the transcript, once:
+        (whether this call did it, the message's transcript position)."""
+        created, seq = await self._mark_published(
+            keys=[self._message_key(record.visitor_id, record.client_message_id),
+                  self._transcript_key(record.ticket_id), self._state_key(record.ticket_id)],
             args=[json.dumps(entry, ensure_ascii=False), TRANSCRIPT_MAX_ENTRIES, TRANSCRIPT_TTL_SECONDS],
-        ))
+        )
+        return bool(created), int(seq)
 
-    async def add_agent_reply(self, ticket_id: str, reply_id: str, entry: dict[str, Any]) -> bool:
-        """Append an agent's reply to the transcript unless this reply id is already there."""
-        return bool(await self._append_reply(
-            keys=[self._reply_key(reply_id), self._transcript_key(ticket_id)],
+    async def add_agent_reply(self, ticket_id: str, reply_id: str, entry: dict[str, Any], *,
+                              look_at: float) -> tuple[bool, int]:
+        """Append an agent's reply to the transcript unless this reply id is already there:
+        (appended by this call, its position). A first append also schedules, at ``look_at``,
+        the look whether a widget received it (else it is mailed)."""
+        created, seq = await self._append_reply(
+            keys=[self._reply_key(reply_id), self._transcript_key(ticket_id), self._state_key(ticket_id),
+                  self._missed_key],
             args=[json.dumps(entry, ensure_ascii=False), TRANSCRIPT_MAX_ENTRIES, TRANSCRIPT_TTL_SECONDS,
-                  REPLY_MARKER_TTL_SECONDS],
-        ))
+                  REPLY_MARKER_TTL_SECONDS, ticket_id, repr(look_at)],
+        )
+        return bool(created), int(seq)
 
-    async def transcript(self, ticket_id: str) -> list[dict[str, Any]]:
-        return [json.loads(item) for item in await self._client.lrange(self._transcript_key(ticket_id), 0, -1)]
+    async def transcript(self, ticket_id: str, since: int = 0) -> list[dict[str, Any]]:
+        """The transcript's entries after position ``since`` (all of them for 0), oldest first."""
+        entries = [json.loads(item) for item in await self._client.lrange(self._transcript_key(ticket_id), 0, -1)]
+        return [e for e in entries if int(e.get("seq", 0)) > since]
+
+    async def ticket_state(self, ticket_id: str) -> TicketState:
+        data = await self._client.hgetall(self._state_key(ticket_id))
+        return TicketState(seq=int(data.get("seq") or 0), delivered=int(data.get("delivered") or 0),
+                           emailed=int(data.get("emailed") or 0), last_agent=int(data.get("last_agent") or 0),
+                           subject=data.get("subject", ""))
+
+    async def mark_delivered(self, ticket_id: str, seq: int) -> bool:
+        """A widget holds the transcript up to ``seq``: agent replies up to it are not mailed."""
+        return bool(await self._raise(keys=[self._state_key(ticket_id)], args=["delivered", seq]))
+
+    async def mark_emailed(self, ticket_id: str, seq: int) -> bool:
+        return bool(await self._raise(keys=[self._state_key(ticket_id)], args=["emailed", seq]))
 
     async def visitor_of_ticket(self, ticket_id: str) -> str | None:
         return await self._client.get(self._ticket_key(ticket_id))
@@ -206,4 +342,48 @@ class ChatStore:
         visitor_id = await self.visitor_of_ticket(ticket_id)
         if visitor_id is None:
             return False
-        return bool(await self._close(keys=[self._visitor_key(visitor_id)], args=[ticket_id]))
+        trace_id = await self._client.hget(self._visitor_key(visitor_id), "trace_id") or ""
+        return bool(await self._close(keys=[self._visitor_key(visitor_id)], args=[ticket_id, trace_id]))
+
+    # --- missed agent replies ----------------------------------------------------------------
+
+    async def claim_missed(self, now: float, limit: int = 20) -> list[str]:
+        """Tickets whose look is due, each claimed for ``MISSED_CLAIM_SECONDS``."""
+        return list(await self._claim_missed(keys=[self._missed_key],
+                                             args=[repr(now), repr(now + MISSED_CLAIM_SECONDS), limit]))
+
+    async def finish_missed(self, ticket_id: str, looked_up_to: int, next_look: float) -> None:
+        await self._finish_missed(keys=[self._missed_key, self._state_key(ticket_id)],
+                                  args=[ticket_id, looked_up_to, repr(next_look)])
+
+    async def missed_due(self) -> list[tuple[str, float]]:
+        return [(t, s) for t, s in await self._client.zrange(self._missed_key, 0, -1, withscores=True)]
+
+    # --- uploads -----------------------------------------------------------------------------
+
+    async def add_upload(self, visitor_id: str, upload: Upload) -> None:
+        key = self._upload_key(visitor_id, upload.upload_id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"sha256": upload.sha256, "filename": upload.filename,
+                                    "content_type": upload.content_type, "size": str(upload.size)})
+            pipe.expire(key, UPLOAD_TTL_SECONDS)
+            await pipe.execute()
+
+    async def upload(self, visitor_id: str, upload_id: str) -> Upload | None:
+        data = await self._client.hgetall(self._upload_key(visitor_id, upload_id))
+        if not data:
+            return None
+        return Upload(upload_id, data["sha256"], data["filename"], data["content_type"], int(data["size"]))
+
+    # --- abuse limits and typing -------------------------------------------------------------
+
+    async def count(self, limit_name: str, subject: str, window_seconds: int, now: float) -> int:
+        """How many times ``subject`` used ``limit_name`` in the current fixed window, this one included."""
+        window = int(now // window_seconds)
+        key = f"{self.PREFIX}rate:{limit_name}:{subject}:{window}"
+        return int(await self._count(keys=[key], args=[window_seconds + 1]))
+
+    async def typing_window_open(self, ticket_id: str) -> bool:
+        """True once per ``TYPING_WINDOW_SECONDS`` per ticket: whether to announce typing now."""
+        return bool(await self._client.set(f"{self.PREFIX}typing:{ticket_id}", "1", nx=True,
+                                           ex=TYPING_WINDOW_SECONDS))

@@ -2,8 +2,9 @@
 
 The same rules serve the WebSocket frames and ``POST /api/chat/messages``. Identifiers are
 client-made (the widget keeps them in localStorage), so they are restricted to a safe
-alphabet and length: a visitor id is also what lets a browser see its own transcript, hence
-the 16-character minimum (the widget uses 34 random characters).
+alphabet and length: the session secret is what lets a browser see its own transcript (the
+visitor id is derived from it, :mod:`~services.intake_chat.identity`), hence the 16-character
+minimum (the widget uses 34 random characters).
 """
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ LANGUAGES = ("zh", "en")
 DEFAULT_LANGUAGE = "zh"
 
 _VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_SITE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_USER_HASH = re.compile(r"^[0-9a-fA-F]{64}$")
+USER_ID_MAX_CHARS = 128
+MAX_FILES_PER_MESSAGE = 5
 _CLIENT_MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]{4,30}$")
@@ -46,10 +51,10 @@ class Profile:
 
 @dataclass(frozen=True)
 class IncomingMessage:
-    visitor_id: str
     client_message_id: str
     text: str
     profile: Profile
+    files: tuple[str, ...] = ()
 
 
 def _optional_str(data: Mapping[str, Any], key: str, max_chars: int) -> str:
@@ -64,10 +69,67 @@ def _optional_str(data: Mapping[str, Any], key: str, max_chars: int) -> str:
     return value
 
 
-def visitor_id(value: Any) -> str:
+def session(value: Any) -> str:
     if not isinstance(value, str) or not _VISITOR_ID.match(value):
-        raise InvalidInput("invalid_visitor_id", "visitor_id must be 16-64 letters, digits, '-' or '_'")
+        raise InvalidInput("invalid_session", "session must be 16-64 letters, digits, '-' or '_'")
     return value
+
+
+@dataclass(frozen=True)
+class ClaimedIdentity:
+    site: str
+    user_id: str
+    user_hash: str
+
+
+def claimed_identity(data: Mapping[str, Any]) -> ClaimedIdentity | None:
+    """``site``, ``user_id`` and ``user_hash`` of a logged-in visitor, or None if none is claimed."""
+    if not any(data.get(k) not in (None, "") for k in ("user_id", "user_hash")):
+        return None
+    site_value, user_value, hash_value = data.get("site"), data.get("user_id"), data.get("user_hash")
+    if not isinstance(site_value, str) or not _SITE.match(site_value):
+        raise InvalidInput("invalid_site", "site must be 1-64 letters, digits, '.', '-' or '_'")
+    if (not isinstance(user_value, str) or not user_value.strip() or len(user_value) > USER_ID_MAX_CHARS
+            or _CONTROLS.search(user_value)):
+        raise InvalidInput("invalid_user_id", f"user_id must be 1-{USER_ID_MAX_CHARS} printable characters")
+    if not isinstance(hash_value, str) or not _USER_HASH.match(hash_value):
+        raise InvalidInput("invalid_user_hash", "user_hash must be 64 hex characters (HMAC-SHA256)")
+    return ClaimedIdentity(site_value, user_value, hash_value)
+
+
+def since(value: Any) -> int:
+    """The last transcript position a reconnecting widget holds (0 or absent: none)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31:
+        raise InvalidInput("invalid_since", "since must be a transcript position (an integer >= 0)")
+    return value
+
+
+def upload_ids(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_FILES_PER_MESSAGE:
+        raise InvalidInput("invalid_files", f"files must be a list of at most {MAX_FILES_PER_MESSAGE} upload ids")
+    ids = []
+    for item in value:
+        if not isinstance(item, str) or not _CLIENT_MESSAGE_ID.match(item):
+            raise InvalidInput("invalid_files", "an upload id is 1-64 letters, digits, '-' or '_'")
+        if item not in ids:
+            ids.append(item)
+    return tuple(ids)
+
+
+def email(value: Any) -> str:
+    address = _optional_str({"email": value}, "email", EMAIL_MAX_CHARS)
+    if not address or not _EMAIL.match(address):
+        raise InvalidInput("invalid_email", "email is not an email address")
+    return address
+
+
+# Message ids of replies typed on the status page (customer_events); they share the ticket's
+# message ids (and so event ids) with the chat's own messages, which therefore never start so.
+STATUS_PAGE_MESSAGE_PREFIX = "sp-"
 
 
 def client_message_id(value: Any) -> str:
@@ -76,11 +138,24 @@ def client_message_id(value: Any) -> str:
     return value
 
 
-def message_text(value: Any) -> str:
+def chat_message_id(value: Any) -> str:
+    """A chat message's client id: as :func:`client_message_id`, but never one a status-page reply
+    could have (``sp-…``), so the two never collapse into one message of the ticket."""
+    cmid = client_message_id(value)
+    if cmid.startswith(STATUS_PAGE_MESSAGE_PREFIX):
+        raise InvalidInput("invalid_client_message_id",
+                           f"client_message_id must not start with {STATUS_PAGE_MESSAGE_PREFIX!r}")
+    return cmid
+
+
+def message_text(value: Any, *, allow_empty: bool = False) -> str:
+    """``allow_empty``: a message that carries files may have no words."""
+    if allow_empty and value is None:
+        return ""
     if not isinstance(value, str):
         raise InvalidInput("invalid_text", "text must be a string")
     text = _CONTROLS.sub("", value.replace("\r\n", "\n").replace("\r", "\n")).strip()
-    if not text:
+    if not text and not allow_empty:
         raise InvalidInput("empty_text", "text must not be empty")
     if len(text) > TEXT_MAX_CHARS:
         raise InvalidInput("text_too_long", f"text must be at most {TEXT_MAX_CHARS} characters")
@@ -101,12 +176,14 @@ def profile(data: Mapping[str, Any]) -> Profile:
 
 
 def api_message(data: Mapping[str, Any]) -> IncomingMessage:
-    """The body of ``POST /api/chat/messages``."""
+    """The body of ``POST /api/chat/messages`` but who sends it (``session``, or ``visitor_id`` —
+    its older name —, or a verified identity: the service checks that first)."""
+    files = upload_ids(data.get("files"))
     return IncomingMessage(
-        visitor_id=visitor_id(data.get("visitor_id")),
-        client_message_id=client_message_id(data.get("client_message_id")),
-        text=message_text(data.get("text")),
+        client_message_id=chat_message_id(data.get("client_message_id")),
+        text=message_text(data.get("text"), allow_empty=bool(files)),
         profile=profile(data),
+        files=files,
     )
 
 

@@ -4,8 +4,7 @@ their only owner). Kept apart from ``store.py`` (the send path's claims, threads
 - ``tm:notifier:contact:<ticket id>`` – hash: the customer of a ticket as ``ticket_received``
   named them (channel, email, name, locale, subject, the customer's Message-ID, the event id
   and trace id, received_at), the classification once ``ticket_classified`` came (priority,
-  customer_tier, classified_received_at), ``last_customer_at`` (epoch seconds of the customer's
-  latest chat message), ``acked`` once the acknowledgement went out and ``csat`` once the
+  customer_tier, classified_received_at), ``acked`` once the acknowledgement went out and ``csat`` once the
   customer answered the survey. Later events (status changed, resolved) do not carry the
   customer, so mail to them is written from this. ``CONTACT_TTL_SECONDS`` after the last change.
 - ``tm:notifier:ack_due`` – sorted set of ticket ids whose acknowledgement waits for the
@@ -93,7 +92,6 @@ class ContactRecord:
     trace_id: str
     received_at: datetime
     classification: Classification | None
-    last_customer_at: float | None
     acked: bool
     csat_answered: bool
 
@@ -109,7 +107,6 @@ def _record(ticket_id: str, fields: dict[str, str]) -> ContactRecord | None:
     return ContactRecord(
         contact=contact, received_event_id=fields.get("received_event_id", ""), trace_id=fields.get("trace_id", ""),
         received_at=datetime.fromisoformat(fields["received_at"]), classification=_classification(fields),
-        last_customer_at=float(fields["last_customer_at"]) if fields.get("last_customer_at") else None,
         acked=fields.get("acked") == "1", csat_answered=fields.get("csat") == "answered",
     )
 
@@ -136,15 +133,13 @@ class AudienceStore:
     def _contact_key(ticket_id: str) -> str:
         return f"tm:notifier:contact:{ticket_id}"
 
-    async def save_contact(self, contact: Contact, *, received_event_id: str, trace_id: str, received_at: datetime,
-                           customer_at: float | None = None) -> Classification | None:
+    async def save_contact(self, contact: Contact, *, received_event_id: str, trace_id: str,
+                           received_at: datetime) -> Classification | None:
         """Keep the customer of a new ticket; returns the classification if it came first."""
         fields = {"channel": contact.channel, "email": contact.email or "", "name": contact.name,
                   "locale": contact.locale, "subject": contact.subject,
                   "customer_message_id": contact.customer_message_id or "", "received_event_id": received_event_id,
                   "trace_id": trace_id, "received_at": received_at.isoformat()}
-        if customer_at is not None:
-            fields["last_customer_at"] = repr(customer_at)
         key = self._contact_key(contact.ticket_id)
         # One transaction: the classification handler writes then reads the same hash, so one
         # of the two always sees the other's half (see Notifier.ack_ticket_received).
@@ -169,12 +164,6 @@ class AudienceStore:
 
     async def contact(self, ticket_id: str) -> ContactRecord | None:
         return _record(ticket_id, await self._client.hgetall(self._contact_key(ticket_id)))
-
-    async def note_customer_message(self, ticket_id: str, at: float) -> None:
-        """The customer wrote in chat at ``at``: they are probably still at the widget."""
-        key = self._contact_key(ticket_id)
-        if await self._client.exists(key):  # never create a contact without its channel
-            await self._client.hset(key, "last_customer_at", repr(at))
 
     async def mark_acked(self, ticket_id: str) -> None:
         await self._client.hset(self._contact_key(ticket_id), "acked", "1")

@@ -44,8 +44,6 @@ VARIABLES = (
              "(empty: the shipped templates)"),
     Variable("TM_NOTIFY_ACK_WAIT_SECONDS", "30", "how long the acknowledgement waits for the ticket's classification "
              "(to say when to expect an answer) before it goes out without one; 0: do not wait"),
-    Variable("TM_NOTIFY_CHAT_IDLE_MINUTES", "10", "a chat customer silent for this long is taken to have left the "
-             "widget: replies and updates then go to the address they gave, by mail"),
     Variable("TM_SLA_POLICY_FILE", "deploy/config/sla.yaml", "SLA policies (the acknowledgement's expected response "
              "time)"),
     *customer_links.VARIABLES,
@@ -193,7 +191,6 @@ class Settings:
     notify_config_file: str = "deploy/config/notify.yaml"
     templates_dir: str | None = None
     ack_wait_seconds: float = 30.0
-    chat_idle_seconds: float = 600.0
     sla_policy_file: str = "deploy/config/sla.yaml"
     customer_base_url: str = "http://127.0.0.1:8081"
     customer_link_secret: bytes = field(default=customer_links.DEV_SECRET.encode(), repr=False)
@@ -220,7 +217,6 @@ class Settings:
             notify_config_file=get("TM_NOTIFY_CONFIG_FILE"),
             templates_dir=get("TM_NOTIFY_TEMPLATES_DIR") or None,
             ack_wait_seconds=get("TM_NOTIFY_ACK_WAIT_SECONDS", _seconds),
-            chat_idle_seconds=get("TM_NOTIFY_CHAT_IDLE_MINUTES", _seconds) * 60,
             sla_policy_file=get("TM_SLA_POLICY_FILE"),
             customer_base_url=get(customer_links.BASE_URL_VARIABLE, _base_url),
             customer_link_secret=link_secret,

@@ -26,8 +26,12 @@ in three layers, after Zammad (anchors §2.2):
 3. **Marking** (:func:`mark_automatic`): ``Auto-Submitted`` (RFC 3834), ``X-Auto-Response-
    Suppress: All`` (Exchange), ``Precedence: bulk`` and ``X-Loop`` on every automatic mail, so
    well-behaved responders stay quiet. Which mail is automatic is decided by its kind: every
-   kind except an agent's reply (:data:`PERSONAL_KINDS`), so a new kind of notice is capped
-   and marked unless someone decides otherwise. The mail builders (messages.py) mark as they
+   kind except an agent's reply, by mail or as chat replies the customer missed
+   (:data:`PERSONAL_KINDS`), so a new kind of notice is capped and marked unless someone
+   decides otherwise. A chat transcript is automatic although the customer asked for it: it is
+   machine-assembled, and the address is typed into the widget unverified, so the caps are what
+   keeps a visitor from using it to mail a stranger over and over (intake_chat also sends it
+   only once an agent took part, at most ``session_transcripts`` an hour). The mail builders (messages.py) mark as they
    render, saying only which RFC 3834 value fits (``auto-replied`` for an answer to the
    recipient's own mail: the acknowledgement, the "too large" reply; ``auto-generated`` for
    everything else, the resolution and CSAT mail included); the notifier marks every automatic
@@ -42,8 +46,10 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Iterable
 
-# Written by a person for a person: never capped, never marked automatic.
-PERSONAL_KINDS = frozenset({"agent_reply"})
+# Written by a person for a person: never capped, never marked automatic. ``chat_reply_missed``
+# is agents' chat replies that reached no widget (intake_chat's signal): the same words an
+# ``agent_reply`` mail carries, so the same treatment.
+PERSONAL_KINDS = frozenset({"agent_reply", "chat_reply_missed"})
 # Notices to colleagues, raised by SLA clocks and routing: capped per ticket only (module doc).
 STAFF_KINDS = frozenset({"sla_warning", "sla_breached", "ticket_escalated", "ticket_assigned"})
 

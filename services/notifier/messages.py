@@ -13,7 +13,11 @@ To customers:
   comment) for a solved ticket whose customer has not answered one yet; automatic, threaded,
   with an HTML part (the survey's five buttons);
 - ``mail_rejected``: "your message was too large, send it again with smaller attachments" to
-  the sender of an inbound mail intake refused; automatic (``auto-replied``), about no ticket.
+  the sender of an inbound mail intake refused; automatic (``auto-replied``), about no ticket;
+- ``chat_transcript``: a chat as the customer saw it, asked for in the widget; automatic
+  (``auto-generated``);
+- ``chat_reply_missed``: agent replies in a chat the customer had left; written by people, not
+  automatic.
 
 To agents and supervisors (internal: see :func:`internal_envelope`):
 
@@ -66,8 +70,8 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined,
 
 from services.notifier import loop_safety
 from shared import mail_tokens
-from shared.events import (AgentReplied, InboundMailRejected, SlaBreached, SlaWarning, TicketAssigned,
-                           TicketEscalated, TicketReceived)
+from shared.events import (AgentReplied, ChatEntry, ChatReplyMissed, ChatTranscriptRequested, InboundMailRejected,
+                           SlaBreached, SlaWarning, TicketAssigned, TicketEscalated, TicketReceived)
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
@@ -80,9 +84,12 @@ KIND_TICKET_RESOLVED = "ticket_resolved"
 KIND_SLA_WARNING = "sla_warning"
 KIND_ESCALATION = "ticket_escalated"
 KIND_ASSIGNMENT = "ticket_assigned"
+KIND_CHAT_TRANSCRIPT = "chat_transcript"
+KIND_CHAT_REPLY_MISSED = "chat_reply_missed"
 # Every mail kind; each has a text template in both locales (a unit test holds that).
 MAIL_KINDS = (KIND_TICKET_ACK, KIND_AGENT_REPLY, KIND_TICKET_WAITING, KIND_TICKET_RESOLVED, KIND_MAIL_REJECTED,
-              KIND_SLA_BREACHED, KIND_SLA_WARNING, KIND_ESCALATION, KIND_ASSIGNMENT)
+              KIND_SLA_BREACHED, KIND_SLA_WARNING, KIND_ESCALATION, KIND_ASSIGNMENT, KIND_CHAT_TRANSCRIPT,
+              KIND_CHAT_REPLY_MISSED)
 # Group chat robots' texts: robot_<event>.
 ROBOT_KINDS = ("robot_sla_warning", "robot_sla_breached", "robot_ticket_escalated")
 LOCALES = ("zh-CN", "en")
@@ -302,6 +309,39 @@ def rejection_notice(rejected: InboundMailRejected, *, sender: Sender, notificat
     msg.set_content(body, charset="utf-8")
     _mark_automatic(msg, sender, AUTO_REPLIED)
     return msg
+
+
+def _chat_lines(entries: list[ChatEntry], zone: tzinfo, agent_label: str, customer_label: str) -> list[dict]:
+    return [{"time": _local_time(e.sent_at, zone), "text": e.text, "files": list(e.files),
+             "name": _one_line(e.name) or (agent_label if e.author == "agent" else customer_label)} for e in entries]
+
+
+_CHAT_LABELS = {ZH_CN: ("客服", "我"), EN: ("Support", "You")}
+
+
+def chat_transcript(request: ChatTranscriptRequested, *, sender: Sender, notification: str, now: datetime,
+                    zone: tzinfo) -> EmailMessage:
+    """The chat as the customer saw it, to the address they gave in the widget. Machine-made at
+    their request: marked ``auto-generated`` so auto-responders stay quiet; replies reach the ticket."""
+    locale = choose_locale(request.customer.language, " ".join(e.text for e in request.entries[:5])[:500])
+    subject, body = _render(KIND_CHAT_TRANSCRIPT, locale, ticket_id=request.ticket_id,
+                            subject=clean_subject(request.subject), customer_name=_one_line(request.customer.name),
+                            lines=_chat_lines(request.entries, zone, *_CHAT_LABELS[locale]))
+    msg = _envelope(sender, _required_recipient(request.customer.name, request.to), subject, body,
+                    request.ticket_id, notification, now)
+    _mark_automatic(msg, sender, AUTO_GENERATED)
+    return msg
+
+
+def missed_chat_replies(missed: ChatReplyMissed, *, sender: Sender, notification: str, now: datetime,
+                        zone: tzinfo) -> EmailMessage:
+    """Agent replies a chat customer left before receiving: written by people, so not automatic."""
+    locale = choose_locale(missed.customer.language, " ".join(e.text for e in missed.replies[:3])[:500])
+    subject, body = _render(KIND_CHAT_REPLY_MISSED, locale, ticket_id=missed.ticket_id,
+                            subject=clean_subject(missed.subject), customer_name=_one_line(missed.customer.name),
+                            lines=_chat_lines(missed.replies, zone, *_CHAT_LABELS[locale]))
+    return _envelope(sender, _required_recipient(missed.customer.name, missed.to), subject, body,
+                     missed.ticket_id, notification, now)
 
 
 def megabytes(size: int) -> str:

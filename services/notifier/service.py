@@ -14,14 +14,16 @@ Consumes (handler name = queue name, wire contract):
   Whichever of the two events is handled second sends (each writes its half of the contact
   hash, then reads the other half, in one transaction); the ack's id comes from the
   ``ticket_received`` event, so however it is reached, it is one mail;
-- ``intake_chat.message_received`` → ``note_chat_activity``: when a chat customer last wrote;
-- ``agent_desk.agent_replied`` → ``send_agent_reply``: email tickets by mail; chat tickets by
-  mail only when the customer has been silent for ``TM_NOTIFY_CHAT_IDLE_MINUTES`` (they have
-  probably left the widget; intake_chat relays replies live to an open widget); phone never;
-- ``agent_desk.ticket_status_changed`` → ``notify_status_changed``: "waiting for your reply";
+- ``agent_desk.agent_replied`` → ``send_agent_reply``: email tickets by mail; never chat tickets
+  (intake_chat relays a reply to the widget and, if no widget confirmed it within
+  ``TM_CHAT_REPLY_EMAIL_DELAY_SECONDS``, publishes ``chat_reply_missed``, mailed below: one
+  mechanism, so a chat reply is mailed at most once) nor phone ones;
+- ``agent_desk.ticket_status_changed`` → ``notify_status_changed``: "waiting for your reply"
+  (email tickets; a chat customer gets the agent's question itself, live or as a missed reply);
 - ``agent_desk.ticket_resolved`` → ``notify_ticket_resolved``: the resolution mail, with the
   CSAT survey link for ``solved`` tickets whose customer has not answered one; nothing for
-  ``spam`` and ``merged``, no survey for ``auto_closed``;
+  ``spam`` and ``merged``, no survey for ``auto_closed``; chat customers who gave an address get
+  it too (the widget shows the chat closed, but not the status and survey links);
 - ``intake_chat.csat_submitted`` → ``record_csat_answer``: later resolutions ask no more;
 - ``agent_desk.agent_presence_changed`` → ``track_agent_presence``: agent_desk pushes to an
   agent who is online (or away: the console is open); one offline gets mail instead;
@@ -41,7 +43,13 @@ Consumes (handler name = queue name, wire contract):
   anything else is logged ``bounce_not_trusted`` and suppresses nothing, so a forged delivery
   report cannot stop our mail to somebody;
 - ``intake_email.mail_rejected`` → ``send_mail_rejected``: the polite "too large" answer to
-  the sender of a refused inbound mail (never to system or bounced addresses).
+  the sender of a refused inbound mail (never to system or bounced addresses);
+- ``intake_chat.chat_transcript_requested`` → ``send_chat_transcript``: the chat, to the address
+  the customer gave in the widget (intake_chat asks only once an agent took part); automatic
+  (marked and capped: the address is typed, unverified; see :mod:`loop_safety`);
+- ``intake_chat.chat_reply_missed`` → ``send_missed_chat_replies``: agent replies no widget of
+  the customer received (their socket went away), by mail; a person's words, so treated like
+  ``agent_reply`` (not marked, not capped).
 
 Emits ``notification_sent`` (recipient masked) once per mail about a ticket (a rejection names
 no ticket, so it is only recorded as sent).
@@ -69,7 +77,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
@@ -158,7 +165,6 @@ class Notifier:
         "http://127.0.0.1:8081", customer_links.DEV_SECRET.encode()))
     roster: Roster | None = None
     ack_wait_seconds: float = 30.0
-    chat_idle_seconds: float = 600.0
     caps: loop_safety.Caps = field(default_factory=loop_safety.Caps)
     delivery: DeliveryWorker | None = None
 
@@ -167,7 +173,6 @@ class Notifier:
             consumer.subscribe(source, ev.TICKET_RECEIVED, f"ack_{channel}_ticket_received", self.ack_ticket_received)
         consumer.subscribe(ev.DISPATCHER, ev.TICKET_CLASSIFIED, "ack_classified_ticket", self.ack_classified_ticket)
         consumer.subscribe(ev.DISPATCHER, ev.TICKET_ATTACHED, "skip_attached_ack", self.skip_attached_ack)
-        consumer.subscribe(ev.INTAKE_CHAT, ev.MESSAGE_RECEIVED, "note_chat_activity", self.note_chat_activity)
         consumer.subscribe(ev.AGENT_DESK, ev.AGENT_REPLIED, "send_agent_reply", self.send_agent_reply)
         consumer.subscribe(ev.AGENT_DESK, ev.TICKET_STATUS_CHANGED, "notify_status_changed", self.notify_status_changed)
         consumer.subscribe(ev.AGENT_DESK, ev.TICKET_RESOLVED, "notify_ticket_resolved", self.notify_ticket_resolved)
@@ -179,6 +184,10 @@ class Notifier:
         consumer.subscribe(ev.SLA_WATCHER, ev.SLA_BREACHED, "notify_sla_breached", self.notify_sla_breached)
         consumer.subscribe(ev.INTAKE_EMAIL, ev.MAIL_BOUNCED, "record_mail_bounced", self.record_mail_bounced)
         consumer.subscribe(ev.INTAKE_EMAIL, ev.MAIL_REJECTED, "send_mail_rejected", self.send_mail_rejected)
+        consumer.subscribe(ev.INTAKE_CHAT, ev.CHAT_TRANSCRIPT_REQUESTED, "send_chat_transcript",
+                           self.send_chat_transcript)
+        consumer.subscribe(ev.INTAKE_CHAT, ev.CHAT_REPLY_MISSED, "send_missed_chat_replies",
+                           self.send_missed_chat_replies)
 
     @property
     def _audience(self) -> AudienceStore:
@@ -200,8 +209,7 @@ class Notifier:
             # between, its mark_acked removes this entry; if it ran before, we send below.
             await self._audience.ack_later(ticket.ticket_id, self.clock().timestamp() + self.ack_wait_seconds)
         classification = await self._audience.save_contact(
-            contact, received_event_id=ticket.event_id, trace_id=ticket.trace_id, received_at=ticket.received_at,
-            customer_at=ticket.received_at.timestamp() if ticket.channel == "chat" else None)
+            contact, received_event_id=ticket.event_id, trace_id=ticket.trace_id, received_at=ticket.received_at)
         if ticket.channel != "email":
             # A chat or phone address is typed by whoever is on the other end, unverified: an
             # automatic mail to it would let anyone make us mail anyone. Those customers see their
@@ -287,15 +295,6 @@ class Notifier:
 
     # -- customers after the acknowledgement -----------------------------------------------------
 
-    async def note_chat_activity(self, message: ev.MessageReceived) -> None:
-        await self._audience.note_customer_message(message.ticket_id, message.received_at.timestamp())
-
-    def _chat_connected(self, record: ContactRecord) -> bool:
-        """Whether the chat customer is probably still at the widget: they wrote within the idle
-        time. Unknown (no chat message seen) counts as connected: the transcript keeps it."""
-        last = record.last_customer_at
-        return last is None or self.clock().timestamp() - last < self.chat_idle_seconds
-
     async def _customer_to_mail(self, ticket_id: str, kind: str) -> ContactRecord | None:
         """The ticket's customer if they are to be told by mail now, else None (logged why)."""
         record = await self._audience.contact(ticket_id)
@@ -304,26 +303,21 @@ class Notifier:
             reason = "no_contact"  # ticket_received not seen, or expired
         elif record.contact.channel == "phone":
             reason = "phone_customer"  # a callback, not mail: their address (if any) is unverified
-        elif record.contact.channel == "chat" and self._chat_connected(record):
-            reason = "chat_connected"
+        elif record.contact.channel == "chat" and kind == messages.KIND_TICKET_WAITING:
+            reason = "chat_customer"  # the agent's question reaches them itself: live, or as a missed reply
         if reason is not None:
             log.info("notification_skipped", kind=kind, reason=reason)
             return None
         return record
 
     async def send_agent_reply(self, reply: ev.AgentReplied) -> None:
-        if reply.channel == "phone":
-            return
         kind = messages.KIND_AGENT_REPLY
+        if reply.channel != "email":
+            # Chat: intake_chat's missed-reply signal is the one way a chat reply is mailed
+            # (send_missed_chat_replies). Phone: a callback, not mail.
+            log.info("notification_skipped", kind=kind, reason=f"{reply.channel}_channel")
+            return
         thread = await self.store.thread(reply.ticket_id)
-        if reply.channel == "chat":
-            # intake_chat shows the reply in an open widget; mail it only to a customer who left.
-            record = await self._audience.contact(reply.ticket_id)
-            if record is None or self._chat_connected(record):
-                log.info("notification_skipped", kind=kind, reason="no_contact" if record is None else "chat_connected")
-                return
-            if not thread.subject:
-                thread = dataclasses.replace(thread, subject=record.contact.subject)
         if not await self._may_send(kind, reply.customer.email, automatic=False):
             return
         nid = messages.notification_id(reply.event_id, kind)
@@ -558,6 +552,23 @@ class Notifier:
         mail = messages.rejection_notice(rejected, sender=self.sender, notification=nid, now=self.clock())
         await self._deliver(rejected, kind, nid, mail)
 
+    async def send_chat_transcript(self, request: ev.ChatTranscriptRequested) -> None:
+        kind = messages.KIND_CHAT_TRANSCRIPT
+        if not await self._may_send(kind, request.to, automatic=True):
+            return
+        nid = messages.notification_id(request.event_id, kind)
+        mail = messages.chat_transcript(request, sender=self.sender, notification=nid, now=self.clock(), zone=self.zone)
+        await self._deliver(request, kind, nid, mail)
+
+    async def send_missed_chat_replies(self, missed: ev.ChatReplyMissed) -> None:
+        kind = messages.KIND_CHAT_REPLY_MISSED
+        if not await self._may_send(kind, missed.to, automatic=False):
+            return
+        nid = messages.notification_id(missed.event_id, kind)
+        mail = messages.missed_chat_replies(missed, sender=self.sender, notification=nid, now=self.clock(),
+                                            zone=self.zone)
+        await self._deliver(missed, kind, nid, mail)
+
     async def _may_send(self, kind: str, address: str | None, *, automatic: bool) -> bool:
         bounced = bool(address) and await self.store.is_bounced(address or "")
         reason = loop_safety.skip_reason(address, automatic=automatic, bounced=bounced,
@@ -652,7 +663,6 @@ def create_service(settings: Settings, *, environ: Mapping[str, str] | None = No
             links=CustomerLinks(settings.customer_base_url, settings.customer_link_secret),
             roster=Roster(settings.roster_file, now=_utcnow().timestamp()),
             ack_wait_seconds=settings.ack_wait_seconds,
-            chat_idle_seconds=settings.chat_idle_seconds,
             caps=delivery.caps,
             delivery=worker,
         )

@@ -31,6 +31,11 @@ def _samples(locale: str) -> dict[str, object]:
     ticket = _event(ev.INTAKE_EMAIL, ev.TICKET_RECEIVED, ticket_id=SAMPLE_TICKET, channel="email", customer=customer,
                     subject="发票抬头错误" if locale == m.ZH_CN else "Wrong invoice title", text="…",
                     received_at=SAMPLE_NOW.isoformat(), source={"message_id": "<q@example.com>"})
+    lines = [{"author": "customer", "name": customer["name"], "text": "…", "sent_at": SAMPLE_NOW.isoformat(),
+              "files": ["发票.pdf"]},
+             {"author": "agent", "name": "李娜", "text": "…", "sent_at": SAMPLE_NOW.isoformat()}]
+    chat = dict(ticket_id=SAMPLE_TICKET, customer=customer, to="customer@example.com",
+                subject="发票抬头错误" if locale == m.ZH_CN else "Wrong invoice title")
     sla = dict(ticket_id=SAMPLE_TICKET, clock="first_response", policy="P2", target_seconds=3600,
                due_at=(SAMPLE_NOW + timedelta(minutes=12)).isoformat(), agent_id="li.na")
     return {
@@ -45,6 +50,8 @@ def _samples(locale: str) -> dict[str, object]:
         "assigned": _event(ev.DISPATCHER, ev.TICKET_ASSIGNED, ticket_id=SAMPLE_TICKET, agent_id="li.na",
                            channel="email", priority="P2", required_skills=["billing"],
                            decision={"considered": 1, "eligible": 1, "reason": "reassign", "step": "reassign"}),
+        "transcript": _event(ev.INTAKE_CHAT, ev.CHAT_TRANSCRIPT_REQUESTED, entries=lines, **chat),
+        "missed": _event(ev.INTAKE_CHAT, ev.CHAT_REPLY_MISSED, replies=lines[1:], up_to_seq=2, **chat),
         "rejected": _event(ev.INTAKE_EMAIL, ev.MAIL_REJECTED, to="customer@example.com", name="张伟",
                            reason="too_large", subject="合同", size=31_457_280, limit=10_485_760, language=language,
                            received_at=SAMPLE_NOW.isoformat()),
@@ -86,6 +93,10 @@ def render_every_template(locales: tuple[str, ...] = m.LOCALES) -> dict[tuple[st
                 notification="n-esc", **common)
         out[(m.KIND_ASSIGNMENT, locale)] = m.assignment_notice(
             s["assigned"], to=colleague, subject=contact.subject, notification="n-assign", **common)  # type: ignore[arg-type]
+        out[(m.KIND_CHAT_TRANSCRIPT, locale)] = m.chat_transcript(
+            s["transcript"], notification="n-transcript", zone=timezone.utc, **common)  # type: ignore[arg-type]
+        out[(m.KIND_CHAT_REPLY_MISSED, locale)] = m.missed_chat_replies(
+            s["missed"], notification="n-missed", zone=timezone.utc, **common)  # type: ignore[arg-type]
         robot_values = dict(ticket_id=SAMPLE_TICKET, clock="first_response", policy="P2", due_at="2026-03-02 16:42",
                             agent_id="li.na", assignee_name="李娜")
         out[("robot_sla_warning", locale)] = m.robot_text("robot_sla_warning", locale, percent="80", **robot_values)

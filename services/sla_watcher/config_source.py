@@ -4,6 +4,9 @@
 changed pair that loads becomes the config in use and is registered in Redis as a config
 generation (see engine.py). A pair that does not load keeps the last good one in use and logs
 ``config_reload_failed`` once per message; at start a bad file raises (the start fails).
+The files read at start are registered on first use, not at start: a replica whose Redis is
+away starts anyway and reports not ready (/readyz) instead of crash-looping; until Redis is
+back, ``current``/``refresh`` raise its ConnectionError (a transient error: events are retried).
 Holiday year files are read with the calendars file: after editing one, touch calendars.yaml.
 """
 from __future__ import annotations
@@ -31,13 +34,21 @@ class SlaConfigFiles:
         self.store = store
         self.interval = interval
         self.owner = uuid.uuid4().hex  # this replica, in the recompute walk's lease
-        config = load_sla_config(self.path)
-        self.loaded = Loaded(config, store.register_config(config.digest))
+        self._initial = load_sla_config(self.path)  # a bad file fails the start, Redis or not
+        self._loaded: Loaded | None = None
         self._watch(now)
         self._checked_at = now
         self._failed: str | None = None
-        log.info("sla_config_loaded", path=str(self.path), policies=len(config.policies),
-                 calendars=sorted(config.calendars), gen=self.loaded.gen)
+
+    @property
+    def loaded(self) -> Loaded:
+        """The config in use with its generation; the first call registers the start's files."""
+        if self._loaded is None:
+            config = self._initial
+            self._loaded = Loaded(config, self.store.register_config(config.digest))
+            log.info("sla_config_loaded", path=str(self.path), policies=len(config.policies),
+                     calendars=sorted(config.calendars), gen=self._loaded.gen)
+        return self._loaded
 
     def _watch(self, now: float) -> None:
         import yaml
@@ -65,7 +76,7 @@ class SlaConfigFiles:
             # put back while this replica never saw the one in between).
             gen = self.store.gen_of(self.loaded.config.digest)
             if gen is not None and gen > self.loaded.gen:
-                self.loaded = Loaded(self.loaded.config, gen)
+                self._loaded = Loaded(self.loaded.config, gen)
             return self.loaded
         try:
             config = load_sla_config(self.path)
@@ -78,7 +89,7 @@ class SlaConfigFiles:
             return self.loaded
         self._failed = None
         if config.digest != self.loaded.config.digest:
-            self.loaded = Loaded(config, self.store.register_config(config.digest))
+            self._loaded = Loaded(config, self.store.register_config(config.digest))
             self._watch(now)  # the policy file may name another calendars file now
             log.info("sla_config_reloaded", path=str(self.path), policies=len(config.policies),
                      calendars=sorted(config.calendars), gen=self.loaded.gen)

@@ -28,7 +28,7 @@ from typing import Any, Callable, Protocol
 
 from services.sla_watcher import clocks as c
 from services.sla_watcher.clocks import Clock
-from services.sla_watcher.store import Claimed, SlaStore, TicketRecord
+from services.sla_watcher.store import CLAIM_LEASE_SECONDS, Claimed, SlaStore, TicketRecord
 from shared import events as ev
 from shared.business_calendar import ALWAYS, BusinessCalendar
 from shared.errors import TransientError
@@ -41,9 +41,11 @@ log = get_logger(__name__)
 SWEEP_BATCH = 500       # clocks claimed per round
 CAS_ATTEMPTS = 20       # rounds of read-decide-write before giving up as transient
 RECOMPUTE_PAGE = 500    # open clocks read per step of the recompute walk
+TIDY_PAGE = 200         # open clocks checked per recompute tick for an expired record (~3 h per 1M)
+# Due members brought forward per step when a new config arrives (one Redis script: ~10 ms).
+RESCORE_PAGE = 20000
+LEASE_RENEW_MARGIN_SECONDS = 10.0  # a claim this close to running out is renewed before the next item
 BEHIND_RETRY_SECONDS = 1.0  # a due clock of a newer config generation waits this long for a replica that has it
-# A reopen seen before its resolution is retried for this long (events of two queues cross).
-REOPEN_ORDER_GRACE_SECONDS = 60.0
 
 Emit = Callable[..., Any]  # emit(event_type, /, *, now: datetime, trace_id: str, **fields)
 
@@ -85,6 +87,7 @@ class _Firing:
     items: list[tuple[float, int, c.PlanItem]]
     position: int = 0
     fired: list[str] = field(default_factory=list)
+    held_until: float = 0.0  # the claim's lease as this sweep last extended it (0: check first)
 
 
 class SlaEngine:
@@ -110,18 +113,24 @@ class SlaEngine:
             self._second_contact(event.ticket_id)
 
     def ticket_received(self, event: ev.TicketReceived) -> None:
-        """Who the customer is (a second contact soon after a resolution escalates)."""
+        """Who the customer is (a second contact soon after a resolution escalates). A call
+        resolved on first contact is a resolution at once: nothing starts, and it counts as the
+        customer's last resolution."""
+        customer = customer_key(event.customer)
         complete = self.store.note_received(
-            event.ticket_id, trace_id=event.trace_id, customer=customer_key(event.customer),
+            event.ticket_id, trace_id=event.trace_id, customer=customer,
             linked_ticket_id=event.linked_ticket_id, received_at=event.received_at.timestamp())
+        if ev.resolved_at_intake(event.source):
+            self._resolve(event.ticket_id, event.received_at.timestamp(), "solved", event.event_id, customer)
+            return
         if complete:
             self._second_contact(event.ticket_id)
 
     def ticket_assigned(self, event: ev.TicketAssigned) -> None:
-        self.store.set_agent(event.ticket_id, event.agent_id)
+        self.store.set_agent(event.ticket_id, event.agent_id, event.occurred_at.timestamp(), event.attempt)
 
     def ticket_unassigned(self, event: ev.TicketUnassigned) -> bool:
-        return self.store.clear_agent(event.ticket_id, event.agent_id)
+        return self.store.clear_agent(event.ticket_id, event.agent_id, event.occurred_at.timestamp())
 
     def agent_replied(self, event: ev.AgentReplied) -> None:
         """A reply fulfils first response (a reply before the clock started leaves a tombstone,
@@ -162,35 +171,56 @@ class SlaEngine:
                          at=at, trigger=event.event_id)
 
     def ticket_resolved(self, event: ev.TicketResolved) -> None:
-        """Resolution is fulfilled (stopped for spam, merged, auto-closed); the others stop."""
+        """Resolution is fulfilled (stopped for spam, merged, auto-closed); the others stop. A
+        resolution older than the latest reopen is a redelivery: the ticket stays open. A reopen
+        that was handled before this resolution (catch-up: queues drain in any order) is applied
+        now, right after it."""
         at = event.occurred_at.timestamp()
         ticket = self.store.ticket(event.ticket_id)
-        self.store.set_resolved(event.ticket_id, at, ticket.customer)
-        outcome = c.FULFILLED if event.resolution == "solved" else c.STOPPED
-        self._finish(event.ticket_id, c.RESOLUTION, outcome, at, event.event_id, tombstone=True)
-        self._finish(event.ticket_id, c.FIRST_RESPONSE, c.STOPPED, at, event.event_id, tombstone=True)
-        self._finish(event.ticket_id, c.NEXT_RESPONSE, c.STOPPED, at, event.event_id, tombstone=False)
+        if ticket.reopened_at is not None and at <= ticket.reopened_at:
+            log.info("sla_resolution_superseded", ticket_id=event.ticket_id, trace_id=event.trace_id,
+                     event_id=event.event_id)
+            return
+        self._resolve(event.ticket_id, at, event.resolution, event.event_id, ticket.customer)
+        if ticket.pending_reopen_at is not None and ticket.pending_reopen_at >= at and ticket.pending_reopen_id:
+            self._reopen(event.ticket_id, ticket.pending_reopen_at, ticket.pending_reopen_id)
+
+    def _resolve(self, ticket_id: str, at: float, resolution: str, trigger: str, customer: str | None) -> None:
+        self.store.set_resolved(ticket_id, at, customer)
+        outcome = c.FULFILLED if resolution == "solved" else c.STOPPED
+        self._finish(ticket_id, c.RESOLUTION, outcome, at, trigger, tombstone=True)
+        self._finish(ticket_id, c.FIRST_RESPONSE, c.STOPPED, at, trigger, tombstone=True)
+        self._finish(ticket_id, c.NEXT_RESPONSE, c.STOPPED, at, trigger, tombstone=False)
 
     def ticket_reopened(self, event: ev.TicketReopened) -> None:
         """The resolution clock goes on where it stopped; a reopen within the policy's
-        ``reopen_escalation_hours`` of the resolution escalates."""
+        ``reopen_escalation_hours`` of the resolution escalates. A reopen handled before its
+        resolution waits on the ticket for it (see ticket_resolved)."""
         at = event.occurred_at.timestamp()
         ticket = self.store.ticket(event.ticket_id)
-        if ticket.resolved_at is None and self.clock() - at < REOPEN_ORDER_GRACE_SECONDS:
+        if ticket.reopened_at is not None and at <= ticket.reopened_at:
+            return  # handled already (a redelivery)
+        if ticket.resolved_at is None:
             resolution = self.store.clock(event.ticket_id, c.RESOLUTION)
             if resolution is None or resolution.is_open:
-                raise TransientError("reopen handled before its resolution: retry")
-        self._change(event.ticket_id, c.RESOLUTION,
+                self.store.note_pending_reopen(event.ticket_id, at, event.event_id)
+                log.info("sla_reopen_waits_for_resolution", ticket_id=event.ticket_id, trace_id=event.trace_id)
+                return
+        self._reopen(event.ticket_id, at, event.event_id)
+
+    def _reopen(self, ticket_id: str, at: float, trigger: str) -> None:
+        self._change(ticket_id, c.RESOLUTION,
                      lambda clock, t: c.reopen(clock, at, paused=t.paused) if clock.plan else (clock, None),
-                     at=at, trigger=event.event_id)
+                     at=at, trigger=trigger)
+        ticket = self.store.ticket(ticket_id)
         if ticket.resolved_at is not None:
             loaded = self.configs.current(self.clock())
-            policy = self._policy_for(ticket, loaded.config, self._clock_policy(event.ticket_id))
+            policy = self._policy_for(ticket, loaded.config, self._clock_policy(ticket_id))
             self._reopen_escalation(ticket, policy, trigger="reopen", since=ticket.resolved_at, at=at,
                                     key=repr(ticket.resolved_at),
                                     reason=f"reopened {_duration(at - ticket.resolved_at)} after resolution")
-            # Forgotten only once announced: a redelivery after a crash escalates again, same ids.
-            self.store.set_resolved(event.ticket_id, None, None)
+        # Recorded only once announced: a redelivery after a crash escalates again, same ids.
+        self.store.set_reopened(ticket_id, at)
 
     # ------------------------------------------------------------------ the sweep
 
@@ -198,7 +228,8 @@ class SlaEngine:
         """Claim up to ``batch`` due clocks and fire their due items in due order; the number
         of clocks claimed (``batch``: there may be more)."""
         now = self.clock() if now is None else now
-        batch = self.store.claim_due(now, self.batch)
+        claimed_at = self.clock()
+        batch = self.store.claim_due(now, self.batch, lease=CLAIM_LEASE_SECONDS, lease_now=claimed_at)
         if not batch:
             return 0
         # A full batch may leave due clocks behind in Redis: an item later than the last one
@@ -211,24 +242,45 @@ class SlaEngine:
             firing = self._prepare(claimed, clock, ticket, loaded, now)
             if firing is None:
                 continue
+            firing.held_until = claimed_at + CLAIM_LEASE_SECONDS
             firings.append(firing)
             heapq.heappush(heap, (firing.items[0][0], firing.items[0][1], len(firings) - 1))
         while heap:
             due, _, index = heapq.heappop(heap)
             firing = firings[index]
             if due > boundary:
-                self.store.commit(firing.clock, firing.fired, due, now)
+                self._commit(firing, due, now)
+                continue
+            if self.clock() >= firing.held_until - LEASE_RENEW_MARGIN_SECONDS and not self._renew(firing):
                 continue
             _, _, item = firing.items[firing.position]
             self._fire(firing, item, due, now)
             firing.fired.append(item.kind)
             firing.position += 1
+            # Recorded at once: a sweep that takes the clock over after a stall does not fire
+            # it again (only a publish outlasting the whole lease could be fired twice).
+            if not self._renew(firing):
+                continue
             if firing.position < len(firing.items) and firing.items[firing.position][0] <= now:
                 heapq.heappush(heap, (firing.items[firing.position][0], firing.items[firing.position][1], index))
             else:
                 following = firing.items[firing.position][0] if firing.position < len(firing.items) else None
-                self.store.commit(firing.clock, firing.fired, following, now)
+                self._commit(firing, following, now)
         return len(batch)
+
+    def _renew(self, firing: _Firing) -> bool:
+        """Extend ``firing``'s claim and record what it fired; False (and this sweep leaves the
+        clock alone) when it stalled past the lease and another sweep took the clock over."""
+        started = self.clock()
+        if self.store.extend(firing.claimed, started, firing.fired, lease=CLAIM_LEASE_SECONDS):
+            firing.held_until = started + CLAIM_LEASE_SECONDS
+            return True
+        log.warning("sla_claim_lost", ticket_id=firing.clock.ticket_id, clock=firing.clock.name, fired=firing.fired)
+        self._commit(firing, None, self.clock())  # records what it fired; the new holder's lease stays
+        return False
+
+    def _commit(self, firing: _Firing, following: float | None, now: float) -> None:
+        self.store.commit(firing.clock, firing.fired, following, now, owner=firing.claimed.owner)
 
     def tick(self, interval: float, max_seconds: float, sleep: Callable[[float], None] = time.sleep) -> int:
         """One timer tick: fire everything due; then, while the next item falls due before the
@@ -254,23 +306,24 @@ class SlaEngine:
             self.store.release(claimed, None)  # expired: nothing behind it
             return None
         if clock.is_open and clock.plan and clock.config_gen != loaded.gen:
-            # Recomputed (or left to a replica with the newer config) before anything fires; back
-            # in the due set at its new due time, so a catch-up still fires in due order.
+            # Recomputed (or left to a replica with the newer config) before anything fires; what
+            # is due under the new config fires in this round, the rest is back in the due set at
+            # its new due time, so a catch-up still fires in due order.
             try:
                 self._change(clock.ticket_id, clock.name, lambda k, _t: (k, None), at=now,
                              trigger=f"gen{loaded.gen}")
             except ConfigBehind:
                 self.store.release(claimed, now + BEHIND_RETRY_SECONDS)
                 return None
-            upgraded = self.store.clock(clock.ticket_id, clock.name)
-            due = None if upgraded is None else c.next_due(upgraded, self._calendar(loaded.config, upgraded.calendar))
-            self.store.release(claimed, due)
-            return None
+            clock = self.store.clock(clock.ticket_id, clock.name)
+            if clock is None:
+                self.store.release(claimed, None)
+                return None
         calendar = self._calendar(loaded.config, clock.calendar)
         items = c.pending(clock, calendar)
         if not items or items[0][0] > now:
             # Changed since it was scheduled (paused, finished, or a later item is next).
-            self.store.commit(clock, [], items[0][0] if items else None, now)
+            self.store.commit(clock, [], items[0][0] if items else None, now, owner=claimed.owner)
             return None
         return _Firing(claimed, clock, ticket, calendar, items)
 
@@ -313,10 +366,14 @@ class SlaEngine:
         loaded = self.configs.current(now)
         if loaded.gen < self.store.current_gen():
             loaded = self.configs.refresh(now)
-        if loaded.gen != self.store.current_gen() or self.store.recompute_done(loaded.gen):
+        if loaded.gen != self.store.current_gen() or self.store.recompute_done(loaded.gen) \
+                or not self.store.take_recompute(loaded.gen, owner, now):
+            self.tidy_open_step()
             return 0
-        if not self.store.take_recompute(loaded.gen, owner, now):
-            return 0
+        # A new config may move items earlier (a shorter target) and the walk takes a while at
+        # many clocks (~500 s at 1M): first every scheduled clock is brought forward to now, so
+        # the sweep meets each one at once, in its old due order, and recomputes it (_prepare).
+        self.store.rescore_due(loaded.gen, now, RESCORE_PAGE)
         seen = 0
         cursor = self.store.recompute_cursor()
         for _ in range(pages):
@@ -337,6 +394,16 @@ class SlaEngine:
                 break
         return seen
 
+    def tidy_open_step(self) -> int:
+        """One bounded page of the slow walk that drops expired clocks (an abandoned ticket
+        paused longer than the TTL) from the open set between config changes; the number dropped.
+        Replicas share the cursor: a page walked twice only costs a read."""
+        cursor, keys = self.store.open_page(self.store.tidy_cursor(), TIDY_PAGE)
+        gone = [key for key, exists in zip(keys, self.store.clocks_exist(keys)) if not exists]
+        self.store.forget_open(gone)
+        self.store.set_tidy_cursor(cursor)
+        return len(gone)
+
     # ------------------------------------------------------------------ clock changes
 
     def _start(self, ticket_id: str, name: str, *, at: float, trigger: str, new_cycle: bool = False) -> None:
@@ -349,8 +416,13 @@ class SlaEngine:
             if policy is None or target is None:
                 return None
             plan = c.make_plan(target, policy.warn_at, [(r.after_seconds, r.action, r.to) for r in policy.ladder])
-            return c.activate(ticket_id=ticket_id, name=name, cycle=cycle, policy=policy.name,
-                              calendar=policy.calendar, target=target, plan=plan, at=at, config_gen=loaded.gen)
+            clock = c.activate(ticket_id=ticket_id, name=name, cycle=cycle, policy=policy.name,
+                               calendar=policy.calendar, target=target, plan=plan, at=at, config_gen=loaded.gen)
+            if name in c.PAUSABLE and ticket.paused:
+                # The ticket waits on the customer (that status was handled first): it ran only
+                # until the pause, if the pause came later.
+                clock, _ = c.pause(clock, max(at, ticket.paused_at if ticket.paused_at is not None else at))
+            return clock
 
         def transition(clock: Clock, ticket: TicketRecord) -> tuple[Clock, str | None]:
             if not new_cycle or clock.is_open:

@@ -10,7 +10,8 @@ Keys (this class is their only owner):
   (bumped by every write), ``lease`` (a sweep holds it); ``CLOCK_TTL_SECONDS`` after the last
   write. A clock finished before it started is a tombstone (no plan), so a late start does nothing;
 - ``plans`` hash: plan digest → plan JSON (a few policies, so a few plans, shared by all clocks);
-- ``open`` set: ``<ticket>:<clock>`` of every running or paused clock (what a recompute walks);
+- ``open`` set: ``<ticket>:<clock>`` of every running or paused clock (what a recompute walks;
+  between walks a slow walk, cursor ``open:tidy_cursor``, drops members whose clock expired);
 - ``ticket:<ticket>`` hash: what the clocks need of the ticket: classification facts (policy
   selection), assignee, whether an agent replied, the pause flag and the time it was set
   (the latest event wins, whatever order events arrive in), resolution time and window,
@@ -30,6 +31,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import uuid
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -38,11 +41,14 @@ import redis
 from services.sla_watcher.clocks import Clock, PlanItem, plan_digest, plan_from_json, plan_json
 
 PREFIX = "tm:sla_watcher:"
-CLOCK_TTL_SECONDS = 35 * 24 * 3600  # longer than any target; a finished clock is kept for redeliveries
+# A clock is kept this long after its last write, and after its breach time if that is later
+# (nothing bounds a target: 30 business days are 6 weeks of wall time); a finished clock is
+# kept for redeliveries. Its ticket's record lives at least as long.
+CLOCK_TTL_SECONDS = 35 * 24 * 3600
 CLAIM_LEASE_SECONDS = 30.0  # far above the time to publish one batch
 RECOMPUTE_LEASE_SECONDS = 30.0
 
-# KEYS: clock, due, open   ARGV: expected rev, member, score ('' = not scheduled), open ('1'/'0'),
+# KEYS: clock, due, open, ticket   ARGV: expected rev, member, score ('' = not scheduled), open ('1'/'0'),
 # ttl, now, field, value, ...   Returns the new rev, or -1 when the clock changed since it was read.
 _PUT_CLOCK = """
 local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
@@ -57,24 +63,66 @@ elseif tonumber(redis.call('HGET', KEYS[1], 'lease') or '0') <= tonumber(ARGV[6]
 end  -- leased: the sweep holding it schedules it again from this state when it commits
 if ARGV[4] == '1' then redis.call('SADD', KEYS[3], ARGV[2]) else redis.call('SREM', KEYS[3], ARGV[2]) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+if redis.call('TTL', KEYS[4]) < tonumber(ARGV[5]) then redis.call('EXPIRE', KEYS[4], ARGV[5]) end
 return rev
 """
 
-# KEYS: due   ARGV: now, lease_until, limit
-# Returns member, due, ... (earliest first); each is re-scored to the lease and its clock marked.
+# KEYS: due   ARGV: now, lease_until, limit, owner, lease_now
+# Returns member, due, ... (earliest first); each is re-scored to the lease and its clock marked
+# with the lease and its owner. A member whose clock another sweep still holds (its lease not run
+# out by ``lease_now``: the lease is measured on the clock that measures elapsed time, whatever
+# ``now`` a catch-up sweeps up to) is left to it.
 _CLAIM_DUE = """
 local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
 for i = 1, #items, 2 do
-  redis.call('ZADD', KEYS[1], 'XX', ARGV[2], items[i])
-  redis.call('HSET', '""" + PREFIX + """clock:' .. items[i], 'lease', ARGV[2])
+  local key = '""" + PREFIX + """clock:' .. items[i]
+  local held = tonumber(redis.call('HGET', key, 'lease') or '0')
+  if held <= tonumber(ARGV[5]) then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], items[i])
+    if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'lease', ARGV[2], 'lease_owner', ARGV[4]) end
+    out[#out + 1] = items[i]
+    out[#out + 1] = items[i + 1]
+  end
 end
-return items
+return out
 """
 
-# KEYS: clock, due   ARGV: rev read, member, fired kinds (space-separated), next due ('' = none), now
-# What fired is recorded whatever happened meanwhile (those events are out). Unchanged since
-# the read: the next due is set. Changed (a handler wrote it): a running clock is evaluated
-# again at once, from its new state.
+# KEYS: clock, due   ARGV: member, owner, lease_until, fired kinds (space-separated)
+# 1 when ``owner`` still holds the lease (now extended, and what it fired so far recorded, so a
+# sweep that takes over after a stall does not fire it again), 0 when another sweep took it
+# over (or the clock is gone).
+_EXTEND = """
+if redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[2] then return 0 end
+local fired = redis.call('HGET', KEYS[1], 'fired') or ''
+for kind in string.gmatch(ARGV[4], '%S+') do
+  if not string.find(' ' .. fired .. ' ', ' ' .. kind .. ' ', 1, true) then
+    if fired == '' then fired = kind else fired = fired .. ' ' .. kind end
+  end
+end
+redis.call('HSET', KEYS[1], 'lease', ARGV[3], 'fired', fired)
+redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: clock, due   ARGV: member, owner, due ('' = none)   Gives back a claim ``owner`` still holds.
+_RELEASE = """
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], 'lease', 'lease_owner')
+if ARGV[3] == '' or redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+else
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+end
+return 1
+"""
+
+# KEYS: clock, due   ARGV: rev read, member, fired kinds (space-separated), next due ('' = none), now,
+# owner ('' = whoever holds it), ttl
+# What fired is recorded whatever happened meanwhile (those events are out). A lease another
+# sweep took over stays with it (3): its holder schedules the clock. Unchanged since the read:
+# the next due is set. Changed (a handler wrote it): a running clock is evaluated again at
+# once, from its new state.
 _COMMIT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) return 0 end
 local fired = redis.call('HGET', KEYS[1], 'fired') or ''
@@ -84,7 +132,13 @@ for kind in string.gmatch(ARGV[3], '%S+') do
   end
 end
 redis.call('HSET', KEYS[1], 'fired', fired)
-redis.call('HDEL', KEYS[1], 'lease')
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
+if ARGV[6] ~= '' and redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[6] then
+  redis.call('HSET', KEYS[1], 'rev', rev + 1)
+  return 3
+end
+redis.call('HDEL', KEYS[1], 'lease', 'lease_owner')
 local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
 redis.call('HSET', KEYS[1], 'rev', rev + 1)
 if rev == tonumber(ARGV[1]) then
@@ -129,10 +183,52 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return redis.call('HGET', KEYS[1], ARGV[1])
 """
 
-# KEYS: ticket   ARGV: agent_id
+# KEYS: ticket   ARGV: agent_id, at, attempt, ttl
+# Only a newer assignment (by occurred_at, then attempt) names the assignee: events may cross.
+_SET_AGENT = """
+local at = tonumber(redis.call('HGET', KEYS[1], 'agent_at') or '-1')
+local attempt = tonumber(redis.call('HGET', KEYS[1], 'agent_attempt') or '0')
+local new_at, new_attempt = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if new_at < at or (new_at == at and new_attempt < attempt) then return 0 end
+redis.call('HSET', KEYS[1], 'agent_id', ARGV[1], 'agent_at', ARGV[2], 'agent_attempt', ARGV[3])
+return 1
+"""
+
+# KEYS: ticket   ARGV: agent_id, at
+# An unassignment older than the assignment on record (the same agent assigned again) changes nothing.
 _CLEAR_AGENT = """
-if redis.call('HGET', KEYS[1], 'agent_id') == ARGV[1] then return redis.call('HDEL', KEYS[1], 'agent_id') end
-return 0
+if redis.call('HGET', KEYS[1], 'agent_id') ~= ARGV[1] then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'agent_at') or '-1') > tonumber(ARGV[2]) then return 0 end
+return redis.call('HDEL', KEYS[1], 'agent_id')
+"""
+
+# KEYS: ticket   ARGV: at, ttl   The ticket is open again as of ``at`` (the latest reopen is kept:
+# a resolution older than it is a redelivery and changes nothing).
+_SET_REOPENED = """
+redis.call('HDEL', KEYS[1], 'resolved_at', 'pending_reopen_at', 'pending_reopen_id')
+local old = tonumber(redis.call('HGET', KEYS[1], 'reopened_at') or '-1')
+if tonumber(ARGV[1]) > old then redis.call('HSET', KEYS[1], 'reopened_at', ARGV[1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+"""
+
+# KEYS: ticket   ARGV: at, event id, ttl   A reopen handled before its resolution waits on the
+# ticket for it (the latest one wins).
+_NOTE_PENDING_REOPEN = """
+local old = tonumber(redis.call('HGET', KEYS[1], 'pending_reopen_at') or '-1')
+if tonumber(ARGV[1]) > old then
+  redis.call('HSET', KEYS[1], 'pending_reopen_at', ARGV[1], 'pending_reopen_id', ARGV[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+"""
+
+# KEYS: due   ARGV: now, limit   Brings up to ``limit`` members scheduled after ``now`` forward to
+# ``now``, earliest first (a new config may have moved their items earlier: the sweep recomputes
+# each when it comes up and schedules it at its new due time). The number moved.
+_RESCORE_DUE = """
+local items = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
+for i = 1, #items do redis.call('ZADD', KEYS[1], 'XX', ARGV[1], items[i]) end
+return #items
 """
 
 # KEYS: gen counter, gens hash   ARGV: digest
@@ -179,7 +275,11 @@ class TicketRecord:
     agent_id: str | None = None
     last_reply_at: float | None = None  # the latest agent reply: customer messages before it are answered
     paused: bool = False
+    paused_at: float | None = None   # when the pause flag in force was set
     resolved_at: float | None = None
+    reopened_at: float | None = None  # the latest reopen: an older resolution is a redelivery
+    pending_reopen_at: float | None = None  # a reopen handled before its resolution, and its event id
+    pending_reopen_id: str | None = None
     customer: str | None = None
     linked_ticket_id: str | None = None
 
@@ -192,6 +292,7 @@ class TicketRecord:
 class Claimed:
     member: str
     due_at: float
+    owner: str = ""  # the claiming sweep's token: commit, release and extend check it
 
     @property
     def key(self) -> tuple[str, str]:
@@ -208,6 +309,12 @@ def split_member(value: str) -> tuple[str, str]:
     return ticket_id, clock
 
 
+def clock_ttl(clock: Clock, now: float) -> int:
+    """Seconds to keep ``clock``: CLOCK_TTL_SECONDS past its last write, or past its breach."""
+    until_breach = clock.breach_at - now if clock.breach_at is not None and clock.is_open else 0.0
+    return CLOCK_TTL_SECONDS + max(0, math.ceil(until_breach))
+
+
 def customer_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
@@ -219,18 +326,25 @@ class SlaStore:
     gen_key = PREFIX + "config:gen"
     gens_key = PREFIX + "config:gens"
     recompute_key = PREFIX + "recompute"
+    tidy_key = PREFIX + "open:tidy_cursor"
 
     def __init__(self, client: redis.Redis):
         self.client = client
         self._put = client.register_script(_PUT_CLOCK)
         self._claim_due = client.register_script(_CLAIM_DUE)
         self._commit = client.register_script(_COMMIT)
+        self._extend = client.register_script(_EXTEND)
+        self._release = client.register_script(_RELEASE)
         self._note = client.register_script(_NOTE_TICKET)
         self._set_paused = client.register_script(_SET_PAUSED)
+        self._set_agent = client.register_script(_SET_AGENT)
         self._clear_agent = client.register_script(_CLEAR_AGENT)
+        self._set_reopened = client.register_script(_SET_REOPENED)
+        self._note_pending_reopen = client.register_script(_NOTE_PENDING_REOPEN)
         self._raise_time = client.register_script(_RAISE_TIME)
         self._register = client.register_script(_REGISTER_CONFIG)
         self._take_recompute = client.register_script(_TAKE_RECOMPUTE)
+        self._rescore_due = client.register_script(_RESCORE_DUE)
         self._plans: dict[str, tuple[PlanItem, ...]] = {}  # content-addressed: never stale
 
     @staticmethod
@@ -275,10 +389,11 @@ class SlaStore:
             "used": repr(clock.used), "breach_at": "" if clock.breach_at is None else repr(clock.breach_at),
         }
         args: list = [clock.rev, member(clock.ticket_id, clock.name), "" if due is None else repr(due),
-                      "1" if clock.is_open else "0", CLOCK_TTL_SECONDS, repr(now)]
+                      "1" if clock.is_open else "0", clock_ttl(clock, now), repr(now)]
         for name, value in fields.items():
             args += [name, value]
-        rev = self._put(keys=[self.clock_key(clock.ticket_id, clock.name), self.due_key, self.open_key], args=args)
+        rev = self._put(keys=[self.clock_key(clock.ticket_id, clock.name), self.due_key, self.open_key,
+                              self.ticket_key(clock.ticket_id)], args=args)
         return None if int(rev) < 0 else int(rev)
 
     def _plan(self, digest: str) -> tuple[PlanItem, ...]:
@@ -309,10 +424,23 @@ class SlaStore:
 
     # -- the sweep ----------------------------------------------------------------------
 
-    def claim_due(self, now: float, limit: int, lease: float = CLAIM_LEASE_SECONDS) -> list[Claimed]:
-        """Take up to ``limit`` clocks due by ``now``, earliest first, for this caller alone."""
-        flat = self._claim_due(keys=[self.due_key], args=[repr(now), repr(now + lease), limit])
-        return [Claimed(member=flat[i], due_at=float(flat[i + 1])) for i in range(0, len(flat), 2)]
+    def claim_due(self, now: float, limit: int, lease: float = CLAIM_LEASE_SECONDS, *, owner: str | None = None,
+                  lease_now: float | None = None) -> list[Claimed]:
+        """Take up to ``limit`` clocks due by ``now``, earliest first, for this caller alone (its
+        ``owner`` token, a fresh one by default) until ``lease_now + lease``."""
+        owner = owner or uuid.uuid4().hex
+        lease_now = now if lease_now is None else lease_now
+        flat = self._claim_due(keys=[self.due_key], args=[repr(now), repr(lease_now + lease), limit, owner,
+                                                          repr(lease_now)])
+        return [Claimed(member=flat[i], due_at=float(flat[i + 1]), owner=owner) for i in range(0, len(flat), 2)]
+
+    def extend(self, claimed: Claimed, now: float, fired: Iterable[str] = (),
+               lease: float = CLAIM_LEASE_SECONDS) -> bool:
+        """Keep the claim for another ``lease`` seconds and record ``fired``; False when it ran
+        out and another sweep took it (that sweep fires what is left: this one must not)."""
+        ticket_id, name = claimed.key
+        return bool(self._extend(keys=[self.clock_key(ticket_id, name), self.due_key],
+                                 args=[claimed.member, claimed.owner, repr(now + lease), " ".join(fired)]))
 
     def claimed_state(self, claimed: list[Claimed]) -> list[tuple[Clock | None, TicketRecord | None]]:
         """The claimed clocks and their tickets, in one round trip."""
@@ -329,26 +457,21 @@ class SlaStore:
                         _ticket(ticket_id, raw[2 * index + 1])))
         return out
 
-    def commit(self, clock: Clock, fired: Iterable[str], next_due: float | None, now: float) -> int:
-        """After firing: record ``fired``, release the claim, schedule the next item (see _COMMIT)."""
+    def commit(self, clock: Clock, fired: Iterable[str], next_due: float | None, now: float, *,
+               owner: str = "") -> int:
+        """After firing: record ``fired``, release the claim ``owner`` holds, schedule the next
+        item (see _COMMIT; 3: the claim was taken over, its new holder schedules)."""
         return int(self._commit(keys=[self.clock_key(clock.ticket_id, clock.name), self.due_key],
                                 args=[clock.rev, member(clock.ticket_id, clock.name), " ".join(fired),
-                                      "" if next_due is None else repr(next_due), repr(now)]))
+                                      "" if next_due is None else repr(next_due), repr(now), owner,
+                                      clock_ttl(clock, now)]))
 
-    def release(self, claimed: Claimed, due: float | None) -> None:
+    def release(self, claimed: Claimed, due: float | None) -> bool:
         """Give back a claimed member this round does not fire: due again at ``due`` (None, or
-        no clock behind it any more: gone)."""
+        no clock behind it any more: gone). False when another sweep took the claim over."""
         ticket_id, name = claimed.key
-        if due is not None and self.client.exists(self.clock_key(ticket_id, name)):
-            pipe = self.client.pipeline(transaction=True)
-            pipe.hdel(self.clock_key(ticket_id, name), "lease")
-            pipe.zadd(self.due_key, {claimed.member: due})
-            pipe.execute()
-        else:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.hdel(self.clock_key(ticket_id, name), "lease")
-            pipe.zrem(self.due_key, claimed.member)
-            pipe.execute()
+        return bool(self._release(keys=[self.clock_key(ticket_id, name), self.due_key],
+                                  args=[claimed.member, claimed.owner, "" if due is None else repr(due)]))
 
     def next_due_time(self) -> float | None:
         head = self.client.zrange(self.due_key, 0, 0, withscores=True)
@@ -382,16 +505,16 @@ class SlaStore:
             args += [name, value]
         return bool(self._note(keys=[self.ticket_key(ticket_id)], args=args))
 
-    def set_agent(self, ticket_id: str, agent_id: str) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.ticket_key(ticket_id), "agent_id", agent_id)
-        pipe.expire(self.ticket_key(ticket_id), CLOCK_TTL_SECONDS)
-        pipe.execute()
+    def set_agent(self, ticket_id: str, agent_id: str, at: float, attempt: int = 1) -> bool:
+        """``agent_id`` holds the ticket as of ``at`` (``attempt`` breaks a tie), unless a newer
+        assignment is on record already (handled first: a retried delivery); True when recorded."""
+        return bool(self._set_agent(keys=[self.ticket_key(ticket_id)],
+                                    args=[agent_id, repr(at), attempt, CLOCK_TTL_SECONDS]))
 
-    def clear_agent(self, ticket_id: str, agent_id: str) -> bool:
-        """``agent_id`` no longer holds the ticket, unless a later assignment (handled first,
-        events of two kinds may cross) already named someone else."""
-        return bool(self._clear_agent(keys=[self.ticket_key(ticket_id)], args=[agent_id]))
+    def clear_agent(self, ticket_id: str, agent_id: str, at: float) -> bool:
+        """``agent_id`` no longer holds the ticket as of ``at``, unless a later assignment
+        (handled first, events of two kinds may cross) already named someone, them included."""
+        return bool(self._clear_agent(keys=[self.ticket_key(ticket_id)], args=[agent_id, repr(at)]))
 
     def note_reply(self, ticket_id: str, at: float) -> float:
         """An agent replied at ``at``; returns the latest reply time on record."""
@@ -418,6 +541,14 @@ class SlaStore:
                 pipe.expire(ckey, CLOCK_TTL_SECONDS)
         pipe.expire(key, CLOCK_TTL_SECONDS)
         pipe.execute()
+
+    def set_reopened(self, ticket_id: str, at: float) -> None:
+        """Open again as of ``at``: the resolution (and any reopen waiting for it) is forgotten."""
+        self._set_reopened(keys=[self.ticket_key(ticket_id)], args=[repr(at), CLOCK_TTL_SECONDS])
+
+    def note_pending_reopen(self, ticket_id: str, at: float, event_id: str) -> None:
+        """A reopen arrived before the resolution it undoes: applied when that resolution arrives."""
+        self._note_pending_reopen(keys=[self.ticket_key(ticket_id)], args=[repr(at), event_id, CLOCK_TTL_SECONDS])
 
     def last_resolution(self, customer: str) -> tuple[str, float] | None:
         fields = self.client.hgetall(self.customer_key(customer))
@@ -450,6 +581,17 @@ class SlaStore:
                                                "gen": gen, **({"done": "1"} if cursor == 0 else {})})
         pipe.execute()
 
+    def rescore_due(self, gen: int, now: float, limit: int) -> bool:
+        """One page of bringing every scheduled clock forward to ``now`` for generation ``gen``
+        (see _RESCORE_DUE); True once none is left (recorded on the walk, once per generation)."""
+        if self.client.hget(self.recompute_key, "rescored") == str(gen):
+            return True
+        moved = int(self._rescore_due(keys=[self.due_key], args=[repr(now), limit]))
+        if moved < limit:
+            self.client.hset(self.recompute_key, "rescored", str(gen))
+            return True
+        return False
+
     def recompute_done(self, gen: int) -> bool:
         fields = self.client.hgetall(self.recompute_key)
         return int(fields.get("gen") or -1) > gen or (int(fields.get("gen") or -1) == gen and fields.get("done") == "1")
@@ -457,6 +599,18 @@ class SlaStore:
     def open_page(self, cursor: int, count: int) -> tuple[int, list[tuple[str, str]]]:
         cursor, members = self.client.sscan(self.open_key, cursor, count=count)
         return int(cursor), [split_member(m) for m in members]
+
+    def clocks_exist(self, keys: list[tuple[str, str]]) -> list[bool]:
+        pipe = self.client.pipeline(transaction=False)
+        for ticket_id, name in keys:
+            pipe.exists(self.clock_key(ticket_id, name))
+        return [bool(n) for n in pipe.execute()]
+
+    def tidy_cursor(self) -> int:
+        return int(self.client.get(self.tidy_key) or 0)
+
+    def set_tidy_cursor(self, cursor: int) -> None:
+        self.client.set(self.tidy_key, cursor)
 
     def forget_open(self, keys: list[tuple[str, str]]) -> None:
         """Clocks whose record expired (a clock paused for longer than its TTL) leave the open set."""
@@ -477,6 +631,9 @@ def _ticket(ticket_id: str, fields: dict[str, str]) -> TicketRecord:
         priority=fields.get("priority") or None, customer_tier=fields.get("customer_tier") or "standard",
         category=fields.get("category") or None, received_at=_float(fields.get("received_at")),
         agent_id=fields.get("agent_id") or None, last_reply_at=_float(fields.get("last_reply_at")),
-        paused=fields.get("paused") == "1", resolved_at=_float(fields.get("resolved_at")),
+        paused=fields.get("paused") == "1", paused_at=_float(fields.get("paused_at")),
+        resolved_at=_float(fields.get("resolved_at")), reopened_at=_float(fields.get("reopened_at")),
+        pending_reopen_at=_float(fields.get("pending_reopen_at")),
+        pending_reopen_id=fields.get("pending_reopen_id") or None,
         customer=fields.get("customer") or None, linked_ticket_id=fields.get("linked_ticket_id") or None,
     )

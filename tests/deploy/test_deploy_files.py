@@ -42,12 +42,7 @@ ENTRYPOINT = DEPLOY / "docker" / "entrypoint.sh"
 KEDA_TOOL = DEPLOY / "validate"
 KUBERNETES_VERSION = "1.31"      # the oldest minor the manifests promise to apply to
 
-# The health endpoints of the two nameko services without an HTTP port on main are being added
-# on branch observe, with these names (/healthz alive, /readyz dependencies, as intake_email).
-PENDING_HEALTH_PORT_VARS = {"dispatcher": "TM_DISPATCHER_HEALTH_PORT", "sla_watcher": "TM_SLA_WATCHER_HEALTH_PORT"}
-PENDING_VARIABLES = {"TM_DISPATCHER_HEALTH_HOST", "TM_DISPATCHER_HEALTH_PORT",
-                     "TM_SLA_WATCHER_HEALTH_HOST", "TM_SLA_WATCHER_HEALTH_PORT"}
-HEALTH_PORT_VARS = {**HTTP_PORT_VARS, **PENDING_HEALTH_PORT_VARS}
+HEALTH_PORT_VARS = HTTP_PORT_VARS  # every service's /healthz (alive) and /readyz (dependencies) port
 SECRET_VARIABLES = {"TM_AMQP_URI", "TM_REDIS_URL", "TM_DESK_SECRET", "TM_CTI_TOKEN", "TM_IMAP_PASSWORD", "TM_SMTP_PASSWORD",
                     "TM_MAIL_TOKEN_SECRET", "TM_CUSTOMER_LINK_SECRET"}
 DEMO_VARIABLES = {"TM_DEMO_IMAP_HOST", "TM_DEMO_CHAT_HOST", "TM_DEMO_PHONE_HOST"}   # devenv.config, the demo only
@@ -90,6 +85,9 @@ def served_paths(service: str) -> set[str]:
     sources = [REPO_ROOT / "services" / service / "service.py"]
     if "AioService" in (REPO_ROOT / "services" / service / "__main__.py").read_text() + sources[0].read_text():
         sources.append(REPO_ROOT / "shared" / "aio_service.py")
+    health = REPO_ROOT / "services" / service / "health.py"   # a nameko service's shared/nameko_health.py mixin
+    if health.exists() and "nameko_health" in health.read_text():
+        sources.append(REPO_ROOT / "shared" / "nameko_health.py")
     text = "".join(path.read_text() for path in sources)
     return {path for path in ("/healthz", "/readyz") if f'"{path}"' in text}
 
@@ -141,7 +139,7 @@ def test_compose_runs_every_service_with_its_health_check_and_the_demo():
         port = env[HEALTH_PORT_VARS[service]]
         url = re.fullmatch(r"http://127\.0\.0\.1:(\d+)(/\w+)", env["HEALTH_URL"])
         assert url and url.group(1) == port, f"{service}: health check is not on {HEALTH_PORT_VARS[service]}={port}"
-        assert service in PENDING_HEALTH_PORT_VARS or url.group(2) in served_paths(service), (service, url.group(2))
+        assert url.group(2) == "/readyz" and "/readyz" in served_paths(service), (service, url.group(2))
         assert "HEALTH_URL" in " ".join(spec["healthcheck"]["test"])
         assert {"rabbitmq", "redis"} <= set(spec["depends_on"])
     demo = services["demo"]
@@ -162,7 +160,7 @@ def test_compose_brokers_are_set_up_as_the_mesh_expects():
 
 
 def test_compose_sets_only_variables_the_mesh_reads():
-    known = known_variables() | PENDING_VARIABLES | DEMO_VARIABLES
+    known = known_variables() | DEMO_VARIABLES
     for name, spec in compose()["services"].items():
         unknown = {k for k in spec.get("environment", {}) if k.startswith("TM_")} - known
         assert not unknown, f"compose service {name} sets {unknown}, which no service reads"
@@ -210,7 +208,7 @@ def test_every_service_has_a_deployment_with_probes_on_its_health_port():
         assert [p["containerPort"] for p in spec["ports"]] == [port]
         ready = spec["readinessProbe"]["httpGet"]
         assert ready["port"] == port
-        assert service in PENDING_HEALTH_PORT_VARS or ready["path"] in served_paths(service), (service, ready["path"])
+        assert ready["path"] == "/readyz" and "/readyz" in served_paths(service), (service, ready["path"])
         live = spec["livenessProbe"]
         assert (live.get("httpGet") or live["tcpSocket"])["port"] == port
         assert set(spec["resources"]["requests"]) == {"cpu", "memory"} and "memory" in spec["resources"]["limits"]
@@ -222,7 +220,7 @@ def test_every_service_has_a_deployment_with_probes_on_its_health_port():
 def test_configmap_and_secret_hold_only_variables_a_service_declares():
     known = known_variables()
     config = set(configmap())
-    assert not config - known - PENDING_VARIABLES, f"unknown variables in the ConfigMap: {config - known - PENDING_VARIABLES}"
+    assert not config - known, f"unknown variables in the ConfigMap: {config - known}"
     assert not config & SECRET_VARIABLES, "secrets belong in ticketmesh-secrets, not the ConfigMap"
     assert configmap()["TM_QUEUE_TYPE"] == "quorum"
     [secret] = find("Secret", "ticketmesh-secrets")
@@ -374,5 +372,4 @@ def test_every_service_accepts_the_compose_and_kubernetes_settings(monkeypatch):
             settings = service_settings(service, environ)
             assert settings.common.queue_type == "quorum", service
         host_var = HEALTH_PORT_VARS[service].replace("_PORT", "_HOST")
-        if service not in PENDING_HEALTH_PORT_VARS:
-            assert compose_env[host_var] == cluster_env[host_var] == "0.0.0.0"
+        assert compose_env[host_var] == cluster_env[host_var] == "0.0.0.0"

@@ -87,3 +87,19 @@ def test_a_port_already_in_use_is_refused_before_anything_starts(phone_env, tmp_
             mesh.start(["intake_phone"])
     assert mesh.processes == {}
     assert not (tmp_path / "log" / "intake_phone.log").exists()
+
+
+def test_mesh_runs_two_replicas_of_a_service_on_their_own_ports_and_stops_both(phone_env, tmp_path):
+    mesh = Mesh(phone_env, tmp_path / "log")
+    with mesh.start(["intake_phone"], replicas={"intake_phone": 2}):
+        assert mesh.replicas("intake_phone") == ["intake_phone", "intake_phone-2"]
+        urls = mesh.urls("intake_phone")
+        assert len(set(urls)) == 2 and urls[0] == mesh.url("intake_phone")
+        answers = [json.loads(http_get(f"{u}/healthz")) for u in urls]
+        assert [a["status"] for a in answers] == ["ok", "ok"]
+        assert [a["replica"] for a in answers] == ["intake_phone-1", "intake_phone-2"]
+        procs = [mesh.processes[k].proc for k in mesh.replicas("intake_phone")]
+        assert procs[0].pid != procs[1].pid
+    assert [p.returncode for p in procs] == [0, 0]
+    assert not mesh.processes
+    assert "service_started" in (tmp_path / "log" / "intake_phone-2.log").read_text()  # a log of its own

@@ -26,6 +26,13 @@ def chat_message(ticket_id: str, *, at: datetime, email: str = "chat.visitor@exa
                          text="还在吗？", message_id=f"m-{at.timestamp()}", received_at=at.isoformat())
 
 
+def chat_reply_missed(ticket_id: str, *, to: str, text: str, up_to_seq: int) -> dict:
+    return ev.make_event(ev.INTAKE_CHAT, ev.CHAT_REPLY_MISSED, now=NOW, trace_id=_trace(ticket_id), ticket_id=ticket_id,
+                         event_id=f"missed-{ticket_id}-{up_to_seq}", customer={"name": "访客", "language": "zh-CN"},
+                         to=to, subject="在线咨询：退款", up_to_seq=up_to_seq,
+                         replies=[{"author": "agent", "name": "李娜", "text": text, "sent_at": NOW.isoformat()}])
+
+
 def status_changed(ticket_id: str, status: str, *, previous: str | None = "open", agent_id: str = "li.na") -> dict:
     return ev.make_event(ev.AGENT_DESK, ev.TICKET_STATUS_CHANGED, now=NOW, trace_id=_trace(ticket_id),
                          ticket_id=ticket_id, status=status, paused=status != "open", agent_id=agent_id,

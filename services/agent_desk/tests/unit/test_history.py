@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, timedelta, timezone
 
-from services.agent_desk import history
+from services.agent_desk import history, reports
 from services.agent_desk.tests import report_day
 from shared import events as ev
 
@@ -12,14 +12,18 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 SECRETS = (report_day.SECRET_TEXT, "发票抬头错误", "张伟", "zhang.wei@", "13812345678", "needs a bigger desk")
 
 
-def _event(source: str, event_type: str, at: datetime = T0, ticket_id: str | None = "TM-1", **fields) -> ev.Envelope:
-    body = ev.make_event(source, event_type, now=at, trace_id="trace-1", ticket_id=ticket_id, **fields)
-    return ev.parse_event(source, event_type, body)
+def _event(emitter: str, event_type: str, at: datetime = T0, ticket_id: str | None = "TM-1", **fields) -> ev.Envelope:
+    body = ev.make_event(emitter, event_type, now=at, trace_id="trace-1", ticket_id=ticket_id, **fields)
+    return ev.parse_event(emitter, event_type, body)
 
 
 def test_every_event_that_names_a_ticket_is_recorded_and_has_its_key_fields():
     recorded = set(history.RECORDED)
-    assert set(ev.SCHEMAS) - recorded == {(ev.AGENT_DESK, ev.AGENT_PRESENCE_CHANGED), (ev.INTAKE_EMAIL, ev.MAIL_REJECTED)}
+    # No ticket: presence, rejected mail. Typing signals name a ticket but are not its history: one
+    # every few seconds while someone types would trim the ticket's real events off its capped path.
+    assert set(ev.SCHEMAS) - recorded == {(ev.AGENT_DESK, ev.AGENT_PRESENCE_CHANGED), (ev.INTAKE_EMAIL, ev.MAIL_REJECTED),
+                                          (ev.INTAKE_CHAT, ev.CHAT_TYPING), (ev.AGENT_DESK, ev.AGENT_TYPING)}
+    assert history.EPHEMERAL == {(ev.INTAKE_CHAT, ev.CHAT_TYPING), (ev.AGENT_DESK, ev.AGENT_TYPING)}
     assert {t for _, t in recorded} <= set(history._FIELDS)
 
 
@@ -41,15 +45,26 @@ def test_no_body_subject_name_address_or_typed_reason_reaches_a_record():
         _event(ev.INTAKE_EMAIL, ev.MAIL_BOUNCED, recipients=["zhang.wei@example.com"], hard=True,
                received_at=T0.isoformat()),
         _event(ev.AGENT_DESK, ev.TICKET_STATUS_CHANGED, status="waiting_on_customer", paused=True, agent_id="li.na"),
+        _event(ev.INTAKE_CHAT, ev.CHAT_TRANSCRIPT_REQUESTED, customer=report_day.CUSTOMER, to="zhang.wei@example.com",
+               subject="发票抬头错误", entries=[_chat_line("customer", "张伟", report_day.SECRET_TEXT)]),
+        _event(ev.INTAKE_CHAT, ev.CHAT_REPLY_MISSED, customer=report_day.CUSTOMER, to="zhang.wei@example.com",
+               subject="发票抬头错误", replies=[_chat_line("agent", "李娜", report_day.SECRET_TEXT)], up_to_seq=3),
     ]
     records = [history.entry_of(*_key_of(e), e) for e in events]
     for entry in records:
         assert entry is not None
         for secret in SECRETS:
             assert secret not in entry.record, (secret, entry.record)
-    failed = json.loads(records[-3].record)
+    failed = json.loads(records[-5].record)
     assert failed["recipient"] == "z***@example.com" and "z***@example.com" in failed["reason"]
-    assert json.loads(records[-2].record)["recipients"] == ["z***@example.com"]
+    assert json.loads(records[-4].record)["recipients"] == ["z***@example.com"]
+    transcript, missed = json.loads(records[-2].record), json.loads(records[-1].record)
+    assert transcript["to"] == "z***@example.com" and transcript["entries"] == 1
+    assert missed["to"] == "z***@example.com" and missed["replies"] == 1 and missed["up_to_seq"] == 3
+
+
+def _chat_line(author: str, name: str, text: str) -> dict:
+    return {"author": author, "name": name, "text": text, "sent_at": T0.isoformat()}
 
 
 def _key_of(event: ev.Envelope) -> tuple[str, str]:
@@ -69,6 +84,22 @@ def test_a_received_ticket_keeps_its_channel_tier_and_arrival_and_names_its_trac
         "customer_tier": "vip", "language": "zh", "attachments": 1}
     assert {(u.op, u.field) for u in entry.updates} == {
         ("first", "channel"), ("min", "received_at"), ("first", "trace_id"), ("last", "customer_tier")}
+
+
+def test_a_call_resolved_on_first_contact_is_resolved_in_the_facts():
+    """No ticket_resolved follows such a call: counted open it would stay in totals.open and
+    backlog_by_skill until its facts expire."""
+    event = _event(ev.INTAKE_PHONE, ev.TICKET_RECEIVED, ticket_id="TM-30001", channel="phone",
+                   customer={"name": "张伟", "phone": "+8613812345678"}, subject="来电记录 / Call", text="已告知。",
+                   received_at=T0.isoformat(),
+                   source={"call_id": "c-1", "resolved_on_first_contact": "true", "agent_id": "li.na"})
+    entry = history.entry_of(ev.INTAKE_PHONE, ev.TICKET_RECEIVED, event)
+    facts = reports.facts_from_hash({"ticket_id": entry.ticket_id, **{u.field: u.value for u in entry.updates}})
+    assert facts.resolved and facts.resolved_at == T0.timestamp() and facts.agent == "li.na"
+    unresolved = history.entry_of(ev.INTAKE_PHONE, ev.TICKET_RECEIVED, _event(
+        ev.INTAKE_PHONE, ev.TICKET_RECEIVED, channel="phone", customer={"name": "张伟", "phone": "+8613812345678"},
+        subject="s", text="t", received_at=T0.isoformat(), source={"call_id": "c-2"}))
+    assert "resolved_at" not in {u.field for u in unresolved.updates}
 
 
 def test_fact_updates_say_how_they_combine():

@@ -36,6 +36,18 @@ def test_raise_priority_moves_a_queued_ticket_up_both_its_queues_and_never_down(
     assert x.events == [e for e in x.events if e[0] != ev.TICKET_ASSIGNED]
 
 
+def test_a_redelivered_raise_priority_raises_nothing_again(mesh):  # noqa: F811
+    """After a reopen the ticket is routed at its own priority again: the old escalation,
+    redelivered, must not raise it a second time (one marker per escalation event)."""
+    _, x, _ = mesh([agent("a")])
+    assert x.assigner.receive(replace(facts("T-1"), priority="P3", required_skills=("technical",))) == "queued"
+    assert x.assigner.escalate(escalation("T-1", "raise_priority", to_priority="P1", event_id="esc-1")) == "raised"
+    x.store.client.hset(x.store.ticket_key("T-1"), "priority", "P3")  # as a reopen leaves it
+    assert x.assigner.escalate(escalation("T-1", "raise_priority", to_priority="P1", event_id="esc-1")) == "duplicate"
+    assert x.store.ticket("T-1").facts.priority == "P3"
+    assert x.assigner.escalate(escalation("T-1", "raise_priority", to_priority="P1", event_id="esc-2")) == "raised"
+
+
 def test_notify_actions_are_not_for_routing(mesh):  # noqa: F811
     _, x, _ = mesh([agent("a"), agent("b", tier="L2")])
     x.assigner.receive(facts("T-1"))

@@ -1,7 +1,10 @@
 """The chat widget in a real (headless) Chromium against the real service, broker and Redis."""
+import asyncio
+
 import pytest
 from aiohttp import web
 
+from shared.testing.asyncio_helpers import wait_until
 from shared.testing.browser import chromium
 from shared.testing.plugin import AsyncEventListener
 
@@ -106,3 +109,95 @@ async def test_one_script_tag_embeds_the_floating_widget_on_another_site(chat_ap
         await page.locator(".tm-badge", has_text="1").wait_for()
         await launcher.click()
         assert await page.locator(".tm-msg-agent .tm-text").inner_text() == "已为您重开发票。"
+
+
+class RestartableProxy:
+    """A TCP proxy on a fixed loopback port that can be taken down and brought back, so a
+    browser behind it loses its socket and cannot reconnect until it returns (a network drop)."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.port = 0
+        self._server = None
+        self._links: set = set()
+
+    async def start(self):
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self):
+        self._server.close()
+        for writer in list(self._links):
+            writer.transport.abort()  # RST, as a dead link looks
+        await self._server.wait_closed()
+
+    async def _serve(self, reader, writer):
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._links.update((writer, up_writer))
+
+        async def pump(src, dst):
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        self._links.difference_update((writer, up_writer))
+
+
+@pytest.fixture
+async def proxy(chat_app):
+    link = await RestartableProxy(chat_app.service.port).start()
+    yield link
+    await link.stop()
+
+
+async def test_a_dropped_link_loses_nothing_and_replays_what_the_customer_missed(chat_app, amqp_uri, page, proxy,
+                                                                                 redis_client):
+    base = f"http://127.0.0.1:{proxy.port}"
+    async with AsyncEventListener(amqp_uri, "intake_chat") as bus:
+        await page.goto(base + "/?lang=en")
+        await page.fill(".tm-name", "Ann")
+        await page.fill(".tm-email", "ann@example.com")
+        await page.click(".tm-start")
+        await send(page, "My parcel is late")
+        await customer_bubble(page, "My parcel").and_(page.locator("[data-state=acked]")).wait_for()
+        _, opened = await bus.wait_for(lambda t, b: t == "ticket_received")
+        ticket, visitor = opened["ticket_id"], opened["customer"]["chat_visitor_id"]
+        await chat_app.publish_agent_reply(ticket, "Looking into it.", reply_id="r-1", visitor_id=visitor)
+        await page.locator(".tm-msg-agent .tm-text", has_text="Looking into it.").wait_for()
+
+        # The link dies: the widget keeps retrying; meanwhile the agent answers and the customer types.
+        await proxy.stop()
+        await page.locator(".tm-status", has_text="reconnecting").wait_for()
+        await chat_app.publish_agent_reply(ticket, "Found it: it ships today.", reply_id="r-2", visitor_id=visitor)
+        await send(page, "Are you still there?")
+        await customer_bubble(page, "still there").and_(page.locator("[data-state=pending]")).wait_for()
+        await wait_until(lambda: redis_client.llen(f"tm:intake_chat:transcript:{ticket}") == 3, 10,
+                         "the missed reply recorded by the pooled consumer")
+
+        await proxy.start()  # same port: the widget's next retry gets through and resumes
+        await page.locator(".tm-status", has_text="Connected").wait_for(timeout=20_000)
+        await page.locator(".tm-msg-agent .tm-text", has_text="ships today").wait_for()
+        await customer_bubble(page, "still there").and_(page.locator("[data-state=acked]")).wait_for()
+        await chat_app.publish_agent_reply(ticket, "Anything else?", reply_id="r-3", visitor_id=visitor)
+        await page.locator(".tm-msg-agent .tm-text", has_text="Anything else?").wait_for()
+
+        assert await page.locator(".tm-msg .tm-text").all_inner_texts() == [
+            "My parcel is late", "Looking into it.", "Found it: it ships today.", "Are you still there?",
+            "Anything else?"]
+        await bus.wait_for(lambda t, b: b.get("text") == "Are you still there?")
+        assert [b["text"] for t, b in bus.events] == ["My parcel is late", "Are you still there?"]
+        # The widget holds every position and told the server so: nothing is mailed as missed.
+        assert await page.evaluate("window.__ticketmeshChat.position().seq") == 5
+        await wait_until(lambda: redis_client.hget(f"tm:intake_chat:state:{ticket}", "delivered") == "5", 10,
+                         "the widget's confirmation")

@@ -9,7 +9,8 @@ from shared import events as ev
 from shared.testing.asyncio_helpers import wait_until
 from shared.testing.plugin import AsyncEventListener
 
-from services.intake_chat.tests.conftest import VISITOR
+from services.intake_chat.identity import session_visitor_id
+from services.intake_chat.tests.conftest import VISITOR, VISITOR_ID
 
 RECEIVE_TIMEOUT = 10
 
@@ -33,10 +34,12 @@ async def open_chat(chat_app, visitor_id=VISITOR, **hello):
 async def test_hello_message_ack_and_resend_is_deduplicated(chat_app, amqp_uri):
     async with AsyncEventListener(amqp_uri, "intake_chat") as bus:
         ws, welcome = await open_chat(chat_app)
-        assert welcome == {"type": "welcome", "visitor_id": VISITOR, "ticket_id": None, "history": []}
+        assert welcome == {"type": "welcome", "visitor_id": VISITOR_ID, "verified": False, "ticket_id": None,
+                           "resumed": False, "history": [], "agents_online": 0, "email_known": False}
         await ws.send_json({"type": "message", "client_message_id": "m-1", "text": "Where is my parcel?"})
         ack = await receive(ws, "ack")
-        assert ack == {"type": "ack", "client_message_id": "m-1", "ticket_id": "TM-10001", "message_id": "m-1"}
+        assert ack == {"type": "ack", "client_message_id": "m-1", "ticket_id": "TM-10001", "message_id": "m-1",
+                       "seq": 1}
         # the ack came after the confirm: the event is already routed
         _, opened = await bus.wait_for(lambda t, b: t == "ticket_received")
         assert opened["customer"]["name"] == "Ann"
@@ -58,8 +61,8 @@ async def test_bad_frames_get_error_frames_and_the_socket_stays_open(chat_app, r
     await ws.send_json({"type": "dance"})
     assert (await receive(ws, "error"))["code"] == "unknown_type"
     await ws.send_json({"type": "hello", "visitor_id": "bad id"})
-    assert (await receive(ws, "error"))["code"] == "invalid_visitor_id"
-    assert [k for k in redis_client.scan_iter("tm:*") if not k.startswith("tm:mesh:")] == []  # heartbeat aside
+    assert (await receive(ws, "error"))["code"] == "invalid_session"
+    assert [k for k in redis_client.scan_iter("tm:*") if not k.startswith(("tm:intake_chat:rate:", "tm:mesh:"))] == []
     await ws.send_json({"type": "hello", "visitor_id": VISITOR})
     await receive(ws, "welcome")
     await ws.send_json({"type": "message", "client_message_id": "m-1", "text": "x" * 5001})
@@ -142,7 +145,7 @@ async def test_relay_takes_the_visitor_from_the_event_and_asks_the_store_only_wi
     ticket_id = (await receive(ws, "ack"))["ticket_id"]
     named, _ = await open_chat(chat_app, visitor_id="v_named0123456789visitor")
     await chat_app.publish_agent_reply(ticket_id, "给事件里的访客", reply_id="r-1",
-                                       visitor_id="v_named0123456789visitor")
+                                       visitor_id=session_visitor_id("v_named0123456789visitor"))
     assert (await receive(named, "agent_message"))["reply_id"] == "r-1"
     await chat_app.publish_agent_reply(ticket_id, "事件里没有访客", reply_id="r-2", visitor_id=None)
     assert (await receive(ws, "agent_message"))["reply_id"] == "r-2"  # r-1 never reached the store's visitor

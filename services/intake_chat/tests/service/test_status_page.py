@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from shared import events as ev
 from shared.intake_ledger import stable_event_id
+from shared.testing.asyncio_helpers import wait_until
 from shared.testing.plugin import AsyncEventListener
 
 from services.intake_chat.tests.customer_fixtures import (  # noqa: F401 - pages_app is a fixture
@@ -218,8 +219,14 @@ async def test_a_contact_folded_into_the_open_ticket_leads_to_it(pages_app):
     await pages_app.attached("TM-10002", TICKET, "Also: wrong colour")
     view = await pages_app.wait_view(TICKET, lambda v: len(v["messages"]) == 2)
     assert [m["text"] for m in view["messages"]] == ["Where is my parcel?", "Also: wrong colour"]
-    status, _, headers = await get(pages_app, pages_app.status_path("TM-10002") + "?lang=en")
-    assert status == 303 and headers["Location"].startswith("/status/TM-10001.status.")
+
+    async def redirected():
+        # The projection writes the open ticket's view first, the folded contact's pointer next.
+        status, _, headers = await get(pages_app, pages_app.status_path("TM-10002") + "?lang=en")
+        return headers if status == 303 else None
+
+    headers = await wait_until(redirected, 10, "the folded contact's link leads to the open ticket")
+    assert headers["Location"].startswith("/status/TM-10001.status.")
     status, html, _ = await get(pages_app, headers["Location"])
     assert status == 200 and "Also: wrong colour" in html
     status, body = await pages_app.view("TM-10002")

@@ -37,11 +37,11 @@ def test_text_keeps_newlines_and_drops_control_characters():
     assert validation.message_text(" a\r\nb\x1b[31mc\t ") == "a\nb[31mc"
 
 
-@pytest.mark.parametrize("visitor_id", ["short", "x" * 65, "v_0123456789abcdef!", "../../etc/passwd-aaaa", 123, None])
-def test_visitor_id_format(visitor_id):
+@pytest.mark.parametrize("session", ["short", "x" * 65, "v_0123456789abcdef!", "../../etc/passwd-aaaa", 123, None])
+def test_session_format(session):
     with pytest.raises(InvalidInput) as info:
-        validation.api_message(message(visitor_id=visitor_id))
-    assert info.value.code == "invalid_visitor_id"
+        validation.session(session)
+    assert info.value.code == "invalid_session"
 
 
 @pytest.mark.parametrize("cmid", ["", "a b", "x" * 65, None, ["m"]])
@@ -49,6 +49,18 @@ def test_client_message_id_format(cmid):
     with pytest.raises(InvalidInput) as info:
         validation.api_message(message(client_message_id=cmid))
     assert info.value.code == "invalid_client_message_id"
+
+
+def test_chat_message_ids_cannot_take_a_status_page_replys_id():
+    """A status-page reply on a chat ticket is message ``sp-<id>`` of that ticket: a chat message
+    with the same id would be the same event, and one of the two would be dropped as a repeat."""
+    with pytest.raises(InvalidInput) as info:
+        validation.api_message(message(client_message_id="sp-m1"))
+    assert info.value.code == "invalid_client_message_id"
+    with pytest.raises(InvalidInput):
+        validation.chat_message_id("sp-" + "a" * 20)
+    assert validation.chat_message_id("m_sp-1") == "m_sp-1"
+    assert validation.client_message_id("sp-ok") == "sp-ok"  # the status page's own ids stay valid
 
 
 @pytest.mark.parametrize("field, value, code", [

@@ -1,6 +1,7 @@
 """What customers hear after they write, against a real SMTP sink, RabbitMQ vhost and Redis:
 the acknowledgement with its expected response time (waiting for the classification, or not
-for ever), "waiting on you", the resolution with its survey, and chat replies by mail.
+for ever), "waiting on you", the resolution with its survey, and chat replies by mail (only as intake_chat's
+missed replies).
 
 TM_PREFETCH=1: one queue's events are handled in order, so a later "sentinel" event's mail
 proves the events before it on the same queue were handled.
@@ -10,8 +11,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from services.notifier.tests.factories import NOW, agent_replied, ticket_received
-from services.notifier.tests.update_factories import (chat_message, csat_submitted, status_changed, ticket_classified,
-                                                      ticket_resolved)
+from services.notifier.tests.update_factories import (chat_message, chat_reply_missed, csat_submitted, status_changed,
+                                                      ticket_classified, ticket_resolved)
 from shared import customer_links
 from shared.testing.asyncio_helpers import wait_until
 
@@ -52,7 +53,9 @@ async def test_classification_arriving_first_still_gives_one_ack_with_the_time(s
     await wait_until(lambda: redis_client.hget("tm:notifier:contact:TM-20002", "priority"), message="classification kept")
     await publish("intake_email", "ticket_received", ticket_received("TM-20002"))
     ack = await one_mail_to(sink, CUSTOMER, "ack")
-    assert "2026-03-02 20:30 (UTC+08:00)" in ack.text  # P3: 4 hours
+    # P3: 4 hours of business time on cn-support (deploy/config/sla.yaml since the SLA engine):
+    # 16:30 Monday in Shanghai leaves 1.5 h that day, the other 2.5 h run from 09:00 Tuesday.
+    assert "2026-03-03 11:30 (UTC+08:00)" in ack.text
 
 
 async def test_without_classification_the_ack_goes_out_after_the_wait_promising_no_time(sink, make_notifier, publish,
@@ -124,33 +127,39 @@ async def test_resolution_asks_for_one_survey_and_never_for_spam_merged_or_auto_
     assert "/csat/" not in again.text and "/status/" in again.text
 
 
-async def test_chat_replies_are_mailed_only_once_the_customer_has_left_the_widget(sink, make_notifier, publish,
-                                                                                 redis_client):
+async def test_chat_replies_are_mailed_only_through_intake_chats_missed_reply_signal(sink, make_notifier, publish,
+                                                                                     redis_client):
+    """The notifier no longer guesses whether a chat customer left (their silence): intake_chat
+    knows which replies no widget confirmed and says so in ``chat_reply_missed``. A chat reply is
+    mailed once, by that one mechanism, however long the customer has been silent."""
     await sink.start()
     clock = Clock(NOW + timedelta(minutes=1))
-    await make_notifier(clock, TM_NOTIFY_CHAT_IDLE_MINUTES="10")
+    await make_notifier(clock)
     visitor = "chat.visitor@example.com"
 
-    async def reply(reply_id: str, text: str = "好的") -> None:
-        """A chat reply, then an email one as a sentinel: once its mail is in, the chat one was handled."""
-        await publish("agent_desk", "agent_replied", agent_replied("TM-20030", channel="chat", email=visitor,
-                                                                   reply_id=reply_id, text=text))
-        sentinel = f"sentinel-{reply_id}@example.com"
-        await publish("agent_desk", "agent_replied", agent_replied("TM-29999", email=sentinel, reply_id=reply_id))
-        await wait_until(lambda: mails_to(sink, sentinel), message=f"sentinel after {reply_id}")
+    async def sentinel(name: str) -> None:
+        """An email reply after the chat events: once its mail is in, those before it were handled."""
+        address = f"sentinel-{name}@example.com"
+        await publish("agent_desk", "agent_replied", agent_replied("TM-29999", email=address, reply_id=name))
+        await wait_until(lambda: mails_to(sink, address), message=f"sentinel {name}")
 
     await publish("intake_chat", "ticket_received",
                   ticket_received("TM-20030", channel="chat", email=visitor, subject="在线咨询：退款"))
     await wait_until(lambda: redis_client.hget("tm:notifier:contact:TM-20030", "channel"), message="chat contact kept")
-    await reply("c1")  # wrote a minute ago: the widget shows it
     await publish("intake_chat", "message_received", chat_message("TM-20030", at=NOW + timedelta(minutes=5)))
-    await wait_until(lambda: float(redis_client.hget("tm:notifier:contact:TM-20030", "last_customer_at"))
-                     == (NOW + timedelta(minutes=5)).timestamp(), message="chat activity noted")
-    clock.now = NOW + timedelta(minutes=14)
-    await reply("c2")  # 9 minutes after their last message: still there
-    assert mails_to(sink, visitor) == []  # no reply mail, and chat customers get no ack
-    clock.now = NOW + timedelta(minutes=16)
-    await reply("c3", "退款已处理。")  # 11 minutes of silence: they left, so it goes by mail
-    mail = await one_mail_to(sink, visitor, "chat reply by mail")
-    assert mail.subject == "回复：[#TM-20030] 在线咨询：退款" and mail.text.startswith("退款已处理。")
-    assert "Auto-Submitted" not in mail.headers  # a person's reply
+    clock.now = NOW + timedelta(hours=3)  # hours of silence: the old heuristic would have mailed the reply
+    await publish("agent_desk", "agent_replied", agent_replied("TM-20030", channel="chat", email=visitor,
+                                                               reply_id="c1", text="退款已处理。"))
+    await publish("agent_desk", "ticket_status_changed", status_changed("TM-20030", "waiting_on_customer"))
+    await sentinel("c1")
+    assert mails_to(sink, visitor) == []  # no reply mail, no "waiting for you" (and chat customers get no ack)
+    assert redis_client.hget("tm:notifier:contact:TM-20030", "last_customer_at") is None
+
+    missed = chat_reply_missed("TM-20030", to=visitor, text="退款已处理。", up_to_seq=2)
+    await publish("intake_chat", "chat_reply_missed", missed)
+    await publish("intake_chat", "chat_reply_missed", missed)  # redelivered: the same mail
+    mail = await one_mail_to(sink, visitor, "missed chat reply by mail")
+    assert mail.subject == "[#TM-20030] 客服回复了您的在线咨询：在线咨询：退款" and "退款已处理。" in mail.text
+    assert "Auto-Submitted" not in mail.headers  # people's replies: not marked automatic
+    await sentinel("missed")
+    assert len(mails_to(sink, visitor)) == 1

@@ -7,8 +7,8 @@ import pytest
 from services.sla_watcher import clocks as c
 from services.sla_watcher.engine import ConfigBehind, SlaEngine
 from services.sla_watcher.store import SlaStore
-from services.sla_watcher.tests.service.support import (Recorder, StaticConfig, classified, status, tiny_policies,
-                                                        write_policies)
+from services.sla_watcher.tests.service.support import (Recorder, StaticConfig, _meta, at, classified, reopened,
+                                                        resolved, status, tiny_policies, write_policies)
 from shared import events as ev
 from shared.business_calendar import ALWAYS
 
@@ -108,3 +108,188 @@ def test_an_older_clock_is_recomputed_before_anything_fires(store, tmp_path):
     assert after.recompute_step("me", now=now) == 0     # done for this generation
     after.sweep_once(now)
     assert [t for t, _, _ in fired(recorder)] == [ev.SLA_WARNING]   # 3 s used of 4: the breach is 1 s away
+
+
+def _policy(tmp_path, **extra):
+    return write_policies(tmp_path / "sla.yaml", {"name": "p", "first_response": 3600, "resolution": 7200,
+                                                  "warn_at": [0.5], **extra})
+
+
+def _parse(body, source, event_type):
+    return ev.parse_event(source, event_type, body)
+
+
+def _phone_call(ticket_id, received_at, *, resolved_on_first_contact):
+    source = {"call_id": f"call-{ticket_id}", "agent_id": "li.na"}
+    if resolved_on_first_contact:
+        source["resolved_on_first_contact"] = "true"
+    return ev.make_event(ev.INTAKE_PHONE, ev.TICKET_RECEIVED, **_meta(ticket_id), channel="phone",
+                         customer={"name": "张伟", "phone": "+8613812345678"}, subject="来电记录", text="已告知。",
+                         received_at=at(received_at), source=source)
+
+
+def test_a_call_resolved_on_first_contact_starts_no_clock_and_counts_for_a_second_contact(store, tmp_path):
+    """intake_phone marks a call resolved while the customer was on the line: no
+    ticket_resolved follows. The same caller back an hour later is a second contact."""
+    sla, recorder = engine(store, _policy(tmp_path, reopen_escalation_hours=2))
+    t0 = time.time()
+    sla.ticket_received(_parse(_phone_call("TM-10", t0 - 3600, resolved_on_first_contact=True), ev.INTAKE_PHONE,
+                               ev.TICKET_RECEIVED))
+    sla.ticket_classified(_parse(classified("TM-10", t0 - 3600, channel="phone"), ev.DISPATCHER,
+                                 ev.TICKET_CLASSIFIED))  # were it classified, it still starts nothing
+    assert store.clock("TM-10", c.FIRST_RESPONSE).is_open is False
+    assert store.clock("TM-10", c.RESOLUTION).is_open is False
+    sla.ticket_received(_parse(_phone_call("TM-11", t0, resolved_on_first_contact=False), ev.INTAKE_PHONE,
+                               ev.TICKET_RECEIVED))
+    sla.ticket_classified(_parse(classified("TM-11", t0, channel="phone"), ev.DISPATCHER, ev.TICKET_CLASSIFIED))
+    escalations = [b for t, b in recorder.events if t == ev.TICKET_ESCALATED]
+    assert [(b["ticket_id"], b["trigger"]) for b in escalations] == [("TM-11", "second_contact")]
+    assert "TM-10" in escalations[0]["reason"]
+
+
+def test_a_sweep_that_lost_its_claim_stops_firing_that_clock(store, redis_client, tmp_path):
+    """Replica A stalls past its lease after publishing a warning; replica B takes the clock
+    over and fires the rest. A fires nothing more of it, B does not repeat A's warning, and A's
+    commit leaves B's claim alone."""
+    policy_file = write_policies(tmp_path / "sla.yaml", {"name": "t", "first_response": 10, "warn_at": [0.5]})
+    now = [time.time()]
+    store_a = SlaStore(redis_client)
+    sla_a, rec_a = engine(store_a, policy_file, clock=lambda: now[0])
+    sla_b, rec_b = engine(store, policy_file, clock=lambda: now[0])
+    sla_a.ticket_classified(_parse(classified("TM-12", now[0] - 20), ev.DISPATCHER, ev.TICKET_CLASSIFIED))
+    renew = store_a.extend
+
+    def stalling_extend(claimed, at, fired=(), **kwargs):
+        held = renew(claimed, at, fired, **kwargs)
+        if "warning@0.5" in fired and not rec_b.events:  # A stalls right after its warning: B sweeps
+            now[0] += 31
+            sla_b.sweep_once()
+        return held
+
+    store_a.extend = stalling_extend
+    sla_a.sweep_once()
+    assert [t for t, _ in rec_a.events if t in FIRES] == [ev.SLA_WARNING]
+    assert [t for t, _ in rec_b.events if t in FIRES] == [ev.SLA_BREACHED, ev.TICKET_ESCALATED]
+    assert store.clock("TM-12", c.FIRST_RESPONSE).fired == {"warning@0.5", "breached", "esc@0:reassign_next_tier"}
+    assert store.due_members() == []
+
+
+def test_a_redelivered_resolution_does_not_close_the_reopened_resolution_clock(store, tmp_path):
+    """At-least-once delivery: ticket_resolved is redelivered after ticket_reopened (another
+    queue) was handled. The ticket is open again; its resolution clock must keep running."""
+    sla, _ = engine(store, _policy(tmp_path))
+    t0 = time.time()
+    sla.ticket_classified(_parse(classified("TM-1", t0 - 600), ev.DISPATCHER, ev.TICKET_CLASSIFIED))
+    first = _parse(resolved("TM-1", t0 - 300), ev.AGENT_DESK, ev.TICKET_RESOLVED)
+    sla.ticket_resolved(first)
+    sla.ticket_reopened(_parse(reopened("TM-1", t0 - 100), ev.AGENT_DESK, ev.TICKET_REOPENED))
+    assert store.clock("TM-1", c.RESOLUTION).state == c.RUNNING
+    sla.ticket_resolved(first)  # the same event again (consumer died before its ack)
+    assert store.clock("TM-1", c.RESOLUTION).state == c.RUNNING
+    assert store.ticket("TM-1").resolved_at is None
+
+
+def test_a_reopen_handled_late_but_before_its_resolution_is_not_lost(store, tmp_path):
+    """Catch-up after downtime: both events are older than the 60 s grace and the reopen
+    queue drains first. The ticket ends open, so the resolution clock must end running."""
+    sla, _ = engine(store, _policy(tmp_path))
+    t0 = time.time()
+    sla.ticket_classified(_parse(classified("TM-2", t0 - 900), ev.DISPATCHER, ev.TICKET_CLASSIFIED))
+    sla.ticket_reopened(_parse(reopened("TM-2", t0 - 200), ev.AGENT_DESK, ev.TICKET_REOPENED))
+    sla.ticket_resolved(_parse(resolved("TM-2", t0 - 300), ev.AGENT_DESK, ev.TICKET_RESOLVED))
+    assert store.clock("TM-2", c.RESOLUTION).state == c.RUNNING
+
+
+def test_a_clock_started_while_the_ticket_waits_on_the_customer_starts_paused(store, tmp_path):
+    """Event order: the agent's "waiting on customer" is handled before ticket_classified.
+    The status pauses resolution, so the resolution clock must not run."""
+    sla, _ = engine(store, _policy(tmp_path))
+    t0 = time.time()
+    sla.ticket_status_changed(_parse(status("TM-3", "waiting_on_customer", t0 - 50), ev.AGENT_DESK,
+                                    ev.TICKET_STATUS_CHANGED))
+    sla.ticket_classified(_parse(classified("TM-3", t0 - 100), ev.DISPATCHER, ev.TICKET_CLASSIFIED))
+    assert store.ticket("TM-3").paused
+    assert store.clock("TM-3", c.RESOLUTION).state == c.PAUSED
+
+
+def test_a_claim_whose_lease_ran_out_mid_batch_is_not_fired_by_a_second_replica(store, tmp_path):
+    """Replica A claims, then stalls past the lease while publishing (a flow-controlled
+    broker during catch-up); replica B claims the same member and fires the same items."""
+    sla_a, rec_a = engine(store, write_policies(tmp_path / "sla.yaml", {"name": "t", "first_response": 10}))
+    sla_b, rec_b = engine(store, str(tmp_path / "sla.yaml"))
+    t0 = time.time()
+    sla_a.ticket_classified(_parse(classified("TM-4", t0 - 20), ev.DISPATCHER, ev.TICKET_CLASSIFIED))
+    claimed_a = store.claim_due(t0, 10)
+    assert [m.member for m in claimed_a] == ["TM-4:first_response"]
+    # A is still firing 31 s later (lease 30 s): B's sweep runs.
+    sla_b.sweep_once(t0 + 31)
+    # A finishes its round from its read and commits.
+    [(clock, _)] = store.claimed_state(claimed_a)
+    store.commit(clock, ["breached"], None, t0 + 32)
+    fired_b = [t for t, _ in rec_b.events if t in FIRES]
+    assert fired_b == [], "B fired items A held (A still fires them): each item fires twice"
+    assert store.due_members() == []  # A's commit: nothing left to fire
+
+
+def test_the_open_set_forgets_a_clock_whose_record_expired_without_a_config_change(store, tmp_path, redis_client):
+    """A clock whose hash expired (abandoned ticket, paused > TTL) leaves ``open`` without a
+    config change (no recompute walk): the set does not grow without bound."""
+    sla, _ = engine(store, _policy(tmp_path))
+    t0 = time.time()
+    sla.ticket_classified(_parse(classified("TM-5", t0 - 100), ev.DISPATCHER, ev.TICKET_CLASSIFIED))
+    sla.ticket_status_changed(_parse(status("TM-5", "waiting_on_customer", t0 - 50), ev.AGENT_DESK,
+                                    ev.TICKET_STATUS_CHANGED))
+    sla.recompute_step("replica-1", now=t0)  # this generation's walk, done before the expiry
+    redis_client.delete(store.clock_key("TM-5", c.RESOLUTION))  # its TTL ran out
+    for _ in range(3):
+        sla.sweep_once(t0 + 10)
+        sla.recompute_step("replica-1", now=t0 + 10)
+    assert "TM-5:resolution" not in redis_client.smembers(store.open_key)
+
+
+def test_a_tightened_target_fires_on_time_not_when_the_walk_gets_there(store, tmp_path, monkeypatch):
+    """A policy change shortens first response from 1 h to 60 s. The walk reaches a clock only
+    after ~open/2000 s (500 s at 1,000,000 clocks): the sweep must not wait for it (here one walk
+    step of one clock, then a sweep: all ten breaches, 40 s overdue, fire)."""
+    from services.sla_watcher import engine as engine_module
+    monkeypatch.setattr(engine_module, "RECOMPUTE_PAGE", 1)
+    slow = write_policies(tmp_path / "slow.yaml", {"name": "slow", "first_response": 3600, "warn_at": [],
+                                                   "escalate_on_breach": False})
+    fast = write_policies(tmp_path / "fast.yaml", {"name": "fast", "first_response": 60, "warn_at": [],
+                                                   "escalate_on_breach": False})
+    before, _ = engine(store, slow)
+    now = time.time()
+    for n in range(1, 11):
+        before.ticket_classified(_parse(classified(f"TM-6{n}", now - 100), ev.DISPATCHER, ev.TICKET_CLASSIFIED))
+    after, recorder = engine(store, fast)
+    after.recompute_step("me", now=now, pages=1)  # one walk step (one page) before the sweep
+    after.sweep_once(now)
+    breached = {b["ticket_id"] for t, b in recorder.events if t == ev.SLA_BREACHED}
+    assert len(breached) == 10, f"only {sorted(breached)} of 10 overdue breaches fired"
+
+
+def test_warnings_name_the_latest_assignee_whatever_order_assignments_arrive_in(store, tmp_path):
+    """Reassignment li.na → wang.fang; the two ticket_assigned events are handled in reverse
+    (a retried delivery). Warnings must go to the assignee, wang.fang."""
+    sla, _ = engine(store, _policy(tmp_path))
+    t0 = time.time()
+    first = ev.make_event(ev.DISPATCHER, ev.TICKET_ASSIGNED, **_meta("TM-7", t0 - 60), agent_id="li.na",
+                          channel="email", priority="P1", required_skills=["general"],
+                          decision={"considered": 1, "eligible": 1, "reason": "only one", "rejected": {}})
+    second = ev.make_event(ev.DISPATCHER, ev.TICKET_ASSIGNED, **_meta("TM-7", t0 - 10), agent_id="wang.fang",
+                           channel="email", priority="P1", required_skills=["general"],
+                           decision={"considered": 1, "eligible": 1, "reason": "only one", "rejected": {}})
+    sla.ticket_assigned(_parse(second, ev.DISPATCHER, ev.TICKET_ASSIGNED))
+    sla.ticket_assigned(_parse(first, ev.DISPATCHER, ev.TICKET_ASSIGNED))
+    assert store.ticket("TM-7").agent_id == "wang.fang"
+
+
+def test_a_clock_outlives_its_breach_time(store, tmp_path, redis_client):
+    """Nothing bounds a target: 30 business days of 9 h in a Mon-Fri calendar are 6 weeks of
+    wall time (here 40 days 24x7). The clock must still be there at its breach."""
+    sla, _ = engine(store, write_policies(tmp_path / "sla.yaml", {"name": "long", "first_response": 3600,
+                                                                  "resolution": 40 * 86400, "warn_at": []}))
+    t0 = time.time()
+    sla.ticket_classified(_parse(classified("TM-8", t0), ev.DISPATCHER, ev.TICKET_CLASSIFIED))
+    clock = store.clock("TM-8", c.RESOLUTION)
+    assert redis_client.ttl(store.clock_key("TM-8", c.RESOLUTION)) >= clock.breach_at - t0
