@@ -27,6 +27,7 @@ from shared.testing.asyncio_helpers import free_port, wait_until
 from shared.testing.plugin import AsyncEventListener
 
 BURST = 60
+RELAY_DELAY_SECONDS = 0.5
 GRACE_SECONDS = 15.0   # what an orchestrator gives (Kubernetes' default is 30)
 
 
@@ -89,8 +90,11 @@ async def test_dispatcher_sigterm_mid_burst_finishes_or_requeues(tmp_path, amqp_
             assert code == 0, f"dispatcher exited {code} after SIGTERM"
             # Events published before the exit may still be on their way to us: a last look
             # once the queue-side count stops changing.
-            await wait_until(lambda: all(len(t) == 2 for t in by_ticket(listener).values()) or None, 10,
-                             "the dying dispatcher's events to arrive")
+            try:
+                await wait_until(lambda: all(len(t) == 2 for t in by_ticket(listener).values()) or None, 10,
+                                 "the dying dispatcher's events to arrive")
+            except AssertionError:
+                pass   # the assertion below says which tickets were left half-done
             at_exit = by_ticket(listener)
             assert code == 0, f"dispatcher exited {code} after SIGTERM"
             # Nothing half-done: a ticket the dying worker classified was also queued.
@@ -113,7 +117,8 @@ async def test_dispatcher_sigterm_mid_burst_finishes_or_requeues(tmp_path, amqp_
 
 
 async def test_notifier_sigterm_mid_burst_finishes_or_requeues(tmp_path, amqp_uri, redis_url):
-    sink = SmtpSink(tmp_path / "outbox", smtp_port=free_port())
+    # A slow relay: SIGTERM finds mails in the middle of their SMTP transaction.
+    sink = SmtpSink(tmp_path / "outbox", smtp_port=free_port(), accept_delay=RELAY_DELAY_SECONDS)
     await sink.start()
     env = isolated_env(amqp_uri=amqp_uri, redis_url=redis_url, work_dir=tmp_path, imap_port=1,
                        smtp_port=sink.smtp_port, TM_NOTIFY_ACK_WAIT_SECONDS="0", TM_PREFETCH="10",
@@ -137,8 +142,11 @@ async def test_notifier_sigterm_mid_burst_finishes_or_requeues(tmp_path, amqp_ur
             assert code == 0, f"notifier exited {code} after SIGTERM"
             at_exit = delivered()
             # The announcements published before the exit may still be on their way to us.
-            await listener.wait_for(lambda _t, _b: len({b["ticket_id"] for _t, b in listener.events}) >= len(at_exit),
-                                    timeout=10)
+            try:
+                await listener.wait_for(lambda _t, _b: len({b["ticket_id"] for _t, b in listener.events}) >= len(at_exit),
+                                        timeout=10)
+            except AssertionError:
+                pass   # the assertion below counts the mails sent but never recorded
             announced_at_exit = {b["ticket_id"] for _t, b in listener.events}
             # Nothing half-done: every mail the relay has was also announced (no mail sent but
             # unrecorded), and none went twice.
