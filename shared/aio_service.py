@@ -34,10 +34,10 @@ Handlers:
 - ``await publish_confirmed(publisher, event_type, body)`` waits for the broker's confirm at most
   ``PUBLISH_TIMEOUT_SECONDS`` and raises ``BrokerUnavailable`` when it does not come.
 
-Graceful stop (SIGTERM): stop listening; close WebSockets with 1001 "going away" (browsers
-reconnect to another replica); let in-flight requests finish (``HTTP_DRAIN_SECONDS``); stop the
-consumer (in-flight handlers finish, unacked messages return to their queue); close the AMQP
-connection (publisher included) and Redis.
+Graceful stop (SIGTERM): stop the consumer (in-flight handlers finish, unacked messages return
+to their queue); stop listening; close WebSockets with 1001 "going away" (browsers reconnect to
+another replica); let in-flight requests finish (``HTTP_DRAIN_SECONDS``); run the app's cleanup
+(background loops); close the AMQP connection (publisher included) and Redis.
 """
 from __future__ import annotations
 
@@ -225,11 +225,16 @@ class AioService:
 
     async def stop(self) -> None:
         log.info("service_stopping")
+        if self.ctx is not None:
+            # The consumer first: its in-flight handlers finish while everything they use is
+            # still up. The app's cleanup (below) tears down background loops and sessions
+            # (the notifier's delivery loop and robot poster); a handler still taking new
+            # messages meanwhile would ack work it could no longer do.
+            await self.ctx.consumer.stop()
         if self._runner is not None:
-            await self._runner.cleanup()  # stop listening, close sockets, drain requests
+            await self._runner.cleanup()  # stop listening, close sockets, drain requests, app cleanup
             self._runner = None
         if self.ctx is not None:
-            await self.ctx.consumer.stop()
             await self.ctx.amqp.close()
             await self.ctx.redis.aclose()
             self.ctx = None
