@@ -39,7 +39,9 @@ from shared import events as ev
 from shared.roster import hash_password
 from shared.testing.asyncio_helpers import free_port, wait_until
 
-CONTACTS = 72                 # 24 per channel
+STEADY = 72                   # 24 per channel, paced through the whole run
+FAULTS = 11
+CONTACTS = STEADY + 3 * FAULTS  # plus one contact per channel landing right before each fault
 LOAD_INTERVAL_SECONDS = 1.2   # steady: one new contact about every second, spread over the faults
 SLA_TARGET_SECONDS = 12       # first response; the warning at half of it: both come due mid-run
 OUTAGE_SECONDS = 3.0          # how long Redis, the IMAP server and the relay stay away
@@ -141,12 +143,12 @@ class Load:
 
     async def run(self, http: aiohttp.ClientSession) -> None:
         senders = []
-        for i in range(CONTACTS):
-            senders.append(asyncio.create_task(self._send(http, i)))
+        for i in range(STEADY):
+            senders.append(asyncio.create_task(self.send(http, i)))
             await asyncio.sleep(LOAD_INTERVAL_SECONDS)   # pacing the load, not waiting for anything
         await asyncio.gather(*senders)
 
-    async def _send(self, http: aiohttp.ClientSession, i: int) -> None:
+    async def send(self, http: aiohttp.ClientSession, i: int) -> None:
         deadline = time.monotonic() + RETRY_DEADLINE_SECONDS
         channel = channel_of(i)
         steps = {"email": [self._email], "chat": [self._chat],
@@ -242,6 +244,13 @@ async def test_every_contact_one_ticket_through_kills_and_restarts(tmp_path, dov
             load_task = asyncio.create_task(load.run(http))
 
             async def fault(name: str, action) -> None:
+                # One contact per channel just before the fault, the fault once their tickets
+                # are out: the services downstream are then busy with them when it strikes.
+                burst = [STEADY + 3 * len(faults) + j for j in range(3)]
+                await asyncio.gather(*(load.send(http, i) for i in burst))
+                keys = {contact_key(i) for i in burst}
+                await wait_until(lambda: keys <= {received_key(b) for b in audit.events(ev.TICKET_RECEIVED)} or None,
+                                 60, f"the tickets of the burst before {name}")
                 t0 = time.monotonic()
                 await action()
                 faults.append((name, round(time.monotonic() - t0, 1)))
@@ -266,6 +275,7 @@ async def test_every_contact_one_ticket_through_kills_and_restarts(tmp_path, dov
             await fault("stop IMAP", lambda: outage(lambda: asyncio.to_thread(dovecot.stop),
                                                     lambda: asyncio.to_thread(dovecot.start)))
             await fault("stop SMTP relay", lambda: outage(sink.stop, sink.start))
+            assert len(faults) == FAULTS
             await load_task
             say("load done")
             assert load.accepted == set(range(CONTACTS))
