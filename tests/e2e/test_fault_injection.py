@@ -232,6 +232,7 @@ async def test_every_contact_one_ticket_through_kills_and_restarts(tmp_path, dov
 
     def say(what: str) -> None:
         print(f"  [{time.monotonic() - started:5.1f} s] {what}", flush=True)
+
     rabbit_dir = Path(tempfile.mkdtemp(prefix="tm-fault-rabbit-"))  # the rabbitmq user must reach it
     rabbit, redis = PrivateRabbit(rabbit_dir), PrivateRedis(tmp_path / "redis")
     sink = SmtpSink(tmp_path / "outbox", smtp_port=free_port())
@@ -390,7 +391,6 @@ async def test_every_contact_one_ticket_through_kills_and_restarts(tmp_path, dov
     assert breaches == tickets, tickets - breaches
     assert all(len(i) == 1 for i in sla_ids.values()), {k: i for k, i in sla_ids.items() if len(i) > 1}
     assert acks == email_tickets, email_tickets - acks
-    assert set(copies) >= notification_ids or len(copies) == len(notification_ids), (len(copies), len(notification_ids))
     assert len(copies) == len(notification_ids), (len(copies), len(notification_ids))
     # The documented window (a kill between the relay's commit and the "sent" record): one
     # notifier kill can leave at most one mail twice; any other copy is a lost guarantee.
