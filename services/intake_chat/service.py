@@ -42,7 +42,7 @@ from shared.roster import display_names
 
 from services.intake_chat import conversation, customer_pages, validation
 from services.intake_chat.config import Settings
-from services.intake_chat.store import ChatStore, MessageRecord
+from services.intake_chat.store import ChatStore, MessageRecord, Visitor
 from services.intake_chat.validation import InvalidInput, Profile
 
 log = get_logger(__name__)
@@ -142,14 +142,12 @@ class ChatIntake:
 
     async def accept(self, visitor_id: str, client_message_id: str, text: str, profile: Profile | None = None) -> Ack:
         async with self._locks.hold(visitor_id):
-            if profile is not None:
-                await self.store.remember_profile(visitor_id, profile)
-            existing = await self.store.message(visitor_id, client_message_id)
+            existing, visitor = await self.store.arrival(visitor_id, client_message_id, profile)
             if existing is not None:  # a resend: same ids, published at most once
                 if not existing.published:
                     await self._publish(existing)
                 return self._ack(existing)
-            record = await self._new_record(visitor_id, client_message_id, text)
+            record = await self._new_record(visitor, client_message_id, text)
             await self._publish(record)
             return self._ack(record)
 
@@ -157,8 +155,8 @@ class ChatIntake:
     def _ack(record: MessageRecord) -> Ack:
         return Ack(record.ticket_id, record.client_message_id, record.client_message_id)
 
-    async def _new_record(self, visitor_id: str, client_message_id: str, text: str) -> MessageRecord:
-        visitor = await self.store.visitor(visitor_id)
+    async def _new_record(self, visitor: Visitor, client_message_id: str, text: str) -> MessageRecord:
+        visitor_id = visitor.visitor_id
         now = datetime.now(timezone.utc)
         if visitor.ticket_id and visitor.trace_id:
             opening = await self.store.message(visitor_id, visitor.opening_cmid or "")

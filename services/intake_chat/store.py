@@ -119,7 +119,30 @@ class ChatStore:
         return f"{self.PREFIX}reply:{reply_id}"
 
     async def visitor(self, visitor_id: str) -> Visitor:
-        data = await self._client.hgetall(self._visitor_key(visitor_id))
+        return self._visitor_of(visitor_id, await self._client.hgetall(self._visitor_key(visitor_id)))
+
+    async def arrival(self, visitor_id: str, client_message_id: str,
+                      profile: Profile | None) -> tuple[MessageRecord | None, Visitor]:
+        """What a visitor's message meets, in one round trip: remember the profile they gave
+        (as :meth:`remember_profile`), then read the message if it came before (a resend) and
+        the visitor."""
+        given = self._given(profile) if profile is not None else {}
+        key = self._visitor_key(visitor_id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            if given:
+                pipe.hset(key, mapping=given)
+                pipe.expire(key, VISITOR_TTL_SECONDS)
+            pipe.hgetall(self._message_key(visitor_id, client_message_id))
+            pipe.hgetall(key)
+            *_, message, visitor = await pipe.execute()
+        return self._record_of(visitor_id, client_message_id, message), self._visitor_of(visitor_id, visitor)
+
+    @staticmethod
+    def _given(profile: Profile) -> dict[str, str]:
+        return {f: getattr(profile, f) for f in _PROFILE_FIELDS if getattr(profile, f)}
+
+    @staticmethod
+    def _visitor_of(visitor_id: str, data: dict[str, str]) -> Visitor:
         return Visitor(
             visitor_id=visitor_id,
             conversation=int(data.get("conversation", 0)),
@@ -134,7 +157,7 @@ class ChatStore:
 
         A hello that tells nothing writes nothing, so page views alone do not fill Redis.
         """
-        given = {f: getattr(profile, f) for f in _PROFILE_FIELDS if getattr(profile, f)}
+        given = self._given(profile)
         if not given:
             return
         key = self._visitor_key(visitor_id)
@@ -174,7 +197,11 @@ class ChatStore:
         return existing
 
     async def message(self, visitor_id: str, client_message_id: str) -> MessageRecord | None:
-        data = await self._client.hgetall(self._message_key(visitor_id, client_message_id))
+        return self._record_of(visitor_id, client_message_id,
+                               await self._client.hgetall(self._message_key(visitor_id, client_message_id)))
+
+    @staticmethod
+    def _record_of(visitor_id: str, client_message_id: str, data: dict[str, str]) -> MessageRecord | None:
         if not data:
             return None
         return MessageRecord(visitor_id, client_message_id, data["event_type"], json.loads(data["body"]),
