@@ -4,7 +4,7 @@ On a small machine every service, RabbitMQ and Redis share the cores, so the mes
 is bounded by the total CPU one ticket costs across them. Wall-clock throughput moves with
 whatever else loads the machine; CPU seconds per ticket barely do, so this is the figure to
 compare when optimising. The mesh is the one bench.mesh_throughput runs (same services, roster
-and chat POSTs); each process's utime+stime (``/proc/<pid>/stat``, all threads) is read
+and chat POSTs, but offers off so that no offer expires and is made again); each process's utime+stime (``/proc/<pid>/stat``, all threads) is read
 before and after the burst. RabbitMQ (beam.smp) and Redis are shared servers: their figures
 include other users' load during the burst, so read them as an upper bound.
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import redis
 
+from bench.dispatch_replicas import write_rules
 from bench.mesh_throughput import MESH_SERVICES, AssignmentClock, inject, put_agents_online, write_roster
 from devenv.mesh import Mesh, isolated_env
 from shared.testing.plugin import AMQP_BASE, create_vhost, delete_vhost
@@ -38,9 +39,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 def server_pids() -> dict[str, list[int]]:
+    """The shared servers: the oldest process of each name (tests start short-lived ones too)."""
     pids: dict[str, list[int]] = {}
     for name, comm in SHARED_SERVERS.items():
-        out = subprocess.run(["pgrep", "-x", comm], capture_output=True, text=True).stdout
+        out = subprocess.run(["pgrep", "-o", "-x", comm], capture_output=True, text=True).stdout
         pids[name] = [int(p) for p in out.split()]
     return pids
 
@@ -56,10 +58,13 @@ async def measure_cpu(count: int, concurrency: int, redis_db: int, *, py_spy: Pa
     amqp_uri = f"{AMQP_BASE}/{vhost}"
     redis_url = f"redis://127.0.0.1:6379/{redis_db}"
     redis.Redis.from_url(redis_url).flushdb()
-    roster = work_dir / "roster.yaml"
+    roster, rules = work_dir / "roster.yaml", work_dir / "routing.yaml"
     write_roster(roster, count + 50)
+    # Offers off (as bench.dispatch_replicas): on a loaded machine unaccepted offers expire
+    # mid-burst and are offered again, work that grows with the load and blurs the figure.
+    write_rules(rules)
     env = isolated_env(amqp_uri=amqp_uri, redis_url=redis_url, work_dir=work_dir, imap_port=1, smtp_port=1,
-                       TM_ROSTER_FILE=str(roster), TM_LOG_LEVEL="WARNING")
+                       TM_ROSTER_FILE=str(roster), TM_ROUTING_RULES_FILE=str(rules), TM_LOG_LEVEL="WARNING")
     mesh = Mesh(env, work_dir / "log", quiet=True)
     spies: list[subprocess.Popen] = []
     try:
