@@ -120,10 +120,15 @@ def parse_eml(path: Path) -> SinkMessage:
 class _SaveToMaildir:
     """aiosmtpd handler: write each message to a new file, atomically (tmp name, then rename)."""
 
-    def __init__(self, maildir: Path):
+    def __init__(self, maildir: Path, accept_delay: float = 0.0):
         self.maildir = maildir
+        self.accept_delay = accept_delay
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.accept_delay:
+            # A slow relay (tests): the message is in, the commit and the 250 come later, so a
+            # client stopping now has a mail in flight.
+            await asyncio.sleep(self.accept_delay)
         now = datetime.now(timezone.utc)
         prefix = (
             f"{_RECEIVED_AT}: {now.isoformat()}\r\n"
@@ -140,20 +145,22 @@ class _SaveToMaildir:
 class SmtpSink:
     """SMTP in, ``.eml`` files out, and a page to read them. ``web_port=None``: no page."""
 
-    def __init__(self, maildir: Path, smtp_port: int, web_port: int | None = None, host: str = SINK_HOST):
+    def __init__(self, maildir: Path, smtp_port: int, web_port: int | None = None, host: str = SINK_HOST,
+                 accept_delay: float = 0.0):
         if not smtp_port:
             raise ValueError("aiosmtpd needs an explicit SMTP port (0 makes its self-check fail)")
         self.maildir = Path(maildir)
         self.host = host
         self.smtp_port = smtp_port
         self.web_port = web_port
+        self.accept_delay = accept_delay
         self._controller: Controller | None = None
         self._web_runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         self.maildir.mkdir(parents=True, exist_ok=True)
         controller = Controller(
-            _SaveToMaildir(self.maildir), hostname=self.host, port=self.smtp_port,
+            _SaveToMaildir(self.maildir, self.accept_delay), hostname=self.host, port=self.smtp_port,
             server_kwargs={"enable_SMTPUTF8": True},
         )
         # Controller.start() blocks until its thread answers; keep our loop free meanwhile.

@@ -40,10 +40,10 @@ when the AMQP connection is open, Redis answers PING and the consumer runs (503 
 failing checks otherwise); ``/metrics`` is the Prometheus exposition (shared/metrics.py). Every
 replica refreshes its heartbeat key (shared/heartbeat.py) while it runs.
 
-Graceful stop (SIGTERM): stop listening; close WebSockets with 1001 "going away" (browsers
-reconnect to another replica); let in-flight requests finish (``HTTP_DRAIN_SECONDS``); stop the
-consumer (in-flight handlers finish, unacked messages return to their queue); close the AMQP
-connection (publisher included) and Redis.
+Graceful stop (SIGTERM): stop the consumer (in-flight handlers finish, unacked messages return
+to their queue); stop listening; close WebSockets with 1001 "going away" (browsers reconnect to
+another replica); let in-flight requests finish (``HTTP_DRAIN_SECONDS``); run the app's cleanup
+(background loops); close the AMQP connection (publisher included) and Redis.
 """
 from __future__ import annotations
 
@@ -277,11 +277,16 @@ class AioService:
                     await heartbeat.Beat(self.name, self.common.replica_id, 0).forget_async(self.ctx.redis)
                 except Exception:  # noqa: BLE001 - it expires anyway
                     pass
+        if self.ctx is not None:
+            # The consumer first: its in-flight handlers finish while everything they use is
+            # still up. The app's cleanup (below) tears down background loops and sessions
+            # (the notifier's delivery loop and robot poster); a handler still taking new
+            # messages meanwhile would ack work it could no longer do.
+            await self.ctx.consumer.stop()
         if self._runner is not None:
-            await self._runner.cleanup()  # stop listening, close sockets, drain requests
+            await self._runner.cleanup()  # stop listening, close sockets, drain requests, app cleanup
             self._runner = None
         if self.ctx is not None:
-            await self.ctx.consumer.stop()
             await self.ctx.amqp.close()
             await self.ctx.redis.aclose()
             self.ctx = None

@@ -104,7 +104,9 @@ def configure_logging(service: str, *, level: str = "INFO", fmt: str = "json", r
     for noisy in ("aiormq", "aio_pika", "kombu", "amqp", "mail.log", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # filter_by_level first: a line below the level is dropped before the processors build
+        # it (contextvars merge, timestamp, ...), work that stdlib logging would throw away.
+        processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

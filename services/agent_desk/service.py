@@ -100,7 +100,7 @@ from services.agent_desk.tickets import ActionRefused, TicketNotStored, TicketVi
 from shared import events as ev
 from shared.aio_service import (AioService, ApiError, BrokerUnavailable, ServiceContext, json_response,
                                 publish_confirmed, read_json)
-from shared.amqp import EventConsumer, EventPublisher
+from shared.amqp import EventConsumer, EventPublisher, Handler
 from shared.customer_store import CustomerStore
 from shared.errors import TRANSIENT_ERRORS, TransientError
 from shared.intake_ledger import stable_event_id
@@ -120,6 +120,7 @@ CONSOLE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect
                "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 _INTAKES = ((ev.INTAKE_EMAIL, "email"), (ev.INTAKE_CHAT, "chat"), (ev.INTAKE_PHONE, "phone"))
 _MESSAGE_INTAKES = ((ev.INTAKE_EMAIL, "email"), (ev.INTAKE_CHAT, "chat"), (ev.INTAKE_PHONE, "phone"))
+_RECORDED = frozenset(history.RECORDED)
 _UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 CLIENT_REPLY_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 TOKEN_PREFIX = "tmd_"
@@ -221,10 +222,21 @@ class AgentDesk:
         app.cleanup_ctx.append(self._presence_keeper)
 
     def subscribe(self, consumer: EventConsumer) -> None:
+        recording = self.history is not None and self.settings.history_record
+        recorded_on_store: set[tuple[str, str]] = set()
+
+        def store_queue(source: str, event_type: str, handler_name: str, handler: Handler) -> None:
+            """A pooled ``store_*`` queue. An event recorded in the history is recorded from this
+            delivery too: a queue of its own costs the broker and the desk a delivery per event."""
+            if recording and (source, event_type) in _RECORDED:
+                handler = self._recording(source, event_type, handler)
+                recorded_on_store.add((source, event_type))
+            consumer.subscribe(source, event_type, handler_name, handler)
+
         for source, channel in _INTAKES:
-            consumer.subscribe(source, ev.TICKET_RECEIVED, f"store_ticket_received_{channel}", self.store_ticket_received)
+            store_queue(source, ev.TICKET_RECEIVED, f"store_ticket_received_{channel}", self.store_ticket_received)
         for source, channel in _MESSAGE_INTAKES:
-            consumer.subscribe(source, ev.MESSAGE_RECEIVED, f"store_message_received_{channel}", self.store_message_received)
+            store_queue(source, ev.MESSAGE_RECEIVED, f"store_message_received_{channel}", self.store_message_received)
             consumer.subscribe(source, ev.MESSAGE_RECEIVED, f"push_customer_message_{channel}", self.push_customer_message,
                                broadcast=True)
         # (source, event, store handler, push handler or None): ``store_<event>`` shares one queue
@@ -237,24 +249,35 @@ class AgentDesk:
                 (ev.DISPATCHER, ev.TICKET_TRANSFERRED, self.store_ticket_transferred, self.push_system_note),
                 (ev.SLA_WATCHER, ev.TICKET_ESCALATED, self.store_ticket_escalated, self.push_system_note),
                 (ev.DISPATCHER, ev.TICKET_ATTACHED, self.store_ticket_attached, self.push_ticket_attached)):
-            consumer.subscribe(source, event_type, f"store_{event_type}", store)
+            store_queue(source, event_type, f"store_{event_type}", store)
             if push is not None:
                 consumer.subscribe(source, event_type, f"push_{event_type}", push, broadcast=True)
-        consumer.subscribe(ev.SLA_WATCHER, ev.SLA_WARNING, "store_sla_warning", self.store_sla_event)
-        consumer.subscribe(ev.SLA_WATCHER, ev.SLA_BREACHED, "store_sla_breached", self.store_sla_event)
+        store_queue(ev.SLA_WATCHER, ev.SLA_WARNING, "store_sla_warning", self.store_sla_event)
+        store_queue(ev.SLA_WATCHER, ev.SLA_BREACHED, "store_sla_breached", self.store_sla_event)
         # The desk's own facts, as seen by every replica: supervisors' boards refresh on them.
         for event_type in (ev.AGENT_PRESENCE_CHANGED, ev.TICKET_ACCEPTED, ev.TICKET_RESOLVED, ev.TICKET_DECLINED,
                            ev.TICKET_REOPENED):
             consumer.subscribe(ev.AGENT_DESK, event_type, f"board_{event_type}", self.board_hint, broadcast=True)
-        consumer.subscribe(ev.INTAKE_EMAIL, ev.MAIL_BOUNCED, "store_mail_bounced", self.store_mail_bounced)
+        store_queue(ev.INTAKE_EMAIL, ev.MAIL_BOUNCED, "store_mail_bounced", self.store_mail_bounced)
         consumer.subscribe(ev.INTAKE_EMAIL, ev.MAIL_BOUNCED, "push_mail_bounced", self.push_mail_bounced,
                            broadcast=True)
         consumer.subscribe(ev.SLA_WATCHER, ev.SLA_WARNING, "push_sla_warning", self.push_sla_event, broadcast=True)
         consumer.subscribe(ev.SLA_WATCHER, ev.SLA_BREACHED, "push_sla_breached", self.push_sla_event, broadcast=True)
-        if self.history is not None and self.settings.history_record:
+        if recording:
             for source, event_type in history.RECORDED:
-                consumer.subscribe(source, event_type, "record_history",
-                                   functools.partial(self.record_history, source, event_type))
+                if (source, event_type) not in recorded_on_store:
+                    consumer.subscribe(source, event_type, "record_history",
+                                       functools.partial(self.record_history, source, event_type))
+
+    def _recording(self, source: str, event_type: str, store: Handler) -> Handler:
+        async def record_then_store(event: ev.Envelope) -> None:
+            # Recorded first, as its own queue did whatever became of the view: a view change
+            # that fails for good (dead letter) still leaves the event in the history. Both are
+            # idempotent, so a redelivery after either failed does each once.
+            await self.record_history(source, event_type, event)
+            await store(event)
+
+        return record_then_store
 
     @web.middleware
     async def guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:

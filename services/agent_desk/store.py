@@ -1,8 +1,9 @@
 """agent_desk's Redis state (keys ``tm:agent_desk:*``; this class is their only owner).
 
 - ``tm:agent_desk:ticket:<ticket id>`` – the ticket view (JSON), ``VIEW_TTL_SECONDS`` after its
-  last change. Changes are optimistic transactions (WATCH the view, apply a pure change,
-  MULTI/EXEC) so replicas handling different events for one ticket never lose an update;
+  last change. Changes are optimistic (read the view, apply a pure change, write it and its
+  indexes in one script only if the view is still the one read, else again) so replicas
+  handling different events for one ticket never lose an update;
 - ``tm:agent_desk:worklist:<agent id>`` – sorted set of the agent's unresolved tickets, scored
   by assignment time. It is an index of the views and changes in the same transaction;
 - ``tm:agent_desk:queued`` / ``tm:agent_desk:sla_risk`` – sorted sets of tickets waiting for an
@@ -28,12 +29,12 @@ from datetime import datetime
 from typing import Any, Callable
 
 import redis.asyncio
-from redis.exceptions import WatchError
 
 from services.agent_desk.tickets import (DecisionRecord, TicketNotStored, TicketView, customer_keys, profile_key,
                                         sla_state)
 from shared.errors import TransientError
 from shared.intake_ledger import natural_key_hash
+from shared.redis_store import ValueChanger, Writes
 
 VIEW_TTL_SECONDS = 30 * 24 * 3600       # long enough for a ticket's whole life at the desk
 PRESENCE_TTL_SECONDS = 30 * 24 * 3600   # forgotten presence reads as offline
@@ -43,7 +44,7 @@ RECENT_DECISIONS_KEPT = 200
 HISTORY_TICKETS_SHOWN = 20
 BOARD_TICKETS_READ = 1000               # queued / at-risk tickets a supervisor board reads at most
 OFFLINE_CLAIM_TTL_SECONDS = 30          # one replica announces a lost agent; a crashed one's claim lapses
-_MAX_WATCH_RETRIES = 20
+_MAX_CHANGE_RETRIES = 20
 
 # Claim the right to announce that ``agent`` lost every socket: still not offline, still not seen
 # since the cutoff, and nobody else claimed it. Atomic, so with N replicas sweeping one wins.
@@ -60,6 +61,7 @@ return seen
 class DeskStore:
     def __init__(self, client: redis.asyncio.Redis):
         self._client = client
+        self._changer = ValueChanger(client)
 
     # keys
     @staticmethod
@@ -163,27 +165,22 @@ class DeskStore:
         ``change`` may raise (e.g. ActionRefused); nothing is written then.
         """
         key = self._ticket(ticket_id)
-        for _ in range(_MAX_WATCH_RETRIES):
-            async with self._client.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        raise TicketNotStored(ticket_id)
-                    before = TicketView.model_validate_json(raw)
-                    after = change(before)
-                    if after == before:
-                        return before, after
-                    pipe.multi()
-                    pipe.set(key, after.model_dump_json(), ex=VIEW_TTL_SECONDS)
-                    self._index(pipe, before, after)
-                    await pipe.execute()
-                    return before, after
-                except WatchError:
-                    continue  # someone changed it meanwhile: read again and re-apply
+        for _ in range(_MAX_CHANGE_RETRIES):
+            raw = await self._client.get(key)
+            if raw is None:
+                raise TicketNotStored(ticket_id)
+            before = TicketView.model_validate_json(raw)
+            after = change(before)
+            if after == before:
+                return before, after
+            writes = Writes()
+            self._index(writes, before, after)
+            if await self._changer.set_if_unchanged(key, raw, after.model_dump_json(), VIEW_TTL_SECONDS, writes):
+                return before, after
+            # someone changed it meanwhile: read again and re-apply
         raise TransientError(f"ticket {ticket_id} kept changing under us")
 
-    def _index(self, pipe: redis.asyncio.client.Pipeline, before: TicketView, after: TicketView) -> None:
+    def _index(self, pipe: Writes, before: TicketView, after: TicketView) -> None:
         """Keep the indexes in step with the views: an agent's unresolved tickets, the tickets
         waiting for an agent, the unresolved tickets with an SLA at risk."""
         if after.customer_id and after.customer_id != before.customer_id:

@@ -2,8 +2,8 @@
 behind domain verbs. ``store.ChatStore`` owns the chat's keys; this class owns these.
 
 - ``status:view:<ticket>`` – the customer's projection of the ticket (JSON of
-  ``status_view.StatusView``). Changes are optimistic transactions (WATCH, apply a pure change,
-  MULTI/EXEC) that also PUBLISH the ticket id on the channel ``status:changed``, so every
+  ``status_view.StatusView``). Changes are optimistic (read, apply a pure change, write in one
+  script only if the view is still the one read, else again) and also PUBLISH the ticket id on the channel ``status:changed``, so every
   replica holding a live page of that ticket re-reads it after the write, never before.
   ``VIEW_TTL_SECONDS`` after its last change, ``RESOLVED_VIEW_TTL_SECONDS`` once resolved;
 - ``status:reply:<ticket>:<client message id>`` – a reply typed on the status page: the
@@ -24,11 +24,11 @@ from datetime import datetime
 from typing import Any, Callable
 
 import redis.asyncio
-from redis.exceptions import WatchError
 
 from shared.customer_links import CSAT_TTL_SECONDS, STATUS_TTL_SECONDS
 from shared.errors import TransientError
 from shared.intake_ledger import natural_key_hash
+from shared.redis_store import ValueChanger, Writes
 
 from services.intake_chat.status_view import StatusView
 
@@ -39,7 +39,7 @@ VIEW_TTL_SECONDS = STATUS_TTL_SECONDS  # a status link lives 90 days; an open ti
 RESOLVED_VIEW_TTL_SECONDS = CSAT_TTL_SECONDS + 5 * 86400  # outlives the survey link sent at resolution
 REPLY_RECORD_TTL_SECONDS = 7 * 86400   # a page resends a reply for minutes, not days
 CSAT_RECORD_TTL_SECONDS = 180 * 86400  # one answer per ticket, also across a reopen and a second resolution
-_MAX_WATCH_RETRIES = 20
+_MAX_CHANGE_RETRIES = 20
 
 # KEYS: record, outbox; ARGV: ttl, now, then field/value pairs. Creates the record unless it
 # exists, and lists it as waiting for the broker's confirm. Returns 1 if created.
@@ -102,6 +102,7 @@ class StatusStore:
         self._create_pending = client.register_script(_CREATE_PENDING)
         self._mark_published = client.register_script(_MARK_PUBLISHED)
         self._count_attempt = client.register_script(_COUNT_ATTEMPT)
+        self._changer = ValueChanger(client)
 
     @property
     def client(self) -> redis.asyncio.Redis:
@@ -132,23 +133,18 @@ class StatusStore:
         """Apply ``change`` atomically (creating the view); return (before, after). A change
         that changes nothing writes nothing and tells no page."""
         key = self._view(ticket_id)
-        for _ in range(_MAX_WATCH_RETRIES):
-            async with self._client.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    before = StatusView.model_validate_json(raw) if raw else None
-                    after = change(before)
-                    if after == before:
-                        return before, after
-                    ttl = RESOLVED_VIEW_TTL_SECONDS if after.resolution else VIEW_TTL_SECONDS
-                    pipe.multi()
-                    pipe.set(key, after.model_dump_json(), ex=ttl)
-                    pipe.publish(CHANGES_CHANNEL, ticket_id)
-                    await pipe.execute()
-                    return before, after
-                except WatchError:
-                    continue  # another replica changed it meanwhile: read again and re-apply
+        for _ in range(_MAX_CHANGE_RETRIES):
+            raw = await self._client.get(key)
+            before = StatusView.model_validate_json(raw) if raw else None
+            after = change(before)
+            if after == before:
+                return before, after
+            ttl = RESOLVED_VIEW_TTL_SECONDS if after.resolution else VIEW_TTL_SECONDS
+            writes = Writes()
+            writes.publish(CHANGES_CHANNEL, ticket_id)
+            if await self._changer.set_if_unchanged(key, raw, after.model_dump_json(), ttl, writes):
+                return before, after
+            # another replica changed it meanwhile: read again and re-apply
         raise TransientError(f"status view of {ticket_id} kept changing under us")
 
     # --- events owed to the broker -------------------------------------------------------------

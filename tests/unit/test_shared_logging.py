@@ -45,3 +45,28 @@ def test_exception_lines_carry_the_traceback_but_no_frame_locals(capsys):
     assert line["exception"][0]["exc_value"] == "store unavailable"
     assert any(frame["name"] == "login" for frame in line["exception"][0]["frames"])
     assert "Sup3r-Secret-Pass" not in out and "zhang.wei@example.com" not in out
+
+
+def test_lines_below_the_level_are_dropped_before_any_processor_builds_them(capsys):
+    import structlog
+
+    configure_logging("dispatcher", level="WARNING", fmt="json")
+    built: list[str] = []
+
+    def spy(_logger, _name, event):
+        built.append(event["event"])
+        return event
+
+    first, *rest = structlog.get_config()["processors"]
+    structlog.configure(processors=[first, spy, *rest])  # right after the level check
+    try:
+        log = get_logger("t")
+        with bound_event_context(trace_id="trace-1"):
+            log.info("ticket_view_updated", status="assigned")
+            log.debug("history_event_seen_before")
+            log.warning("event_retry_later")
+    finally:
+        logging.getLogger().handlers[:] = []
+    assert built == ["event_retry_later"]
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["event"] for line in lines] == ["event_retry_later"] and lines[0]["trace_id"] == "trace-1"

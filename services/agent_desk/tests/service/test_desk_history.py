@@ -9,10 +9,15 @@ import re
 from contextlib import redirect_stdout
 from datetime import datetime, timedelta, timezone
 
+import aio_pika
 import aiohttp
+import pytest
 
 from services.agent_desk.tests import report_day
+from services.agent_desk.tests.factories import now, ticket_assigned
 from shared import cli
+from shared.testing.plugin import dead_letters
+from shared.topology import handler_queue_name
 
 YESTERDAY = (datetime.now(timezone.utc) - timedelta(days=1)).date()
 TM_20003_PATH = [
@@ -181,3 +186,26 @@ async def test_the_cli_prints_the_same_report_and_the_trace(signed_in, publish, 
     assert code == 0 and json.loads(by_trace)["ticket_id"] == "TM-20003"
     assert (await run("trace", "TM-99999"))[0] == 2
 
+
+
+async def test_an_event_the_desk_stores_is_recorded_from_that_delivery_even_when_its_view_change_fails(
+        signed_in, publish, amqp_uri):
+    supervisor = await signed_in("wang.fang")
+    # The view of TM-404 never comes: the change fails for good and the event is dead-lettered
+    # from the store queue, but it was recorded first (as its own queue used to).
+    await publish("dispatcher", "ticket_assigned", ticket_assigned("TM-404", at=now() - timedelta(hours=1)))
+    headers, _ = (await asyncio.to_thread(dead_letters, amqp_uri, 10.0, 1))[0]
+    assert headers["x-tm-failed-queue"] == "evt-dispatcher-ticket_assigned--agent_desk.store_ticket_assigned"
+    body = await (await supervisor.get("/api/v1/tickets/TM-404/history")).json()
+    assert [(e["source"], e["type"]) for e in body["events"]] == [("dispatcher", "ticket_assigned")]
+
+    # One delivery per event: no record_history queue for what a store queue takes; one of its
+    # own for an event the desk does not store (its own ticket_accepted).
+    async with await aio_pika.connect(amqp_uri) as conn:
+        accepted = handler_queue_name("agent_desk", "ticket_accepted", "agent_desk", "record_history")
+        await (await conn.channel()).declare_queue(accepted, passive=True)
+        for source, event_type in (("dispatcher", "ticket_assigned"), ("intake_chat", "ticket_received"),
+                                   ("dispatcher", "ticket_classified"), ("sla_watcher", "sla_breached")):
+            with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+                await (await conn.channel()).declare_queue(
+                    handler_queue_name(source, event_type, "agent_desk", "record_history"), passive=True)
