@@ -82,9 +82,10 @@ def _validate(path: str) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     # Standard output is the summary; the services' log lines (warnings only: an info line per
-    # call would bury the progress) go to standard error. A process that set up logging already
-    # (a program calling main(), the test runner) keeps its own set-up.
-    if not structlog.is_configured():
+    # call would bury the progress) go to standard error. A process that routes structlog through
+    # stdlib logging already (a program calling main()) keeps its own set-up; structlog's
+    # default, or what structlog.testing.capture_logs leaves behind, prints to standard output.
+    if not isinstance(structlog.get_config().get("logger_factory"), structlog.stdlib.LoggerFactory):
         configure_logging("phone_import", level="WARNING", fmt="console")
     try:
         settings = CallSettings.from_env(policy_file=args.policy)
