@@ -28,7 +28,6 @@ import email.policy
 import json
 import os
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ import redis
 from aiosmtpd.controller import Controller
 
 from bench.stats import Measurement, summarize
+from devenv.process import spawn_logged, stop_processes
 from services.notifier import messages
 from services.notifier.outbox import Outbox
 from shared import events as ev
@@ -155,19 +155,11 @@ class NotifierProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "services.notifier"], cwd=REPO, env=self.env,
-                                         stdout=out, stderr=subprocess.STDOUT)
+        self.proc = spawn_logged([sys.executable, "-m", "services.notifier"], self.log, env=self.env, cwd=REPO)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            stop_processes([self.proc], 30)
 
 
 async def measure_notifier(relay: CountingRelay, count: int, senders: int, concurrency: int, redis_db: int,

@@ -25,6 +25,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 
+from devenv.process import spawn_logged, stop_processes
 from services.notifier import messages
 from services.notifier.tests.factories import ticket_received
 from services.notifier.tests.helpers import ROSTER, outbox_record
@@ -66,10 +67,7 @@ class NotifierProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "NotifierProcess":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.notifier"], cwd=REPO, env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        self.proc = spawn_logged([sys.executable, "-m", "services.notifier"], self.log_path, env=self.env, cwd=REPO)
         return self
 
     def kill9(self) -> None:
@@ -78,14 +76,8 @@ class NotifierProcess:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            stop_processes([self.proc], 30)
 
 
 @pytest.fixture
