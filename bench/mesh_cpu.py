@@ -24,7 +24,8 @@ from pathlib import Path
 import redis
 
 from bench.dispatch_replicas import write_rules
-from bench.mesh_throughput import MESH_SERVICES, AssignmentClock, inject, put_agents_online, write_roster
+from bench.mesh_throughput import (BENCH_RATE_LIMITS, MESH_SERVICES, AssignmentClock, inject, put_agents_online,
+                                   write_roster)
 from devenv.mesh import Mesh, isolated_env
 from shared.testing.plugin import AMQP_BASE, create_vhost, delete_vhost
 
@@ -64,7 +65,8 @@ async def measure_cpu(count: int, concurrency: int, redis_db: int, *, py_spy: Pa
     # mid-burst and are offered again, work that grows with the load and blurs the figure.
     write_rules(rules)
     env = isolated_env(amqp_uri=amqp_uri, redis_url=redis_url, work_dir=work_dir, imap_port=1, smtp_port=1,
-                       TM_ROSTER_FILE=str(roster), TM_ROUTING_RULES_FILE=str(rules), TM_LOG_LEVEL="WARNING")
+                       TM_ROSTER_FILE=str(roster), TM_ROUTING_RULES_FILE=str(rules), TM_LOG_LEVEL="WARNING",
+                       TM_CHAT_RATE_LIMITS=BENCH_RATE_LIMITS)  # every benchmark visitor posts from 127.0.0.1
     mesh = Mesh(env, work_dir / "log", quiet=True)
     spies: list[subprocess.Popen] = []
     try:

@@ -35,7 +35,8 @@ from urllib.parse import quote
 import redis
 
 from bench.dispatch_replicas import write_rules
-from bench.mesh_throughput import MESH_SERVICES, AssignmentClock, inject, put_agents_online, write_roster
+from bench.mesh_throughput import (BENCH_RATE_LIMITS, MESH_SERVICES, AssignmentClock, inject, put_agents_online,
+                                   write_roster)
 from bench.raw_ceiling import measure_raw
 from bench.stats import Measurement
 from devenv.mesh import Mesh, isolated_env, service_of
@@ -227,7 +228,8 @@ async def run_config(replicas: int, count: int, concurrency: int, redis_url: str
     write_roster(roster, count + paced_count + 10 * replicas)
     write_rules(rules)
     env = isolated_env(amqp_uri=amqp_uri, redis_url=redis_url, work_dir=work, imap_port=1, smtp_port=1,
-                       TM_ROSTER_FILE=str(roster), TM_ROUTING_RULES_FILE=str(rules), TM_LOG_LEVEL="WARNING")
+                       TM_ROSTER_FILE=str(roster), TM_ROUTING_RULES_FILE=str(rules), TM_LOG_LEVEL="WARNING",
+                       TM_CHAT_RATE_LIMITS=BENCH_RATE_LIMITS)  # every benchmark visitor posts from 127.0.0.1
     mesh = Mesh(env, work / "log", quiet=True)
     try:
         await asyncio.to_thread(mesh.start, MESH_SERVICES, {s: replicas for s in SCALED})

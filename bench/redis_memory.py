@@ -39,7 +39,8 @@ import redis
 
 from bench.dispatch_replicas import write_rules
 from bench.mesh_scale import ScratchRedis
-from bench.mesh_throughput import MESH_SERVICES, AssignmentClock, inject, put_agents_online, write_roster
+from bench.mesh_throughput import (BENCH_RATE_LIMITS, MESH_SERVICES, AssignmentClock, inject, put_agents_online,
+                                   write_roster)
 from devenv.mesh import Mesh, isolated_env
 from devenv.servers import http_get
 from shared.testing.plugin import AMQP_BASE, create_vhost, delete_vhost
@@ -298,7 +299,8 @@ async def _measure_memory(count: int, concurrency: int, redis_url: str, work: Pa
     add_supervisor(roster)
     write_rules(rules)
     env = isolated_env(amqp_uri=amqp_uri, redis_url=redis_url, work_dir=work, imap_port=1, smtp_port=1,
-                       TM_ROSTER_FILE=str(roster), TM_ROUTING_RULES_FILE=str(rules), TM_LOG_LEVEL="WARNING")
+                       TM_ROSTER_FILE=str(roster), TM_ROUTING_RULES_FILE=str(rules), TM_LOG_LEVEL="WARNING",
+                       TM_CHAT_RATE_LIMITS=BENCH_RATE_LIMITS)  # every benchmark visitor posts from 127.0.0.1
     mesh = Mesh(env, work / "log", quiet=True)
     patterns = documented_patterns()
     counted: dict[str, Census] = {}
