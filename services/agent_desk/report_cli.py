@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from datetime import datetime, timezone
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from services.agent_desk import history, reports
 from services.agent_desk.config import Settings
 from services.agent_desk.history_store import HistoryStore
+from shared.cli_format import cell, grid, print_json
 from shared.redis_store import async_client
 
 CELL_CHARS = 60
@@ -53,14 +53,6 @@ def _store(settings: Settings, client: Any) -> HistoryStore:
                         fact_ttl=int(settings.history_fact_days * 86400), max_events=settings.history_max_events)
 
 
-def _out(data: Any) -> None:
-    print(json.dumps(data, ensure_ascii=False, indent=2))
-
-
-def _cell(value: Any, limit: int = CELL_CHARS) -> str:
-    # Group names and reasons come from files and agents: no terminal control characters.
-    text = "".join(ch if ch.isprintable() else " " for ch in str(value))
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def duration(seconds: float | None) -> str:
@@ -75,11 +67,6 @@ def duration(seconds: float | None) -> str:
         return f"{s // 3600}h {s % 3600 // 60:02d}m"
     return f"{s // 86400}d {s % 86400 // 3600:02d}h"
 
-
-def _table(rows: list[list[str]], header: list[str], right: set[int]) -> list[str]:
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i]) for i in range(len(header))]
-    return ["  ".join((c.rjust(w) if i in right else c.ljust(w)) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-            for cells in [header, *rows]]
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -105,7 +92,7 @@ def run_report(args: argparse.Namespace) -> int:
     received, open_now = asyncio.run(read())
     body = reports.report(received, open_now, start=start, end=end, by=args.by, tz=tz, now=now)
     if args.json:
-        _out(body)
+        print_json(body)
     else:
         print("\n".join(report_lines(body)))
     return 0
@@ -121,7 +108,7 @@ def _bound(seconds: int) -> str:
 
 def _row(key: str, f: dict[str, Any]) -> list[str]:
     csat = f["csat"]
-    return [_cell(key), str(f["tickets"]), str(f["resolved"]),
+    return [cell(key, CELL_CHARS), str(f["tickets"]), str(f["resolved"]),
             duration(f["first_response"]["p50_seconds"]), duration(f["first_response"]["p90_seconds"]),
             duration(f["resolution"]["p50_seconds"]), duration(f["resolution"]["p90_seconds"]),
             _pct(f["sla"]["attainment"]), str(f["breaches"]["total"]), str(f["escalations"]),
@@ -141,7 +128,7 @@ def report_lines(body: dict[str, Any]) -> list[str]:
     rows.append(_row("all", body["totals"]))
     header = [p["by"].upper(), "TICKETS", "RESOLVED", "FIRST RESP P50", "P90", "RESOLUTION P50", "P90", "SLA MET",
               "BREACHES", "ESCALATIONS", "CSAT"]
-    lines += _table(rows, header, right=set(range(1, 11)))
+    lines += grid(rows, header, right=set(range(1, 11)))
     t = body["totals"]
     clocks = t["sla"]["clocks"]
     if clocks:
@@ -158,7 +145,7 @@ def report_lines(body: dict[str, Any]) -> list[str]:
                           "no answers; ") + ", ".join(f"{s}★ {n}" for s, n in dist.items())]
     backlog = body["backlog_by_skill"]
     lines += ["", "backlog now (open tickets by skill): " + (", ".join(
-        f"{_cell(b['skill'])} {b['open']} (oldest {duration(b['oldest_seconds'])})" for b in backlog) or "none")]
+        f"{cell(b['skill'], CELL_CHARS)} {b['open']} (oldest {duration(b['oldest_seconds'])})" for b in backlog) or "none")]
     return lines
 
 
@@ -188,7 +175,7 @@ def run_trace(args: argparse.Namespace) -> int:
     found = history.path(ticket_id, records, trace_id=facts.get("trace_id"), trimmed=int(facts.get("trimmed", 0)))
     summary = reports.summary(reports.facts_from_hash(facts)) if facts else None
     if args.json:
-        _out({**found.as_dict(), "facts": summary})
+        print_json({**found.as_dict(), "facts": summary})
     else:
         print("\n".join(trace_lines(found, summary)))
     return 0
@@ -233,8 +220,8 @@ def trace_lines(found: history.Path, facts: dict[str, Any] | None) -> list[str]:
         if e["trace_id"] != found.trace_id:
             details += f" trace={e['trace_id']}"
         rows.append([stamp, "" if e["gap_seconds"] is None else "+" + duration(e["gap_seconds"]), e["source"],
-                     e["type"], _cell(details, 120)])
-    lines += [""] + ["  " + line for line in _table(rows, ["TIME (UTC)", "GAP", "SOURCE", "EVENT", "DETAILS"], {1})]
+                     e["type"], cell(details, 120)])
+    lines += [""] + ["  " + line for line in grid(rows, ["TIME (UTC)", "GAP", "SOURCE", "EVENT", "DETAILS"], {1})]
     if found.longest_gap:
         g = found.longest_gap
         lines += ["", f"longest gap: {duration(g['seconds'])} between {g['after']} and {g['before']}"]

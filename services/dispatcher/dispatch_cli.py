@@ -12,7 +12,6 @@ Changes nothing. Exit 2: an unknown ticket.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -23,6 +22,7 @@ from services.dispatcher.config import DEFAULT_ROUTING_RULES_FILE, ROUTING_RULES
 from services.dispatcher.policy import DEFAULT_POLICY, RoutingPolicy, load_policy
 from services.dispatcher.routing import PER_CHANNEL, Requirement
 from services.dispatcher.store import ASSIGNED, CHANNELS, DECISIONS_KEPT, DispatchStore, TicketRecord
+from shared.cli_format import cell, grid, print_json
 from shared.config import CommonSettings
 from shared.config_files import ConfigFileError
 
@@ -68,14 +68,6 @@ def _policy() -> RoutingPolicy:
         return DEFAULT_POLICY
 
 
-def _out(data: Any) -> None:
-    print(json.dumps(data, ensure_ascii=False, indent=2))
-
-
-def _cell(value: Any, limit: int = TEXT_CHARS) -> str:
-    # Reasons quote agents' notes and group names: no terminal control characters.
-    text = "".join(ch if ch.isprintable() else " " for ch in str(value))
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _ago(seconds: float | None) -> str:
@@ -94,10 +86,6 @@ def _ago(seconds: float | None) -> str:
 def _iso(epoch: float | None) -> str | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
 
-
-def _table(rows: list[list[str]], header: list[str]) -> list[str]:
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i]) for i in range(len(header))]
-    return ["  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() for cells in [header, *rows]]
 
 
 # --- explain -------------------------------------------------------------------------------------
@@ -126,7 +114,7 @@ def _explain(store: DispatchStore, ticket_id: str, now: float, as_json: bool) ->
         return 2
     ticket = _ticket_dict(record) if record is not None else None
     if as_json:
-        _out({"ticket": ticket, "decisions": decisions})
+        print_json({"ticket": ticket, "decisions": decisions})
         return 0
     lines = []
     if ticket is not None:
@@ -165,13 +153,13 @@ def _ticket_lines(t: dict[str, Any]) -> list[str]:
         u = t["last_unassigned"]
         rows.append(("last returned", f"from {u.get('agent_id')}: {u.get('reason')}" + (f" by {u['by']}" if u.get("by") else "")))
     width = max(len(k) for k, _ in rows) + 1
-    return [f"ticket {t['ticket_id']}"] + [f"  {(k + ':').ljust(width)} {_cell(v)}" for k, v in rows]
+    return [f"ticket {t['ticket_id']}"] + [f"  {(k + ':').ljust(width)} {cell(v, TEXT_CHARS)}" for k, v in rows]
 
 
 def _decision_lines(n: int, d: dict[str, Any]) -> list[str]:
     winner = d.get("winner")
     head = f"{n}. {d.get('decided_at', '?')}  step {d.get('step', '?')}  → {winner or 'queued (no agent)'}"
-    lines = [head, f"reason: {_cell(d.get('reason', ''))}",
+    lines = [head, f"reason: {cell(d.get('reason', ''), TEXT_CHARS)}",
              f"considered {d.get('considered', 0)}, eligible {d.get('eligible', 0)}, policy {d.get('policy', '-')}"]
     candidates = d.get("candidates") or []
     if candidates:
@@ -180,7 +168,7 @@ def _decision_lines(n: int, d: dict[str, Any]) -> list[str]:
                  _ago(c.get("idle_seconds")) if c.get("idle_seconds") is not None else "never"]
                 for c in candidates]
         lines += ["candidates (score = spare share + weighted proficiency + weighted preferred):"]
-        lines += ["  " + row for row in _table(rows, ["  AGENT", "SCORE", "SPARE", "PROFICIENCY", "PREFERRED", "IDLE"])]
+        lines += ["  " + row for row in grid(rows, ["  AGENT", "SCORE", "SPARE", "PROFICIENCY", "PREFERRED", "IDLE"])]
     by_kind: dict[str, list[str]] = {}
     for agent_id, why in sorted((d.get("rejected") or {}).items()):
         kind, _, detail = why.partition(":")
@@ -190,7 +178,7 @@ def _decision_lines(n: int, d: dict[str, Any]) -> list[str]:
     if counts:
         lines.append("rejected: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(),
                                                                                   key=lambda kv: (-kv[1], kv[0]))))
-        lines += [f"  {kind}: {_cell('; '.join(agents))}" for kind, agents in sorted(by_kind.items())]
+        lines += [f"  {kind}: {cell('; '.join(agents), TEXT_CHARS)}" for kind, agents in sorted(by_kind.items())]
     return lines
 
 
@@ -206,14 +194,14 @@ def _queues(store: DispatchStore, now: float, as_json: bool) -> int:
                      "requirement": requirement})
     rows.sort(key=lambda r: (-(r["oldest_wait_seconds"] or 0), r["requirement"]))
     if as_json:
-        _out(rows)
+        print_json(rows)
         return 0
     if not rows:
         print("no tickets waiting")
         return 0
     table = [[r["channel"], ",".join(r["skills"]) or "-", r["language"], r["group"] or "-", "/".join(r["tiers"]),
               str(r["waiting"]), _ago(r["oldest_wait_seconds"])] for r in rows]
-    print("\n".join(_table(table, ["CHANNEL", "SKILLS", "LANGUAGE", "GROUP", "TIERS", "WAITING", "OLDEST WAIT"])))
+    print("\n".join(grid(table, ["CHANNEL", "SKILLS", "LANGUAGE", "GROUP", "TIERS", "WAITING", "OLDEST WAIT"])))
     print(f"\n{sum(r['waiting'] for r in rows)} waiting in {len(rows)} queue{'s' if len(rows) > 1 else ''} "
           f"(oldest wait: since the ticket last entered its queue)")
     return 0
@@ -244,7 +232,7 @@ def _agents(store: DispatchStore, now: float, as_json: bool) -> int:
             "open_tickets": len(mine), "offers_pending": offers,
         })
     if as_json:
-        _out({"capacity_model": policy.capacity_model, "fairness_max": policy.fairness_max, "agents": rows})
+        print_json({"capacity_model": policy.capacity_model, "fairness_max": policy.fairness_max, "agents": rows})
         return 0
     if not rows:
         print("no agents: the dispatcher has not loaded a roster into this Redis")
@@ -259,7 +247,7 @@ def _agents(store: DispatchStore, now: float, as_json: bool) -> int:
     header = ["AGENT", "PRESENCE", "TIER", "GROUP", "LOAD", "USED", "RECENT", "OFFERS PENDING"]
     if policy.fairness_max is None:
         header, table = header[:6] + header[7:], [row[:6] + row[7:] for row in table]
-    print("\n".join(_table(table, header)))
+    print("\n".join(grid(table, header)))
     model = ("shared: one budget across channels, USED is its share in use" if policy.capacity_model != PER_CHANNEL
              else "per_channel: each channel's capacity is its own cap")
     print(f"\ncapacity model {model}")

@@ -22,6 +22,7 @@ from services.dispatcher.classify import RulesError, explain, load_rules
 from services.dispatcher.config import DEFAULT_ROUTING_RULES_FILE, ROUTING_RULES_FILE_KEY
 from services.dispatcher.customers import CustomerHistory
 from services.dispatcher.policy import PolicyError, load_policy
+from shared.cli_format import cell
 
 VALUE_CHARS = 100  # per cell in the table; --json has everything
 
@@ -89,11 +90,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cell(value: Any, limit: int = VALUE_CHARS) -> str:
-    # Sample text is a stranger's words: no terminal control characters.
-    text = "".join(ch if ch.isprintable() else " " for ch in str(value))
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
 
 def _report(path: str, data: dict[str, Any]) -> str:
     result = data["result"]
@@ -109,12 +105,12 @@ def _report(path: str, data: dict[str, Any]) -> str:
         ("matched rules", ", ".join(result["matched_rules"]) or "none"),
     ]
     width = max(len(k) for k, _ in summary) + 1
-    lines += [f"{(k + ':').ljust(width)} {_cell(v, limit=1000)}" for k, v in summary]
+    lines += [f"{(k + ':').ljust(width)} {cell(v, 1000)}" for k, v in summary]
     lines += ["", "signals:"]
-    lines += [f"  {s['signal']}: {_cell(s['reason'])}" for s in data["signals"]] or ["  none"]
+    lines += [f"  {s['signal']}: {cell(s['reason'], VALUE_CHARS)}" for s in data["signals"]] or ["  none"]
     lines += ["", "rules, in order:"]
     rows = [("#", "RULE", "OUTCOME", "WHY")] + [
-        (str(i), _cell(r["rule"]), r["outcome"], _cell(r["reason"]) + (f"  → {_cell(r['actions'])}" if r["actions"] else ""))
+        (str(i), cell(r["rule"], VALUE_CHARS), r["outcome"], cell(r["reason"], VALUE_CHARS) + (f"  → {cell(r['actions'], VALUE_CHARS)}" if r["actions"] else ""))
         for i, r in enumerate(data["rules"], 1)]
     widths = [max(len(row[c]) for row in rows) for c in range(3)]
     for row in rows:

@@ -47,6 +47,7 @@ from services.dispatcher.simulate import (
     priority_level,
     simulate_all,
 )
+from shared.cli_format import grid
 from shared.config_files import read_yaml
 from shared.sla_policy import Policy, PolicyError, parse_policies
 
@@ -287,14 +288,6 @@ def _secs(value: float | None) -> str:
     return f"{value / 3600:.1f}h"
 
 
-def _table(rows: list[list[str]], header: list[str], right: set[int]) -> list[str]:
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-
-    def fmt(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return [fmt(header), *(fmt(r) for r in rows)]
-
 
 def render(results: list[Result], summary: dict) -> str:
     routing = summary["routing"]
@@ -307,14 +300,14 @@ def render(results: list[Result], summary: dict) -> str:
         for label, s in [("all", r.overall), *r.by_priority.items()]:
             rows.append([r.policy if label == "all" else "", label, str(s.contacts), _pct(s.sla_attainment),
                          _secs(s.mean_wait), _secs(s.p90_wait), _pct(s.abandonment_rate), str(s.unanswered)])
-    out += _table(rows, ["POLICY", "PRIORITY", "CONTACTS", "SLA", "MEAN WAIT", "P90 WAIT", "ABANDONED",
+    out += grid(rows, ["POLICY", "PRIORITY", "CONTACTS", "SLA", "MEAN WAIT", "P90 WAIT", "ABANDONED",
                          "UNANSWERED"], right={2, 3, 4, 5, 6, 7})
     out += ["", "occupancy per agent (staffed time with work in hand), contacts handled:"]
     agent_rows = []
     for n, agent in enumerate(results[0].agents):
         agent_rows.append([agent.agent_id, _secs(agent.staffed_seconds),
                            *(f"{_pct(r.agents[n].occupancy)} {r.agents[n].handled:>5}" for r in results)])
-    out += _table(agent_rows, ["AGENT", "STAFFED", *(r.policy.upper() for r in results)],
+    out += grid(agent_rows, ["AGENT", "STAFFED", *(r.policy.upper() for r in results)],
                   right=set(range(1, len(results) + 2)))
     return "\n".join(out)
 

@@ -26,6 +26,7 @@ from typing import Any
 from services.notifier.loop_safety import BOUNCED_ADDRESS
 from services.notifier.outbox import DEAD, FAILED, Outbox, Record
 from services.notifier.store import REFUSED, NotificationStore
+from shared.cli_format import cell
 from shared.config import CommonSettings
 from shared.logging import mask
 
@@ -75,10 +76,6 @@ def _when(seconds: float | None) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
 
 
-def _cell(value: object, limit: int = 100) -> str:
-    text = "".join(ch if ch.isprintable() else " " for ch in str(value))  # relays' answers reach a terminal
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
 
 def _summary(r: Record) -> dict[str, Any]:
     return {"id": r.notification_id, "state": r.state, "failed_at": _when(r.failed_at), "kind": r.kind,
@@ -94,7 +91,7 @@ async def _dead(outbox: Outbox, limit: int, as_json: bool) -> int:
         print("no dead notifications")
         return 0
     columns = ["id", "state", "failed_at", "kind", "ticket", "recipient", "attempts", "reason"]
-    cells = [{c: _cell(r[c]) for c in columns} for r in rows]
+    cells = [{c: cell(r[c], 100) for c in columns} for r in rows]
     widths = {c: max(len(c), *(len(r[c]) for r in cells)) for c in columns}
     print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
     for r in cells:
@@ -122,7 +119,7 @@ async def _show(outbox: Outbox, store: NotificationStore, notification_id: str, 
     }
     if record.raw is not None:
         parsed = email.message_from_bytes(record.raw, policy=email.policy.default)
-        info["headers"] = {h: _cell(parsed[h], 300) for h in HEADERS_SHOWN if parsed[h] is not None}
+        info["headers"] = {h: cell(parsed[h], 300) for h in HEADERS_SHOWN if parsed[h] is not None}
         info["size"] = len(record.raw)
     print(json.dumps(info, ensure_ascii=False, indent=2))
     return 0
