@@ -36,10 +36,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 import redis
-import yaml
 
 from bench.dispatcher_profile import queue_info, ticket_bodies
-from bench.mesh_throughput import BENCH_AGENTS, write_roster
+from bench.mesh_throughput import BENCH_AGENTS, write_roster, write_rules
 from bench.stats import Measurement, summarize
 from services.dispatcher.store import CHANNELS, DispatchStore
 from shared import events as ev
@@ -47,16 +46,8 @@ from shared.amqp import EventPublisher, connect
 from shared.testing.plugin import AMQP_BASE, create_vhost, delete_vhost
 
 REPO = Path(__file__).resolve().parent.parent
-RULES = REPO / "deploy" / "config" / "routing.yaml"
 WARMUP_TICKETS = 20
 START_TIMEOUT = 60.0
-
-
-def write_rules(path: Path) -> None:
-    """The deployed rules with offers off."""
-    data = yaml.safe_load(RULES.read_text(encoding="utf-8"))
-    data.setdefault("routing", {})["offer_timeout_seconds"] = 0
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
 
 class AssignedObserver:

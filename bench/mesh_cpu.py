@@ -23,9 +23,8 @@ from pathlib import Path
 
 import redis
 
-from bench.dispatch_replicas import write_rules
 from bench.mesh_throughput import (BENCH_RATE_LIMITS, MESH_SERVICES, AssignmentClock, inject, put_agents_online,
-                                   write_roster)
+                                   write_roster, write_rules)
 from devenv.mesh import Mesh, isolated_env
 from shared.testing.plugin import AMQP_BASE, create_vhost, delete_vhost
 

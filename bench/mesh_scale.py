@@ -5,7 +5,7 @@ Each configuration is a fresh mesh (devenv.mesh, the processes ``./dev up`` runs
 sla_watcher, notifier, agent_desk, intake_chat) on a vhost and Redis database of its own, with
 ``replicas`` processes of intake_chat and of the dispatcher. The chat POSTs go round robin to
 the intake replicas (as a load balancer would); the dispatchers share their queues. Offers are
-off (bench.dispatch_replicas.write_rules): unaccepted offers would expire after 60 s and be
+off (bench.mesh_throughput.write_rules): unaccepted offers would expire after 60 s and be
 assigned again mid-run, counting twice. Per
 configuration: a burst of N first messages (throughput: N over first POST → last
 ``ticket_assigned``; latency per ticket: its POST → its ``ticket_assigned``, mostly queueing in
@@ -34,9 +34,8 @@ from urllib.parse import quote
 
 import redis
 
-from bench.dispatch_replicas import write_rules
 from bench.mesh_throughput import (BENCH_RATE_LIMITS, MESH_SERVICES, AssignmentClock, inject, put_agents_online,
-                                   write_roster)
+                                   write_roster, write_rules)
 from bench.raw_ceiling import measure_raw
 from bench.stats import Measurement
 from devenv.mesh import Mesh, isolated_env, service_of

@@ -3,7 +3,9 @@
 The services run as separate processes (devenv.mesh, as ``./dev up`` runs them) on a vhost and
 Redis database of the benchmark's own. A roster of agents with room for every ticket is put
 online by ``agent_presence_changed`` events (the agent desk's event, sent here directly so no
-browser is needed), then N first messages of N visitors are posted with a bounded number in
+browser is needed), with offers off (write_rules, as every mesh benchmark:
+an unaccepted offer expires after its timeout and is assigned again, work that grows with the
+load and is not intake → assigned), then N first messages of N visitors are posted with a bounded number in
 flight. Per ticket, latency is the POST's start → the moment the benchmark's consumer sees the
 dispatcher's ``ticket_assigned``; throughput is N over first POST → last assignment.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 import redis
+import yaml
 
 from bench.stats import Measurement, summarize
 from devenv.mesh import Mesh, isolated_env
@@ -32,6 +35,7 @@ MESH_SERVICES = ("dispatcher", "sla_watcher", "notifier", "agent_desk", "intake_
 BENCH_RATE_LIMITS = ("ip_connects=0/60,ip_messages=0/60,ip_conversations=0/3600,session_messages=0/60,"
                      "session_uploads=0/3600,session_transcripts=0/3600")
 BENCH_AGENTS = 20
+RULES = Path(__file__).resolve().parents[1] / "deploy" / "config" / "routing.yaml"
 
 
 def write_roster(path: Path, tickets: int) -> None:
@@ -43,6 +47,13 @@ def write_roster(path: Path, tickets: int) -> None:
                   "    skills: {general: 3, billing: 3, technical: 3}", "    languages: [zh, en]",
                   f"    capacity: {{chat: {capacity}, email: 10, phone: 1}}"]
     path.write_text("\n".join(lines) + "\n")
+
+
+def write_rules(path: Path) -> None:
+    """The deployed rules with offers off."""
+    data = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    data.setdefault("routing", {})["offer_timeout_seconds"] = 0
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
 
 async def put_agents_online(amqp_uri: str) -> None:
@@ -141,10 +152,11 @@ async def measure_mesh(count: int, concurrency: int, redis_db: int, paced_rate: 
     amqp_uri = f"{AMQP_BASE}/{vhost}"
     redis_url = f"redis://127.0.0.1:6379/{redis_db}"
     redis.Redis.from_url(redis_url).flushdb()
-    roster = work_dir / "roster.yaml"
+    roster, rules = work_dir / "roster.yaml", work_dir / "routing.yaml"
     write_roster(roster, count)
+    write_rules(rules)
     env = isolated_env(amqp_uri=amqp_uri, redis_url=redis_url, work_dir=work_dir, imap_port=1, smtp_port=1,
-                       TM_ROSTER_FILE=str(roster), TM_LOG_LEVEL="WARNING",
+                       TM_ROSTER_FILE=str(roster), TM_ROUTING_RULES_FILE=str(rules), TM_LOG_LEVEL="WARNING",
                        TM_CHAT_RATE_LIMITS=BENCH_RATE_LIMITS)  # every benchmark visitor posts from 127.0.0.1
     mesh = Mesh(env, work_dir / "log", quiet=True)
     try:

@@ -15,7 +15,7 @@ A key pattern is flagged when it has keys without TTL although the table documen
 lifetime, or when it is missing from the table: ``check_key_bounds`` is what
 tests/e2e/test_redis_key_bounds.py asserts.
 
-Offers are off (bench.dispatch_replicas.write_rules) so the supervisor can resolve without an
+Offers are off (bench.mesh_throughput.write_rules) so the supervisor can resolve without an
 agent's acceptance racing the offer timer; the notifier's SMTP port is closed, so its outbox
 holds every mail undelivered (the documented "until delivered" state: the worst case).
 """
@@ -37,10 +37,9 @@ from urllib.parse import quote
 import aiohttp
 import redis
 
-from bench.dispatch_replicas import write_rules
 from bench.mesh_scale import ScratchRedis
 from bench.mesh_throughput import (BENCH_RATE_LIMITS, MESH_SERVICES, AssignmentClock, inject, put_agents_online,
-                                   write_roster)
+                                   write_roster, write_rules)
 from devenv.mesh import Mesh, isolated_env
 from devenv.servers import http_get
 from shared.testing.plugin import AMQP_BASE, create_vhost, delete_vhost

@@ -13,8 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 
-from bench.dispatch_replicas import write_rules
-from bench.mesh_throughput import MESH_SERVICES, put_agents_online, write_roster
+from bench.mesh_throughput import MESH_SERVICES, put_agents_online, write_roster, write_rules
 from bench.redis_memory import add_supervisor, census, check_key_bounds, documented_patterns, run_tickets, wait_quiet
 from devenv.mesh import Mesh, isolated_env
 
