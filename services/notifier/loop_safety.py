@@ -39,12 +39,11 @@ in three layers, after Zammad (anchors §2.2):
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
-from email.errors import MessageError
-from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Iterable
+
+from shared.mail_addresses import is_system_address, is_valid_address, normalize_address
 
 # Written by a person for a person: never capped, never marked automatic. ``chat_reply_missed``
 # is agents' chat replies that reached no widget (intake_chat's signal): the same words an
@@ -63,44 +62,8 @@ SYSTEM_ADDRESS = "system_address"
 OWN_ADDRESS = "own_address"
 LOOP_CAP = "loop_cap"
 
-_ADDRESS = re.compile(r"^[^@\s<>\"(),;:\\\[\]]+@[^@\s<>\"(),;:\\\[\]]+\.[^@\s<>\"(),;:\\\[\]]+$")
-# Local parts (before any +tag) that only machines read; Zammad's send_no_auto_response_reg_exp
-# plus the spellings it misses.
-_SYSTEM_LOCAL_EXACT = frozenset({
-    "mailer-daemon", "mailerdaemon", "mailer_daemon", "postmaster", "abuse", "root", "bounce", "bounces",
-    "listserv", "majordomo", "mailman", "daemon",
-})
-_NO_REPLY = re.compile(r"no[-_.]?reply|do[-_.]?not[-_.]?reply|dont[-_.]?reply", re.IGNORECASE)
-# VERP and list robots: bounce-123@, bounces+abc=x@, list-bounces@, owner-list@, list-request@.
-_ROBOT_LOCAL = re.compile(r"^(bounces?[-+=].*|.+-bounces?|owner-.+|.+-owner|.+-request)$", re.IGNORECASE)
-# System senders of big Chinese mail providers that are not caught by the rules above.
-_PROVIDER_SYSTEM = frozenset({"10000@qq.com", "10000@foxmail.com"})
-
-
-def normalize_address(address: str) -> str:
-    return address.strip().lower()
-
-
-def is_valid_address(address: str) -> bool:
-    """One plain ``local@domain.tld`` the mail headers can carry (no display name, no list)."""
-    stripped = address.strip()
-    if not _ADDRESS.match(stripped):
-        return False
-    try:
-        Address(addr_spec=stripped)
-    except (ValueError, IndexError, MessageError):  # what the stdlib raises for a malformed address
-        return False
-    return True
-
-
-def is_system_address(address: str) -> bool:
-    """A machine's mailbox: nothing it sends back is a person's answer."""
-    normalized = normalize_address(address)
-    if normalized in _PROVIDER_SYSTEM:
-        return True
-    local = normalized.rsplit("@", 1)[0]
-    base = local.split("+", 1)[0]
-    return base in _SYSTEM_LOCAL_EXACT or bool(_NO_REPLY.search(local)) or bool(_ROBOT_LOCAL.match(local))
+# Which addresses are machines' is shared with intake_email (shared/mail_addresses.py).
+__all__ = ["is_system_address", "is_valid_address", "normalize_address"]
 
 
 def is_own_address(address: str, own: str) -> bool:
