@@ -5,12 +5,14 @@
     ticketmesh dead-letters replay [--limit N]   republish to where each came from
     ticketmesh roster hash-password              make a password_hash for the roster file
     ticketmesh roster validate FILE              check a roster file
+    ticketmesh roster reload [FILE] [--json]     validate, have every dispatcher use it now, show who does
     ticketmesh config                            every environment variable with its default
     ticketmesh email parse FILE.eml [--json]     what intake makes of one raw message (- reads stdin)
     ticketmesh quarantine list [--mailbox M]     mail intake_email kept aside, and why
     ticketmesh quarantine show ID                one of them: the note and its headers
     ticketmesh quarantine reprocess ID...        put them back into their mailbox for intake
     ticketmesh rules validate [FILE]             check the classification rules
+    ticketmesh rules reload [FILE] [--json]      validate, have every dispatcher use them now, show who does
     ticketmesh rules explain --subject S --text T  how a sample ticket is classified, and why
     ticketmesh simulate --trace T --staffing S   replay a workload through the routing policies, offline
     ticketmesh dispatch explain TICKET           a ticket's routing decisions (also: queues, agents)
@@ -315,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     roster_sub.add_parser("hash-password")
     validate = roster_sub.add_parser("validate")
     validate.add_argument("file")
+    from services.dispatcher import reload_cli  # ticketmesh roster reload (rules reload: rules_cli)
+
+    reload_cli.register_roster(roster_sub)
     roster.set_defaults(func=_cmd_roster)
 
     quarantine = sub.add_parser("quarantine", help="mail intake_email kept aside: list, show, reprocess")

@@ -2,6 +2,8 @@
 
     ticketmesh rules validate [FILE]                     exit 0 valid, 2 with the file, rule and field
                                                          (the routing: policy section is checked too)
+    ticketmesh rules reload [FILE] [--timeout S] [--json]  validate, then every dispatcher uses it now
+                                                         (services/dispatcher/reload_cli.py)
     ticketmesh rules explain [--file F] --subject S --text T [--channel email] [--sender a@b]
                              [--tier vip] [--language zh] [--mailbox M] [--queue Q]
                              [--repeat N] [--complaints N] [--json]
@@ -38,6 +40,9 @@ def register(sub: Any) -> None:
     validate = rules_sub.add_parser("validate", help="check a rules file (exit 2 with the rule and field)")
     validate.add_argument("file", nargs="?", default=None,
                           help=f"default: ${ROUTING_RULES_FILE_KEY} or {DEFAULT_ROUTING_RULES_FILE}")
+    from services.dispatcher import reload_cli  # ticketmesh rules reload
+
+    reload_cli.register_rules(rules_sub)
     ex = rules_sub.add_parser("explain", help="how a sample ticket is classified, and why")
     ex.add_argument("--file", default=None, help=f"rules file (default: ${ROUTING_RULES_FILE_KEY} or "
                                                  f"{DEFAULT_ROUTING_RULES_FILE})")

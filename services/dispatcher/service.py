@@ -68,8 +68,10 @@ from services.dispatcher.policy import RoutingPolicy, parse_policy
 from services.dispatcher.routing import ONLINE
 from services.dispatcher.store import ASSIGNED, NEW, QUEUED, DispatchStore, TicketFacts
 from services.dispatcher.health import DispatcherHealth
+from services.dispatcher.reload_requests import ReloadRequests, report_files
 from shared import events as ev
 from shared.customer_identity import attach_target, contact_identifiers
+from shared.config_reload import Responder
 from shared.customer_store import ATTACHED, LINKED, OWN, ContactOutcome, ProfileHistory
 from shared.intake_ledger import stable_event_id
 from shared.logging import get_logger
@@ -216,6 +218,7 @@ class DispatcherService(DispatcherHealth):  # + /healthz, /readyz, /metrics, hea
 
     store: DispatchStore = DispatchStoreProvider()
     config: Config = RoutingRulesProvider()
+    reload_requests: Responder = ReloadRequests()
     emit = Emitter()
     log_context = LogContext()
 
@@ -317,14 +320,25 @@ class DispatcherService(DispatcherHealth):  # + /healthz, /readyz, /metrics, hea
 
     @timer(interval=RELOAD_SWEEP_SECONDS)
     def reload_config(self) -> None:
-        """Carry a changed rules or roster file into Redis (providing ``self.config`` looked at them)."""
+        """Carry a changed rules or roster file into Redis (providing ``self.config`` looked at them).
+
+        ``ticketmesh roster|rules reload`` asks for a look now; the replica reports what it uses
+        once that is in Redis (shared/config_reload.py)."""
         files, model = self.config.files, self.config.policy.capacity_model
+        request = self.reload_requests.pending()
+        if request is not None:
+            files.rules.check()
+            files.roster.check()
+            self.store.policy = files.rules.value[1]
+            model = self.store.policy.capacity_model
         if files.roster.version != files.roster_written:
             self._apply_roster(files)
         elif files.indexed_model != model:
             count = self.store.reindex()
             files.indexed_model = model
             log.info("availability_reindexed", capacity_model=model, agents=count)
+        if files.roster.version == files.roster_written:  # else a newer roster came in meanwhile: next tick
+            report_files(self.reload_requests, files.rules, files.roster, request=request, now=time.time())
 
     @timer(interval=OFFER_SWEEP_SECONDS)
     def expire_offers(self) -> None:
