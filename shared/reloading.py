@@ -52,6 +52,11 @@ class ReloadingFile(Generic[T]):
         """The value in use, without looking at the file."""
         return self._value
 
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the bytes of the version in use (what ``ticketmesh … reload`` compares)."""
+        return self._digest
+
     def current(self, now: float) -> T:
         """The newest good value; looks at the file when ``interval`` has passed since the last look."""
         if now - self._checked_at < self.interval:

@@ -16,7 +16,7 @@ from shared.reloading import ReloadingFile
 def file_state(file: ReloadingFile) -> tuple[str, str, int, str | None]:
     # ReloadingFile keeps the digest of the version in use private; it is the hash the command
     # compares, so it is read here rather than by hashing the file again (which may have moved on).
-    return str(file.path), file._digest, file.version, file.last_error  # noqa: SLF001
+    return str(file.path), file.digest, file.version, file.last_error
 
 
 class ReloadRequests(DependencyProvider):
