@@ -60,6 +60,8 @@ def gather(common: CommonSettings, mgmt_url: str, *, now: float,
         out["agents"] = _part(lambda: mesh_facts.agents_by_presence(client))
         out["tickets"] = _part(lambda: mesh_facts.open_tickets_by_status(client, progress))
         out["sla"] = _part(lambda: mesh_facts.sla_summary(client, now))
+        if not _failed(out["replicas"]):
+            out["config"] = _part(lambda: _dispatcher_config(client, out["replicas"]))
     finally:
         client.close()
     out["queues"] = _part(lambda: mesh_facts.queue_rows(management_queues(mgmt_url, common.amqp_uri)))
@@ -81,6 +83,33 @@ def _replicas(client: Any, now: float) -> list[dict]:
              "up_seconds": round(now - float(r.get("started_at") or now)),
              "seen_seconds_ago": round(now - float(r.get("seen_at") or now), 1)}
             for r in heartbeat.replicas(client)]
+
+
+def _dispatcher_config(client: Any, replicas: list[dict]) -> dict[str, dict[str, dict]]:
+    """The roster and rules each live dispatcher replica reports using (shared/config_reload.py):
+    file → replica → sha256 and the error of a newer version it refused."""
+    from shared.config_reload import ReloadStore
+
+    names = [r["replica"] for r in replicas if r["service"] == "dispatcher"]
+    out: dict[str, dict[str, dict]] = {}
+    for replica, report in ReloadStore(client).reports(names).items():
+        for name, state in report.get("files", {}).items():
+            out.setdefault(name, {})[replica] = {"sha256": state.get("sha256", ""), "error": state.get("error")}
+    return out
+
+
+def config_problems(config: dict[str, dict[str, dict]]) -> list[str]:
+    """Dispatcher replicas routing by different files, or keeping an old one a newer one failed."""
+    found = []
+    for name, by_replica in sorted(config.items()):
+        hashes = {state["sha256"] for state in by_replica.values()}
+        if len(hashes) > 1:
+            found.append(f"dispatcher replicas use different {name} files: " + ", ".join(
+                f"{replica} {state['sha256'][:12]}" for replica, state in sorted(by_replica.items()))
+                + f" (ticketmesh {name} reload)")
+        found += [f"dispatcher {replica} kept its {name}: the newer file is invalid: {state['error']}"
+                  for replica, state in sorted(by_replica.items()) if state.get("error")]
+    return found
 
 
 def _quarantined(data_dir: str) -> dict[str, int]:
@@ -114,6 +143,9 @@ def problems(data: dict[str, Any]) -> list[str]:
         found.append(f"{sum(data['quarantined'].values())} mails in quarantine (ticketmesh quarantine list)")
     if not _failed(data.get("sla")) and data["sla"]["due_now"]:
         found.append(f"{data['sla']['due_now']} SLA clocks due and not fired yet (is sla_watcher keeping up?)")
+    if "config" in data:
+        found += ([f"cannot read config: {data['config']['error']}"] if _failed(data["config"])
+                  else config_problems(data["config"]))
     return found
 
 

@@ -38,6 +38,19 @@ def test_missing_services_dead_letters_orphan_queues_quarantine_and_overdue_sla_
     assert any(p.startswith("5 SLA clocks due") for p in found)
 
 
+def test_dispatchers_on_different_or_refused_config_files_are_problems():
+    same = {"sha256": "a" * 64, "error": None}
+    healthy = sample(config={"roster": {"d-1": same, "d-2": same}, "rules": {"d-1": same, "d-2": same}})
+    assert status_cli.problems(healthy) == []
+    data = sample(config={
+        "roster": {"d-1": same, "d-2": {"sha256": "b" * 64, "error": None}},
+        "rules": {"d-1": same, "d-2": {"sha256": "a" * 64, "error": "rule 3: field 'skill' is required"}}})
+    found = status_cli.problems(data)
+    assert "dispatcher replicas use different roster files: d-1 aaaaaaaaaaaa, d-2 bbbbbbbbbbbb (ticketmesh roster reload)" in found
+    assert "dispatcher d-2 kept its rules: the newer file is invalid: rule 3: field 'skill' is required" in found
+    assert len(found) == 2
+
+
 def test_an_unreadable_part_is_reported_and_the_rest_still_shown():
     data = sample(queues={"error": "URLError: refused"})
     data["problems"] = status_cli.problems(data)

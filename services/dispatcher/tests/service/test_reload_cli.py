@@ -21,7 +21,7 @@ from services.dispatcher.tests.service.test_dispatcher_service import (
     received,
 )
 from shared import events as ev
-from shared import heartbeat
+from shared import heartbeat, status_cli
 from shared.cli import main
 from shared.config_reload import REPORT_PREFIX, REQUEST_KEY, ReloadStore, Responder
 from shared.testing.plugin import poll_until
@@ -164,6 +164,16 @@ def test_replicas_that_do_not_confirm_or_use_another_file_are_named_with_a_non_z
     assert last.startswith("not confirmed within 3s:") and "dispatcher-a" not in last
     assert "dispatcher-b (uses " in last and "its file differs" in last
     assert "dispatcher-wedged (no answer)" in last
+
+    # `ticketmesh status` names the split too, from the same reports.
+    config = status_cli._dispatcher_config(redis_client, heartbeat_rows(redis_client))  # noqa: SLF001
+    assert set(config["roster"]) == {"dispatcher-a", "dispatcher-b"}
+    assert any(p.startswith("dispatcher replicas use different roster files: dispatcher-a ")
+               for p in status_cli.config_problems(config))
+
+
+def heartbeat_rows(redis_client):
+    return [{"service": r.get("service", ""), "replica": r.get("replica", "")} for r in heartbeat.replicas(redis_client)]
 
 
 def test_no_running_dispatcher_is_an_error(tmp_path, redis_client, redis_url, capsys, monkeypatch):
