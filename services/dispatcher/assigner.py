@@ -348,8 +348,7 @@ class Assigner:
                 detail = {"same": "already holds it", "no": f"{target} cannot take it now: {result.detail}"}.get(
                     result.status, f"the ticket is {result.detail}")
                 return self._transfer_outcome(event, record, "rejected", None, holder, detail)
-            self.store.record_decision(ticket_id, decision)
-            after = self.store.ticket(ticket_id)
+            after = self.store.ticket(ticket_id)  # the move logged the decision
             self._transfer_outcome(event, record, "assigned", after.unassigned if after else None, holder,
                                    f"assigned to {target}", to_agent=target)
             if holder:
@@ -608,8 +607,7 @@ class Assigner:
                                       candidate.agent_id, now)
             result = self.store.claim(facts.ticket_id, candidate.agent_id, facts.channel, now=now, decision=decision,
                                       offer_expires_at=offer_expires_at, requirement=record.requirement_stamp)
-            if result.assigned:
-                self._record(partial(self.store.queue_decision, ticket_id=facts.ticket_id, decision=decision))
+            if result.assigned:  # the claim script logged the decision
                 self._record(partial(self.store.queue_customer_agent, facts=facts,
                                      agent_id=candidate.agent_id, at=now))
                 if announce:

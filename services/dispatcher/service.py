@@ -341,14 +341,13 @@ class DispatcherService(DispatcherHealth):  # + /healthz, /readyz, /metrics, hea
         contact = contact_identifiers(event.customer, self.config.region)
         if contact.problems:  # the values themselves are personal data: only their kinds are logged
             log.info("customer_identifier_dropped", kinds=[p.split(":", 1)[0] for p in contact.problems])
-        profile = self.store.customers.resolve(contact, now=now, name=event.customer.name or None)
+        legacy_key = customer_key(event.customer)  # the history kept per key before profiles
+        profile, profile_history, legacy, decided = self.store.resolve_customer(
+            contact, legacy_key, event.ticket_id, now=now, name=event.customer.name or None)
         if profile.changed:
             log.info("customer_resolved", customer_id=profile.profile_id, created=profile.created,
                      merged=list(profile.merged), maybe=[link.other for link in profile.maybe])
         customer_id = profile.profile_id
-        legacy_key = customer_key(event.customer)  # the history kept per key before profiles
-        profile_history, legacy, decided = self.store.customer_context(customer_id, profile.aliases, legacy_key,
-                                                                       event.ticket_id, now=now)
         decided = self._contact_decision(event, customer_id, profile_history, decided, now)
         if decided.outcome == ATTACHED:
             return

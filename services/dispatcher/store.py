@@ -54,7 +54,8 @@ import redis
 from services.dispatcher.customers import CustomerHistory
 from services.dispatcher.policy import DEFAULT_POLICY, RoutingPolicy
 from services.dispatcher.routing import AgentSnapshot, TicketNeeds, new_snapshot, requirement_key
-from shared.customer_store import HISTORY_READS, ContactOutcome, CustomerStore, ProfileHistory
+from shared.customer_identity import ContactIdentifiers
+from shared.customer_store import HISTORY_READS, ContactOutcome, CustomerStore, ProfileHistory, Resolution
 from shared.errors import TransientError
 from shared.roster import AgentProfile
 
@@ -187,7 +188,7 @@ return #agents
 
 # The claim as a Lua function, shared by the plain claim and the transfer's move.
 # keys: ticket, presence, capacity, load, open(agent), waiting, last_assigned, unannounced,
-#       recent(agent), offers, relax
+#       recent(agent), offers, relax, decisions(ticket)
 # a: ticket_id, agent_id, channel, now, decision_json, capacity model, fairness window s (0 = off),
 #    fairness max, offer expiry ('' = none), force ('1': only presence online/away is checked),
 #    decline cooldown s, the requirement stamp the caller ranked by ('' = not checked)
@@ -277,6 +278,10 @@ local function claim(k, a)
     redis.call('ZADD', k[9], a[4], a[1] .. ':' .. attempt)
     redis.call('EXPIRE', k[9], math.ceil(window))
   end
+  -- the decision log (see DispatchStore.queue_decision) in the claim's own round trip
+  redis.call('RPUSH', k[12], a[5])
+  redis.call('LTRIM', k[12], -""" + str(DECISIONS_KEPT) + """, -1)
+  redis.call('EXPIRE', k[12], """ + str(TICKET_TTL_SECONDS) + """)
   reindex(agent, a[6])
   return {'assigned', agent, attempt}
 end
@@ -383,13 +388,13 @@ return unassign(KEYS, ARGV)
 # script cannot roll back), then the holder (if any) is unassigned and the target claims. A
 # supervisor's reassignment (force) checks only presence (online/away); a transfer checks
 # presence, room and fairness like any claim (not the decline cooldown: a person chose them).
-# KEYS: 1-7 unassign keys (open of the holder), 8-18 claim keys
+# KEYS: 1-7 unassign keys (open of the holder), 8-19 claim keys
 # ARGV: [1] expected holder ('' = none expected), [2] n = number of unassign args,
 #       then n unassign args, then the claim args
 _MOVE = _INDEX_FN + _QUEUE_FN + _UNASSIGN_FN + _CLAIM_FN + """
 local uk = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
 local ck = {}
-for i = 8, 18 do ck[#ck + 1] = KEYS[i] end
+for i = 8, 19 do ck[#ck + 1] = KEYS[i] end
 local n = tonumber(ARGV[2])
 local ua, ca = {}, {}
 for i = 3, 2 + n do ua[#ua + 1] = ARGV[i] end
@@ -561,7 +566,13 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
 """
 
+# KEYS: routing lease, ticket, unannounced   ARGV: token, ticket_id, then the announcements
+# confirmed while the lease was held (ANNOUNCED_*), marked on the ticket (as mark_announced does).
 _RELEASE = """
+for i = 3, #ARGV do
+  redis.call('HSET', KEYS[2], 'announced_' .. ARGV[i], 1)
+  if ARGV[i] == '""" + ANNOUNCED_ASSIGNED + """' then redis.call('ZREM', KEYS[3], ARGV[2]) end
+end
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -1078,8 +1089,9 @@ class DispatchStore:
             def end(pipe: redis.client.Pipeline) -> None:
                 for queue_writes in routing.later:
                     queue_writes(pipe)
-                self._queue_mark_announced(pipe, facts.ticket_id, routing.announced)
-                pipe.evalsha(self._release.sha, 1, lease_key, token)
+                # the announcements noted meanwhile are marked by the release script
+                pipe.evalsha(self._release.sha, 3, lease_key, self.ticket_key(facts.ticket_id), self.unannounced_key,
+                             token, facts.ticket_id, *routing.announced)
 
             self._execute_with_scripts(end)
 
@@ -1113,7 +1125,7 @@ class DispatchStore:
     def _claim_keys(self, ticket_id: str, agent_id: str) -> list[str]:
         return [self.ticket_key(ticket_id), self.presence_key, self.capacity_key, self.load_key,
                 self.open_key(agent_id), self.waiting_key, self.last_assigned_key, self.unannounced_key,
-                self.recent_key(agent_id), self.offers_key, self.relax_key]
+                self.recent_key(agent_id), self.offers_key, self.relax_key, self.decisions_key(ticket_id)]
 
     def _claim_args(self, ticket_id: str, agent_id: str, channel: str, now: float, decision: dict,
                     offer_expires_at: float | None, force: bool, requirement: str | None = None,
@@ -1419,6 +1431,20 @@ class DispatchStore:
         decided = self.customers.contact_from(values[split]) if customer_id else None
         legacy = _legacy_from(values[-4:], ticket_id) if legacy_key else CustomerHistory()
         return profile, legacy, decided
+
+    def resolve_customer(self, contact: ContactIdentifiers, legacy_key: str | None, ticket_id: str, *, now: float,
+                         name: str | None) -> tuple[Resolution, ProfileHistory, CustomerHistory, ContactOutcome | None]:
+        """The received contact's profile (found, created or merged), its history, the legacy
+        per-key one and what was decided for this contact before (a redelivery): what
+        ``customers.resolve`` then ``customer_context`` return, in fewer round trips (one for a
+        new customer, two for a returning one)."""
+        def legacy_reads(pipe: redis.client.Pipeline) -> None:
+            if legacy_key:
+                self._queue_legacy_reads(pipe, legacy_key, now=now)
+
+        found = self.customers.resolve_contact(contact, ticket_id, now=now, name=name, queue_reads=legacy_reads)
+        legacy = _legacy_from(found.reads, ticket_id) if legacy_key else CustomerHistory()
+        return found.resolution, found.history, legacy, found.decided
 
     def record_customer_ticket(self, facts: TicketFacts, ticket_id: str, *, received: float, complaint: bool) -> None:
         pipe = self.client.pipeline(transaction=True)
