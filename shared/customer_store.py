@@ -488,13 +488,15 @@ class CustomerStore:
         return self._transaction(attempt)
 
     def resolve_contact(self, contact: ContactIdentifiers, ticket_id: str, *, now: float, name: str | None = None,
-                        queue_reads: Callable[[Any], None] | None = None) -> "ContactContext":
+                        queue_reads: Callable[[Any], None] | None = None,
+                        scripts: Sequence[Any] = ()) -> "ContactContext":
         """A received contact (the dispatcher): ``resolve`` (same rules, same atomicity), plus the
         profile's history (its aliases' too, ``ticket_id`` left out) and the decision recorded
         for ``ticket_id``, plus whatever ``queue_reads`` queues, in as few round trips as can be:
         a new customer's reads and creation are one script, with the rest in its round trip; a
         returning customer's history is read with their profile. A creation needs no history
-        read: nothing is ever recorded under a new id before its creation.
+        read: nothing is ever recorded under a new id before its creation. ``scripts``: those
+        ``queue_reads`` calls by EVALSHA (loaded if Redis lost them; they must be safe to repeat).
         """
         verified, typed = list(contact.verified), list(contact.typed)
         create = plan_resolution(verified, typed, IndexView()) if verified else NO_PROFILE
@@ -507,7 +509,7 @@ class CustomerStore:
             if queue_reads is not None:
                 queue_reads(pipe)
 
-        values = self._execute_with_scripts(first)
+        values = self._execute_with_scripts(first, scripts)
         if not verified:
             return ContactContext(NO_RESOLUTION, ProfileHistory(), None, values)
         reply, contact_raw, extra = values[0], values[1], values[2:]
@@ -538,10 +540,11 @@ class CustomerStore:
                 history = self.history_from(pipe.execute(), ids, exclude=ticket_id)
         return ContactContext(resolution, history, _contact(contact_raw) if pid else None, extra)
 
-    def _execute_with_scripts(self, queue_commands: Callable[[Any], None]) -> list:
-        """One round trip for a pipeline calling ``_CREATE_OR_READ`` by EVALSHA; if Redis lost
-        its scripts (a restart) they are loaded and the pipeline sent again (the script met
-        NOSCRIPT so did not run, and everything else in such a pipeline is a read)."""
+    def _execute_with_scripts(self, queue_commands: Callable[[Any], None], scripts: Sequence[Any] = ()) -> list:
+        """One round trip for a pipeline calling ``_CREATE_OR_READ`` (and ``scripts``) by EVALSHA;
+        if Redis lost its scripts (a restart) they are loaded and the pipeline sent again. A script
+        that met NOSCRIPT did not run; ``_CREATE_OR_READ`` run twice finds its own creation the
+        second time (the customer resolves as found, not created)."""
         def send() -> list:
             pipe = self.client.pipeline(transaction=False)
             queue_commands(pipe)
@@ -550,7 +553,8 @@ class CustomerStore:
         try:
             return send()
         except redis.exceptions.NoScriptError:
-            self.client.script_load(self._create_or_read.script)
+            for script in (self._create_or_read, *scripts):
+                self.client.script_load(script.script)
             return send()
 
     @staticmethod
