@@ -142,6 +142,24 @@ return {1, pid}
 """
 
 
+# ``CustomerStore.queue_ticket`` as one command (for a pipeline that reloads scripts on NOSCRIPT
+# and may be sent twice: every write here is idempotent).
+# KEYS: history:<id>:tickets, :complaints, :open, :channels
+# ARGV: ticket_id, received, the window's start, complaint ('1'/'0'), channel, ttl
+_NOTE_TICKET = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+end
+redis.call('ZADD', KEYS[3], 'GT', ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+return 1
+"""
+
+
 # -- keys ------------------------------------------------------------------------------------
 
 def _h(ident: Identifier) -> str:
@@ -362,6 +380,7 @@ class CustomerStore:
         self.client = client
         self._create = client.register_script(_CREATE)
         self._create_or_read = client.register_script(_CREATE_OR_READ)
+        self.note_ticket_script = client.register_script(_NOTE_TICKET)
         # Called between the reads and the write of a resolution: tests use it to run a second
         # resolver exactly there.
         self.after_read: Callable[[], None] | None = None
@@ -840,6 +859,17 @@ class CustomerStore:
         pipe.hset(base + ":channels", ticket_id, channel)
         for suffix in (":tickets", ":complaints", ":open", ":channels"):
             pipe.expire(base + suffix, HISTORY_TTL_SECONDS)
+
+    def queue_ticket_by_script(self, pipe: Any, pid: str | None, ticket_id: str, *, channel: str, received: float,
+                               complaint: bool) -> None:
+        """``queue_ticket`` as one EVALSHA (the caller's pipeline loads ``note_ticket_script`` on
+        NOSCRIPT and sends again)."""
+        if not pid:
+            return
+        base = Keys.history(pid)
+        pipe.evalsha(self.note_ticket_script.sha, 4, base + ":tickets", base + ":complaints", base + ":open",
+                     base + ":channels", ticket_id, repr(received), repr(received - HISTORY_WINDOW_SECONDS),
+                     "1" if complaint else "0", channel, HISTORY_TTL_SECONDS)
 
     @staticmethod
     def queue_agent(pipe: Any, pid: str | None, agent_id: str, *, at: float) -> None:

@@ -123,7 +123,7 @@ class Assigner:
         with self.store.routing(facts, now=self._now(), received=received) as routing:
             routing.later.append(partial(self.store.queue_customer_ticket, facts=facts,
                                          ticket_id=facts.ticket_id, received=facts.received_at.timestamp(),
-                                         complaint=complaint))
+                                         complaint=complaint, scripted=True))
             self._routing = routing
             try:
                 return self._receive(facts, routing)

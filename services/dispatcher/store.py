@@ -1228,7 +1228,7 @@ class DispatchStore:
             return send()
         except redis.exceptions.NoScriptError:
             for script in (self._begin_routing, self._release, self._index_page, self._take_lease, self._register,
-                           self._claim, self._enqueue):
+                           self._claim, self._enqueue, self.customers.note_ticket_script):
                 self.client.script_load(script.script)
             return send()
 
@@ -1587,8 +1587,13 @@ class DispatchStore:
         pipe.execute()
 
     def queue_customer_ticket(self, pipe: redis.client.Pipeline, facts: TicketFacts, ticket_id: str, *,
-                              received: float, complaint: bool) -> None:
-        if facts.customer_id:
+                              received: float, complaint: bool, scripted: bool = False) -> None:
+        """``scripted``: the profile's history in one command (only in a pipeline sent by
+        ``_execute_with_scripts``, which loads the script if Redis lost it)."""
+        if facts.customer_id and scripted:
+            self.customers.queue_ticket_by_script(pipe, facts.customer_id, ticket_id, channel=facts.channel,
+                                                  received=received, complaint=complaint)
+        elif facts.customer_id:
             self.customers.queue_ticket(pipe, facts.customer_id, ticket_id, channel=facts.channel, received=received,
                                         complaint=complaint)
         elif facts.customer_key:  # a ticket routed before profiles, reopened: its history is the legacy one

@@ -271,3 +271,26 @@ def test_concurrent_new_contacts_with_one_identifier_make_one_profile(redis_clie
         t.join(30)
     assert {r.resolution.profile_id for r in results} == {"CU-1"}
     assert sum(r.resolution.created for r in results) == 1
+
+
+@pytest.mark.parametrize("complaint", [True, False])
+def test_a_ticket_noted_by_script_is_noted_as_by_commands(customers, complaint):
+    old = T0 - 40 * 24 * 3600  # outside the window: both trim it
+    for pid in ("CU-1", "CU-2"):
+        pipe = customers.client.pipeline()
+        customers.queue_ticket(pipe, pid, "TM-0", channel="mail", received=old, complaint=True)
+        pipe.execute()
+    pipe = customers.client.pipeline()
+    customers.queue_ticket(pipe, "CU-1", "TM-1", channel="chat", received=T0, complaint=complaint)
+    customers.queue_ticket_by_script(pipe, "CU-2", "TM-1", channel="chat", received=T0, complaint=complaint)
+    pipe.execute()
+    client = customers.client
+
+    def state(pid):
+        base = Keys.history(pid)
+        return ([client.zrange(base + s, 0, -1, withscores=True) for s in (":tickets", ":complaints", ":open")],
+                client.hgetall(base + ":channels"),
+                [client.ttl(base + s) > 0 for s in (":tickets", ":complaints", ":open", ":channels")])
+
+    assert state("CU-2") == state("CU-1")
+    assert state("CU-1")[0][0] == [("TM-1", T0)]
