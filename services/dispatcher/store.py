@@ -765,6 +765,7 @@ class Roster:
     # agent → (skills, languages, capacity, group, tier) as snapshots carry them, built once per
     # roster version so a snapshot does not rebuild them per ticket
     statics: dict[str, tuple] = field(default_factory=dict)
+    order: tuple[str, ...] = ()  # agent ids sorted, the order of a whole-roster snapshot
 
 
 @dataclass(frozen=True)
@@ -1024,7 +1025,8 @@ class DispatchStore:
         decoded = {a: json.loads(raw) for a, raw in profiles.items()}
         statics = {a: (p["skills"], tuple(p["languages"]), caps.get(a, {}), p.get("group"), p.get("tier") or "L1")
                    for a, p in decoded.items()}
-        roster = Roster(version=read_version, profiles=decoded, capacity=caps, statics=statics)
+        roster = Roster(version=read_version, profiles=decoded, capacity=caps, statics=statics,
+                        order=tuple(sorted(decoded)))
         if read_version is not None:
             self._roster = roster
         return roster
@@ -1041,16 +1043,15 @@ class DispatchStore:
         for slot, value in load.items():
             agent_id, channel = slot.rsplit(":", 1)
             loads.setdefault(agent_id, {})[channel] = int(value)
+        # per ticket for every agent: the roster's part is built once per version (statics, order)
+        statics = roster.statics
         snapshots = []
-        for agent_id, profile in roster.profiles.items():
+        for agent_id in roster.order:
+            skills, languages, capacity, group, tier = statics[agent_id]
             last = last_assigned.get(agent_id)
-            snapshots.append(AgentSnapshot(
-                agent_id=agent_id, presence=presence.get(agent_id, "offline"), skills=profile["skills"],
-                languages=tuple(profile["languages"]), capacity=roster.capacity.get(agent_id, {}),
-                load=loads.get(agent_id, {}), last_assigned_at=float(last) if last is not None else None,
-                group=profile.get("group"), tier=profile.get("tier") or "L1", recent_assignments=recent.get(agent_id, 0),
-            ))
-        snapshots.sort(key=lambda a: a.agent_id)
+            snapshots.append(new_snapshot(
+                agent_id, presence.get(agent_id, "offline"), skills, languages, capacity, loads.get(agent_id, {}),
+                float(last) if last is not None else None, group, tier, recent.get(agent_id, 0)))
         return snapshots
 
     @staticmethod

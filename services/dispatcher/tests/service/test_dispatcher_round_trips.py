@@ -72,3 +72,44 @@ def test_a_new_customers_ticket_is_routed_in_three_round_trips(redis_client, rou
     # a redelivery registers nothing twice and announces nothing again
     again, _ = route(store, "TM-1", "v-1", events)
     assert again == "already_assigned" and events[-1] == (ev.TICKET_ASSIGNED, "TM-1") and len(events) == 4
+
+
+def test_a_ticket_ranked_from_the_index_registers_with_its_page(redis_client, round_trips):
+    store = DispatchStore(redis_client, RoutingPolicy(offer_timeout_seconds=0))
+    store.full_scan_agents = 0  # every roster is large: ranked a page at a time from the availability index
+    store.load_roster([AgentProfile(agent_id="li.na", name="li.na", password_hash=PASSWORD_HASH,
+                                    skills={"billing": 3}, languages=["zh"], capacity={"chat": 5})])
+    store.set_presence("li.na", "online", T0 - 1)
+    events = []
+    route(store, "TM-0", "v-0", events)
+    assert store.uses_index()
+    round_trips.clear()
+    outcome, received = route(store, "TM-1", "v-1", events)
+    # customer + lease; register + the index's first page; claim; release
+    assert (outcome, len(round_trips), received.snapshot_reads) == ("assigned", 4, None)
+    record = store.ticket("TM-1")
+    assert (record.state, record.agent_id, record.announced) == ("assigned", "li.na", {"classified", "assigned"})
+    assert record.facts.customer_id == received.resolution.profile_id
+    assert "ranked agents 1-1 of the 1 online" in store.decisions("TM-1")[-1]["reason"]
+
+
+def test_a_failed_announcement_still_registers_the_facts_and_releases_the_lease(redis_client):
+    store = DispatchStore(redis_client, RoutingPolicy(offer_timeout_seconds=0))
+    store.load_roster([AgentProfile(agent_id="li.na", name="li.na", password_hash=PASSWORD_HASH,
+                                    skills={"billing": 3}, languages=["zh"], capacity={"chat": 5})])
+    contact = ContactIdentifiers(verified=(Identifier("chat_visitor", "v-1"),))
+    received = store.receive(contact, "chat:v-1", "TM-1", now=T0, name=None)
+    facts = TicketFacts(ticket_id="TM-1", trace_id="trace-TM-1", channel="chat", priority="P3",
+                        required_skills=("billing",), language="zh", tags=(), received_at=NOW,
+                        customer_id=received.resolution.profile_id)
+
+    def emit(event_type, /, **fields):
+        raise ConnectionError("broker away")
+
+    with pytest.raises(ConnectionError):
+        Assigner(store, emit, lambda: NOW, store.policy).receive(facts, received=received)
+    store.release(received)
+    record = store.ticket("TM-1")  # registered once, as the first delivery classified it: a redelivery keeps it
+    assert (record.state, record.facts, record.announced) == ("new", facts, frozenset())
+    assert redis_client.get("tm:dispatcher:routing:TM-1") is None
+    assert 0 < redis_client.ttl(store.ticket_key("TM-1")) <= 30 * 24 * 3600
