@@ -45,6 +45,7 @@ import redis
 from redis.exceptions import WatchError
 
 from shared.customer_identity import (
+    NO_PROFILE,
     PROFILE_PREFIX,
     ContactIdentifiers,
     Identifier,
@@ -110,6 +111,52 @@ while i < #ARGV do
   i = i + 2
 end
 return pid
+"""
+
+# A received contact's first read and, when it names nobody yet, its creation, in one round
+# trip (the dispatcher's commonest case is a new customer): the ident keys of the verified then
+# typed identifiers are read (GET) and the typed_ident keys of the verified (SMEMBERS); all empty
+# (what ``_CREATE`` checks) creates the profile as ``_CREATE`` does and returns {1, id}, else the
+# reads come back as {0, owners ('' = none), carriers} for the rules to plan on. KEYS and ARGV
+# as ``_CREATE``'s.
+_CREATE_OR_READ = """
+local nv = tonumber(ARGV[3])
+local n_idents = #KEYS - 1 - nv
+local owners, carriers, free = {}, {}, true
+for i = 2, 1 + n_idents do
+  local owner = redis.call('GET', KEYS[i])
+  if owner then free = false; owners[#owners + 1] = owner else owners[#owners + 1] = '' end
+end
+for i = 2 + n_idents, #KEYS do
+  local members = redis.call('SMEMBERS', KEYS[i])
+  if #members > 0 then free = false end
+  carriers[#carriers + 1] = members
+end
+if not free then return {0, owners, carriers} end
+local function create()
+""" + _CREATE + """
+end
+local pid = create()
+if not pid then return {0, owners, carriers} end
+return {1, pid}
+"""
+
+
+# ``CustomerStore.queue_ticket`` as one command (for a pipeline that reloads scripts on NOSCRIPT
+# and may be sent twice: every write here is idempotent).
+# KEYS: history:<id>:tickets, :complaints, :open, :channels
+# ARGV: ticket_id, received, the window's start, complaint ('1'/'0'), channel, ttl
+_NOTE_TICKET = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+end
+redis.call('ZADD', KEYS[3], 'GT', ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+return 1
 """
 
 
@@ -235,6 +282,16 @@ class ContactOutcome:
     at: float | None = None
 
 
+@dataclass(frozen=True)
+class ContactContext:
+    """A received contact, resolved (``CustomerStore.resolve_contact``)."""
+
+    resolution: Resolution
+    history: ProfileHistory          # the profile's and its aliases', the contact's own ticket left out
+    decided: ContactOutcome | None   # recorded for this contact before (a redelivery); None without a profile
+    reads: list                      # the replies of the caller's own queued reads
+
+
 # -- reading a consistent picture --------------------------------------------------------------
 
 @dataclass
@@ -322,6 +379,8 @@ class CustomerStore:
     def __init__(self, client: redis.Redis):
         self.client = client
         self._create = client.register_script(_CREATE)
+        self._create_or_read = client.register_script(_CREATE_OR_READ)
+        self.note_ticket_script = client.register_script(_NOTE_TICKET)
         # Called between the reads and the write of a resolution: tests use it to run a second
         # resolver exactly there.
         self.after_read: Callable[[], None] | None = None
@@ -341,7 +400,14 @@ class CustomerStore:
         raw = pipe.execute()
         owner_raw = {i: pid for i, pid in zip(idents, raw[:len(idents)]) if pid}
         typed_raw = {i: set(pids) for i, pids in zip(verified, raw[len(idents):]) if pids}
-        snap = _Snapshot(owner_raw, typed_raw, {})
+        return self._read_profiles(_Snapshot(owner_raw, typed_raw, {}), extra, watch)
+
+    def _read_profiles(self, snap: _Snapshot, extra: Iterable[str] = (),
+                       watch: Callable[[set[str]], None] | None = None,
+                       history: tuple[dict[str, list], float] | None = None) -> _Snapshot:
+        """Read the profiles the identifiers' reads name (and their merge targets) into ``snap``.
+        ``history``: (dict to fill, now): each profile's history is read in the same round trips
+        (a returning customer's, for the dispatcher, without one more)."""
         wanted = snap.mentioned() | set(extra)
         for _ in range(MAX_ALIAS_HOPS + 1):
             missing = snap.missing(wanted)
@@ -350,11 +416,18 @@ class CustomerStore:
             if watch:
                 watch({k for pid in missing for k in Keys.of_profile(pid)})
             pipe = self.client.pipeline(transaction=False)
-            for pid in sorted(missing):
+            order = sorted(missing)
+            for pid in order:
                 _queue_profile_reads(pipe, pid)
+            if history is not None:
+                self.queue_history_reads(pipe, order, now=history[1])
             values = pipe.execute()
-            for n, pid in enumerate(sorted(missing)):
+            for n, pid in enumerate(order):
                 snap.data[pid] = _decode_profile_reads(values[n * PROFILE_READS:(n + 1) * PROFILE_READS])
+            if history is not None:
+                base = len(order) * PROFILE_READS
+                for n, pid in enumerate(order):
+                    history[0][pid] = values[base + n * HISTORY_READS:base + (n + 1) * HISTORY_READS]
         raise TransientError("customer profile aliases form a chain longer than expected")
 
     def _transaction(self, attempt: Callable[[Any, Callable[[set[str]], None]], Any]) -> Any:
@@ -393,12 +466,24 @@ class CustomerStore:
         outcome = self._outcome(plan, snap, name, attributes)
         if dry_run or not outcome.changed:
             return outcome
+        return self._apply(verified, typed, plan, outcome, now=now, name=name, attributes=attributes,
+                           directory=directory)
+
+    def _create_call(self, verified: Sequence[Identifier], add_typed: Sequence[Identifier], *, now: float,
+                     name: str | None) -> tuple[list[str], list]:
+        """KEYS and ARGV of ``_CREATE`` (and ``_CREATE_OR_READ``)."""
+        return ([Keys.seq, *(Keys.ident(i) for i in [*verified, *add_typed]), *(Keys.typed_ident(v) for v in verified)],
+                [repr(now), name or "", len(verified), *(i.token for i in verified),
+                 *(x for t in add_typed for x in (t.token, Keys.typed_ident(t)))])
+
+    def _apply(self, verified: list[Identifier], typed: list[Identifier], plan: Plan, outcome: Resolution, *,
+               now: float, name: str | None, attributes: Mapping[str, str | None] | None,
+               directory: bool) -> Resolution:
+        """Write what ``plan`` (made on a first read) changes: a plain creation by script, else
+        under WATCH on fresh reads."""
         if plan.create and not plan.maybe and not attributes:
-            pid = self._create(
-                keys=[Keys.seq, *(Keys.ident(i) for i in [*verified, *plan.add_typed]),
-                      *(Keys.typed_ident(v) for v in verified)],
-                args=[repr(now), name or "", len(verified), *(i.token for i in verified),
-                      *(x for t in plan.add_typed for x in (t.token, Keys.typed_ident(t)))])
+            keys, args = self._create_call(verified, plan.add_typed, now=now, name=name)
+            pid = self._create(keys=keys, args=args)
             if pid:
                 return replace(outcome, profile_id=pid)
             # Someone claimed one of them meanwhile: plan again under WATCH.
@@ -420,6 +505,76 @@ class CustomerStore:
                               attributes=result.attributes, changed=True, aliases=result.aliases)
 
         return self._transaction(attempt)
+
+    def resolve_contact(self, contact: ContactIdentifiers, ticket_id: str, *, now: float, name: str | None = None,
+                        queue_reads: Callable[[Any], None] | None = None,
+                        scripts: Sequence[Any] = ()) -> "ContactContext":
+        """A received contact (the dispatcher): ``resolve`` (same rules, same atomicity), plus the
+        profile's history (its aliases' too, ``ticket_id`` left out) and the decision recorded
+        for ``ticket_id``, plus whatever ``queue_reads`` queues, in as few round trips as can be:
+        a new customer's reads and creation are one script, with the rest in its round trip; a
+        returning customer's history is read with their profile. A creation needs no history
+        read: nothing is ever recorded under a new id before its creation. ``scripts``: those
+        ``queue_reads`` calls by EVALSHA (loaded if Redis lost them; they must be safe to repeat).
+        """
+        verified, typed = list(contact.verified), list(contact.typed)
+        create = plan_resolution(verified, typed, IndexView()) if verified else NO_PROFILE
+
+        def first(pipe: Any) -> None:
+            if verified:
+                keys, args = self._create_call(verified, create.add_typed, now=now, name=name)
+                pipe.evalsha(self._create_or_read.sha, len(keys), *keys, *args)
+                pipe.get(Keys.contact(ticket_id))
+            if queue_reads is not None:
+                queue_reads(pipe)
+
+        values = self._execute_with_scripts(first, scripts)
+        if not verified:
+            return ContactContext(NO_RESOLUTION, ProfileHistory(), None, values)
+        reply, contact_raw, extra = values[0], values[1], values[2:]
+        if reply[0] == 1 and len(reply) > 1:
+            outcome = self._outcome(create, _Snapshot({}, {}, {}), name, None)
+            return ContactContext(replace(outcome, profile_id=reply[1]), ProfileHistory(), None, extra)
+        owners, carriers = reply[1], reply[2]
+        idents = [*verified, *create.add_typed]
+        owner_raw = {i: pid for i, pid in zip(idents, owners) if pid}
+        typed_raw = {i: set(pids) for i, pids in zip(verified, carriers) if pids}
+        read_history: dict[str, list] = {}
+        snap = self._read_profiles(_Snapshot(owner_raw, typed_raw, {}), history=(read_history, now))
+        plan = plan_resolution(verified, typed, snap.view())
+        resolution = self._outcome(plan, snap, name, None)
+        if resolution.changed:
+            resolution = self._apply(verified, typed, plan, resolution, now=now, name=name, attributes=None,
+                                     directory=False)
+        pid = resolution.profile_id
+        if not pid or resolution.created:
+            history = ProfileHistory()
+        else:
+            ids = [pid, *resolution.aliases]
+            if all(one in read_history for one in ids):  # a resolution never writes history keys
+                history = self.history_from([v for one in ids for v in read_history[one]], ids, exclude=ticket_id)
+            else:  # aliases (a merged customer), or a merge made just now
+                pipe = self.client.pipeline(transaction=False)
+                self.queue_history_reads(pipe, ids, now=now)
+                history = self.history_from(pipe.execute(), ids, exclude=ticket_id)
+        return ContactContext(resolution, history, _contact(contact_raw) if pid else None, extra)
+
+    def _execute_with_scripts(self, queue_commands: Callable[[Any], None], scripts: Sequence[Any] = ()) -> list:
+        """One round trip for a pipeline calling ``_CREATE_OR_READ`` (and ``scripts``) by EVALSHA;
+        if Redis lost its scripts (a restart) they are loaded and the pipeline sent again. A script
+        that met NOSCRIPT did not run; ``_CREATE_OR_READ`` run twice finds its own creation the
+        second time (the customer resolves as found, not created)."""
+        def send() -> list:
+            pipe = self.client.pipeline(transaction=False)
+            queue_commands(pipe)
+            return pipe.execute()
+
+        try:
+            return send()
+        except redis.exceptions.NoScriptError:
+            for script in (self._create_or_read, *scripts):
+                self.client.script_load(script.script)
+            return send()
 
     @staticmethod
     def _merged_attributes(plan: Plan, snap: _Snapshot) -> dict[str, str]:
@@ -704,6 +859,17 @@ class CustomerStore:
         pipe.hset(base + ":channels", ticket_id, channel)
         for suffix in (":tickets", ":complaints", ":open", ":channels"):
             pipe.expire(base + suffix, HISTORY_TTL_SECONDS)
+
+    def queue_ticket_by_script(self, pipe: Any, pid: str | None, ticket_id: str, *, channel: str, received: float,
+                               complaint: bool) -> None:
+        """``queue_ticket`` as one EVALSHA (the caller's pipeline loads ``note_ticket_script`` on
+        NOSCRIPT and sends again)."""
+        if not pid:
+            return
+        base = Keys.history(pid)
+        pipe.evalsha(self.note_ticket_script.sha, 4, base + ":tickets", base + ":complaints", base + ":open",
+                     base + ":channels", ticket_id, repr(received), repr(received - HISTORY_WINDOW_SECONDS),
+                     "1" if complaint else "0", channel, HISTORY_TTL_SECONDS)
 
     @staticmethod
     def queue_agent(pipe: Any, pid: str | None, agent_id: str, *, at: float) -> None:

@@ -52,6 +52,7 @@ from services.dispatcher.store import (
     QUEUED,
     RESOLVED,
     DispatchStore,
+    Received,
     Routing,
     TicketFacts,
     TicketRecord,
@@ -115,13 +116,14 @@ class Assigner:
         return self.clock().timestamp()
 
     # received tickets
-    def receive(self, facts: TicketFacts, *, complaint: bool = False) -> str:
+    def receive(self, facts: TicketFacts, *, complaint: bool = False, received: Received | None = None) -> str:
         """Route a received ticket once; returns what happened (for the log). The customer's
-        history notes the ticket (``complaint``: it counts as one) in the lease's last round trip."""
-        with self.store.routing(facts, now=self._now()) as routing:
+        history notes the ticket (``complaint``: it counts as one) in the lease's last round trip.
+        ``received``: its first round trip (``DispatchStore.receive``), lease taken."""
+        with self.store.routing(facts, now=self._now(), received=received) as routing:
             routing.later.append(partial(self.store.queue_customer_ticket, facts=facts,
                                          ticket_id=facts.ticket_id, received=facts.received_at.timestamp(),
-                                         complaint=complaint))
+                                         complaint=complaint, scripted=True))
             self._routing = routing
             try:
                 return self._receive(facts, routing)
@@ -154,7 +156,7 @@ class Assigner:
                                    first_page=routing.first_page)
         if attempt.status == "none":
             now = self._now()
-            state = self.store.enqueue(facts, now=now, relax_due=self._relax_due(0, now))
+            state = self.store.enqueue(facts, now=now, relax_due=self._relax_due(0, now), routing=routing)
             if state != QUEUED:
                 return f"taken_while_queueing:{state}"
             attempt = self._offer_best(record, mark, step="initial")
@@ -348,8 +350,7 @@ class Assigner:
                 detail = {"same": "already holds it", "no": f"{target} cannot take it now: {result.detail}"}.get(
                     result.status, f"the ticket is {result.detail}")
                 return self._transfer_outcome(event, record, "rejected", None, holder, detail)
-            self.store.record_decision(ticket_id, decision)
-            after = self.store.ticket(ticket_id)
+            after = self.store.ticket(ticket_id)  # the move logged the decision
             self._transfer_outcome(event, record, "assigned", after.unassigned if after else None, holder,
                                    f"assigned to {target}", to_agent=target)
             if holder:
@@ -607,9 +608,9 @@ class Assigner:
             decision = self._decision(ranking, rejected, f"{reason} ({scope})" if scope else reason, chosen_step,
                                       candidate.agent_id, now)
             result = self.store.claim(facts.ticket_id, candidate.agent_id, facts.channel, now=now, decision=decision,
-                                      offer_expires_at=offer_expires_at, requirement=record.requirement_stamp)
-            if result.assigned:
-                self._record(partial(self.store.queue_decision, ticket_id=facts.ticket_id, decision=decision))
+                                      offer_expires_at=offer_expires_at, requirement=record.requirement_stamp,
+                                      routing=self._routing)
+            if result.assigned:  # the claim script logged the decision
                 self._record(partial(self.store.queue_customer_agent, facts=facts,
                                      agent_id=candidate.agent_id, at=now))
                 if announce:

@@ -66,7 +66,7 @@ from services.dispatcher.config import (
 from services.dispatcher.customers import combined_history, customer_key, summary_json
 from services.dispatcher.policy import RoutingPolicy, parse_policy
 from services.dispatcher.routing import ONLINE
-from services.dispatcher.store import ASSIGNED, NEW, QUEUED, DispatchStore, TicketFacts
+from services.dispatcher.store import ASSIGNED, NEW, QUEUED, DispatchStore, Received, TicketFacts
 from services.dispatcher.health import DispatcherHealth
 from services.dispatcher.reload_requests import ReloadRequests, report_files
 from shared import events as ev
@@ -355,15 +355,23 @@ class DispatcherService(DispatcherHealth):  # + /healthz, /readyz, /metrics, hea
         contact = contact_identifiers(event.customer, self.config.region)
         if contact.problems:  # the values themselves are personal data: only their kinds are logged
             log.info("customer_identifier_dropped", kinds=[p.split(":", 1)[0] for p in contact.problems])
-        profile = self.store.customers.resolve(contact, now=now, name=event.customer.name or None)
+        legacy_key = customer_key(event.customer)  # the history kept per key before profiles
+        # The customer's reads, the routing lease and the agents' state: one round trip.
+        received = self.store.receive(contact, legacy_key, event.ticket_id, now=now, name=event.customer.name or None)
+        try:
+            self._route_received(event, received, legacy_key, now)
+        finally:
+            self.store.release(received)  # unless routing took it over (and released it)
+
+    def _route_received(self, event: ev.TicketReceived, received: Received, legacy_key: str | None,
+                        now: float) -> None:
+        profile, profile_history, legacy, decided = (received.resolution, received.history, received.legacy,
+                                                     received.decided)
         if profile.changed:
             log.info("customer_resolved", customer_id=profile.profile_id, created=profile.created,
                      merged=list(profile.merged), maybe=[link.other for link in profile.maybe])
         customer_id = profile.profile_id
-        legacy_key = customer_key(event.customer)  # the history kept per key before profiles
-        profile_history, legacy, decided = self.store.customer_context(customer_id, profile.aliases, legacy_key,
-                                                                       event.ticket_id, now=now)
-        decided = self._contact_decision(event, customer_id, profile_history, decided, now)
+        decided = self._contact_decision(event, customer_id, profile_history, decided, now, received)
         if decided.outcome == ATTACHED:
             return
         history = combined_history(profile_history, legacy)
@@ -398,13 +406,16 @@ class DispatcherService(DispatcherHealth):  # + /healthz, /readyz, /metrics, hea
             customer_summary=summary_json(profile_history, history),
         )
         complaint = any(m in result.tags or m in result.signals for m in COMPLAINT_MARKERS)
-        outcome = self._assigner().receive(facts, complaint=complaint)
+        # A linked contact gave the lease up before its announcement: routing takes it again.
+        outcome = self._assigner().receive(facts, complaint=complaint,
+                                           received=None if received.handed_over else received)
         log.info("ticket_routed", outcome=outcome, channel=event.channel, priority=result.priority,
                  skills=list(result.required_skills), language=result.language, rules=list(result.matched_rules),
                  sticky=sticky, customer_id=customer_id)
 
     def _contact_decision(self, event: ev.TicketReceived, customer_id: str | None, history: ProfileHistory,
-                          decided: ContactOutcome | None, now: float) -> ContactOutcome:
+                          decided: ContactOutcome | None, now: float,
+                          received: Received | None = None) -> ContactOutcome:
         """Own ticket, or attached to / linked with the customer's open ticket on another channel.
 
         Decided when the customer has an open ticket, recorded before it is acted on (a join is
@@ -433,6 +444,10 @@ class DispatcherService(DispatcherHealth):  # + /healthz, /readyz, /metrics, hea
                      customer_id=customer_id, why=target.why)
         if decided.outcome == OWN or not decided.into_ticket_id:
             return decided
+        if received is not None:
+            # Joined or linked: the routing lease (taken with the customer's reads) goes before the
+            # announcement, so a redelivery is not held up by it (as before the lease came first).
+            self.store.release(received)
         if decided.outcome == ATTACHED:
             # The customer is active on that ticket again: a later contact's window counts from
             # here (written before the announcement, so whoever reacts to it already sees it).

@@ -47,14 +47,15 @@ import json
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import redis
 
 from services.dispatcher.customers import CustomerHistory
 from services.dispatcher.policy import DEFAULT_POLICY, RoutingPolicy
 from services.dispatcher.routing import AgentSnapshot, TicketNeeds, new_snapshot, requirement_key
-from shared.customer_store import HISTORY_READS, ContactOutcome, CustomerStore, ProfileHistory
+from shared.customer_identity import ContactIdentifiers
+from shared.customer_store import HISTORY_READS, ContactOutcome, CustomerStore, ProfileHistory, Resolution
 from shared.errors import TransientError
 from shared.roster import AgentProfile
 
@@ -100,6 +101,26 @@ if redis.call('HSETNX', KEYS[2], 'state', 'new') == 1 then
   redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
 return redis.call('HGETALL', KEYS[2])
+"""
+
+# The lease alone, taken in a received contact's first round trip (with its customer's reads,
+# before it is classified): nil when another worker holds it, else the ticket hash as it stands.
+# KEYS: routing lease, ticket   ARGV: token, lease ms
+_TAKE_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return false end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('HGETALL', KEYS[2])
+"""
+
+# Registering the facts once classified (what _BEGIN_ROUTING does after the lease), sent in the
+# round trip of the routing's first write.   KEYS: ticket   ARGV: ttl, then field/value pairs
+_REGISTER = """
+if redis.call('HSETNX', KEYS[1], 'state', 'new') == 1 then
+  for i = 2, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return 1
 """
 
 # The availability index: ``avail:<channel>:<skill>`` zsets of the agents online with room for
@@ -187,7 +208,7 @@ return #agents
 
 # The claim as a Lua function, shared by the plain claim and the transfer's move.
 # keys: ticket, presence, capacity, load, open(agent), waiting, last_assigned, unannounced,
-#       recent(agent), offers, relax
+#       recent(agent), offers, relax, decisions(ticket)
 # a: ticket_id, agent_id, channel, now, decision_json, capacity model, fairness window s (0 = off),
 #    fairness max, offer expiry ('' = none), force ('1': only presence online/away is checked),
 #    decline cooldown s, the requirement stamp the caller ranked by ('' = not checked)
@@ -277,6 +298,10 @@ local function claim(k, a)
     redis.call('ZADD', k[9], a[4], a[1] .. ':' .. attempt)
     redis.call('EXPIRE', k[9], math.ceil(window))
   end
+  -- the decision log (see DispatchStore.queue_decision) in the claim's own round trip
+  redis.call('RPUSH', k[12], a[5])
+  redis.call('LTRIM', k[12], -""" + str(DECISIONS_KEPT) + """, -1)
+  redis.call('EXPIRE', k[12], """ + str(TICKET_TTL_SECONDS) + """)
   reindex(agent, a[6])
   return {'assigned', agent, attempt}
 end
@@ -383,13 +408,13 @@ return unassign(KEYS, ARGV)
 # script cannot roll back), then the holder (if any) is unassigned and the target claims. A
 # supervisor's reassignment (force) checks only presence (online/away); a transfer checks
 # presence, room and fairness like any claim (not the decline cooldown: a person chose them).
-# KEYS: 1-7 unassign keys (open of the holder), 8-18 claim keys
+# KEYS: 1-7 unassign keys (open of the holder), 8-19 claim keys
 # ARGV: [1] expected holder ('' = none expected), [2] n = number of unassign args,
 #       then n unassign args, then the claim args
 _MOVE = _INDEX_FN + _QUEUE_FN + _UNASSIGN_FN + _CLAIM_FN + """
 local uk = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
 local ck = {}
-for i = 8, 18 do ck[#ck + 1] = KEYS[i] end
+for i = 8, 19 do ck[#ck + 1] = KEYS[i] end
 local n = tonumber(ARGV[2])
 local ua, ca = {}, {}
 for i = 3, 2 + n do ua[#ua + 1] = ARGV[i] end
@@ -561,7 +586,13 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
 """
 
+# KEYS: routing lease, ticket, unannounced   ARGV: token, ticket_id, then the announcements
+# confirmed while the lease was held (ANNOUNCED_*), marked on the ticket (as mark_announced does).
 _RELEASE = """
+for i = 3, #ARGV do
+  redis.call('HSET', KEYS[2], 'announced_' .. ARGV[i], 1)
+  if ARGV[i] == '""" + ANNOUNCED_ASSIGNED + """' then redis.call('ZREM', KEYS[3], ARGV[2]) end
+end
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -693,9 +724,37 @@ class Routing:
     # worker dying first loses them, not the routing: the claim and its decision are on the
     # ticket, and the redelivery finds it assigned.
     later: list[Callable[[redis.client.Pipeline], None]] = field(default_factory=list)
+    # The facts still to register (ticket key, _REGISTER's ARGV): sent ahead of the first write
+    # (claim or enqueue), else with the release; None once sent or when already registered.
+    register: tuple[str, list] | None = None
+
+    def queue_register(self, pipe: redis.client.Pipeline, sha: str) -> None:
+        if self.register is not None:
+            key, args = self.register
+            pipe.evalsha(sha, 1, key, *args)
 
     def note_announced(self, what: str) -> None:
         self.announced.append(what)
+
+
+@dataclass
+class Received:
+    """A received ticket's first round trip (``DispatchStore.receive``): its customer resolved
+    with their history, its routing lease taken, the ticket as it stood and, for a roster ranked
+    whole, the agents' state. ``DispatchStore.routing`` takes it over (and releases the lease);
+    if routing never starts (the contact was attached, or something failed), the caller releases."""
+
+    ticket_id: str
+    lease_key: str
+    token: str
+    resolution: Resolution
+    history: ProfileHistory
+    legacy: CustomerHistory
+    decided: ContactOutcome | None
+    fields: dict[str, str]
+    snapshot_reads: list | None  # None: a large roster, read from the index once classified
+    roster: "Roster | None"      # the cached roster the snapshot reads were queued for
+    handed_over: bool = False
 
 
 @dataclass(frozen=True)
@@ -706,6 +765,7 @@ class Roster:
     # agent → (skills, languages, capacity, group, tier) as snapshots carry them, built once per
     # roster version so a snapshot does not rebuild them per ticket
     statics: dict[str, tuple] = field(default_factory=dict)
+    order: tuple[str, ...] = ()  # agent ids sorted, the order of a whole-roster snapshot
 
 
 @dataclass(frozen=True)
@@ -855,6 +915,8 @@ class DispatchStore:
         self._set_presence = client.register_script(_SET_PRESENCE)
         self._release = client.register_script(_RELEASE)
         self._begin_routing = client.register_script(_BEGIN_ROUTING)
+        self._take_lease = client.register_script(_TAKE_LEASE)
+        self._register = client.register_script(_REGISTER)
         self._reindex_all = client.register_script(_REINDEX_ALL)
         self._index_page = client.register_script(_INDEX_PAGE)
         self._roster: Roster | None = None  # the roster as of ``roster_version``, decoded once
@@ -963,14 +1025,16 @@ class DispatchStore:
         decoded = {a: json.loads(raw) for a, raw in profiles.items()}
         statics = {a: (p["skills"], tuple(p["languages"]), caps.get(a, {}), p.get("group"), p.get("tier") or "L1")
                    for a, p in decoded.items()}
-        roster = Roster(version=read_version, profiles=decoded, capacity=caps, statics=statics)
+        roster = Roster(version=read_version, profiles=decoded, capacity=caps, statics=statics,
+                        order=tuple(sorted(decoded)))
         if read_version is not None:
             self._roster = roster
         return roster
 
     def _snapshots(self, version: str | None, presence: dict[str, str], load: dict[str, str],
-                   last_assigned: dict[str, str], *recent_counts: int) -> list[AgentSnapshot]:
-        cached = self._roster
+                   last_assigned: dict[str, str], *recent_counts: int,
+                   queued_for: Roster | None = None) -> list[AgentSnapshot]:
+        cached = queued_for if queued_for is not None else self._roster  # the roster the counts were read for
         roster = self._current_roster(version)
         recent: dict[str, int] = {}
         if recent_counts and cached is not None:
@@ -979,16 +1043,15 @@ class DispatchStore:
         for slot, value in load.items():
             agent_id, channel = slot.rsplit(":", 1)
             loads.setdefault(agent_id, {})[channel] = int(value)
+        # per ticket for every agent: the roster's part is built once per version (statics, order)
+        statics = roster.statics
         snapshots = []
-        for agent_id, profile in roster.profiles.items():
+        for agent_id in roster.order:
+            skills, languages, capacity, group, tier = statics[agent_id]
             last = last_assigned.get(agent_id)
-            snapshots.append(AgentSnapshot(
-                agent_id=agent_id, presence=presence.get(agent_id, "offline"), skills=profile["skills"],
-                languages=tuple(profile["languages"]), capacity=roster.capacity.get(agent_id, {}),
-                load=loads.get(agent_id, {}), last_assigned_at=float(last) if last is not None else None,
-                group=profile.get("group"), tier=profile.get("tier") or "L1", recent_assignments=recent.get(agent_id, 0),
-            ))
-        snapshots.sort(key=lambda a: a.agent_id)
+            snapshots.append(new_snapshot(
+                agent_id, presence.get(agent_id, "offline"), skills, languages, capacity, loads.get(agent_id, {}),
+                float(last) if last is not None else None, group, tier, recent.get(agent_id, 0)))
         return snapshots
 
     @staticmethod
@@ -1039,49 +1102,117 @@ class DispatchStore:
         return set(self.client.smembers(self.open_key(agent_id)))
 
     # tickets
+    def receive(self, contact: ContactIdentifiers, legacy_key: str | None, ticket_id: str, *, now: float,
+                name: str | None) -> Received:
+        """A received ticket's first round trip: ``resolve_customer``'s reads (and a new customer's
+        creation), the routing lease and the ticket as it stands, and a whole roster's agent state
+        (``agent_snapshots``), so that routing it costs two more (claim, release). A duplicate
+        delivery while the lease is held raises a transient error (retried later)."""
+        lease_key, token = f"{PREFIX}routing:{ticket_id}", uuid.uuid4().hex
+        roster = self._roster
+        whole_roster = not self.uses_index()  # a large roster is read from the index once classified
+
+        def reads(pipe: redis.client.Pipeline) -> None:
+            if legacy_key:
+                self._queue_legacy_reads(pipe, legacy_key, now=now)
+            pipe.evalsha(self._take_lease.sha, 2, lease_key, self.ticket_key(ticket_id), token, ROUTING_LEASE_MS)
+            if whole_roster:
+                self._queue_snapshot_reads(pipe, now)
+
+        found = self.customers.resolve_contact(contact, ticket_id, now=now, name=name, queue_reads=reads,
+                                               scripts=(self._take_lease,))
+        values = found.reads
+        skip = 4 if legacy_key else 0
+        flat = values[skip]
+        if flat is None:
+            raise TransientError(f"ticket {ticket_id} is being routed by another worker")
+        return Received(ticket_id=ticket_id, lease_key=lease_key, token=token, resolution=found.resolution,
+                        history=found.history, legacy=_legacy_from(values[:4], ticket_id) if legacy_key else
+                        CustomerHistory(), decided=found.decided, fields=_pairs(flat),
+                        snapshot_reads=values[skip + 1:] if whole_roster else None, roster=roster)
+
+    def release(self, received: Received) -> None:
+        """Give up the lease of a received ticket that was not routed (``routing`` releases its own)."""
+        if not received.handed_over:
+            received.handed_over = True
+            self._release(keys=[received.lease_key, self.ticket_key(received.ticket_id), self.unannounced_key],
+                          args=[received.token, received.ticket_id])
+
     @contextlib.contextmanager
-    def routing(self, facts: TicketFacts, now: float | None = None) -> Iterator[Routing]:
+    def routing(self, facts: TicketFacts, now: float | None = None,
+                received: Received | None = None) -> Iterator[Routing]:
         """Route a received ticket: lease it, register it once and snapshot the agents (one round
         trip); on leaving, write the announcements noted meanwhile and release (one round trip).
+        ``received``: the lease was taken (and a whole roster read) by ``receive``; the facts are
+        registered with the first write (claim or enqueue) instead.
 
         A duplicate delivery while the lease is held raises a transient error (retried later).
         """
-        lease_key, token = f"{PREFIX}routing:{facts.ticket_id}", uuid.uuid4().hex
+        if received is not None:
+            received.handed_over = True
+            lease_key, token = received.lease_key, received.token
+        else:
+            lease_key, token = f"{PREFIX}routing:{facts.ticket_id}", uuid.uuid4().hex
+        fields = _facts_fields(facts)
         args: list[str | int] = [token, ROUTING_LEASE_MS, TICKET_TTL_SECONDS]
-        for name, value in _facts_fields(facts).items():
+        for name, value in fields.items():
             args += [name, value]
         keys = [lease_key, self.ticket_key(facts.ticket_id)]
-        whole_roster = not self.uses_index()  # a large roster is read page by page from the index
-        page_call = None
-        if not whole_roster and facts.required_skills and now is not None:
-            page_call = self._index_page_call(facts.channel, facts.required_skills[0], 0, now)
-
-        def begin(pipe: redis.client.Pipeline) -> None:
-            pipe.evalsha(self._begin_routing.sha, len(keys), *keys, *args)
-            if whole_roster:
-                self._queue_snapshot_reads(pipe, now)
-            elif page_call is not None:
-                pipe.evalsha(self._index_page.sha, len(page_call[0]), *page_call[0], *page_call[1])
-
-        flat, *snapshot_reads = self._execute_with_scripts(begin)
-        if flat is None:
-            raise TransientError(f"ticket {facts.ticket_id} is being routed by another worker")
-        record = _record(_pairs(flat))
-        if record is None:  # a tombstone (resolved before it was received) has no facts
-            record = TicketRecord(facts=facts, state=_pairs(flat).get("state", RESOLVED))
-        routing = Routing(record=record, snapshots=self._snapshots(*snapshot_reads) if whole_roster else None,
-                          first_page=(facts.channel, facts.required_skills[0], *self._page_snapshots(snapshot_reads[0]))
-                          if page_call is not None else None)
+        routing: Routing | None = None
         try:
+            whole_roster = not self.uses_index() if received is None else received.snapshot_reads is not None
+            page_call = None
+            if not whole_roster and facts.required_skills and now is not None:
+                page_call = self._index_page_call(facts.channel, facts.required_skills[0], 0, now)
+            register = None
+            if received is None:
+                def begin(pipe: redis.client.Pipeline) -> None:
+                    pipe.evalsha(self._begin_routing.sha, len(keys), *keys, *args)
+                    if whole_roster:
+                        self._queue_snapshot_reads(pipe, now)
+                    elif page_call is not None:
+                        pipe.evalsha(self._index_page.sha, len(page_call[0]), *page_call[0], *page_call[1])
+
+                flat, *snapshot_reads = self._execute_with_scripts(begin)
+                if flat is None:
+                    raise TransientError(f"ticket {facts.ticket_id} is being routed by another worker")
+                stored = _pairs(flat)
+                snapshots = self._snapshots(*snapshot_reads) if whole_roster else None
+            else:
+                stored = received.fields
+                if "state" not in stored:  # what _REGISTER will write (as _BEGIN_ROUTING would have)
+                    register = (keys[1], [TICKET_TTL_SECONDS, *args[3:]])
+                    stored = {**stored, **fields, "state": NEW}
+                snapshots = None
+                if whole_roster:
+                    snapshots = self._snapshots(*received.snapshot_reads, queued_for=received.roster)
+                elif page_call is not None:  # the index page names the facts: read (and register) now
+                    def page(pipe: redis.client.Pipeline) -> None:
+                        if register is not None:
+                            pipe.evalsha(self._register.sha, 1, register[0], *register[1])
+                        pipe.evalsha(self._index_page.sha, len(page_call[0]), *page_call[0], *page_call[1])
+
+                    snapshot_reads = self._execute_with_scripts(page)[-1:]
+                    register = None
+            record = _record(stored)
+            if record is None:  # a tombstone (resolved before it was received) has no facts
+                record = TicketRecord(facts=facts, state=stored.get("state", RESOLVED))
+            routing = Routing(record=record, snapshots=snapshots, register=register,
+                              first_page=(facts.channel, facts.required_skills[0],
+                                          *self._page_snapshots(snapshot_reads[0])) if page_call is not None else None)
             yield routing
         finally:
             def end(pipe: redis.client.Pipeline) -> None:
-                for queue_writes in routing.later:
-                    queue_writes(pipe)
-                self._queue_mark_announced(pipe, facts.ticket_id, routing.announced)
-                pipe.evalsha(self._release.sha, 1, lease_key, token)
+                if routing is not None:
+                    routing.queue_register(pipe, self._register.sha)  # never written: still registered once
+                    for queue_writes in routing.later:
+                        queue_writes(pipe)
+                # the announcements noted meanwhile are marked by the release script
+                pipe.evalsha(self._release.sha, 3, lease_key, self.ticket_key(facts.ticket_id), self.unannounced_key,
+                             token, facts.ticket_id, *(routing.announced if routing is not None else ()))
 
-            self._execute_with_scripts(end)
+            if routing is not None or received is not None:
+                self._execute_with_scripts(end)
 
     def _execute_with_scripts(self, queue_commands: Callable[[redis.client.Pipeline], None]) -> list:
         """One round trip for a pipeline that calls scripts by EVALSHA (a Script object in a
@@ -1097,7 +1228,8 @@ class DispatchStore:
         try:
             return send()
         except redis.exceptions.NoScriptError:
-            for script in (self._begin_routing, self._release, self._index_page):
+            for script in (self._begin_routing, self._release, self._index_page, self._take_lease, self._register,
+                           self._claim, self._enqueue, self.customers.note_ticket_script):
                 self.client.script_load(script.script)
             return send()
 
@@ -1113,7 +1245,7 @@ class DispatchStore:
     def _claim_keys(self, ticket_id: str, agent_id: str) -> list[str]:
         return [self.ticket_key(ticket_id), self.presence_key, self.capacity_key, self.load_key,
                 self.open_key(agent_id), self.waiting_key, self.last_assigned_key, self.unannounced_key,
-                self.recent_key(agent_id), self.offers_key, self.relax_key]
+                self.recent_key(agent_id), self.offers_key, self.relax_key, self.decisions_key(ticket_id)]
 
     def _claim_args(self, ticket_id: str, agent_id: str, channel: str, now: float, decision: dict,
                     offer_expires_at: float | None, force: bool, requirement: str | None = None,
@@ -1127,15 +1259,29 @@ class DispatchStore:
 
     def claim(self, ticket_id: str, agent_id: str, channel: str, *, now: float, decision: dict,
               offer_expires_at: float | None = None, force: bool = False,
-              requirement: str | None = None) -> ClaimResult:
+              requirement: str | None = None, routing: Routing | None = None) -> ClaimResult:
         """Atomically give ``ticket_id`` to ``agent_id`` if it is unassigned and they have room
         (``force``: only presence is checked — a supervisor's explicit choice). ``requirement``:
-        the ``requirement_stamp`` the caller ranked by; status ``stale`` when it changed since."""
-        status, detail, attempt = self._claim(
-            keys=self._claim_keys(ticket_id, agent_id),
-            args=self._claim_args(ticket_id, agent_id, channel, now, decision, offer_expires_at, force,
-                                  requirement))
+        the ``requirement_stamp`` the caller ranked by; status ``stale`` when it changed since.
+        ``routing``: its facts still to register go first, in the same round trip."""
+        keys = self._claim_keys(ticket_id, agent_id)
+        args = self._claim_args(ticket_id, agent_id, channel, now, decision, offer_expires_at, force, requirement)
+        status, detail, attempt = self._with_register(routing, self._claim, keys, args)
         return ClaimResult(status=status, detail=detail, attempt=int(attempt))
+
+    def _with_register(self, routing: Routing | None, script: redis.commands.core.Script, keys: list,
+                       args: list) -> Any:
+        """``script``'s reply; a routing's facts still to register are sent first, in its round trip."""
+        if routing is None or routing.register is None:
+            return script(keys=keys, args=args)
+
+        def both(pipe: redis.client.Pipeline) -> None:
+            routing.queue_register(pipe, self._register.sha)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+        reply = self._execute_with_scripts(both)[-1]
+        routing.register = None
+        return reply
 
     def _unassign_keys(self, ticket_id: str, holder: str) -> list[str]:
         return [self.ticket_key(ticket_id), self.load_key, self.open_key(holder or "-"), self.offers_key,
@@ -1201,12 +1347,14 @@ class DispatchStore:
             args=[holder or "", len(uargs), *uargs, *cargs])
         return ClaimResult(status=status, detail=detail, attempt=int(attempt))
 
-    def enqueue(self, facts: TicketFacts, *, now: float | None = None, relax_due: float | None = None) -> str:
+    def enqueue(self, facts: TicketFacts, *, now: float | None = None, relax_due: float | None = None,
+                routing: Routing | None = None) -> str:
         """Put a new ticket in the waiting queue; returns the ticket's state afterwards."""
-        return self._enqueue(keys=[self.ticket_key(facts.ticket_id), self.waiting_key, self.relax_key],
-                             args=[facts.ticket_id, repr(facts.queue_score()),
-                                   repr(now if now is not None else facts.received_at.timestamp()),
-                                   "" if relax_due is None else repr(relax_due), facts.requirement_key()])
+        return self._with_register(routing, self._enqueue,
+                                   [self.ticket_key(facts.ticket_id), self.waiting_key, self.relax_key],
+                                   [facts.ticket_id, repr(facts.queue_score()),
+                                    repr(now if now is not None else facts.received_at.timestamp()),
+                                    "" if relax_due is None else repr(relax_due), facts.requirement_key()])
 
     def reopen(self, ticket_id: str, event_id: str, *, score: float, now: float, sticky_agent_id: str | None,
                relax_due: float | None, requirement: str) -> str:
@@ -1420,14 +1568,33 @@ class DispatchStore:
         legacy = _legacy_from(values[-4:], ticket_id) if legacy_key else CustomerHistory()
         return profile, legacy, decided
 
+    def resolve_customer(self, contact: ContactIdentifiers, legacy_key: str | None, ticket_id: str, *, now: float,
+                         name: str | None) -> tuple[Resolution, ProfileHistory, CustomerHistory, ContactOutcome | None]:
+        """The received contact's profile (found, created or merged), its history, the legacy
+        per-key one and what was decided for this contact before (a redelivery): what
+        ``customers.resolve`` then ``customer_context`` return, in fewer round trips (one for a
+        new customer, two for a returning one)."""
+        def legacy_reads(pipe: redis.client.Pipeline) -> None:
+            if legacy_key:
+                self._queue_legacy_reads(pipe, legacy_key, now=now)
+
+        found = self.customers.resolve_contact(contact, ticket_id, now=now, name=name, queue_reads=legacy_reads)
+        legacy = _legacy_from(found.reads, ticket_id) if legacy_key else CustomerHistory()
+        return found.resolution, found.history, legacy, found.decided
+
     def record_customer_ticket(self, facts: TicketFacts, ticket_id: str, *, received: float, complaint: bool) -> None:
         pipe = self.client.pipeline(transaction=True)
         self.queue_customer_ticket(pipe, facts, ticket_id, received=received, complaint=complaint)
         pipe.execute()
 
     def queue_customer_ticket(self, pipe: redis.client.Pipeline, facts: TicketFacts, ticket_id: str, *,
-                              received: float, complaint: bool) -> None:
-        if facts.customer_id:
+                              received: float, complaint: bool, scripted: bool = False) -> None:
+        """``scripted``: the profile's history in one command (only in a pipeline sent by
+        ``_execute_with_scripts``, which loads the script if Redis lost it)."""
+        if facts.customer_id and scripted:
+            self.customers.queue_ticket_by_script(pipe, facts.customer_id, ticket_id, channel=facts.channel,
+                                                  received=received, complaint=complaint)
+        elif facts.customer_id:
             self.customers.queue_ticket(pipe, facts.customer_id, ticket_id, channel=facts.channel, received=received,
                                         complaint=complaint)
         elif facts.customer_key:  # a ticket routed before profiles, reopened: its history is the legacy one

@@ -4,7 +4,7 @@ import threading
 import pytest
 
 from shared.customer_identity import ContactIdentifiers, Identifier, MergeRefused
-from shared.customer_store import ATTACHED, OWN, ContactOutcome, CustomerStore, Keys, UnknownProfile
+from shared.customer_store import ATTACHED, OWN, ContactOutcome, CustomerStore, Keys, ProfileHistory, UnknownProfile
 
 EMAIL = Identifier("email", "zhang.wei@example.com")
 PHONE = Identifier("phone", "+8613812345678")
@@ -194,3 +194,103 @@ def test_history_open_tickets_close_and_touch(customers):
     assert [t.ticket_id for t in customers.history(pid, now=T0 + 30).open] == ["TM-2"]
     customers.touch_ticket(pid, "TM-1", at=T0 + 40)  # closed: touching does not reopen it
     assert [t.ticket_id for t in customers.history(pid, now=T0 + 30).open] == ["TM-2"]
+
+
+@pytest.fixture
+def round_trips(monkeypatch):
+    """Commands (or pipelines) sent to Redis, counted as they are written."""
+    from redis.connection import AbstractConnection
+
+    sent = []
+    original = AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sent.append(command)
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    return sent
+
+
+def test_a_new_contact_is_created_with_its_context_in_one_round_trip(customers, round_trips):
+    customers.resolve_contact(contact(USER_2), "TM-0", now=T0)  # CU-1; the connection and the script loaded
+    round_trips.clear()
+    found = customers.resolve_contact(contact(VISITOR, typed=[EMAIL]), "TM-1", now=T0, name="Ann",
+                                      queue_reads=lambda pipe: pipe.get("tm:test:extra"))
+    assert len(round_trips) == 1
+    assert (found.resolution.profile_id, found.resolution.created, found.resolution.changed) == ("CU-2", True, True)
+    assert found.resolution.attributes == {"name": "Ann"}
+    assert (found.history, found.decided, found.reads) == (ProfileHistory(), None, [None])
+    profile = customers.profile("CU-2")  # as resolve creates it
+    assert (profile.name, profile.identifiers, profile.typed) == ("Ann", (VISITOR,), (EMAIL,))
+    assert customers.carriers(EMAIL) == ["CU-2"]
+
+
+def test_a_returning_contact_reads_its_history_and_decision_with_its_profile(customers, round_trips):
+    pid = customers.resolve(contact(EMAIL), now=T0, name="张伟").profile_id
+    pipe = customers.client.pipeline()
+    customers.queue_ticket(pipe, pid, "TM-1", channel="email", received=T0, complaint=True)
+    customers.queue_agent(pipe, pid, "li.na", at=T0 + 5)
+    pipe.execute()
+    customers.decide_contact("TM-2", ContactOutcome(ATTACHED, pid, "TM-1", T0 + 9))
+    round_trips.clear()
+    found = customers.resolve_contact(contact(EMAIL), "TM-2", now=T0 + 10, name="Zhang Wei")
+    assert len(round_trips) == 2
+    assert (found.resolution.profile_id, found.resolution.created, found.resolution.changed) == (pid, False, False)
+    assert found.history == customers.history(pid, now=T0 + 10, exclude="TM-2")
+    assert (found.history.recent_complaints, found.history.last_agent_id) == (1, "li.na")
+    assert found.decided == ContactOutcome(ATTACHED, pid, "TM-1", T0 + 9)
+
+
+def test_a_merged_contact_reads_the_history_of_every_profile_it_became(customers):
+    a = customers.resolve(contact(EMAIL), now=T0).profile_id
+    b = customers.resolve(contact(PHONE), now=T0).profile_id
+    pipe = customers.client.pipeline()
+    customers.queue_ticket(pipe, b, "TM-1", channel="phone", received=T0, complaint=False)
+    pipe.execute()
+    merged = customers.resolve_contact(contact(EMAIL, PHONE), "TM-2", now=T0 + 1)  # merges b into a
+    assert (merged.resolution.profile_id, merged.resolution.merged) == (a, (b,))
+    assert [t.ticket_id for t in merged.history.open] == ["TM-1"]
+    again = customers.resolve_contact(contact(PHONE), "TM-3", now=T0 + 2)  # the alias's history too
+    assert again.resolution.profile_id == a and again.history == merged.history
+
+
+def test_concurrent_new_contacts_with_one_identifier_make_one_profile(redis_client):
+    stores = [CustomerStore(redis_client) for _ in range(8)]
+    results = [None] * 8
+    start = threading.Barrier(8)
+
+    def work(n):
+        start.wait()
+        results[n] = stores[n].resolve_contact(contact(VISITOR), f"TM-{n}", now=T0)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert {r.resolution.profile_id for r in results} == {"CU-1"}
+    assert sum(r.resolution.created for r in results) == 1
+
+
+@pytest.mark.parametrize("complaint", [True, False])
+def test_a_ticket_noted_by_script_is_noted_as_by_commands(customers, complaint):
+    old = T0 - 40 * 24 * 3600  # outside the window: both trim it
+    for pid in ("CU-1", "CU-2"):
+        pipe = customers.client.pipeline()
+        customers.queue_ticket(pipe, pid, "TM-0", channel="mail", received=old, complaint=True)
+        pipe.execute()
+    pipe = customers.client.pipeline()
+    customers.queue_ticket(pipe, "CU-1", "TM-1", channel="chat", received=T0, complaint=complaint)
+    customers.queue_ticket_by_script(pipe, "CU-2", "TM-1", channel="chat", received=T0, complaint=complaint)
+    pipe.execute()
+    client = customers.client
+
+    def state(pid):
+        base = Keys.history(pid)
+        return ([client.zrange(base + s, 0, -1, withscores=True) for s in (":tickets", ":complaints", ":open")],
+                client.hgetall(base + ":channels"),
+                [client.ttl(base + s) > 0 for s in (":tickets", ":complaints", ":open", ":channels")])
+
+    assert state("CU-2") == state("CU-1")
+    assert state("CU-1")[0][0] == [("TM-1", T0)]
