@@ -66,7 +66,7 @@ def serve(timings_path: str) -> None:
 
     for name in ("register_ticket", "agent_snapshots", "claim", "enqueue", "mark_announced", "route_ticket",
                  "set_presence", "is_known_agent", "record_decision", "record_customer_agent", "record_customer_ticket",
-                 "customer_history", "customer_context", "decisions", "tickets", "ticket", "index_page", "agent_snapshot",
+                 "customer_history", "resolve_customer", "decisions", "tickets", "ticket", "index_page", "agent_snapshot",
                  "queue_heads", "requirements_waiting"):
         if hasattr(DispatchStore, name):
             setattr(DispatchStore, name, timed(f"store.{name}", getattr(DispatchStore, name)))

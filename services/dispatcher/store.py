@@ -1548,31 +1548,11 @@ class DispatchStore:
         pipe.smembers(base + ":open")
         pipe.hgetall(base)
 
-    def customer_context(self, customer_id: str | None, aliases: tuple[str, ...], legacy_key: str | None,
-                         ticket_id: str, *, now: float) -> tuple[ProfileHistory, CustomerHistory, ContactOutcome | None]:
-        """In one round trip: the profile's history (with its aliases'), the legacy per-key one,
-        and what was decided for this contact before (a redelivery)."""
-        ids = [customer_id, *aliases] if customer_id else []
-        if not ids and not legacy_key:
-            return ProfileHistory(), CustomerHistory(), None
-        pipe = self.client.pipeline(transaction=False)
-        self.customers.queue_history_reads(pipe, ids, now=now)
-        if customer_id:
-            self.customers.queue_contact_read(pipe, ticket_id)
-        if legacy_key:
-            self._queue_legacy_reads(pipe, legacy_key, now=now)
-        values = pipe.execute()
-        split = len(ids) * HISTORY_READS
-        profile = self.customers.history_from(values[:split], ids, exclude=ticket_id)
-        decided = self.customers.contact_from(values[split]) if customer_id else None
-        legacy = _legacy_from(values[-4:], ticket_id) if legacy_key else CustomerHistory()
-        return profile, legacy, decided
-
     def resolve_customer(self, contact: ContactIdentifiers, legacy_key: str | None, ticket_id: str, *, now: float,
                          name: str | None) -> tuple[Resolution, ProfileHistory, CustomerHistory, ContactOutcome | None]:
         """The received contact's profile (found, created or merged), its history, the legacy
         per-key one and what was decided for this contact before (a redelivery): what
-        ``customers.resolve`` then ``customer_context`` return, in fewer round trips (one for a
+        resolving the profile and then reading those would return, in fewer round trips (one for a
         new customer, two for a returning one)."""
         def legacy_reads(pipe: redis.client.Pipeline) -> None:
             if legacy_key:
