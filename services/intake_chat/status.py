@@ -171,6 +171,8 @@ class StatusProjection:
 
     async def apply(self, event: ev.Envelope) -> None:
         assert event.ticket_id is not None
+        if status_view.ignores(event):
+            return
         hashes = self.contact_hashes(event)
         if isinstance(event, ev.TicketAttached):  # the open ticket first: the contact's link leads there
             await self.store.change(event.into_ticket_id,
