@@ -228,7 +228,25 @@ class ChatStore:
     # --- visitors and conversations ----------------------------------------------------------
 
     async def visitor(self, visitor_id: str) -> Visitor:
-        data = await self._client.hgetall(self._visitor_key(visitor_id))
+        return self._as_visitor(visitor_id, await self._client.hgetall(self._visitor_key(visitor_id)))
+
+    async def arrival(self, visitor_id: str, client_message_id: str,
+                      profile: Profile | None) -> tuple[Visitor, MessageRecord | None]:
+        """What a message arriving needs, in one round trip: store the profile it tells (as
+        ``remember_profile``), then the visitor and the record of this client message id."""
+        vkey = self._visitor_key(visitor_id)
+        given = self._given(profile) if profile is not None else {}
+        async with self._client.pipeline(transaction=True) as pipe:
+            if given:
+                pipe.hset(vkey, mapping=given)
+                pipe.expire(vkey, VISITOR_TTL_SECONDS)
+            pipe.hgetall(self._message_key(visitor_id, client_message_id))
+            pipe.hgetall(vkey)
+            *_, message, visitor = await pipe.execute()
+        return self._as_visitor(visitor_id, visitor), self._as_message(visitor_id, client_message_id, message)
+
+    @staticmethod
+    def _as_visitor(visitor_id: str, data: dict[str, str]) -> Visitor:
         return Visitor(
             visitor_id=visitor_id,
             conversation=int(data.get("conversation", 0)),
@@ -245,7 +263,7 @@ class ChatStore:
 
         A hello that tells nothing writes nothing, so page views alone do not fill Redis.
         """
-        given = {f: getattr(profile, f) for f in _PROFILE_FIELDS if getattr(profile, f)}
+        given = self._given(profile)
         if not given:
             return
         key = self._visitor_key(visitor_id)
@@ -253,6 +271,10 @@ class ChatStore:
             pipe.hset(key, mapping=given)
             pipe.expire(key, VISITOR_TTL_SECONDS)
             await pipe.execute()
+
+    @staticmethod
+    def _given(profile: Profile) -> dict[str, str]:
+        return {f: getattr(profile, f) for f in _PROFILE_FIELDS if getattr(profile, f)}
 
     async def open_conversation(self, record: MessageRecord, trace_id: str) -> None:
         """Make ``record``'s ticket the visitor's open one, with ``record`` as its opening message."""
@@ -287,7 +309,11 @@ class ChatStore:
         return existing
 
     async def message(self, visitor_id: str, client_message_id: str) -> MessageRecord | None:
-        data = await self._client.hgetall(self._message_key(visitor_id, client_message_id))
+        return self._as_message(visitor_id, client_message_id,
+                                await self._client.hgetall(self._message_key(visitor_id, client_message_id)))
+
+    @staticmethod
+    def _as_message(visitor_id: str, client_message_id: str, data: dict[str, str]) -> MessageRecord | None:
         if not data:
             return None
         return MessageRecord(visitor_id, client_message_id, data["event_type"], json.loads(data["body"]),
