@@ -103,6 +103,29 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
 """
 
+# KEYS: visitor, msg; ARGV: visitor ttl, then the profile's field/value pairs to store (maybe none).
+# Returns {msg fields, visitor fields} as flat lists, the visitor read after the profile is stored.
+_ARRIVAL = """
+if #ARGV > 1 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+end
+return {redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[1])}
+"""
+
+# KEYS: visitor, ticket, state, msg; ARGV: ticket id, trace id, opening cmid, visitor id, subject,
+# then the ttls of visitor, ticket, state and msg, then the msg's field/value pairs.
+_OPEN_CONVERSATION = """
+redis.call('HSET', KEYS[1], 'ticket_id', ARGV[1], 'trace_id', ARGV[2], 'opening_cmid', ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
+redis.call('SET', KEYS[2], ARGV[4], 'EX', tonumber(ARGV[7]))
+redis.call('HSET', KEYS[3], 'subject', ARGV[5])
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
+redis.call('HSET', KEYS[4], unpack(ARGV, 10))
+redis.call('EXPIRE', KEYS[4], tonumber(ARGV[9]))
+return 1
+"""
+
 # KEYS: state; ARGV: field, value, ttl. Raises a position field, never lowers it.
 _RAISE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -135,6 +158,11 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1])) end
 return n
 """
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A hash as a script returns it (field, value, field, value ...) as a dict."""
+    return dict(zip(flat[::2], flat[1::2]))
 
 
 @dataclass(frozen=True)
@@ -199,6 +227,8 @@ class ChatStore:
         self._claim_missed = client.register_script(_CLAIM_MISSED)
         self._finish_missed = client.register_script(_FINISH_MISSED)
         self._count = client.register_script(_COUNT)
+        self._arrival = client.register_script(_ARRIVAL)
+        self._open_conversation = client.register_script(_OPEN_CONVERSATION)
 
     def _visitor_key(self, visitor_id: str) -> str:
         return f"{self.PREFIX}visitor:{visitor_id}"
@@ -232,18 +262,16 @@ class ChatStore:
 
     async def arrival(self, visitor_id: str, client_message_id: str,
                       profile: Profile | None) -> tuple[Visitor, MessageRecord | None]:
-        """What a message arriving needs, in one round trip: store the profile it tells (as
-        ``remember_profile``), then the visitor and the record of this client message id."""
-        vkey = self._visitor_key(visitor_id)
-        given = self._given(profile) if profile is not None else {}
-        async with self._client.pipeline(transaction=True) as pipe:
-            if given:
-                pipe.hset(vkey, mapping=given)
-                pipe.expire(vkey, VISITOR_TTL_SECONDS)
-            pipe.hgetall(self._message_key(visitor_id, client_message_id))
-            pipe.hgetall(vkey)
-            *_, message, visitor = await pipe.execute()
-        return self._as_visitor(visitor_id, visitor), self._as_message(visitor_id, client_message_id, message)
+        """What a message arriving needs, in one round trip (one script: one command to encode
+        and one reply to parse, where a pipeline has four or six): store the profile it tells
+        (as ``remember_profile``), then read the visitor and the record of this client message id."""
+        args: list[Any] = [VISITOR_TTL_SECONDS]
+        for name, value in (self._given(profile) if profile is not None else {}).items():
+            args += [name, value]
+        message, visitor = await self._arrival(
+            keys=[self._visitor_key(visitor_id), self._message_key(visitor_id, client_message_id)], args=args)
+        return (self._as_visitor(visitor_id, _pairs(visitor)),
+                self._as_message(visitor_id, client_message_id, _pairs(message)))
 
     @staticmethod
     def _as_visitor(visitor_id: str, data: dict[str, str]) -> Visitor:
@@ -278,17 +306,15 @@ class ChatStore:
 
     async def open_conversation(self, record: MessageRecord, trace_id: str) -> None:
         """Make ``record``'s ticket the visitor's open one, with ``record`` as its opening message."""
-        vkey = self._visitor_key(record.visitor_id)
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(vkey, mapping={"ticket_id": record.ticket_id, "trace_id": trace_id,
-                                     "opening_cmid": record.client_message_id})
-            pipe.expire(vkey, VISITOR_TTL_SECONDS)
-            pipe.set(self._ticket_key(record.ticket_id), record.visitor_id, ex=TICKET_TTL_SECONDS)
-            pipe.hset(self._state_key(record.ticket_id), "subject", record.body.get("subject", ""))
-            pipe.expire(self._state_key(record.ticket_id), TRANSCRIPT_TTL_SECONDS)
-            pipe.hset(self._message_key(record.visitor_id, record.client_message_id), mapping=self._message_fields(record))
-            pipe.expire(self._message_key(record.visitor_id, record.client_message_id), MESSAGE_DEDUPE_TTL_SECONDS)
-            await pipe.execute()
+        args: list[Any] = [record.ticket_id, trace_id, record.client_message_id, record.visitor_id,
+                           record.body.get("subject", ""), VISITOR_TTL_SECONDS, TICKET_TTL_SECONDS,
+                           TRANSCRIPT_TTL_SECONDS, MESSAGE_DEDUPE_TTL_SECONDS]
+        for name, value in self._message_fields(record).items():
+            args += [name, value]
+        await self._open_conversation(
+            keys=[self._visitor_key(record.visitor_id), self._ticket_key(record.ticket_id),
+                  self._state_key(record.ticket_id), self._message_key(record.visitor_id, record.client_message_id)],
+            args=args)
 
     @staticmethod
     def _message_fields(record: MessageRecord) -> dict[str, str]:
