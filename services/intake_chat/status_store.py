@@ -6,10 +6,15 @@ behind domain verbs. ``store.ChatStore`` owns the chat's keys; this class owns t
   seen, write in one script only if Redis still holds that view, else the script answers the
   current one and the change is applied again) and also PUBLISH the ticket id on the channel
   ``status:changed``, so every replica holding a live page of that ticket re-reads it after the
-  write, never before. The view last seen is kept in memory (``_Seen``): most events of a
+  write, never before (only while ``status:watched:<ticket>`` says a page is open, see below).
+  The view last seen is kept in memory (``_Seen``): most events of a
   ticket reach the replica that wrote its view, which then changes it in one round trip instead
   of a GET and a write. The memory is only ever a guess, checked by the script;
   ``VIEW_TTL_SECONDS`` after its last change, ``RESOLVED_VIEW_TTL_SECONDS`` once resolved;
+- ``status:watched:<ticket>`` – a live page of the ticket is open on some replica: set before
+  the page's first read and refreshed while it stays open, gone ``WATCH_TTL_SECONDS`` after the
+  last page left. Changes of a ticket nobody watches (nearly all) PUBLISH nothing, so no
+  replica's listener is woken for them;
 - ``status:reply:<ticket>:<client message id>`` – a reply typed on the status page: the
   ``message_received`` built for it and whether the broker confirmed it (a resend answers the
   same and publishes at most once);
@@ -45,12 +50,13 @@ RESOLVED_VIEW_TTL_SECONDS = CSAT_TTL_SECONDS + 5 * 86400  # outlives the survey 
 REPLY_RECORD_TTL_SECONDS = 7 * 86400   # a page resends a reply for minutes, not days
 CSAT_RECORD_TTL_SECONDS = 180 * 86400  # one answer per ticket, also across a reopen and a second resolution
 _MAX_CHANGE_RETRIES = 20
+WATCH_TTL_SECONDS = 90          # an open page refreshes its mark well within this (every 25 s)
 SEEN_MAX_VIEWS = 4096           # views kept in memory per replica (the recently changed tickets) ...
 SEEN_MAX_CHARS = 8_000_000      # ... and at most this much of their JSON (a view can hold 200 long messages)
 
-# KEYS: view; ARGV: sha1 of the view the change was computed from ('' for none), the new view,
-# ttl, change channel, ticket id. Writes and announces the new view if the view is still that
-# one: {1}; else answers what is there ({0, view}, or {0} when there is none) so the caller
+# KEYS: view, watched mark; ARGV: sha1 of the view the change was computed from ('' for none),
+# the new view, ttl, change channel, ticket id. Writes the new view if the view is still that
+# one, and announces it if a page watches the ticket: {1}; else answers what is there ({0, view}, or {0} when there is none) so the caller
 # re-applies its change without another GET.
 _SET_VIEW = """
 local current = redis.call('GET', KEYS[1])
@@ -59,7 +65,7 @@ if redis.sha1hex(current or '') ~= ARGV[1] then
   return {0}
 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return {1}
 """
 
@@ -171,6 +177,10 @@ class StatusStore:
         return f"{PREFIX}view:{ticket_id}"
 
     @staticmethod
+    def _watched(ticket_id: str) -> str:
+        return f"{PREFIX}watched:{ticket_id}"
+
+    @staticmethod
     def reply_key(ticket_id: str, client_message_id: str) -> str:
         return f"{PREFIX}reply:{ticket_id}:{client_message_id}"
 
@@ -181,6 +191,11 @@ class StatusStore:
     _OUTBOX = f"{PREFIX}outbox"
 
     # --- the projection ----------------------------------------------------------------------
+
+    async def watch(self, ticket_id: str) -> None:
+        """A live page of the ticket is open here: changes of its view are announced (call it
+        before reading the view the page shows, and again within ``WATCH_TTL_SECONDS``)."""
+        await self._client.set(self._watched(ticket_id), "1", ex=WATCH_TTL_SECONDS)
 
     async def view(self, ticket_id: str) -> StatusView | None:
         raw = await self._client.get(self._view(ticket_id))
@@ -212,7 +227,7 @@ class StatusStore:
                 ttl = RESOLVED_VIEW_TTL_SECONDS if after.resolution else VIEW_TTL_SECONDS
                 written = after.model_dump_json()
                 seen_sha1 = hashlib.sha1((raw or "").encode()).hexdigest()
-                answer = await self._set_view(keys=[key], args=[seen_sha1, written, ttl, CHANGES_CHANNEL, ticket_id])
+                answer = await self._set_view(keys=[key, self._watched(ticket_id)], args=[seen_sha1, written, ttl, CHANGES_CHANNEL, ticket_id])
                 if answer[0]:
                     self._seen.put(ticket_id, written, after)
                     return before, after

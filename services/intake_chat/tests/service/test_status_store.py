@@ -46,6 +46,8 @@ async def test_the_replica_that_wrote_a_view_changes_it_in_one_round_trip_and_re
         projection = StatusProjection(store, Settings.from_env(chat_env(amqp_uri, redis_url, tmp_path)))
         await projection.apply(clock(0, "resolution"))  # no promise to answer: never on the page
         assert counted.commands == []
+        await change(store, received().model_copy(update={"ticket_id": "TM-1"}))  # the script loaded, if it was not
+        counted.commands.clear()
         await change(store, received())  # a new ticket: no view to read first
         await change(store, assigned(1))
         await change(store, clock(2, "first_response"))
@@ -91,9 +93,10 @@ async def test_a_view_gone_from_redis_is_written_again_though_the_replica_rememb
         await client.aclose()
 
 
-async def test_every_write_tells_the_pages_and_a_change_of_nothing_does_not(redis_url):
-    # The channel is server-wide (not per database): a ticket no one else uses tells ours apart.
+async def test_every_write_of_a_watched_ticket_tells_the_pages_and_nothing_else_does(redis_url):
+    # The channel is server-wide (not per database): tickets no one else uses tell ours apart.
     ticket = f"TM-{uuid.uuid4().int % 10**12}"
+    unwatched, last = f"{ticket}1", f"{ticket}0"
 
     def on_ticket(e, ticket_id=ticket):
         return e.model_copy(update={"ticket_id": ticket_id})
@@ -103,15 +106,18 @@ async def test_every_write_tells_the_pages_and_a_change_of_nothing_does_not(redi
         store = StatusStore(client)
         async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
             await pubsub.subscribe(CHANGES_CHANNEL)
+            await store.watch(ticket)
+            await store.watch(last)
             for e in (received(), received(), assigned(1)):
                 await change(store, on_ticket(e))
-            await change(store, on_ticket(received(), f"{ticket}0"))  # told after ours: the end of them
+            await change(store, on_ticket(received(), unwatched))  # no page open: nobody to tell
+            await change(store, on_ticket(received(), last))  # told after ours: the end of them
             told = []
             deadline = asyncio.get_running_loop().time() + 10
-            while f"{ticket}0" not in told and asyncio.get_running_loop().time() < deadline:
+            while last not in told and asyncio.get_running_loop().time() < deadline:
                 message = await pubsub.get_message(timeout=0.5)
                 if message is not None and message["data"].startswith(ticket):
                     told.append(message["data"])
-            assert told == [ticket, ticket, f"{ticket}0"]
+            assert told == [ticket, ticket, last]
     finally:
         await client.aclose()
