@@ -240,9 +240,13 @@ class ChatIntake:
             await publish_confirmed(self.ctx.publisher, record.event_type, body)
             entry = conversation.customer_entry(record.client_message_id, body["text"], body["received_at"],
                                                 body.get("attachments", []))
-            _, seq = await self.store.mark_published(record, entry)
-            if record.event_type == ev.TICKET_RECEIVED:
-                await self.ledger.mark_published(record.ticket_id)
+            opened = record.event_type == ev.TICKET_RECEIVED
+            # The ledger's mark rides along on the store's round trip (its own verb, on the pipeline).
+            _, seq = await self.store.mark_published(
+                record, entry,
+                along=(lambda pipe: AsyncIntakeLedger(pipe, SERVICE_NAME).mark_published(record.ticket_id)) if opened
+                else None)
+            if opened:
                 log.info("chat_ticket_opened", visitor=conversation.visitor_ref(record.visitor_id))
             else:
                 log.info("chat_message_received", visitor=conversation.visitor_ref(record.visitor_id))

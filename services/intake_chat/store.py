@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import redis.asyncio
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from shared.intake_ledger import CONTACT_TTL_SECONDS
 
@@ -345,14 +347,29 @@ class ChatStore:
         return MessageRecord(visitor_id, client_message_id, data["event_type"], json.loads(data["body"]),
                              data.get("published") == "1", int(data.get("seq") or 0))
 
-    async def mark_published(self, record: MessageRecord, entry: dict[str, Any]) -> tuple[bool, int]:
+    async def mark_published(self, record: MessageRecord, entry: dict[str, Any], *,
+                             along: Callable[[Pipeline], Awaitable[Any]] | None = None) -> tuple[bool, int]:
         """Record the broker's confirm and add the message to the transcript, once:
-        (whether this call did it, the message's transcript position)."""
-        created, seq = await self._mark_published(
-            keys=[self._message_key(record.visitor_id, record.client_message_id),
-                  self._transcript_key(record.ticket_id), self._state_key(record.ticket_id)],
-            args=[json.dumps(entry, ensure_ascii=False), TRANSCRIPT_MAX_ENTRIES, TRANSCRIPT_TTL_SECONDS],
-        )
+        (whether this call did it, the message's transcript position). ``along`` queues writes
+        of another owner's keys that go with it (the intake ledger's mark) on the same round trip."""
+        keys = [self._message_key(record.visitor_id, record.client_message_id),
+                self._transcript_key(record.ticket_id), self._state_key(record.ticket_id)]
+        args = [json.dumps(entry, ensure_ascii=False), TRANSCRIPT_MAX_ENTRIES, TRANSCRIPT_TTL_SECONDS]
+
+        async def send() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                # By its sha, not through the Script: in a pipeline that first asks SCRIPT EXISTS, a round trip.
+                pipe.evalsha(self._mark_published.sha, len(keys), *keys, *args)
+                if along is not None:
+                    await along(pipe)
+                return await pipe.execute()
+
+        try:
+            results = await send()
+        except NoScriptError:  # Redis restarted or its scripts were flushed; both writes are idempotent
+            await self._client.script_load(_MARK_PUBLISHED)
+            results = await send()
+        created, seq = results[0]
         return bool(created), int(seq)
 
     async def add_agent_reply(self, ticket_id: str, reply_id: str, entry: dict[str, Any], *,
