@@ -7,9 +7,9 @@ behind domain verbs. ``store.ChatStore`` owns the chat's keys; this class owns t
   current one and the change is applied again) and also PUBLISH the ticket id on the channel
   ``status:changed``, so every replica holding a live page of that ticket re-reads it after the
   write, never before (only while ``status:watched:<ticket>`` says a page is open, see below).
-  The view last seen is kept in memory (``_Seen``): most events of a
-  ticket reach the replica that wrote its view, which then changes it in one round trip instead
-  of a GET and a write. The memory is only ever a guess, checked by the script;
+  The view last seen is kept in memory (``_Seen``): most events of a ticket reach the replica
+  that wrote its view, which then changes it in one round trip instead of a GET and a write.
+  The memory is only ever a guess, checked by the script;
   ``VIEW_TTL_SECONDS`` after its last change, ``RESOLVED_VIEW_TTL_SECONDS`` once resolved;
 - ``status:watched:<ticket>`` – a live page of the ticket is open on some replica: set before
   the page's first read and refreshed while it stays open, gone ``WATCH_TTL_SECONDS`` after the
@@ -56,8 +56,8 @@ SEEN_MAX_CHARS = 8_000_000      # ... and at most this much of their JSON (a vie
 
 # KEYS: view, watched mark; ARGV: sha1 of the view the change was computed from ('' for none),
 # the new view, ttl, change channel, ticket id. Writes the new view if the view is still that
-# one, and announces it if a page watches the ticket: {1}; else answers what is there ({0, view}, or {0} when there is none) so the caller
-# re-applies its change without another GET.
+# one, and announces it if a page watches the ticket: {1}; else answers what is there ({0, view},
+# or {0} when there is none), so the caller re-applies its change without another GET.
 _SET_VIEW = """
 local current = redis.call('GET', KEYS[1])
 if redis.sha1hex(current or '') ~= ARGV[1] then
@@ -154,9 +154,6 @@ class _Seen:
         if old is not None:
             self._chars -= len(old[0])
 
-    def __len__(self) -> int:
-        return len(self._views)
-
 
 class StatusStore:
     def __init__(self, client: redis.asyncio.Redis):
@@ -227,7 +224,8 @@ class StatusStore:
                 ttl = RESOLVED_VIEW_TTL_SECONDS if after.resolution else VIEW_TTL_SECONDS
                 written = after.model_dump_json()
                 seen_sha1 = hashlib.sha1((raw or "").encode()).hexdigest()
-                answer = await self._set_view(keys=[key, self._watched(ticket_id)], args=[seen_sha1, written, ttl, CHANGES_CHANNEL, ticket_id])
+                answer = await self._set_view(keys=[key, self._watched(ticket_id)],
+                                              args=[seen_sha1, written, ttl, CHANGES_CHANNEL, ticket_id])
                 if answer[0]:
                     self._seen.put(ticket_id, written, after)
                     return before, after
