@@ -65,11 +65,16 @@ class Limiter:
     store: ChatStore
     limits: dict[str, RateLimit]
 
+    def applies(self, limit_name: str) -> bool:
+        """Whether ``limit_name`` is in force (a count of 0 turns it off)."""
+        limit = self.limits.get(limit_name)
+        return limit is not None and limit.count != 0
+
     async def check(self, limit_name: str, subject: str, now: float) -> None:
         """Count one use; RateLimited when it is over the window's allowance."""
-        limit = self.limits.get(limit_name)
-        if limit is None or limit.count == 0:
+        if not self.applies(limit_name):
             return
+        limit = self.limits[limit_name]
         used = await self.store.count(limit_name, subject, limit.seconds, now)
         if used > limit.count:
             raise RateLimited(limit_name, int(limit.seconds - now % limit.seconds) + 1)

@@ -65,7 +65,7 @@ from services.intake_chat.abuse import Limiter, RateLimited
 from services.intake_chat.config import Settings
 from services.intake_chat.followups import MissedReplies
 from services.intake_chat.identity import Identity, IdentityRefused
-from services.intake_chat.store import ChatStore, MessageRecord, Upload
+from services.intake_chat.store import ChatStore, MessageRecord, Upload, Visitor
 from services.intake_chat.tasks import run_in_background
 from services.intake_chat.uploads import UploadFiles, UploadRefused
 from services.intake_chat.validation import InvalidInput, Profile
@@ -185,16 +185,14 @@ class ChatIntake:
     async def accept(self, visitor_id: str, client_message_id: str, text: str, profile: Profile | None = None, *,
                      upload_ids: tuple[str, ...] = (), verified: bool = False, user_id: str = "") -> Ack:
         async with self._locks.hold(visitor_id):
-            if profile is not None:
-                await self.store.remember_profile(visitor_id, profile)
-            existing = await self.store.message(visitor_id, client_message_id)
+            visitor, existing = await self.store.arrival(visitor_id, client_message_id, profile)
             if existing is not None:  # a resend: same ids, published at most once
                 seq = existing.seq
                 if not existing.published:
                     seq = await self._publish(existing)
                 return self._ack(existing, seq)
             attachments = await self._attachments(visitor_id, upload_ids)
-            record = await self._new_record(visitor_id, client_message_id, text, attachments, verified, user_id)
+            record = await self._new_record(visitor, client_message_id, text, attachments, verified, user_id)
             seq = await self._publish(record)
             return self._ack(record, seq)
 
@@ -212,9 +210,9 @@ class ChatIntake:
         return Ack(record.ticket_id, record.client_message_id, record.client_message_id, seq,
                    record.event_type == ev.TICKET_RECEIVED)
 
-    async def _new_record(self, visitor_id: str, client_message_id: str, text: str,
+    async def _new_record(self, visitor: Visitor, client_message_id: str, text: str,
                           attachments: list[dict[str, Any]], verified: bool, user_id: str = "") -> MessageRecord:
-        visitor = await self.store.visitor(visitor_id)
+        visitor_id = visitor.visitor_id
         now = datetime.now(timezone.utc)
         if visitor.ticket_id and visitor.trace_id:
             opening = await self.store.message(visitor_id, visitor.opening_cmid or "")
@@ -242,9 +240,13 @@ class ChatIntake:
             await publish_confirmed(self.ctx.publisher, record.event_type, body)
             entry = conversation.customer_entry(record.client_message_id, body["text"], body["received_at"],
                                                 body.get("attachments", []))
-            _, seq = await self.store.mark_published(record, entry)
-            if record.event_type == ev.TICKET_RECEIVED:
-                await self.ledger.mark_published(record.ticket_id)
+            opened = record.event_type == ev.TICKET_RECEIVED
+            # The ledger's mark rides along on the store's round trip (its own verb, on the pipeline).
+            _, seq = await self.store.mark_published(
+                record, entry,
+                along=(lambda pipe: AsyncIntakeLedger(pipe, SERVICE_NAME).mark_published(record.ticket_id)) if opened
+                else None)
+            if opened:
                 log.info("chat_ticket_opened", visitor=conversation.visitor_ref(record.visitor_id))
             else:
                 log.info("chat_message_received", visitor=conversation.visitor_ref(record.visitor_id))
@@ -423,8 +425,8 @@ class ChatHttp:
         try:
             await self._limit("ip_messages", address)
             await self._limit("session_messages", visitor_id)
-            visitor = await self.store.visitor(visitor_id)
-            if not visitor.ticket_id:
+            # Only a limit in force is worth reading the visitor for.
+            if self.limiter.applies("ip_conversations") and not (await self.store.visitor(visitor_id)).ticket_id:
                 await self._limit("ip_conversations", address)
         except RateLimited as exc:
             log.warning("rate_limited", limit=exc.limit_name, visitor=conversation.visitor_ref(visitor_id))

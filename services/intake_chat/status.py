@@ -4,9 +4,10 @@
   durable queue per event and source; the store's transaction makes redeliveries and
   reordering harmless).
 - ``LiveStatus`` holds this replica's open streams (Server-Sent Events, one per open page) by
-  ticket. Every view write publishes the ticket id on a Redis channel *after* the write; each
-  replica listens and wakes the streams of that ticket, which re-read the view and send it
-  whole. A lost notification is healed by the next one, and a reconnecting listener re-sends
+  ticket. Every view write of a ticket with an open page publishes the ticket id on a Redis
+  channel *after* the write (a stream marks its ticket watched before its first read, and keeps
+  the mark fresh); each replica listens and wakes the streams of that ticket, which re-read the
+  view and send it whole. A lost notification is healed by the next one, and a reconnecting listener re-sends
   every stream's view.
 - ``StatusPages``: ``GET /status`` (lookup form), ``POST /api/v1/status/lookup``,
   ``GET /status/{token}`` (page), ``…/view`` (JSON), ``…/events`` (stream), ``POST …/reply``.
@@ -171,6 +172,8 @@ class StatusProjection:
 
     async def apply(self, event: ev.Envelope) -> None:
         assert event.ticket_id is not None
+        if status_view.ignores(event):
+            return
         hashes = self.contact_hashes(event)
         if isinstance(event, ev.TicketAttached):  # the open ticket first: the contact's link leads there
             await self.store.change(event.into_ticket_id,
@@ -189,6 +192,7 @@ class Stream:
     lang: str
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     closing: bool = False
+    watched_at: float = 0.0  # loop time of the last mark of its ticket as watched
 
 
 class LiveStatus:
@@ -459,15 +463,18 @@ class StatusPages:
         stream = Stream(shown.ticket_id, lang)
         self.live.add(stream)
         try:
+            await self._watch(stream)  # before the first read: no change after it goes untold
             await self._send(response, stream, link)
             while not stream.closing:
                 try:
                     await asyncio.wait_for(stream.wake.wait(), STREAM_HEARTBEAT_SECONDS)
                 except asyncio.TimeoutError:
                     await response.write(b": keep-alive\n\n")  # also finds browsers that left
+                    await self._watch(stream, only_if_due=True)
                     continue
                 stream.wake.clear()
                 if not stream.closing:
+                    await self._watch(stream, only_if_due=True)
                     await self._send(response, stream, link)
         except (ConnectionError, RuntimeError):
             pass  # the browser left; EventSource reconnects if it still wants to
@@ -481,12 +488,21 @@ class StatusPages:
             self.live.discard(stream)
         return response
 
+    async def _watch(self, stream: Stream, *, only_if_due: bool = False) -> None:
+        now = asyncio.get_running_loop().time()
+        if only_if_due and now - stream.watched_at < STREAM_HEARTBEAT_SECONDS:
+            return
+        await self.store.watch(stream.ticket_id)
+        stream.watched_at = now
+
     async def _send(self, response: web.StreamResponse, stream: Stream, link: Link) -> None:
         view = await self.shown_view(link)
         if view.ticket_id != stream.ticket_id:  # folded into the open ticket meanwhile: follow that one
             self.live.discard(stream)
             stream.ticket_id = view.ticket_id
             self.live.add(stream)
+            await self._watch(stream)
+            stream.wake.set()  # read again now that its changes are told: none missed in between
         data = json.dumps(self.public(view, stream.lang), ensure_ascii=False)
         await response.write(f"event: view\ndata: {data}\n\n".encode())
 

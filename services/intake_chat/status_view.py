@@ -116,6 +116,12 @@ def new_view(ticket_id: str) -> StatusView:
     return StatusView(ticket_id=ticket_id)
 
 
+def ignores(event: ev.Envelope) -> bool:
+    """Events of a projected type that never show on the page (the resolution clock is not
+    a promise to answer): not worth reading the view for."""
+    return isinstance(event, ev.SlaClockChanged) and event.clock not in EXPECTING_CLOCKS
+
+
 def apply(view: StatusView | None, event: ev.Envelope, *, contact_hashes: tuple[str, ...] | list[str] = ()) -> StatusView:
     """The view of ``event.ticket_id`` after ``event``; ``contact_hashes`` are the event's
     customer's (see customer_input)."""
@@ -188,7 +194,7 @@ def _apply(view: StatusView, event: ev.Envelope) -> StatusView:
         # This contact's own id: it was never routed, its conversation goes on in the open ticket.
         return view.model_copy(update={"attached_to": event.into_ticket_id})
     if isinstance(event, ev.SlaClockChanged):
-        if event.clock not in EXPECTING_CLOCKS:
+        if ignores(event):
             return view
         current = view.clocks.get(event.clock)
         if current is not None and not _newer(event.occurred_at, current.at):

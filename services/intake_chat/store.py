@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import redis.asyncio
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from shared.intake_ledger import CONTACT_TTL_SECONDS
 
@@ -103,6 +105,29 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
 """
 
+# KEYS: visitor, msg; ARGV: visitor ttl, then the profile's field/value pairs to store (maybe none).
+# Returns {msg fields, visitor fields} as flat lists, the visitor read after the profile is stored.
+_ARRIVAL = """
+if #ARGV > 1 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+end
+return {redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[1])}
+"""
+
+# KEYS: visitor, ticket, state, msg; ARGV: ticket id, trace id, opening cmid, visitor id, subject,
+# then the ttls of visitor, ticket, state and msg, then the msg's field/value pairs.
+_OPEN_CONVERSATION = """
+redis.call('HSET', KEYS[1], 'ticket_id', ARGV[1], 'trace_id', ARGV[2], 'opening_cmid', ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
+redis.call('SET', KEYS[2], ARGV[4], 'EX', tonumber(ARGV[7]))
+redis.call('HSET', KEYS[3], 'subject', ARGV[5])
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
+redis.call('HSET', KEYS[4], unpack(ARGV, 10))
+redis.call('EXPIRE', KEYS[4], tonumber(ARGV[9]))
+return 1
+"""
+
 # KEYS: state; ARGV: field, value, ttl. Raises a position field, never lowers it.
 _RAISE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -135,6 +160,11 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1])) end
 return n
 """
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A hash as a script returns it (field, value, field, value ...) as a dict."""
+    return dict(zip(flat[::2], flat[1::2]))
 
 
 @dataclass(frozen=True)
@@ -199,6 +229,8 @@ class ChatStore:
         self._claim_missed = client.register_script(_CLAIM_MISSED)
         self._finish_missed = client.register_script(_FINISH_MISSED)
         self._count = client.register_script(_COUNT)
+        self._arrival = client.register_script(_ARRIVAL)
+        self._open_conversation = client.register_script(_OPEN_CONVERSATION)
 
     def _visitor_key(self, visitor_id: str) -> str:
         return f"{self.PREFIX}visitor:{visitor_id}"
@@ -228,7 +260,23 @@ class ChatStore:
     # --- visitors and conversations ----------------------------------------------------------
 
     async def visitor(self, visitor_id: str) -> Visitor:
-        data = await self._client.hgetall(self._visitor_key(visitor_id))
+        return self._as_visitor(visitor_id, await self._client.hgetall(self._visitor_key(visitor_id)))
+
+    async def arrival(self, visitor_id: str, client_message_id: str,
+                      profile: Profile | None) -> tuple[Visitor, MessageRecord | None]:
+        """What a message arriving needs, in one round trip (one script: one command to encode
+        and one reply to parse, where a pipeline has four or six): store the profile it tells
+        (as ``remember_profile``), then read the visitor and the record of this client message id."""
+        args: list[Any] = [VISITOR_TTL_SECONDS]
+        for name, value in (self._given(profile) if profile is not None else {}).items():
+            args += [name, value]
+        message, visitor = await self._arrival(
+            keys=[self._visitor_key(visitor_id), self._message_key(visitor_id, client_message_id)], args=args)
+        return (self._as_visitor(visitor_id, _pairs(visitor)),
+                self._as_message(visitor_id, client_message_id, _pairs(message)))
+
+    @staticmethod
+    def _as_visitor(visitor_id: str, data: dict[str, str]) -> Visitor:
         return Visitor(
             visitor_id=visitor_id,
             conversation=int(data.get("conversation", 0)),
@@ -245,7 +293,7 @@ class ChatStore:
 
         A hello that tells nothing writes nothing, so page views alone do not fill Redis.
         """
-        given = {f: getattr(profile, f) for f in _PROFILE_FIELDS if getattr(profile, f)}
+        given = self._given(profile)
         if not given:
             return
         key = self._visitor_key(visitor_id)
@@ -254,19 +302,21 @@ class ChatStore:
             pipe.expire(key, VISITOR_TTL_SECONDS)
             await pipe.execute()
 
+    @staticmethod
+    def _given(profile: Profile) -> dict[str, str]:
+        return {f: getattr(profile, f) for f in _PROFILE_FIELDS if getattr(profile, f)}
+
     async def open_conversation(self, record: MessageRecord, trace_id: str) -> None:
         """Make ``record``'s ticket the visitor's open one, with ``record`` as its opening message."""
-        vkey = self._visitor_key(record.visitor_id)
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(vkey, mapping={"ticket_id": record.ticket_id, "trace_id": trace_id,
-                                     "opening_cmid": record.client_message_id})
-            pipe.expire(vkey, VISITOR_TTL_SECONDS)
-            pipe.set(self._ticket_key(record.ticket_id), record.visitor_id, ex=TICKET_TTL_SECONDS)
-            pipe.hset(self._state_key(record.ticket_id), "subject", record.body.get("subject", ""))
-            pipe.expire(self._state_key(record.ticket_id), TRANSCRIPT_TTL_SECONDS)
-            pipe.hset(self._message_key(record.visitor_id, record.client_message_id), mapping=self._message_fields(record))
-            pipe.expire(self._message_key(record.visitor_id, record.client_message_id), MESSAGE_DEDUPE_TTL_SECONDS)
-            await pipe.execute()
+        args: list[Any] = [record.ticket_id, trace_id, record.client_message_id, record.visitor_id,
+                           record.body.get("subject", ""), VISITOR_TTL_SECONDS, TICKET_TTL_SECONDS,
+                           TRANSCRIPT_TTL_SECONDS, MESSAGE_DEDUPE_TTL_SECONDS]
+        for name, value in self._message_fields(record).items():
+            args += [name, value]
+        await self._open_conversation(
+            keys=[self._visitor_key(record.visitor_id), self._ticket_key(record.ticket_id),
+                  self._state_key(record.ticket_id), self._message_key(record.visitor_id, record.client_message_id)],
+            args=args)
 
     @staticmethod
     def _message_fields(record: MessageRecord) -> dict[str, str]:
@@ -287,20 +337,39 @@ class ChatStore:
         return existing
 
     async def message(self, visitor_id: str, client_message_id: str) -> MessageRecord | None:
-        data = await self._client.hgetall(self._message_key(visitor_id, client_message_id))
+        return self._as_message(visitor_id, client_message_id,
+                                await self._client.hgetall(self._message_key(visitor_id, client_message_id)))
+
+    @staticmethod
+    def _as_message(visitor_id: str, client_message_id: str, data: dict[str, str]) -> MessageRecord | None:
         if not data:
             return None
         return MessageRecord(visitor_id, client_message_id, data["event_type"], json.loads(data["body"]),
                              data.get("published") == "1", int(data.get("seq") or 0))
 
-    async def mark_published(self, record: MessageRecord, entry: dict[str, Any]) -> tuple[bool, int]:
+    async def mark_published(self, record: MessageRecord, entry: dict[str, Any], *,
+                             along: Callable[[Pipeline], Awaitable[Any]] | None = None) -> tuple[bool, int]:
         """Record the broker's confirm and add the message to the transcript, once:
-        (whether this call did it, the message's transcript position)."""
-        created, seq = await self._mark_published(
-            keys=[self._message_key(record.visitor_id, record.client_message_id),
-                  self._transcript_key(record.ticket_id), self._state_key(record.ticket_id)],
-            args=[json.dumps(entry, ensure_ascii=False), TRANSCRIPT_MAX_ENTRIES, TRANSCRIPT_TTL_SECONDS],
-        )
+        (whether this call did it, the message's transcript position). ``along`` queues writes
+        of another owner's keys that go with it (the intake ledger's mark) on the same round trip."""
+        keys = [self._message_key(record.visitor_id, record.client_message_id),
+                self._transcript_key(record.ticket_id), self._state_key(record.ticket_id)]
+        args = [json.dumps(entry, ensure_ascii=False), TRANSCRIPT_MAX_ENTRIES, TRANSCRIPT_TTL_SECONDS]
+
+        async def send() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                # By its sha, not through the Script: in a pipeline that first asks SCRIPT EXISTS, a round trip.
+                pipe.evalsha(self._mark_published.sha, len(keys), *keys, *args)
+                if along is not None:
+                    await along(pipe)
+                return await pipe.execute()
+
+        try:
+            results = await send()
+        except NoScriptError:  # Redis restarted or its scripts were flushed; both writes are idempotent
+            await self._client.script_load(_MARK_PUBLISHED)
+            results = await send()
+        created, seq = results[0]
         return bool(created), int(seq)
 
     async def add_agent_reply(self, ticket_id: str, reply_id: str, entry: dict[str, Any], *,

@@ -3,7 +3,7 @@ import hashlib
 
 import structlog.testing
 
-from shared.intake_ledger import stable_event_id
+from shared.intake_ledger import IntakeLedger, stable_event_id
 from shared.testing.plugin import AsyncEventListener
 
 from services.intake_chat.tests.conftest import VISITOR, VISITOR_ID
@@ -19,10 +19,11 @@ def chat_keys(redis_client):
     return sorted(k for k in redis_client.scan_iter("tm:*") if not k.startswith(("tm:intake_chat:rate:", "tm:mesh:")))
 
 
-async def test_first_message_opens_a_ticket_and_the_next_joins_it(chat_app, amqp_uri):
+async def test_first_message_opens_a_ticket_and_the_next_joins_it(chat_app, amqp_uri, redis_client):
     async with AsyncEventListener(amqp_uri, "intake_chat") as bus:
         status, first = await chat_app.post(message(name="张伟", email="zhang.wei@example.com", language="zh"))
         assert status == 202 and first == {"ticket_id": "TM-10001", "message_id": "m-1", "seq": 1}
+        assert IntakeLedger(redis_client, "intake_chat").is_published("TM-10001")  # marked with the confirm
         _, opened = await bus.wait_for(lambda t, b: t == "ticket_received")
         assert opened["ticket_id"] == "TM-10001" and opened["channel"] == "chat"
         assert opened["subject"] == "你好，我的订单 #123 还没有到"
