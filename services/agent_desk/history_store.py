@@ -22,7 +22,9 @@ Recording one event is one Lua script (atomic): dedupe by event id, add the reco
 fact updates, index the day and the backlog, refresh the TTLs. Events recorded while a write is
 in flight go together in the next pipeline (group commit): one round trip for many events under
 load, and the same single round trip as before when events come one at a time. Each caller
-still returns only once its own event is written (the consumer acks after that).
+still returns only once its own event is written (the consumer acks after that). An event that
+also changes a ticket's view is recorded in the view change's round trip instead
+(:meth:`HistoryStore.script_call`, the same script).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ import redis.asyncio
 from redis.exceptions import NoScriptError
 
 from services.agent_desk.history import Entry
+from services.agent_desk.store import ScriptCall
 
 DAY_SECONDS = 24 * 3600
 READ_CHUNK = 500                   # facts hashes read per pipeline
@@ -150,6 +153,12 @@ class HistoryStore:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending())
         return await done
+
+    def script_call(self, entry: Entry) -> ScriptCall:
+        """Recording ``entry``, to run in another store's round trip; its result is what
+        :meth:`record` returns (0: recorded before)."""
+        keys, args = self._script_input(entry)
+        return ScriptCall(self._record, keys, args)
 
     async def _write_pending(self) -> None:
         while self._pending:
