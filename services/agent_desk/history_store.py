@@ -29,6 +29,7 @@ also changes a ticket's view is recorded in the view change's round trip instead
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -99,7 +100,13 @@ return 1
 
 
 def day_of(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d")
+    return _day_name(int(epoch // DAY_SECONDS))
+
+
+@functools.lru_cache(maxsize=64)
+def _day_name(day_number: int) -> str:
+    # every recorded event names its day: strftime once per day, not once per event
+    return datetime.fromtimestamp(day_number * DAY_SECONDS, timezone.utc).strftime("%Y-%m-%d")
 
 
 class HistoryStore:
