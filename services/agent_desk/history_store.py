@@ -22,11 +22,14 @@ Recording one event is one Lua script (atomic): dedupe by event id, add the reco
 fact updates, index the day and the backlog, refresh the TTLs. Events recorded while a write is
 in flight go together in the next pipeline (group commit): one round trip for many events under
 load, and the same single round trip as before when events come one at a time. Each caller
-still returns only once its own event is written (the consumer acks after that).
+still returns only once its own event is written (the consumer acks after that). An event that
+also changes a ticket's view is recorded in the view change's round trip instead
+(:meth:`HistoryStore.script_call`, the same script).
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -34,6 +37,7 @@ import redis.asyncio
 from redis.exceptions import NoScriptError
 
 from services.agent_desk.history import Entry
+from services.agent_desk.store import ScriptCall
 
 DAY_SECONDS = 24 * 3600
 READ_CHUNK = 500                   # facts hashes read per pipeline
@@ -96,7 +100,13 @@ return 1
 
 
 def day_of(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d")
+    return _day_name(int(epoch // DAY_SECONDS))
+
+
+@functools.lru_cache(maxsize=64)
+def _day_name(day_number: int) -> str:
+    # every recorded event names its day: strftime once per day, not once per event
+    return datetime.fromtimestamp(day_number * DAY_SECONDS, timezone.utc).strftime("%Y-%m-%d")
 
 
 class HistoryStore:
@@ -150,6 +160,12 @@ class HistoryStore:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending())
         return await done
+
+    def script_call(self, entry: Entry) -> ScriptCall:
+        """Recording ``entry``, to run in another store's round trip; its result is what
+        :meth:`record` returns (0: recorded before)."""
+        keys, args = self._script_input(entry)
+        return ScriptCall(self._record, keys, args)
 
     async def _write_pending(self) -> None:
         while self._pending:

@@ -95,7 +95,7 @@ from services.agent_desk.customers_api import CustomersApi
 from services.agent_desk.history_store import HistoryStore
 from services.agent_desk.push import ConsoleSocket, SocketHub
 from services.agent_desk.sessions import COOKIE_NAME, Session, sign_session, verify_session
-from services.agent_desk.store import DeskStore
+from services.agent_desk.store import DeskStore, ScriptCall
 from services.agent_desk.tickets import ActionRefused, TicketNotStored, TicketView
 from shared import events as ev
 from shared.aio_service import (AioService, ApiError, BrokerUnavailable, ServiceContext, json_response,
@@ -270,14 +270,30 @@ class AgentDesk:
                                        functools.partial(self.record_history, source, event_type))
 
     def _recording(self, source: str, event_type: str, store: Handler) -> Handler:
+        folds = store in self._folding_stores()
+
         async def record_then_store(event: ev.Envelope) -> None:
             # Recorded first, as its own queue did whatever became of the view: a view change
             # that fails for good (dead letter) still leaves the event in the history. Both are
             # idempotent, so a redelivery after either failed does each once.
-            await self.record_history(source, event_type, event)
-            await store(event)
+            entry = self._history_entry(source, event_type, event)
+            if entry is None or not folds:
+                if entry is not None:
+                    await self._record_entry(event_type, entry)
+                await store(event)
+                return
+            # Same order in one round trip: the record's script runs just before the view's.
+            assert self.history is not None
+            if not await store(event, first=self.history.script_call(entry)):
+                log.debug("history_event_seen_before", event_type=event_type)
 
         return record_then_store
+
+    def _folding_stores(self) -> set[Handler]:
+        """Store handlers that take ``first``: the history's record goes in their first round trip."""
+        return {self.store_ticket_received, self.store_ticket_assigned, self.store_ticket_queued,
+                self.store_ticket_classified, self.store_ticket_unassigned, self.store_ticket_transferred,
+                self.store_ticket_escalated, self.store_sla_event}
 
     @web.middleware
     async def guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
@@ -745,9 +761,14 @@ class AgentDesk:
 
     # -- consumed events ------------------------------------------------------------------
 
-    async def store_ticket_received(self, event: ev.TicketReceived) -> None:
-        if await self.store.add_ticket(tickets.view_from_received(event)):
+    # A store handler that takes ``first`` runs it (the history's record of the event) in its
+    # first round trip to Redis and returns its result (see _recording).
+
+    async def store_ticket_received(self, event: ev.TicketReceived, *, first: ScriptCall | None = None) -> Any:
+        recorded, added = await self.store.add_ticket_after(first, tickets.view_from_received(event))
+        if added:
             log.info("ticket_view_stored", channel=event.channel)
+        return recorded
 
     async def store_message_received(self, event: ev.MessageReceived) -> None:
         message = tickets.customer_message(event)
@@ -785,47 +806,50 @@ class AgentDesk:
         log.info("ticket_attached_stored", into_ticket_id=event.into_ticket_id, mode=event.mode,
                  channel=event.channel)
 
-    async def store_ticket_assigned(self, event: ev.TicketAssigned) -> None:
-        await self._change_or_retry(event, lambda v: tickets.with_assignment(v, event))
-        await self._keep_decision(event)
+    async def store_ticket_assigned(self, event: ev.TicketAssigned, *, first: ScriptCall | None = None) -> Any:
+        # The decision record is kept in the view change's script (alone when the view has it already).
+        return (await self._change_or_wait(event, lambda v: tickets.with_assignment(v, event), first=first,
+                                           decision=tickets.decision_record(event)))[0]
 
-    async def store_ticket_queued(self, event: ev.TicketQueued) -> None:
-        await self._change_or_retry(event, lambda v: tickets.with_queued(v, event))
-        await self._keep_decision(event)
+    async def store_ticket_queued(self, event: ev.TicketQueued, *, first: ScriptCall | None = None) -> Any:
+        return (await self._change_or_wait(event, lambda v: tickets.with_queued(v, event), first=first,
+                                           decision=tickets.decision_record(event)))[0]
 
-    async def _keep_decision(self, event: ev.TicketAssigned | ev.TicketQueued) -> None:
-        record = tickets.decision_record(event)
-        if record is not None:
-            await self.store.add_decision(event.ticket_id, record)
+    async def store_ticket_classified(self, event: ev.TicketClassified, *, first: ScriptCall | None = None) -> Any:
+        return (await self._change_or_wait(event, lambda v: tickets.with_classification(v, event), first=first))[0]
 
-    async def store_ticket_classified(self, event: ev.TicketClassified) -> None:
-        await self._change_or_retry(event, lambda v: tickets.with_classification(v, event))
+    async def store_ticket_unassigned(self, event: ev.TicketUnassigned, *, first: ScriptCall | None = None) -> Any:
+        return (await self._change_or_wait(event, lambda v: tickets.with_unassigned(v, event), first=first))[0]
 
-    async def store_ticket_unassigned(self, event: ev.TicketUnassigned) -> None:
-        await self._change_or_retry(event, lambda v: tickets.with_unassigned(v, event))
-
-    async def store_ticket_transferred(self, event: ev.TicketTransferred) -> None:
+    async def store_ticket_transferred(self, event: ev.TicketTransferred, *, first: ScriptCall | None = None) -> Any:
         note = tickets.transfer_note(event)
-        await self._change_or_retry(event, lambda v: tickets.with_message(v, note))
+        return (await self._change_or_wait(event, lambda v: tickets.with_message(v, note), first=first))[0]
 
-    async def store_ticket_escalated(self, event: ev.TicketEscalated) -> None:
-        await self._change_or_retry(event, lambda v: tickets.with_escalation(v, event))
+    async def store_ticket_escalated(self, event: ev.TicketEscalated, *, first: ScriptCall | None = None) -> Any:
+        return (await self._change_or_wait(event, lambda v: tickets.with_escalation(v, event), first=first))[0]
 
-    async def store_sla_event(self, event: ev.SlaEvent) -> None:
-        await self._change_or_retry(event, lambda v: tickets.with_sla(v, event))
+    async def store_sla_event(self, event: ev.SlaEvent, *, first: ScriptCall | None = None) -> Any:
+        return (await self._change_or_wait(event, lambda v: tickets.with_sla(v, event), first=first))[0]
 
     async def _change_or_retry(self, event: ev.TicketEvent, change: Callable[[TicketView], TicketView], *,
                                ticket_id: str | None = None) -> TicketView:
+        return (await self._change_or_wait(event, change, ticket_id=ticket_id))[1]
+
+    async def _change_or_wait(self, event: ev.TicketEvent, change: Callable[[TicketView], TicketView], *,
+                              ticket_id: str | None = None, first: ScriptCall | None = None,
+                              decision: tickets.DecisionRecord | None = None) -> tuple[Any, TicketView]:
+        """Change the view (TransientError while it may still come): (``first``'s result, the view)."""
         ticket_id = ticket_id or event.ticket_id
         try:
-            before, after = await self.store.change_ticket(ticket_id, change)
+            first_result, before, after = await self.store.change_ticket_after(first, ticket_id, change,
+                                                                               decision=decision)
         except TicketNotStored:
             if tickets.retry_or_give_up(event, self.clock()):
                 raise TransientError(f"view of {ticket_id} not stored yet") from None
             raise
         if before != after:
             log.info("ticket_view_updated", status=after.status, agent_id=after.agent_id)
-        return after
+        return first_result, after
 
     async def store_mail_bounced(self, event: ev.MailBounced) -> None:
         if event.ticket_id is None:
@@ -951,13 +975,23 @@ class AgentDesk:
     # -- history and reports ----------------------------------------------------------------
 
     async def record_history(self, source: str, event_type: str, event: ev.Envelope) -> None:
+        entry = self._history_entry(source, event_type, event)
+        if entry is not None:
+            await self._record_entry(event_type, entry)
+
+    def _history_entry(self, source: str, event_type: str, event: ev.Envelope) -> history.Entry | None:
+        """What recording the event writes; None when it names no ticket or is too old."""
         assert self.history is not None
         entry = history.entry_of(source, event_type, event)
         if entry is None:
-            return
+            return None
         if self.history.too_old(entry, self.clock()):
             log.info("history_event_too_old", event_type=event_type, occurred_at=event.occurred_at.isoformat())
-            return
+            return None
+        return entry
+
+    async def _record_entry(self, event_type: str, entry: history.Entry) -> None:
+        assert self.history is not None
         if not await self.history.record(entry):
             log.debug("history_event_seen_before", event_type=event_type)
 

@@ -3,7 +3,10 @@
 - ``tm:agent_desk:ticket:<ticket id>`` – the ticket view (JSON), ``VIEW_TTL_SECONDS`` after its
   last change. Changes are optimistic (read the view, apply a pure change, write it and its
   indexes in one script only if the view is still the one read, else again) so replicas
-  handling different events for one ticket never lose an update;
+  handling different events for one ticket never lose an update. The view this replica last
+  wrote is the first guess of "the one read" (no read round trip); the script answers a wrong
+  guess with the stored view, and a change that a guess says is already made is checked
+  against the stored view before anything is skipped;
 - ``tm:agent_desk:worklist:<agent id>`` – sorted set of the agent's unresolved tickets, scored
   by assignment time. It is an index of the views and changes in the same transaction;
 - ``tm:agent_desk:queued`` / ``tm:agent_desk:sla_risk`` – sorted sets of tickets waiting for an
@@ -24,17 +27,21 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
 import redis.asyncio
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from services.agent_desk.tickets import (DecisionRecord, TicketNotStored, TicketView, customer_keys, profile_key,
                                         sla_state)
 from shared.errors import TransientError
 from shared.intake_ledger import natural_key_hash
-from shared.redis_store import ValueChanger, Writes
+from shared.redis_store import Writes
 
 VIEW_TTL_SECONDS = 30 * 24 * 3600       # long enough for a ticket's whole life at the desk
 PRESENCE_TTL_SECONDS = 30 * 24 * 3600   # forgotten presence reads as offline
@@ -45,6 +52,37 @@ HISTORY_TICKETS_SHOWN = 20
 BOARD_TICKETS_READ = 1000               # queued / at-risk tickets a supervisor board reads at most
 OFFLINE_CLAIM_TTL_SECONDS = 30          # one replica announces a lost agent; a crashed one's claim lapses
 _MAX_CHANGE_RETRIES = 20
+VIEWS_REMEMBERED = 512                  # views last written here, kept as the next change's guess
+
+# Compare-and-set of a view plus its index writes (shared.redis_store's protocol: KEYS the view's
+# key then one per keyed op; ARGV sha1 of the view expected, new view, TTL, ops as JSON). Unlike
+# ValueChanger's it answers a mismatch with the stored view, so a wrong guess costs no extra read.
+_CHANGE_VIEW = """
+local current = redis.call('GET', KEYS[1])
+if not current then return {0} end
+if redis.sha1hex(current) ~= ARGV[1] then return {0, current} end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+local k = 1
+for _, op in ipairs(cjson.decode(ARGV[4])) do
+  local call = {op[1]}
+  if op[2] == 1 then k = k + 1; call[2] = KEYS[k] end
+  for i = 3, #op do call[#call + 1] = op[i] end
+  redis.call(unpack(call))
+end
+return {1}
+"""
+
+# A new view (only if absent) and its customer-history entries (written again on a redelivery).
+# KEYS: the view's key, then each customer key; ARGV: view, TTL, received_at, ticket id.
+_ADD_VIEW = """
+local stored = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
+for i = 2, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+end
+if stored then return 1 end
+return 0
+"""
 
 # Claim the right to announce that ``agent`` lost every socket: still not offline, still not seen
 # since the cutoff, and nobody else claimed it. Atomic, so with N replicas sweeping one wins.
@@ -58,10 +96,31 @@ return seen
 """
 
 
+@dataclass(frozen=True)
+class ScriptCall:
+    """A script of another store sent in the same round trip as a view change, before it (the
+    history's record of the event that changes the view): one write to Redis instead of two."""
+    script: AsyncScript
+    keys: list[str]
+    args: list[str]
+
+
+def _decision_member(ticket_id: str, record: DecisionRecord) -> str:
+    return json.dumps({"ticket_id": ticket_id, **record.model_dump(mode="json")}, sort_keys=True)
+
+
+class _ViewWrites(Writes):
+    def zremrangebyrank(self, name: str, start: int, end: int) -> None:
+        self._keyed("ZREMRANGEBYRANK", name, start, end)
+
+
 class DeskStore:
     def __init__(self, client: redis.asyncio.Redis):
         self._client = client
-        self._changer = ValueChanger(client)
+        self._change_view = client.register_script(_CHANGE_VIEW)
+        self._add_view = client.register_script(_ADD_VIEW)
+        # ticket id -> (JSON, view) as this replica last wrote it: a guess, checked by the script.
+        self._written: dict[str, tuple[str, TicketView]] = {}
 
     # keys
     @staticmethod
@@ -110,13 +169,20 @@ class DeskStore:
     async def add_ticket(self, view: TicketView) -> bool:
         """Store a new ticket's view and index it under its customer; False if it is already
         there (a redelivery: the index entries are idempotent and written again)."""
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.set(self._ticket(view.ticket_id), view.model_dump_json(), nx=True, ex=VIEW_TTL_SECONDS)
-            for key in customer_keys(view.customer):
-                pipe.zadd(self._customer(key), {view.ticket_id: view.received_at.timestamp()})
-                pipe.expire(self._customer(key), VIEW_TTL_SECONDS)
-            results = await pipe.execute()
-        return bool(results[0])
+        return (await self.add_ticket_after(None, view))[1]
+
+    async def add_ticket_after(self, first: ScriptCall | None, view: TicketView) -> tuple[Any, bool]:
+        """:meth:`add_ticket`, with ``first`` run just before it in the same round trip:
+        (``first``'s result, added)."""
+        value = view.model_dump_json()
+        keys = [self._ticket(view.ticket_id), *(self._customer(k) for k in customer_keys(view.customer))]
+        add = ScriptCall(self._add_view, keys, [value, str(VIEW_TTL_SECONDS), repr(view.received_at.timestamp()),
+                                                view.ticket_id])
+        results = await self._run([first, add] if first else [add])
+        added = bool(results[-1])
+        if added:
+            self._remember(view.ticket_id, value, view)
+        return (results[0] if first else None), added
 
     async def tickets(self, ticket_ids: list[str]) -> list[TicketView]:
         if not ticket_ids:
@@ -146,11 +212,15 @@ class DeskStore:
 
     async def add_decision(self, ticket_id: str, record: DecisionRecord) -> None:
         """Keep the latest routing decisions across tickets (a redelivery is the same member)."""
-        member = json.dumps({"ticket_id": ticket_id, **record.model_dump(mode="json")}, sort_keys=True)
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.zadd(self._DECISIONS, {member: record.at.timestamp()})
+            pipe.zadd(self._DECISIONS, {_decision_member(ticket_id, record): record.at.timestamp()})
             pipe.zremrangebyrank(self._DECISIONS, 0, -RECENT_DECISIONS_KEPT - 1)
             await pipe.execute()
+
+    def _decision(self, writes: _ViewWrites, ticket_id: str, record: DecisionRecord) -> None:
+        """:meth:`add_decision` as writes that go with a view change."""
+        writes.zadd(self._DECISIONS, {_decision_member(ticket_id, record): record.at.timestamp()})
+        writes.zremrangebyrank(self._DECISIONS, 0, -RECENT_DECISIONS_KEPT - 1)
 
     async def recent_decisions(self, count: int = 50) -> list[dict[str, Any]]:
         return [json.loads(m) for m in await self._client.zrevrange(self._DECISIONS, 0, count - 1)]
@@ -164,21 +234,91 @@ class DeskStore:
 
         ``change`` may raise (e.g. ActionRefused); nothing is written then.
         """
+        _, before, after = await self.change_ticket_after(None, ticket_id, change)
+        return before, after
+
+    async def change_ticket_after(self, first: ScriptCall | None, ticket_id: str,
+                                  change: Callable[[TicketView], TicketView], *,
+                                  decision: DecisionRecord | None = None) -> tuple[Any, TicketView, TicketView]:
+        """:meth:`change_ticket`, with ``first`` run once just before it in the same round trip
+        (also when the view is missing or unchanged), and ``decision`` kept (:meth:`add_decision`)
+        with the view: (``first``'s result, before, after)."""
         key = self._ticket(ticket_id)
+        pending = [first] if first else []
+        first_result = None
+        known = self._written.get(ticket_id)
+        fresh = False  # known was read from Redis by this call (not a guess)
         for _ in range(_MAX_CHANGE_RETRIES):
-            raw = await self._client.get(key)
-            if raw is None:
-                raise TicketNotStored(ticket_id)
-            before = TicketView.model_validate_json(raw)
-            after = change(before)
+            if known is None:
+                results = await self._run(pending, get=key)
+                if pending:
+                    first_result, pending = results[0], []
+                raw = results[-1]
+                if raw is None:
+                    self._written.pop(ticket_id, None)
+                    raise TicketNotStored(ticket_id)
+                known, fresh = (raw, TicketView.model_validate_json(raw)), True
+            raw, before = known
+            try:
+                after = change(before)
+            except Exception:
+                if fresh:
+                    raise
+                known = None  # decided on the stored view, not on a guess
+                continue
             if after == before:
-                return before, after
-            writes = Writes()
+                if not fresh:
+                    known = None  # "nothing to do" is only believed of the stored view
+                    continue
+                if decision is not None:
+                    await self.add_decision(ticket_id, decision)
+                return first_result, before, after
+            writes = _ViewWrites()
             self._index(writes, before, after)
-            if await self._changer.set_if_unchanged(key, raw, after.model_dump_json(), VIEW_TTL_SECONDS, writes):
-                return before, after
-            # someone changed it meanwhile: read again and re-apply
+            if decision is not None:
+                self._decision(writes, ticket_id, decision)
+            value = after.model_dump_json()
+            cas = ScriptCall(self._change_view, [key, *writes.keys],
+                             [hashlib.sha1(raw.encode()).hexdigest(), value, str(VIEW_TTL_SECONDS),
+                              json.dumps(writes.ops, ensure_ascii=False)])
+            results = await self._run([*pending, cas])
+            if pending:
+                first_result, pending = results[0], []
+            answer = results[-1]
+            if answer[0] == 1:
+                self._remember(ticket_id, value, after)
+                return first_result, before, after
+            if len(answer) < 2:
+                self._written.pop(ticket_id, None)
+                raise TicketNotStored(ticket_id)
+            # someone changed it meanwhile (or the guess was old): apply again on what is stored
+            known, fresh = (answer[1], TicketView.model_validate_json(answer[1])), True
         raise TransientError(f"ticket {ticket_id} kept changing under us")
+
+    def _remember(self, ticket_id: str, value: str, view: TicketView) -> None:
+        self._written.pop(ticket_id, None)
+        self._written[ticket_id] = (value, view)
+        if len(self._written) > VIEWS_REMEMBERED:
+            del self._written[next(iter(self._written))]  # the least recently written
+
+    async def _run(self, calls: list[ScriptCall], *, get: str | None = None) -> list[Any]:
+        """The scripts, then GET ``get``, in one round trip; a script Redis lost (restart, flush)
+        is loaded and run again. Raises the first error any of them met."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for call in calls:
+                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            if get is not None:
+                pipe.get(get)
+            results = await pipe.execute(raise_on_error=False)
+        lost = [i for i, r in enumerate(results[:len(calls)]) if isinstance(r, NoScriptError)]
+        for i in lost:  # a script Redis did not know did not run: run it now (the others are done)
+            await self._client.script_load(calls[i].script.script)
+            results[i] = await self._client.evalsha(calls[i].script.sha, len(calls[i].keys), *calls[i].keys,
+                                                    *calls[i].args)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
 
     def _index(self, pipe: Writes, before: TicketView, after: TicketView) -> None:
         """Keep the indexes in step with the views: an agent's unresolved tickets, the tickets
