@@ -4,8 +4,9 @@ Publishing waits for the broker's confirm (a message is only "sent" once RabbitM
 disk for a durable queue). Consuming acks after the handler returns (at-least-once), sends
 invalid or poison messages to the dead-letter queue with the reason, and returns messages that
 hit a transient failure to their queue after a pause. Acks of handled messages are batched
-(:class:`_AckBatcher`): one ``multiple`` ack per window instead of one frame per message. Connections are robust: aio-pika
-reconnects with a fixed interval and re-declares exchanges, queues and consumers.
+(:class:`_AckBatcher`): one ``multiple`` ack per window instead of one frame per message.
+Connections are robust: aio-pika reconnects with a fixed interval and re-declares exchanges,
+queues and consumers.
 """
 from __future__ import annotations
 
