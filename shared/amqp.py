@@ -37,6 +37,7 @@ SHUTDOWN_DRAIN_SECONDS = 20.0
 # frame costs a send and the broker's receive; a crash within the window only redelivers
 # messages already handled, which at-least-once handlers take anyway.
 ACK_WINDOW_SECONDS = 0.05
+ACK_SEND_TIMEOUT_SECONDS = 5.0
 
 Handler = Callable[[ev.Envelope], Awaitable[None]]
 
@@ -221,10 +222,13 @@ class _AckBatcher:
             for tag in alone:
                 del tags[tag]
             try:
-                if upto is not None:
-                    await channel.basic_ack(upto, multiple=True)
-                for tag in alone:
-                    await channel.basic_ack(tag)
+                # Bounded: a frame stuck in a dead connection's write queue must not hold up the
+                # acks of the channel that replaced it.
+                async with asyncio.timeout(ACK_SEND_TIMEOUT_SECONDS):
+                    if upto is not None:
+                        await channel.basic_ack(upto, multiple=True)
+                    for tag in alone:
+                        await channel.basic_ack(tag)
             except Exception as exc:  # noqa: BLE001 - channel gone: the broker redelivers them
                 log.warning("event_ack_failed", error=repr(exc))
         self._handled = self.waiting
