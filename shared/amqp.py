@@ -3,8 +3,10 @@
 Publishing waits for the broker's confirm (a message is only "sent" once RabbitMQ has it on
 disk for a durable queue). Consuming acks after the handler returns (at-least-once), sends
 invalid or poison messages to the dead-letter queue with the reason, and returns messages that
-hit a transient failure to their queue after a pause. Connections are robust: aio-pika
-reconnects with a fixed interval and re-declares exchanges, queues and consumers.
+hit a transient failure to their queue after a pause. Acks of handled messages are batched
+(:class:`_AckBatcher`): one ``multiple`` ack per window instead of one frame per message.
+Connections are robust: aio-pika reconnects with a fixed interval and re-declares exchanges,
+queues and consumers.
 """
 from __future__ import annotations
 
@@ -31,6 +33,11 @@ log = get_logger(__name__)
 RECONNECT_INTERVAL_SECONDS = 2.0
 TRANSIENT_RETRY_PAUSE_SECONDS = 1.0
 SHUTDOWN_DRAIN_SECONDS = 20.0
+# How long a handled message may wait for its ack to be batched with others. On loopback every
+# frame costs a send and the broker's receive; a crash within the window only redelivers
+# messages already handled, which at-least-once handlers take anyway.
+ACK_WINDOW_SECONDS = 0.05
+ACK_SEND_TIMEOUT_SECONDS = 5.0
 
 Handler = Callable[[ev.Envelope], Awaitable[None]]
 
@@ -113,6 +120,132 @@ class EventPublisher:
         return body
 
 
+_PENDING = -1  # a tag's state while its handler runs; once handled, the flush generation it ended in
+
+
+class _AckBatcher:
+    """Acks handled messages in batches, never one whose handler has not succeeded.
+
+    Every delivery is registered in delivery-tag order when its handler starts (one map per
+    AMQP channel: tags are per channel and restart on a reconnected one). A flush, at most
+    ``window`` seconds after a handler finished (at once when ``batch`` are waiting), acks the
+    handled prefix (every tag up to the first still running) with one ``multiple`` ack. Tags
+    handled behind a slower message are acked one by one at the next flush, so a slow handler
+    holds no prefetch slots but its own. Messages the consumer settles itself (nack, dead
+    letter) leave the map once that frame went out, so a later ``multiple`` ack cannot reach
+    one still being settled, and never reaches one whose handler failed. One task sends every
+    ack, in order.
+    """
+
+    def __init__(self, window: float, batch: int):
+        self._window = window
+        self._batch = max(1, batch)
+        self._channels: dict[Any, dict[int, int]] = {}
+        self._handled = 0
+        self._generation = 0
+        self._any = asyncio.Event()
+        self._full = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        # One flush at a time: the broker refuses (closes the channel on) an ack for a tag a
+        # later ``multiple`` ack already covered, so frames must go out in computed order.
+        self._lock = asyncio.Lock()
+
+    @property
+    def waiting(self) -> int:
+        """Handled messages whose ack has not been sent yet."""
+        return sum(1 for tags in self._channels.values() for state in tags.values() if state != _PENDING)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="amqp-ack-batcher")
+
+    def received(self, channel: Any, tag: int) -> None:
+        tags = self._channels.get(channel)
+        if tags is None:
+            tags = self._channels[channel] = {}
+        tags[tag] = _PENDING
+
+    def handled(self, channel: Any, tag: int) -> None:
+        tags = self._channels.get(channel)
+        if tags is None or tag not in tags:
+            return  # its channel closed meanwhile: the broker redelivers it
+        tags[tag] = self._generation
+        self._handled += 1
+        self._any.set()
+        if self._handled >= self._batch:
+            self._full.set()
+
+    def settled(self, channel: Any, tag: int) -> None:
+        tags = self._channels.get(channel)
+        if tags is not None:
+            tags.pop(tag, None)
+
+    async def _run(self) -> None:
+        while True:
+            await self._any.wait()
+            if not self._full.is_set():
+                try:
+                    async with asyncio.timeout(self._window):
+                        await self._full.wait()
+                except TimeoutError:
+                    pass
+            self._any.clear()
+            self._full.clear()
+            await self.flush()
+            if self._handled:  # some wait behind a slower message: look again next window
+                self._any.set()
+
+    async def flush(self, *, final: bool = False) -> None:
+        """Send the acks due; ``final``: also those behind a message still running."""
+        async with self._lock:
+            await self._flush(final)
+
+    async def _flush(self, final: bool) -> None:
+        self._generation += 1
+        for channel, tags in list(self._channels.items()):
+            if channel.is_closed:
+                del self._channels[channel]  # unacked messages went back to their queues
+                continue
+            upto, alone, blocked = None, [], False
+            for tag, state in tags.items():  # insertion order: delivery order
+                if state == _PENDING:
+                    blocked = True
+                elif not blocked:
+                    upto = tag
+                elif final or state < self._generation - 1:
+                    alone.append(tag)  # handled behind a slower one, and waited a window already
+            if upto is None and not alone:
+                continue
+            if upto is not None:
+                for tag in [t for t in tags if t <= upto]:
+                    del tags[tag]
+            for tag in alone:
+                del tags[tag]
+            try:
+                # Bounded: a frame stuck in a dead connection's write queue must not hold up the
+                # acks of the channel that replaced it.
+                async with asyncio.timeout(ACK_SEND_TIMEOUT_SECONDS):
+                    if upto is not None:
+                        await channel.basic_ack(upto, multiple=True)
+                    for tag in alone:
+                        await channel.basic_ack(tag)
+            except Exception as exc:  # noqa: BLE001 - channel gone: the broker redelivers them
+                log.warning("event_ack_failed", error=repr(exc))
+        self._handled = self.waiting
+
+    async def close(self) -> None:
+        """Stop the timer and ack everything handled so far."""
+        if self._task is not None:
+            async with self._lock:  # not in the middle of a flush
+                self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.flush(final=True)
+
+
 @dataclass
 class _Subscription:
     source: str
@@ -146,6 +279,8 @@ class EventConsumer:
     _channel: Any = None
     _dead_letters: Any = None
     _stopping: bool = False
+    ack_window: float = ACK_WINDOW_SECONDS
+    _acks: _AckBatcher | None = None
 
     @property
     def running(self) -> bool:
@@ -157,6 +292,9 @@ class EventConsumer:
         self._subs.append(_Subscription(source, event_type, handler_name, handler, broadcast))
 
     async def start(self) -> None:
+        # Half the prefetch: a full batch is acked at once, so waiting acks never starve a consumer.
+        self._acks = _AckBatcher(self.ack_window, self.prefetch // 2)
+        self._acks.start()
         self._channel = await self.connection.channel()
         await self._channel.set_qos(prefetch_count=self.prefetch)
         self._dead_letters = await declare_dead_letters(self._channel, self.dead_letter_arguments)
@@ -176,28 +314,49 @@ class EventConsumer:
 
     def _make_callback(self, sub: _Subscription) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
         async def on_message(message: AbstractIncomingMessage) -> None:
+            acks = self._acks
+            assert acks is not None
+            try:
+                channel = message.channel
+            except aiormq.exceptions.ChannelInvalidStateError:
+                return  # closed under us: the broker gives it to the next consumer
+            tag = message.delivery_tag
+            acks.received(channel, tag)  # before any await: tags register in delivery order
             task = asyncio.current_task()
             if task is not None:
                 self._inflight.add(task)
+            handled = False
             try:
-                await self._process(sub, message)
+                handled = await self._process(sub, message)
+            except Exception:  # noqa: BLE001 - settling failed: back to the queue, never acked unhandled
+                log.exception("event_settle_failed", queue=sub.queue_name)
+                try:
+                    await message.nack(requeue=True)
+                except Exception:  # noqa: BLE001 - channel gone: the broker requeues it itself
+                    return  # stays registered as running: no batched ack can cover it
+                acks.settled(channel, tag)
+            else:
+                if handled:
+                    acks.handled(channel, tag)
+                else:
+                    acks.settled(channel, tag)
             finally:
                 if task is not None:
                     self._inflight.discard(task)
 
         return on_message
 
-    async def _process(self, sub: _Subscription, message: AbstractIncomingMessage) -> None:
+    async def _process(self, sub: _Subscription, message: AbstractIncomingMessage) -> bool:
+        """True once the handler succeeded (the ack is left to the batcher); False when the
+        message was settled here (dead-lettered or returned to its queue)."""
         try:
-            body = json.loads(message.body)
-            event = ev.parse_event(sub.source, sub.event_type, body)
-        except (ValueError, ev.InvalidEvent) as exc:
-            reason = exc.reason if isinstance(exc, ev.InvalidEvent) else f"body is not JSON: {exc}"
-            log.warning("event_rejected", queue=sub.queue_name, reason=reason)
+            event = ev.parse_event_json(sub.source, sub.event_type, message.body)
+        except ev.InvalidEvent as exc:
+            log.warning("event_rejected", queue=sub.queue_name, reason=exc.reason)
             metrics.event_in(sub.source, sub.event_type, None, 0.0)
             metrics.event_failed(sub.source, sub.event_type, "rejected")
-            await self._dead_letter(sub, message, reason)
-            return
+            await self._dead_letter(sub, message, exc.reason)
+            return False
         metrics.event_in(sub.source, sub.event_type, event.occurred_at, time.time())
         started = time.perf_counter()
         with bound_event_context(trace_id=event.trace_id, ticket_id=event.ticket_id, event_id=event.event_id):
@@ -210,15 +369,15 @@ class EventConsumer:
                     log.warning("event_retry_later", queue=sub.queue_name, error=repr(exc))
                     await asyncio.sleep(TRANSIENT_RETRY_PAUSE_SECONDS)
                     await message.nack(requeue=True)
-                    return
+                    return False
                 if is_transient(exc):
                     await message.nack(requeue=True)
-                    return
+                    return False
                 log.exception("event_handler_failed", queue=sub.queue_name)
                 await self._dead_letter(sub, message, f"handler failed: {exc!r}")
-                return
+                return False
             metrics.handler_done(sub.event_type, time.perf_counter() - started)
-            await message.ack()
+            return True
 
     async def _dead_letter(self, sub: _Subscription, message: AbstractIncomingMessage, reason: str) -> None:
         headers = dict(message.headers or {})
@@ -244,6 +403,8 @@ class EventConsumer:
                     pass
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=drain_seconds)
+        if self._acks is not None:
+            await self._acks.close()  # what finished is acked; the rest returns to its queue
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
         log.info("consumers_stopped")

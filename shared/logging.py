@@ -8,11 +8,10 @@ secrets and message bodies never reach the output whatever a caller passes.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import sys
-from typing import Any, Iterator
+from typing import Any, Mapping
 
 import orjson
 import structlog
@@ -117,9 +116,24 @@ def get_logger(name: str | None = None) -> Any:
     return structlog.get_logger(name)
 
 
-@contextlib.contextmanager
-def bound_event_context(**fields: Any) -> Iterator[None]:
-    """Bind ``trace_id``/``ticket_id`` (and friends) for the lines written inside the block."""
-    fields = {k: v for k, v in fields.items() if v is not None}
-    with structlog.contextvars.bound_contextvars(**fields):
-        yield
+class bound_event_context:  # noqa: N801 - used like the context manager function it replaced
+    """Bind ``trace_id``/``ticket_id`` (and friends) for the lines written inside the block.
+
+    Entered once per consumed message, so it is a plain class resetting the context variables'
+    tokens: structlog's ``bound_contextvars`` copies the whole context to find what to restore.
+    """
+
+    __slots__ = ("_fields", "_tokens")
+
+    def __init__(self, **fields: Any):
+        self._fields = {k: v for k, v in fields.items() if v is not None}
+        self._tokens: Mapping[str, Any] = {}
+
+    def __enter__(self) -> None:
+        self._tokens = structlog.contextvars.bind_contextvars(**self._fields)
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            structlog.contextvars.reset_contextvars(**self._tokens)
+        except (ValueError, RuntimeError):  # left in another context than entered: unbind instead
+            structlog.contextvars.unbind_contextvars(*self._tokens)

@@ -4,9 +4,10 @@ their only owner). Kept apart from ``store.py`` (the send path's claims, threads
 - ``tm:notifier:contact:<ticket id>`` – hash: the customer of a ticket as ``ticket_received``
   named them (channel, email, name, locale, subject, the customer's Message-ID, the event id
   and trace id, received_at), the classification once ``ticket_classified`` came (priority,
-  customer_tier, classified_received_at), ``acked`` once the acknowledgement went out and ``csat`` once the
-  customer answered the survey. Later events (status changed, resolved) do not carry the
-  customer, so mail to them is written from this. ``CONTACT_TTL_SECONDS`` after the last change.
+  customer_tier, classified_received_at; email tickets only, no other is acknowledged),
+  ``acked`` once the acknowledgement went out and ``csat`` once the customer answered the
+  survey. Later events (status changed, resolved) do not carry the customer, so mail to them
+  is written from this. ``CONTACT_TTL_SECONDS`` after the last change.
 - ``tm:notifier:ack_due`` – sorted set of ticket ids whose acknowledgement waits for the
   classification, scored by when to stop waiting and acknowledge without an expected time.
   A sweeper leases due entries (moves their score ``ACK_LEASE_SECONDS`` ahead) and removes
@@ -134,13 +135,20 @@ class AudienceStore:
         return f"tm:notifier:contact:{ticket_id}"
 
     async def save_contact(self, contact: Contact, *, received_event_id: str, trace_id: str,
-                           received_at: datetime) -> Classification | None:
-        """Keep the customer of a new ticket; returns the classification if it came first."""
+                           received_at: datetime, classification: bool = True) -> Classification | None:
+        """Keep the customer of a new ticket; returns the classification if it came first
+        (``classification=False``: not wanted, None; for tickets never acknowledged)."""
         fields = {"channel": contact.channel, "email": contact.email or "", "name": contact.name,
                   "locale": contact.locale, "subject": contact.subject,
                   "customer_message_id": contact.customer_message_id or "", "received_event_id": received_event_id,
                   "trace_id": trace_id, "received_at": received_at.isoformat()}
         key = self._contact_key(contact.ticket_id)
+        if not classification:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.hset(key, mapping=fields)
+                pipe.expire(key, CONTACT_TTL_SECONDS)
+                await pipe.execute()
+            return None
         # One transaction: the classification handler writes then reads the same hash, so one
         # of the two always sees the other's half (see Notifier.ack_ticket_received).
         async with self._client.pipeline(transaction=True) as pipe:

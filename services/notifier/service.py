@@ -209,7 +209,8 @@ class Notifier:
             # between, its mark_acked removes this entry; if it ran before, we send below.
             await self._audience.ack_later(ticket.ticket_id, self.clock().timestamp() + self.ack_wait_seconds)
         classification = await self._audience.save_contact(
-            contact, received_event_id=ticket.event_id, trace_id=ticket.trace_id, received_at=ticket.received_at)
+            contact, received_event_id=ticket.event_id, trace_id=ticket.trace_id, received_at=ticket.received_at,
+            classification=ticket.channel == "email")
         if ticket.channel != "email":
             # A chat or phone address is typed by whoever is on the other end, unverified: an
             # automatic mail to it would let anyone make us mail anyone. Those customers see their
@@ -222,6 +223,8 @@ class Notifier:
         await self._acknowledge(ticket, contact, ticket.event_id, classification)
 
     async def ack_classified_ticket(self, classified: ev.TicketClassified) -> None:
+        if classified.channel != "email":
+            return  # only email tickets are acknowledged: their classification is never read
         record = await self._audience.save_classification(classified.ticket_id, Classification(
             priority=classified.priority, customer_tier=classified.customer_tier, received_at=classified.received_at))
         if record is None or record.contact.channel != "email" or record.acked:
@@ -402,19 +405,25 @@ class Notifier:
         record = await self._audience.contact(ticket_id)
         return record.contact.subject if record is not None else ""
 
-    async def _tell_agent_if_offline(self, event: ev.TicketEvent, kind: str, agent_id: str,
-                                     build: Callable[[messages.Colleague, str], EmailMessage]) -> None:
-        """Mail ``agent_id`` unless agent_desk can push to them (their console is open)."""
+    async def _offline_colleague(self, kind: str, agent_id: str) -> messages.Colleague | None:
+        """``agent_id`` to mail, or None if agent_desk can push to them (their console is open)
+        or they have no address (logged why)."""
         presence = await self._audience.presence(agent_id)
         if presence in LIVE_PRESENCES:
             log.info("notification_skipped", kind=kind, reason="agent_online", agent_id=agent_id)
-            return
+            return None
         profile = self._agents().get(agent_id)
         colleague = self._colleague(profile) if profile is not None else None
         if colleague is None:
             log.info("notification_skipped", kind=kind, reason="no_agent_email", agent_id=agent_id)
-            return
-        await self._tell(event, kind, colleague, build)
+        return colleague
+
+    async def _tell_agent_if_offline(self, event: ev.TicketEvent, kind: str, agent_id: str,
+                                     build: Callable[[messages.Colleague, str], EmailMessage]) -> None:
+        """Mail ``agent_id`` unless agent_desk can push to them (their console is open)."""
+        colleague = await self._offline_colleague(kind, agent_id)
+        if colleague is not None:
+            await self._tell(event, kind, colleague, build)
 
     async def _tell(self, event: ev.TicketEvent, kind: str, to: messages.Colleague,
                     build: Callable[[messages.Colleague, str], EmailMessage]) -> None:
@@ -426,11 +435,12 @@ class Notifier:
 
     async def notify_sla_warning(self, warning: ev.SlaWarning) -> None:
         kind = messages.KIND_SLA_WARNING
-        subject = await self._subject(warning.ticket_id)
-        if warning.agent_id:
-            await self._tell_agent_if_offline(warning, kind, warning.agent_id, lambda to, nid: messages.sla_warning_notice(
+        colleague = await self._offline_colleague(kind, warning.agent_id) if warning.agent_id else None
+        if colleague is not None:
+            subject = await self._subject(warning.ticket_id)  # read only for a mail: most assignees are online
+            await self._tell(warning, kind, colleague, lambda to, nid: messages.sla_warning_notice(
                 warning, to=to, subject=subject, sender=self.sender, notification=nid, now=self.clock(), zone=self.zone))
-        else:
+        elif not warning.agent_id:
             log.info("notification_skipped", kind=kind, reason="no_assignee")
         await self._tell_robots(warning, ev.SLA_WARNING, None, "robot_sla_warning", dict(
             ticket_id=warning.ticket_id, clock=warning.clock, policy=warning.policy,
@@ -469,11 +479,12 @@ class Notifier:
     async def notify_ticket_assigned(self, assigned: ev.TicketAssigned) -> None:
         if assigned.offer_expires_at is not None:
             return  # an offer: only an agent at the console can accept it before it runs out
-        subject = await self._subject(assigned.ticket_id)
-        await self._tell_agent_if_offline(assigned, messages.KIND_ASSIGNMENT, assigned.agent_id,
-                                          lambda to, nid: messages.assignment_notice(
-                                              assigned, to=to, subject=subject, sender=self.sender, notification=nid,
-                                              now=self.clock()))
+        colleague = await self._offline_colleague(messages.KIND_ASSIGNMENT, assigned.agent_id)
+        if colleague is None:
+            return
+        subject = await self._subject(assigned.ticket_id)  # read only for a mail: most assignees are online
+        await self._tell(assigned, messages.KIND_ASSIGNMENT, colleague, lambda to, nid: messages.assignment_notice(
+            assigned, to=to, subject=subject, sender=self.sender, notification=nid, now=self.clock()))
 
     async def notify_sla_breached(self, breach: ev.SlaBreached) -> None:
         kind = messages.KIND_SLA_BREACHED

@@ -9,6 +9,7 @@ import aio_pika
 from shared import events as ev
 from shared.amqp import EventConsumer, EventPublisher, connect
 from shared.errors import TransientError
+from shared.testing.asyncio_helpers import wait_until
 from shared.testing.plugin import dead_letters
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=timezone.utc)
@@ -100,4 +101,33 @@ async def test_stop_lets_the_running_handler_finish_and_ack(amqp_uri):
     queue = await channel.declare_queue("evt-agent_desk-agent_presence_changed--dispatcher.handle_agent_presence_changed",
                                         durable=True, passive=True)
     assert queue.declaration_result.message_count == 0  # acked, not redelivered
+    await conn.close()
+
+
+async def test_batched_acks_never_cover_a_message_still_being_handled(amqp_uri):
+    """Acks go out in batches (``multiple``): one covering a later tag must not take the
+    message still in its handler with it, and the ones handled behind it are acked anyway."""
+    release, seen = asyncio.Event(), []
+
+    async def handler(event):
+        if event.agent_id == "slow":
+            await release.wait()
+        seen.append(event.agent_id)
+
+    conn, consumer, publisher = await start_consumer(amqp_uri, handler)
+    for agent in ("a", "slow", "b", "c", "d"):
+        await publisher.publish("agent_presence_changed", presence_body(agent))
+    await wait_until(lambda: sorted(seen) == ["a", "b", "c", "d"], message="the fast ones handled")
+    await wait_until(lambda: consumer._acks.waiting == 0, message="their acks sent")  # noqa: SLF001
+    await conn.close()  # a crash: the broker takes back what was not acked
+    release.set()
+
+    conn = await connect(amqp_uri, name="check")
+    channel = await conn.channel()
+    queue = await channel.declare_queue(
+        "evt-agent_desk-agent_presence_changed--dispatcher.handle_agent_presence_changed", durable=True, passive=True)
+    left = await wait_until(lambda: queue.get(fail=False), message="the unacked message back in its queue")
+    assert json.loads(left.body)["agent_id"] == "slow"
+    await left.ack()
+    assert await queue.get(fail=False) is None  # the others stayed acked
     await conn.close()

@@ -1,3 +1,4 @@
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -39,6 +40,27 @@ def test_parse_event_is_a_tolerant_reader_but_checks_types_and_versions():
     with pytest.raises(ev.InvalidEvent, match="channel"):
         ev.parse_event("intake_phone", "ticket_received", {**body, "channel": "fax"})
 
+
+def test_parse_event_json_accepts_and_refuses_exactly_what_parse_event_does():
+    body = ev.make_event("intake_phone", "ticket_received", now=NOW, trace_id="t", ticket_id="TM-1", channel="phone",
+                         customer={"phone": "+8613800000000"}, subject="s", text="t", received_at=NOW)
+
+    def raw(value):
+        return json.dumps(value, ensure_ascii=False).encode()
+
+    parsed = ev.parse_event_json("intake_phone", "ticket_received", raw({**body, "added_later": 1}))
+    assert parsed == ev.parse_event("intake_phone", "ticket_received", body)
+    refused = [{**body, "schema_version": 9}, ["x"], {**body, "channel": "fax"}, {**body, "received_at": "now"}]
+    for value in refused:
+        with pytest.raises(ev.InvalidEvent) as slow:
+            ev.parse_event("intake_phone", "ticket_received", value)
+        with pytest.raises(ev.InvalidEvent) as fast:
+            ev.parse_event_json("intake_phone", "ticket_received", raw(value))
+        assert fast.value.reason == slow.value.reason
+    with pytest.raises(ev.InvalidEvent, match="^intake_phone.ticket_received: body is not JSON: Expecting"):
+        ev.parse_event_json("intake_phone", "ticket_received", b"{not json")
+    with pytest.raises(ev.InvalidEvent, match="body is not JSON"):
+        ev.parse_event_json("intake_phone", "ticket_received", b"\xff\xfe")
 
 def test_every_schema_round_trips_through_json_fields():
     for (source, event_type), schema in ev.SCHEMAS.items():
