@@ -80,13 +80,15 @@ _STATUS_CODES = {
 
 
 class ApiError(Exception):
-    """A client-facing error: HTTP ``status`` and a snake_case ``code`` with a human ``message``."""
+    """A client-facing error: HTTP ``status`` and a snake_case ``code`` with a human ``message``;
+    ``retry_after`` (seconds) becomes the ``Retry-After`` header clients and proxies honour."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None):
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
 
 class BrokerUnavailable(Exception):
@@ -98,8 +100,9 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
                         content_type="application/json", headers=headers)
 
 
-def json_error(status: int, code: str, message: str) -> web.Response:
-    return json_response({"error": {"code": code, "message": message}}, status=status)
+def json_error(status: int, code: str, message: str, *, retry_after: int | None = None) -> web.Response:
+    headers = {"Retry-After": str(max(1, retry_after))} if retry_after is not None else None
+    return json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
 async def read_json(request: web.Request) -> dict:
@@ -140,7 +143,7 @@ async def json_errors_middleware(request: web.Request, handler: Callable) -> web
     try:
         return await handler(request)
     except ApiError as exc:
-        return json_error(exc.status, exc.code, exc.message)
+        return json_error(exc.status, exc.code, exc.message, retry_after=exc.retry_after)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -430,7 +430,8 @@ class ChatHttp:
                 await self._limit("ip_conversations", address)
         except RateLimited as exc:
             log.warning("rate_limited", limit=exc.limit_name, visitor=conversation.visitor_ref(visitor_id))
-            raise ApiError(429, "rate_limited", f"too many requests, retry in {exc.retry_after} s") from None
+            raise ApiError(429, "rate_limited", f"too many requests, retry in {exc.retry_after} s",
+                           retry_after=exc.retry_after) from None
 
     async def upload(self, request: web.Request) -> web.Response:
         """``POST /api/chat/uploads``: multipart ``file`` plus the identity fields of the hello."""
@@ -463,7 +464,8 @@ class ChatHttp:
         try:
             await self._limit("session_uploads", who.visitor_id)
         except RateLimited as exc:
-            raise ApiError(429, "rate_limited", f"too many uploads, retry in {exc.retry_after} s") from None
+            raise ApiError(429, "rate_limited", f"too many uploads, retry in {exc.retry_after} s",
+                           retry_after=exc.retry_after) from None
         await asyncio.to_thread(self.files.keep, sniffed.sha256, data)
         upload = Upload("f_" + secrets.token_hex(12), sniffed.sha256, sniffed.filename, sniffed.content_type,
                         sniffed.size)
@@ -499,7 +501,8 @@ class ChatHttp:
         try:
             await self._limit("ip_connects", address)
         except RateLimited as exc:
-            raise ApiError(429, "rate_limited", f"too many connections, retry in {exc.retry_after} s") from None
+            raise ApiError(429, "rate_limited", f"too many connections, retry in {exc.retry_after} s",
+                           retry_after=exc.retry_after) from None
         ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_SECONDS, max_msg_size=WS_MAX_FRAME_BYTES)
         await ws.prepare(request)
         sock = ChatSocket(ws, address)

@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -160,6 +161,16 @@ class Audit:
         return list(self.by_type.get(event_type, {}).values())
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """A contact's try: accepted, or refused with the pause the server asked for (if it did)."""
+    accepted: bool
+    retry_after: float | None = None
+
+    def __bool__(self) -> bool:
+        return self.accepted
+
+
 class Load:
     """Steady contacts on the three channels; each retried until its channel accepts it."""
 
@@ -182,10 +193,12 @@ class Load:
                  "phone": [lambda http, i: self._phone(http, i, "newCall"),
                            lambda http, i: self._phone(http, i, "hangup")]}[channel]
         for step in steps:
-            while not await step(http, i):
+            while not (outcome := await step(http, i)):
                 self.refusals[channel] += 1
                 assert time.monotonic() < deadline, f"{channel} contact {i} was never accepted"
-                await asyncio.sleep(0.5)   # a client's retry pause
+                # a client's retry pause: what a 429's Retry-After asks for (a long broker restart
+                # makes a retrying visitor hit the chat's per-session limit), else half a second
+                await asyncio.sleep(min(getattr(outcome, "retry_after", None) or 0.5, max(0.5, deadline - time.monotonic())))
         self.accepted.add(i)
 
     async def _email(self, _http, i: int) -> bool:
@@ -201,11 +214,13 @@ class Load:
         try:
             async with http.post(f"{self.chat_url}/api/chat/messages", json=body) as response:
                 if response.status == 202:
-                    return True
+                    return Attempt(True)
+                if response.status == 429:
+                    return Attempt(False, float(response.headers["Retry-After"]))
                 assert response.status == 503, (response.status, await response.text())
-                return False
+                return Attempt(False)
         except (aiohttp.ClientError, asyncio.TimeoutError):
-            return False
+            return Attempt(False)
 
     async def _phone(self, http: aiohttp.ClientSession, i: int, event: str) -> bool:
         body = {"event": event, "callId": f"call-{i:08d}", "from": f"+8613{i:09d}", "to": "+864008001234",

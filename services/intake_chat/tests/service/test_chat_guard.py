@@ -73,7 +73,11 @@ async def test_per_visitor_message_limit_refuses_without_writing(chat_app, amqp_
         await ws.send_json({"type": "message", "client_message_id": "m-3", "text": "one too many"})
         error = await receive(ws, "error")
         assert error["code"] == "rate_limited" and error["client_message_id"] == "m-3" and error["retry_after"] > 0
-        status, body = await chat_app.post({"session": VISITOR, "client_message_id": "m-4", "text": "again"})
+        async with chat_app.http.post("/api/chat/messages", json={"session": VISITOR, "client_message_id": "m-4",
+                                                                   "text": "again"}) as resp:
+            status, body = resp.status, await resp.json()
+            # RFC 6585: a client (or proxy) learns when to come back from the header, not the text
+            assert 0 < int(resp.headers["Retry-After"]) and abs(int(resp.headers["Retry-After"]) - error["retry_after"]) <= 2
         assert status == 429 and body["error"]["code"] == "rate_limited"
         await bus.wait_for(lambda t, b: b.get("text") == "message 2")
         assert len(bus.events) == 3
