@@ -67,6 +67,39 @@ if redis.call('TTL', KEYS[4]) < tonumber(ARGV[5]) then redis.call('EXPIRE', KEYS
 return rev
 """
 
+# KEYS: due, open, then per clock: clock, ticket   ARGV: now, then per clock: expected rev, member,
+# score ('' = not scheduled), open ('1'/'0'), ttl, number of fields, field, value, ...
+# _PUT_CLOCK for several clocks in one round trip, each its own compare-and-set: returns each
+# one's new rev, or -1 for a clock that changed since it was read (only that one is not written).
+_PUT_CLOCKS = """
+local now = tonumber(ARGV[1])
+local out = {}
+local a = 2
+for k = 3, #KEYS, 2 do
+  local clock, ticket = KEYS[k], KEYS[k + 1]
+  local first, last = a + 6, a + 5 + 2 * tonumber(ARGV[a + 5])
+  local rev = tonumber(redis.call('HGET', clock, 'rev') or '0')
+  if rev ~= tonumber(ARGV[a]) then
+    out[#out + 1] = -1
+  else
+    rev = rev + 1
+    redis.call('HSET', clock, 'rev', rev, unpack(ARGV, first, last))
+    local mem, score = ARGV[a + 1], ARGV[a + 2]
+    if score == '' then
+      redis.call('ZREM', KEYS[1], mem)
+    elseif tonumber(redis.call('HGET', clock, 'lease') or '0') <= now then
+      redis.call('ZADD', KEYS[1], score, mem)
+    end  -- leased: the sweep holding it schedules it again from this state when it commits
+    if ARGV[a + 3] == '1' then redis.call('SADD', KEYS[2], mem) else redis.call('SREM', KEYS[2], mem) end
+    redis.call('EXPIRE', clock, ARGV[a + 4])
+    if redis.call('TTL', ticket) < tonumber(ARGV[a + 4]) then redis.call('EXPIRE', ticket, ARGV[a + 4]) end
+    out[#out + 1] = rev
+  end
+  a = last + 1
+end
+return out
+"""
+
 # KEYS: due   ARGV: now, lease_until, limit, owner, lease_now
 # Returns member, due, ... (earliest first); each is re-scored to the lease and its clock marked
 # with the lease and its owner. A member whose clock another sweep still holds (its lease not run
@@ -153,16 +186,20 @@ end
 return 2
 """
 
-# KEYS: ticket   ARGV: ttl, flag field, field, value, ...
-# Returns 1 exactly once: for the write that completes both halves (received + classified).
+# KEYS: ticket, clock, ...   ARGV: ttl, flag field, field, value, ...
+# Returns {complete, the ticket's fields, each clock's fields} (flat field/value lists): complete
+# is 1 exactly once, for the write that completes both halves (received + classified). The
+# ticket and clocks come back with the write so the handler reads nothing more before deciding.
 _NOTE_TICKET = """
-for i = 3, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', KEYS[1], ARGV[2], '1')
+redis.call('HSET', KEYS[1], ARGV[2], '1', unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+local complete = 0
 if redis.call('HEXISTS', KEYS[1], 'received_seen') == 1 and redis.call('HEXISTS', KEYS[1], 'classified_seen') == 1 then
-  return redis.call('HSETNX', KEYS[1], 'contact_checked', '1')
+  complete = redis.call('HSETNX', KEYS[1], 'contact_checked', '1')
 end
-return 0
+local out = {complete}
+for i = 1, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[i]) end
+return out
 """
 
 # KEYS: ticket   ARGV: paused ('1'/'0'), at, ttl   Returns the pause flag in force.
@@ -289,6 +326,14 @@ class TicketRecord:
 
 
 @dataclass(frozen=True)
+class Noted:
+    """What a ticket note returns: whether it completed the ticket, and the state it left."""
+    complete: bool
+    ticket: TicketRecord
+    clocks: list[Clock | None]
+
+
+@dataclass(frozen=True)
 class Claimed:
     member: str
     due_at: float
@@ -330,7 +375,8 @@ class SlaStore:
 
     def __init__(self, client: redis.Redis):
         self.client = client
-        self._put = client.register_script(_PUT_CLOCK)
+        self._put = client.register_script(_PUT_CLOCK)  # bench.sla_sweep seeds clocks with it
+        self._put_clocks = client.register_script(_PUT_CLOCKS)
         self._claim_due = client.register_script(_CLAIM_DUE)
         self._commit = client.register_script(_COMMIT)
         self._extend = client.register_script(_EXTEND)
@@ -373,13 +419,30 @@ class SlaStore:
     def put_clock(self, clock: Clock, *, due: float | None, now: float) -> int | None:
         """Write ``clock`` if nobody wrote it since it was read (``clock.rev``); schedule its next
         item at ``due`` (None: nothing to fire). The new rev, or None on a conflict."""
+        return self.put_clocks([(clock, due)], now=now)[0]
+
+    def put_clocks(self, clocks: list[tuple[Clock, float | None]], *, now: float) -> list[int | None]:
+        """put_clock for each (clock, due) in one round trip; each is its own compare-and-set
+        (a conflict on one leaves the others written): the new revs, None where it conflicted."""
+        keys: list[str] = [self.due_key, self.open_key]
+        args: list = [repr(now)]
+        for clock, due in clocks:
+            fields = self._clock_fields(clock)
+            keys += [self.clock_key(clock.ticket_id, clock.name), self.ticket_key(clock.ticket_id)]
+            args += [clock.rev, member(clock.ticket_id, clock.name), "" if due is None else repr(due),
+                     "1" if clock.is_open else "0", clock_ttl(clock, now), len(fields)]
+            for name, value in fields.items():
+                args += [name, value]
+        return [None if int(rev) < 0 else int(rev) for rev in self._put_clocks(keys=keys, args=args)]
+
+    def _clock_fields(self, clock: Clock) -> dict:
         digest = ""
         if clock.plan:
             digest = plan_digest(clock.plan)
             if digest not in self._plans:
                 self.client.hsetnx(self.plans_key, digest, plan_json(clock.plan))
                 self._plans[digest] = clock.plan
-        fields = {
+        return {
             "cycle": clock.cycle, "state": clock.state, "policy": clock.policy, "calendar": clock.calendar,
             "target": repr(clock.target), "plan": digest,
             "segments": json.dumps(clock.segments, separators=(",", ":")),
@@ -388,13 +451,15 @@ class SlaStore:
             "finished_at": "" if clock.finished_at is None else repr(clock.finished_at), "gen": clock.config_gen,
             "used": repr(clock.used), "breach_at": "" if clock.breach_at is None else repr(clock.breach_at),
         }
-        args: list = [clock.rev, member(clock.ticket_id, clock.name), "" if due is None else repr(due),
-                      "1" if clock.is_open else "0", clock_ttl(clock, now), repr(now)]
-        for name, value in fields.items():
-            args += [name, value]
-        rev = self._put(keys=[self.clock_key(clock.ticket_id, clock.name), self.due_key, self.open_key,
-                              self.ticket_key(clock.ticket_id)], args=args)
-        return None if int(rev) < 0 else int(rev)
+
+    def ticket_and_clocks(self, ticket_id: str, names: list[str]) -> tuple[TicketRecord, list[Clock | None]]:
+        """The ticket's record and its clocks ``names``, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.ticket_key(ticket_id))
+        for name in names:
+            pipe.hgetall(self.clock_key(ticket_id, name))
+        ticket, *found = pipe.execute()
+        return _ticket(ticket_id, ticket), [self._parse_clock(ticket_id, n, f) for n, f in zip(names, found)]
 
     def _plan(self, digest: str) -> tuple[PlanItem, ...]:
         if not digest:
@@ -486,24 +551,28 @@ class SlaStore:
         return _ticket(ticket_id, self.client.hgetall(self.ticket_key(ticket_id)))
 
     def note_classified(self, ticket_id: str, *, trace_id: str, channel: str, priority: str, customer_tier: str,
-                        category: str | None, received_at: float) -> bool:
-        """Keep what policy selection needs; True once both this and the intake's ticket_received
-        are in (the second-contact check runs then, exactly once)."""
+                        category: str | None, received_at: float, clocks: tuple[str, ...] = ()) -> Noted:
+        """Keep what policy selection needs; complete once both this and the intake's
+        ticket_received are in (the second-contact check runs then, exactly once). The ticket
+        and its ``clocks`` as they are after the write come back with it."""
         return self._note_ticket(ticket_id, "classified_seen", {
             "trace_id": trace_id, "channel": channel, "priority": priority, "customer_tier": customer_tier,
-            "category": category or "", "received_at": repr(received_at)})
+            "category": category or "", "received_at": repr(received_at)}, clocks)
 
     def note_received(self, ticket_id: str, *, trace_id: str, customer: str | None, linked_ticket_id: str | None,
-                      received_at: float) -> bool:
+                      received_at: float) -> Noted:
         return self._note_ticket(ticket_id, "received_seen", {
             "customer": customer or "", "linked_ticket_id": linked_ticket_id or "", "received_at": repr(received_at),
             "trace_id": trace_id})
 
-    def _note_ticket(self, ticket_id: str, flag: str, fields: dict[str, str]) -> bool:
+    def _note_ticket(self, ticket_id: str, flag: str, fields: dict[str, str], clocks: tuple[str, ...] = ()) -> Noted:
         args: list = [CLOCK_TTL_SECONDS, flag]
         for name, value in fields.items():
             args += [name, value]
-        return bool(self._note(keys=[self.ticket_key(ticket_id)], args=args))
+        complete, ticket, *found = self._note(
+            keys=[self.ticket_key(ticket_id), *(self.clock_key(ticket_id, name) for name in clocks)], args=args)
+        return Noted(bool(complete), _ticket(ticket_id, _pairs(ticket)),
+                     [self._parse_clock(ticket_id, name, _pairs(f)) for name, f in zip(clocks, found)])
 
     def set_agent(self, ticket_id: str, agent_id: str, at: float, attempt: int = 1) -> bool:
         """``agent_id`` holds the ticket as of ``at`` (``attempt`` breaks a tie), unless a newer
@@ -619,6 +688,11 @@ class SlaStore:
 
     def open_count(self) -> int:
         return int(self.client.scard(self.open_key))
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A Lua HGETALL (field, value, field, value, ...) as a dict."""
+    return dict(zip(flat[::2], flat[1::2]))
 
 
 def _float(value: str | None) -> float | None:
