@@ -30,7 +30,7 @@ from typing import Any, Callable, Protocol
 
 from services.sla_watcher import clocks as c
 from services.sla_watcher.clocks import Clock
-from services.sla_watcher.store import CLAIM_LEASE_SECONDS, Claimed, SlaStore, TicketRecord
+from services.sla_watcher.store import CLAIM_LEASE_SECONDS, Claimed, Noted, SlaStore, TicketRecord
 from shared import events as ev
 from shared.business_calendar import ALWAYS, BusinessCalendar
 from shared.errors import TransientError
@@ -118,7 +118,7 @@ class SlaEngine:
         self._changes(event.ticket_id, [self._starter(event.ticket_id, name, at=received_at) for name in names],
                       at=received_at, trigger=event.event_id, read=(noted.ticket, noted.clocks))
         if noted.complete:
-            self._second_contact(event.ticket_id, noted.ticket)
+            self._second_contact(event.ticket_id, noted)
 
     def ticket_received(self, event: ev.TicketReceived) -> None:
         """Who the customer is (a second contact soon after a resolution escalates). A call
@@ -132,7 +132,7 @@ class SlaEngine:
             self._resolve(event.ticket_id, event.received_at.timestamp(), "solved", event.event_id, customer)
             return
         if noted.complete:
-            self._second_contact(event.ticket_id, noted.ticket)
+            self._second_contact(event.ticket_id, noted)
 
     def ticket_assigned(self, event: ev.TicketAssigned) -> None:
         self.store.set_agent(event.ticket_id, event.agent_id, event.occurred_at.timestamp(), event.attempt)
@@ -557,18 +557,19 @@ class SlaEngine:
 
     # ------------------------------------------------------------------ escalations without a breach
 
-    def _second_contact(self, ticket_id: str, ticket: TicketRecord) -> None:
+    def _second_contact(self, ticket_id: str, noted: Noted) -> None:
         """The customer is back within the policy's window after their last resolution
-        (``ticket``: its record as the note that completed it left it)."""
+        (``noted``: what the note that completed the ticket left and read)."""
+        ticket = noted.ticket
         if ticket.received_at is None or not ticket.classified:
             return
         previous: tuple[str, float] | None = None
         if ticket.linked_ticket_id:
-            linked = self.store.ticket(ticket.linked_ticket_id)
+            linked = noted.linked or self.store.ticket(ticket.linked_ticket_id)
             if linked.resolved_at is not None:
                 previous = (ticket.linked_ticket_id, linked.resolved_at)
         if previous is None and ticket.customer:
-            previous = self.store.last_resolution(ticket.customer)
+            previous = noted.last_resolution if noted.customer_known else self.store.last_resolution(ticket.customer)
         if previous is None or previous[0] == ticket_id:
             return
         loaded = self.configs.current(self.clock())

@@ -15,7 +15,8 @@ Keys (this class is their only owner):
 - ``ticket:<ticket>`` hash: what the clocks need of the ticket: classification facts (policy
   selection), assignee, whether an agent replied, the pause flag and the time it was set
   (the latest event wins, whatever order events arrive in), resolution time and window,
-  customer key and linked ticket (second contact); ``CLOCK_TTL_SECONDS`` after the last write;
+  customer key (and ``customer_ref``, its hash below) and linked ticket (second contact);
+  ``CLOCK_TTL_SECONDS`` after the last write;
 - ``customer:<sha256>`` hash: a customer's last resolved ticket (second contact), same TTL;
 - ``config:gen``, ``config:gens``: config generations (the newest loaded wins, see service.py);
   ``recompute``: the walk that carries open clocks to a new generation (owner, lease, cursor).
@@ -33,7 +34,7 @@ import hashlib
 import json
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 import redis
@@ -187,9 +188,11 @@ return 2
 """
 
 # KEYS: ticket, clock, ...   ARGV: ttl, flag field, field, value, ...
-# Returns {complete, the ticket's fields, each clock's fields} (flat field/value lists): complete
-# is 1 exactly once, for the write that completes both halves (received + classified). The
-# ticket and clocks come back with the write so the handler reads nothing more before deciding.
+# Returns {complete, the ticket's fields, each clock's fields, the linked ticket's fields, the
+# customer's fields} (flat field/value lists): complete is 1 exactly once, for the write that
+# completes both halves (received + classified), and only then are the last two read (what the
+# second-contact check needs; the customer's only when the ticket names its hash). The ticket
+# and clocks come back with the write so the handler reads nothing more before deciding.
 _NOTE_TICKET = """
 redis.call('HSET', KEYS[1], ARGV[2], '1', unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
@@ -199,6 +202,15 @@ if redis.call('HEXISTS', KEYS[1], 'received_seen') == 1 and redis.call('HEXISTS'
 end
 local out = {complete}
 for i = 1, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[i]) end
+local linked, customer = {}, {}
+if complete == 1 then
+  local id = redis.call('HGET', KEYS[1], 'linked_ticket_id') or ''
+  if id ~= '' then linked = redis.call('HGETALL', '""" + PREFIX + """ticket:' .. id) end
+  local ref = redis.call('HGET', KEYS[1], 'customer_ref') or ''
+  if ref ~= '' then customer = redis.call('HGETALL', '""" + PREFIX + """customer:' .. ref) end
+end
+out[#out + 1] = linked
+out[#out + 1] = customer
 return out
 """
 
@@ -327,10 +339,16 @@ class TicketRecord:
 
 @dataclass(frozen=True)
 class Noted:
-    """What a ticket note returns: whether it completed the ticket, and the state it left."""
+    """What a ticket note returns: whether it completed the ticket, and the state it left. On
+    completion also what the second-contact check reads: the linked ticket's record, and the
+    customer's last resolution when ``customer_known`` (a record from before ``customer_ref``
+    names none: the check reads it itself)."""
     complete: bool
     ticket: TicketRecord
     clocks: list[Clock | None]
+    linked: TicketRecord | None = None
+    last_resolution: tuple[str, float] | None = None
+    customer_known: bool = False
 
 
 @dataclass(frozen=True)
@@ -563,16 +581,26 @@ class SlaStore:
                       received_at: float) -> Noted:
         return self._note_ticket(ticket_id, "received_seen", {
             "customer": customer or "", "linked_ticket_id": linked_ticket_id or "", "received_at": repr(received_at),
-            "trace_id": trace_id})
+            "trace_id": trace_id,
+            # The customer's hash key, which Lua cannot compute: the note completing the ticket
+            # reads their last resolution in the same script.
+            "customer_ref": customer_hash(customer) if customer else ""})
 
     def _note_ticket(self, ticket_id: str, flag: str, fields: dict[str, str], clocks: tuple[str, ...] = ()) -> Noted:
         args: list = [CLOCK_TTL_SECONDS, flag]
         for name, value in fields.items():
             args += [name, value]
-        complete, ticket, *found = self._note(
+        complete, raw_ticket, *found, linked, customer = self._note(
             keys=[self.ticket_key(ticket_id), *(self.clock_key(ticket_id, name) for name in clocks)], args=args)
-        return Noted(bool(complete), _ticket(ticket_id, _pairs(ticket)),
-                     [self._parse_clock(ticket_id, name, _pairs(f)) for name, f in zip(clocks, found)])
+        ticket = _ticket(ticket_id, fields := _pairs(raw_ticket))
+        noted = Noted(bool(complete), ticket,
+                      [self._parse_clock(ticket_id, name, _pairs(f)) for name, f in zip(clocks, found)])
+        if not complete:
+            return noted
+        linked_id = ticket.linked_ticket_id
+        return replace(noted, linked=_ticket(linked_id, _pairs(linked)) if linked_id else None,
+                       last_resolution=_last_resolution(_pairs(customer)),
+                       customer_known=bool(ticket.customer and fields.get("customer_ref")))
 
     def set_agent(self, ticket_id: str, agent_id: str, at: float, attempt: int = 1) -> bool:
         """``agent_id`` holds the ticket as of ``at`` (``attempt`` breaks a tie), unless a newer
@@ -620,10 +648,7 @@ class SlaStore:
         self._note_pending_reopen(keys=[self.ticket_key(ticket_id)], args=[repr(at), event_id, CLOCK_TTL_SECONDS])
 
     def last_resolution(self, customer: str) -> tuple[str, float] | None:
-        fields = self.client.hgetall(self.customer_key(customer))
-        if not fields.get("resolved_at"):
-            return None
-        return fields["ticket_id"], float(fields["resolved_at"])
+        return _last_resolution(self.client.hgetall(self.customer_key(customer)))
 
     # -- config generations and the recompute walk ---------------------------------------
 
@@ -688,6 +713,12 @@ class SlaStore:
 
     def open_count(self) -> int:
         return int(self.client.scard(self.open_key))
+
+
+def _last_resolution(fields: dict[str, str]) -> tuple[str, float] | None:
+    if not fields.get("resolved_at"):
+        return None
+    return fields["ticket_id"], float(fields["resolved_at"])
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
