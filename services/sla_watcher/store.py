@@ -410,6 +410,9 @@ class SlaStore:
         self._take_recompute = client.register_script(_TAKE_RECOMPUTE)
         self._rescore_due = client.register_script(_RESCORE_DUE)
         self._plans: dict[str, tuple[PlanItem, ...]] = {}  # content-addressed: never stale
+        # A plan's digest by the plan (a few policies: a few plans); a JSON dump and a sha256
+        # per write otherwise.
+        self._digests: dict[tuple[PlanItem, ...], str] = {}
 
     @staticmethod
     def clock_key(ticket_id: str, clock: str) -> str:
@@ -456,10 +459,14 @@ class SlaStore:
     def _clock_fields(self, clock: Clock) -> dict:
         digest = ""
         if clock.plan:
-            digest = plan_digest(clock.plan)
-            if digest not in self._plans:
-                self.client.hsetnx(self.plans_key, digest, plan_json(clock.plan))
-                self._plans[digest] = clock.plan
+            digest = self._digests.get(clock.plan, "")
+            if not digest:
+                digest = plan_digest(clock.plan)
+                if digest not in self._plans:
+                    self.client.hsetnx(self.plans_key, digest, plan_json(clock.plan))
+                    self._plans[digest] = clock.plan
+                if len(self._digests) < 10_000:  # bounded, whatever the policies
+                    self._digests[clock.plan] = digest
         return {
             "cycle": clock.cycle, "state": clock.state, "policy": clock.policy, "calendar": clock.calendar,
             "target": repr(clock.target), "plan": digest,
