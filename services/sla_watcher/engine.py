@@ -374,10 +374,11 @@ class SlaEngine:
         this replica holds (or can take over) the walk; the number of clocks looked at."""
         now = self.clock() if now is None else now
         loaded = self.configs.current(now)
-        if loaded.gen < self.store.current_gen():
+        current, done = self.store.walk_state(loaded.gen)
+        if loaded.gen < current:
             loaded = self.configs.refresh(now)
-        if loaded.gen != self.store.current_gen() or self.store.recompute_done(loaded.gen) \
-                or not self.store.take_recompute(loaded.gen, owner, now):
+            current, done = self.store.walk_state(loaded.gen)
+        if loaded.gen != current or done or not self.store.take_recompute(loaded.gen, owner, now):
             self.tidy_open_step()
             return 0
         # A new config may move items earlier (a shorter target) and the walk takes a while at
@@ -408,11 +409,7 @@ class SlaEngine:
         """One bounded page of the slow walk that drops expired clocks (an abandoned ticket
         paused longer than the TTL) from the open set between config changes; the number dropped.
         Replicas share the cursor: a page walked twice only costs a read."""
-        cursor, keys = self.store.open_page(self.store.tidy_cursor(), TIDY_PAGE)
-        gone = [key for key, exists in zip(keys, self.store.clocks_exist(keys)) if not exists]
-        self.store.forget_open(gone)
-        self.store.set_tidy_cursor(cursor)
-        return len(gone)
+        return self.store.tidy_open(TIDY_PAGE)
 
     # ------------------------------------------------------------------ clock changes
 

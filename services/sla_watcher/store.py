@@ -280,6 +280,22 @@ for i = 1, #items do redis.call('ZADD', KEYS[1], 'XX', ARGV[1], items[i]) end
 return #items
 """
 
+# KEYS: open, tidy cursor   ARGV: count
+# One page of the tidy walk (see the module docstring) in one round trip: the members from the
+# stored cursor whose clock expired leave the open set, the cursor moves on. The number dropped.
+_TIDY_OPEN = """
+local page = redis.call('SSCAN', KEYS[1], redis.call('GET', KEYS[2]) or '0', 'COUNT', ARGV[1])
+local gone = 0
+for _, m in ipairs(page[2]) do
+  if redis.call('EXISTS', '""" + PREFIX + """clock:' .. m) == 0 then
+    redis.call('SREM', KEYS[1], m)
+    gone = gone + 1
+  end
+end
+redis.call('SET', KEYS[2], page[1])
+return gone
+"""
+
 # KEYS: gen counter, gens hash   ARGV: digest
 # A digest that is already the newest keeps its generation; any other (new, or an older file
 # put back) becomes the newest: the last config loaded anywhere wins.
@@ -409,6 +425,7 @@ class SlaStore:
         self._register = client.register_script(_REGISTER_CONFIG)
         self._take_recompute = client.register_script(_TAKE_RECOMPUTE)
         self._rescore_due = client.register_script(_RESCORE_DUE)
+        self._tidy_open = client.register_script(_TIDY_OPEN)
         self._plans: dict[str, tuple[PlanItem, ...]] = {}  # content-addressed: never stale
         # A plan's digest by the plan (a few policies: a few plans); a JSON dump and a sha256
         # per write otherwise.
@@ -694,24 +711,23 @@ class SlaStore:
         return False
 
     def recompute_done(self, gen: int) -> bool:
-        fields = self.client.hgetall(self.recompute_key)
-        return int(fields.get("gen") or -1) > gen or (int(fields.get("gen") or -1) == gen and fields.get("done") == "1")
+        return _walk_done(self.client.hgetall(self.recompute_key), gen)
+
+    def walk_state(self, gen: int) -> tuple[int, bool]:
+        """The newest config generation and whether the walk for ``gen`` is done, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.gen_key)
+        pipe.hgetall(self.recompute_key)
+        current, walk = pipe.execute()
+        return int(current or 0), _walk_done(walk, gen)
 
     def open_page(self, cursor: int, count: int) -> tuple[int, list[tuple[str, str]]]:
         cursor, members = self.client.sscan(self.open_key, cursor, count=count)
         return int(cursor), [split_member(m) for m in members]
 
-    def clocks_exist(self, keys: list[tuple[str, str]]) -> list[bool]:
-        pipe = self.client.pipeline(transaction=False)
-        for ticket_id, name in keys:
-            pipe.exists(self.clock_key(ticket_id, name))
-        return [bool(n) for n in pipe.execute()]
-
-    def tidy_cursor(self) -> int:
-        return int(self.client.get(self.tidy_key) or 0)
-
-    def set_tidy_cursor(self, cursor: int) -> None:
-        self.client.set(self.tidy_key, cursor)
+    def tidy_open(self, count: int) -> int:
+        """One page of the slow walk that drops members whose clock expired; the number dropped."""
+        return int(self._tidy_open(keys=[self.open_key, self.tidy_key], args=[count]))
 
     def forget_open(self, keys: list[tuple[str, str]]) -> None:
         """Clocks whose record expired (a clock paused for longer than its TTL) leave the open set."""
@@ -720,6 +736,10 @@ class SlaStore:
 
     def open_count(self) -> int:
         return int(self.client.scard(self.open_key))
+
+
+def _walk_done(fields: dict[str, str], gen: int) -> bool:
+    return int(fields.get("gen") or -1) > gen or (int(fields.get("gen") or -1) == gen and fields.get("done") == "1")
 
 
 def _last_resolution(fields: dict[str, str]) -> tuple[str, float] | None:
