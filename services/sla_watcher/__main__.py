@@ -1,4 +1,6 @@
 """``python -m services.sla_watcher``: run the SLA watcher until SIGTERM."""
+import gc
+
 import eventlet
 
 eventlet.monkey_patch()
@@ -10,6 +12,9 @@ from shared.nameko_ext import run_service  # noqa: E402
 
 def main() -> None:
     settings = Settings.from_env()
+    # What the imports built lives as long as the process: out of the collector's way, a full
+    # collection walks only what handling events creates (~65 ms each otherwise, at ~90k objects).
+    gc.freeze()
     run_service(SlaWatcherService, settings.common, **settings.container_config())
 
 
