@@ -1,8 +1,10 @@
 """The SLA engine: ticket events move clocks, a sweep fires what falls due, a walk carries open
 clocks to a new config. No nameko here: the service wires it, the benchmark drives it alone.
 
-Every clock change is one compare-and-set write (store.put_clock): read, decide with the
-calendar (clocks.py), announce, write; a conflict reads again. The announcement goes out
+Every clock change is one compare-and-set write (store.put_clocks): read, decide with the
+calendar (clocks.py), announce, write; a conflict reads again. An event that moves several clocks
+of one ticket reads them in one round trip and writes them in one (each still its own
+compare-and-set: a conflict redoes only that clock). The announcement goes out
 before the write and its ``event_id`` is derived from what caused it (the incoming event's id,
 the item that fell due, the config generation), so a worker that dies between the two, or a
 write that has to be redone, announces the same event again with the same id: at least once,
@@ -28,7 +30,7 @@ from typing import Any, Callable, Protocol
 
 from services.sla_watcher import clocks as c
 from services.sla_watcher.clocks import Clock
-from services.sla_watcher.store import CLAIM_LEASE_SECONDS, Claimed, SlaStore, TicketRecord
+from services.sla_watcher.store import CLAIM_LEASE_SECONDS, Claimed, Noted, SlaStore, TicketRecord
 from shared import events as ev
 from shared.business_calendar import ALWAYS, BusinessCalendar
 from shared.errors import TransientError
@@ -54,6 +56,10 @@ Emit = Callable[..., Any]  # emit(event_type, /, *, now: datetime, trace_id: str
 class Loaded:
     config: SlaConfig
     gen: int
+
+
+Transition = Callable[[Clock, TicketRecord], tuple[Clock, str | None]]
+Create = Callable[[TicketRecord, Loaded], tuple[Clock | None, str | None]]
 
 
 class ConfigSource(Protocol):
@@ -104,27 +110,29 @@ class SlaEngine:
     def ticket_classified(self, event: ev.TicketClassified) -> None:
         """Start first response and resolution at ``received_at`` (a backlog buys no time)."""
         received_at = event.received_at.timestamp()
-        complete = self.store.note_classified(
+        names = (c.FIRST_RESPONSE, c.RESOLUTION)
+        # The note hands back the ticket and both clocks: the first read-decide-write round needs no read.
+        noted = self.store.note_classified(
             event.ticket_id, trace_id=event.trace_id, channel=event.channel, priority=event.priority,
-            customer_tier=event.customer_tier, category=event.category, received_at=received_at)
-        for name in (c.FIRST_RESPONSE, c.RESOLUTION):
-            self._start(event.ticket_id, name, at=received_at, trigger=event.event_id)
-        if complete:
-            self._second_contact(event.ticket_id)
+            customer_tier=event.customer_tier, category=event.category, received_at=received_at, clocks=names)
+        self._changes(event.ticket_id, [self._starter(event.ticket_id, name, at=received_at) for name in names],
+                      at=received_at, trigger=event.event_id, read=(noted.ticket, noted.clocks))
+        if noted.complete:
+            self._second_contact(event.ticket_id, noted)
 
     def ticket_received(self, event: ev.TicketReceived) -> None:
         """Who the customer is (a second contact soon after a resolution escalates). A call
         resolved on first contact is a resolution at once: nothing starts, and it counts as the
         customer's last resolution."""
         customer = customer_key(event.customer)
-        complete = self.store.note_received(
+        noted = self.store.note_received(
             event.ticket_id, trace_id=event.trace_id, customer=customer,
             linked_ticket_id=event.linked_ticket_id, received_at=event.received_at.timestamp())
         if ev.resolved_at_intake(event.source):
             self._resolve(event.ticket_id, event.received_at.timestamp(), "solved", event.event_id, customer)
             return
-        if complete:
-            self._second_contact(event.ticket_id)
+        if noted.complete:
+            self._second_contact(event.ticket_id, noted)
 
     def ticket_assigned(self, event: ev.TicketAssigned) -> None:
         self.store.set_agent(event.ticket_id, event.agent_id, event.occurred_at.timestamp(), event.attempt)
@@ -137,8 +145,10 @@ class SlaEngine:
         so it never starts) and the running next response."""
         at = event.occurred_at.timestamp()
         self.store.note_reply(event.ticket_id, at)
-        self._finish(event.ticket_id, c.FIRST_RESPONSE, c.FULFILLED, at, event.event_id, tombstone=True)
-        self._finish(event.ticket_id, c.NEXT_RESPONSE, c.FULFILLED, at, event.event_id, tombstone=False)
+        ticket_id = event.ticket_id
+        self._changes(ticket_id, [self._finisher(ticket_id, c.FIRST_RESPONSE, c.FULFILLED, at, tombstone=True),
+                                  self._finisher(ticket_id, c.NEXT_RESPONSE, c.FULFILLED, at, tombstone=False)],
+                      at=at, trigger=event.event_id)
 
     def message_received(self, event: ev.MessageReceived) -> None:
         """A customer wrote: paused clocks resume, and a message after an agent's reply starts
@@ -154,8 +164,8 @@ class SlaEngine:
     def customer_wrote(self, ticket_id: str, at: float, trigger: str) -> None:
         paused = self.store.set_paused(ticket_id, False, at)
         if not paused:
-            for name in (c.NEXT_RESPONSE, c.RESOLUTION):
-                self._change(ticket_id, name, lambda clock, _t: c.resume(clock, at), at=at, trigger=trigger)
+            self._changes(ticket_id, [(name, lambda clock, _t: c.resume(clock, at), None)
+                                      for name in (c.NEXT_RESPONSE, c.RESOLUTION)], at=at, trigger=trigger)
         ticket = self.store.ticket(ticket_id)
         if ticket.last_reply_at is not None and at > ticket.last_reply_at:
             self._start(ticket_id, c.NEXT_RESPONSE, at=at, trigger=trigger, new_cycle=True)
@@ -165,10 +175,9 @@ class SlaEngine:
         status change or customer message wins, whatever order they are handled in."""
         at = event.occurred_at.timestamp()
         paused = self.store.set_paused(event.ticket_id, event.paused, at)
-        for name in (c.NEXT_RESPONSE, c.RESOLUTION):
-            self._change(event.ticket_id, name,
-                         lambda clock, _t: c.pause(clock, at) if paused else c.resume(clock, at),
-                         at=at, trigger=event.event_id)
+        self._changes(event.ticket_id,
+                      [(name, lambda clock, _t: c.pause(clock, at) if paused else c.resume(clock, at), None)
+                       for name in (c.NEXT_RESPONSE, c.RESOLUTION)], at=at, trigger=event.event_id)
 
     def ticket_resolved(self, event: ev.TicketResolved) -> None:
         """Resolution is fulfilled (stopped for spam, merged, auto-closed); the others stop. A
@@ -188,9 +197,10 @@ class SlaEngine:
     def _resolve(self, ticket_id: str, at: float, resolution: str, trigger: str, customer: str | None) -> None:
         self.store.set_resolved(ticket_id, at, customer)
         outcome = c.FULFILLED if resolution == "solved" else c.STOPPED
-        self._finish(ticket_id, c.RESOLUTION, outcome, at, trigger, tombstone=True)
-        self._finish(ticket_id, c.FIRST_RESPONSE, c.STOPPED, at, trigger, tombstone=True)
-        self._finish(ticket_id, c.NEXT_RESPONSE, c.STOPPED, at, trigger, tombstone=False)
+        self._changes(ticket_id, [self._finisher(ticket_id, c.RESOLUTION, outcome, at, tombstone=True),
+                                  self._finisher(ticket_id, c.FIRST_RESPONSE, c.STOPPED, at, tombstone=True),
+                                  self._finisher(ticket_id, c.NEXT_RESPONSE, c.STOPPED, at, tombstone=False)],
+                      at=at, trigger=trigger)
 
     def ticket_reopened(self, event: ev.TicketReopened) -> None:
         """The resolution clock goes on where it stopped; a reopen within the policy's
@@ -364,10 +374,11 @@ class SlaEngine:
         this replica holds (or can take over) the walk; the number of clocks looked at."""
         now = self.clock() if now is None else now
         loaded = self.configs.current(now)
-        if loaded.gen < self.store.current_gen():
+        current, done = self.store.walk_state(loaded.gen)
+        if loaded.gen < current:
             loaded = self.configs.refresh(now)
-        if loaded.gen != self.store.current_gen() or self.store.recompute_done(loaded.gen) \
-                or not self.store.take_recompute(loaded.gen, owner, now):
+            current, done = self.store.walk_state(loaded.gen)
+        if loaded.gen != current or done or not self.store.take_recompute(loaded.gen, owner, now):
             self.tidy_open_step()
             return 0
         # A new config may move items earlier (a shorter target) and the walk takes a while at
@@ -398,15 +409,15 @@ class SlaEngine:
         """One bounded page of the slow walk that drops expired clocks (an abandoned ticket
         paused longer than the TTL) from the open set between config changes; the number dropped.
         Replicas share the cursor: a page walked twice only costs a read."""
-        cursor, keys = self.store.open_page(self.store.tidy_cursor(), TIDY_PAGE)
-        gone = [key for key, exists in zip(keys, self.store.clocks_exist(keys)) if not exists]
-        self.store.forget_open(gone)
-        self.store.set_tidy_cursor(cursor)
-        return len(gone)
+        return self.store.tidy_open(TIDY_PAGE)
 
     # ------------------------------------------------------------------ clock changes
 
     def _start(self, ticket_id: str, name: str, *, at: float, trigger: str, new_cycle: bool = False) -> None:
+        self._changes(ticket_id, [self._starter(ticket_id, name, at=at, new_cycle=new_cycle)], at=at, trigger=trigger)
+
+    def _starter(self, ticket_id: str, name: str, *, at: float,
+                 new_cycle: bool = False) -> tuple[str, Transition, Create]:
         """Activate ``name`` under the ticket's policy unless it exists (a tombstone included);
         ``new_cycle``: a finished one starts its next cycle."""
 
@@ -430,10 +441,11 @@ class SlaEngine:
             started = create(ticket, self.configs.current(self.clock()), clock.cycle + 1)
             return (replace(started, rev=clock.rev), "activated") if started is not None else (clock, None)
 
-        self._change(ticket_id, name, transition, at=at, trigger=trigger,
-                     create=lambda ticket, loaded: (create(ticket, loaded, 1), "activated"))
+        return name, transition, lambda ticket, loaded: (create(ticket, loaded, 1), "activated")
 
-    def _finish(self, ticket_id: str, name: str, state: str, at: float, trigger: str, *, tombstone: bool) -> None:
+    @staticmethod
+    def _finisher(ticket_id: str, name: str, state: str, at: float, *,
+                  tombstone: bool) -> tuple[str, Transition, Create]:
         def create(_ticket: TicketRecord, _loaded: Loaded) -> tuple[Clock | None, str | None]:
             if not tombstone:
                 return None, None
@@ -441,47 +453,72 @@ class SlaEngine:
             return Clock(ticket_id=ticket_id, name=name, cycle=0, state=state, policy="", calendar="always",
                          target=0.0, plan=(), activated_at=at, finished_at=at), None
 
-        self._change(ticket_id, name, lambda clock, _t: c.finish(clock, state, at), at=at, trigger=trigger,
-                     create=create)
+        return name, lambda clock, _t: c.finish(clock, state, at), create
 
-    def _change(self, ticket_id: str, name: str, transition: Callable[[Clock, TicketRecord], tuple[Clock, str | None]],
-                *, at: float, trigger: str,
-                create: Callable[[TicketRecord, Loaded], tuple[Clock | None, str | None]] | None = None) -> None:
-        """Read, decide, announce, write; again on a conflict (see the module docstring)."""
+    def _change(self, ticket_id: str, name: str, transition: Transition, *, at: float, trigger: str,
+                create: Create | None = None) -> None:
+        self._changes(ticket_id, [(name, transition, create)], at=at, trigger=trigger)
+
+    def _changes(self, ticket_id: str, specs: list[tuple[str, Transition, Create | None]], *, at: float,
+                 trigger: str, read: tuple[TicketRecord, list[Clock | None]] | None = None) -> None:
+        """Read, decide, announce, write (see the module docstring) for clocks of one ticket, each
+        ``(name, transition, create)``: one read and one write round trip for all of them, and
+        again for those that met a conflict. ``read``: the ticket and these clocks as just read."""
         for _ in range(CAS_ATTEMPTS):
             now = self.clock()
             loaded = self.configs.current(now)
-            ticket = self.store.ticket(ticket_id)
-            stored = self.store.clock(ticket_id, name)
-            changes: list[str] = []
-            if stored is None:
-                if create is None:
-                    return
-                clock, change = create(ticket, loaded)
-                if clock is None:
-                    return
-                changes += [change] if change else []
-                expected = 0
+            if read is None:
+                ticket, found = self.store.ticket_and_clocks(ticket_id, [name for name, _, _ in specs])
             else:
-                expected = stored.rev
-                clock, change = self._upgraded(stored, ticket, loaded, now)
-                changes += [change] if change else []
-                clock, change = transition(clock, ticket)
-                changes += [change] if change else []
-                clock, change = self._upgraded(clock, ticket, loaded, now)  # e.g. a clock just reopened
-                changes += [change] if change else []
-                if not changes and clock == stored:
-                    return
-            calendar = self._calendar(loaded.config, clock.calendar)
-            clock = c.with_derived(replace(clock, rev=expected), calendar)
-            for change in changes:
-                self._announce(clock, ticket, change, calendar, at=at, trigger=trigger)
-            if self.store.put_clock(clock, due=c.next_due(clock, calendar), now=now) is not None:
-                if changes:
-                    log.info("sla_clock_changed", ticket_id=ticket_id, clock=name, cycle=clock.cycle,
-                             changes=changes, policy=clock.policy, state=clock.state, calendar=clock.calendar)
+                (ticket, found), read = read, None
+            decided = []
+            for spec, stored in zip(specs, found):
+                outcome = self._decide(spec, stored, ticket, loaded, now)
+                if outcome is not None:
+                    decided.append((spec, *outcome))
+            for _spec, clock, changes, calendar in decided:
+                for change in changes:
+                    self._announce(clock, ticket, change, calendar, at=at, trigger=trigger)
+            if not decided:
                 return
-        raise TransientError(f"sla clock {ticket_id}:{name} kept changing")
+            revs = self.store.put_clocks([(clock, c.next_due(clock, calendar)) for _, clock, _, calendar in decided],
+                                         now=now)
+            specs = []
+            for (spec, clock, changes, _calendar), rev in zip(decided, revs):
+                if rev is None:
+                    specs.append(spec)  # written meanwhile: read and decide again
+                elif changes:
+                    log.info("sla_clock_changed", ticket_id=ticket_id, clock=clock.name, cycle=clock.cycle,
+                             changes=changes, policy=clock.policy, state=clock.state, calendar=clock.calendar)
+            if not specs:
+                return
+        raise TransientError(f"sla clock {ticket_id}:{','.join(name for name, _, _ in specs)} kept changing")
+
+    def _decide(self, spec: tuple[str, Transition, Create | None], stored: Clock | None, ticket: TicketRecord,
+                loaded: Loaded, now: float) -> tuple[Clock, list[str], BusinessCalendar] | None:
+        """The clock to write (with its rev as read) and the changes to announce; None: nothing to write."""
+        _name, transition, create = spec
+        changes: list[str] = []
+        if stored is None:
+            if create is None:
+                return None
+            clock, change = create(ticket, loaded)
+            if clock is None:
+                return None
+            changes += [change] if change else []
+            expected = 0
+        else:
+            expected = stored.rev
+            clock, change = self._upgraded(stored, ticket, loaded, now)
+            changes += [change] if change else []
+            clock, change = transition(clock, ticket)
+            changes += [change] if change else []
+            clock, change = self._upgraded(clock, ticket, loaded, now)  # e.g. a clock just reopened
+            changes += [change] if change else []
+            if not changes and clock == stored:
+                return None
+        calendar = self._calendar(loaded.config, clock.calendar)
+        return c.with_derived(replace(clock, rev=expected), calendar), changes, calendar
 
     def _upgraded(self, clock: Clock, ticket: TicketRecord, loaded: Loaded, now: float) -> tuple[Clock, str | None]:
         """``clock`` under this replica's config generation (recomputed when older)."""
@@ -517,18 +554,19 @@ class SlaEngine:
 
     # ------------------------------------------------------------------ escalations without a breach
 
-    def _second_contact(self, ticket_id: str) -> None:
-        """The customer is back within the policy's window after their last resolution."""
-        ticket = self.store.ticket(ticket_id)
+    def _second_contact(self, ticket_id: str, noted: Noted) -> None:
+        """The customer is back within the policy's window after their last resolution
+        (``noted``: what the note that completed the ticket left and read)."""
+        ticket = noted.ticket
         if ticket.received_at is None or not ticket.classified:
             return
         previous: tuple[str, float] | None = None
         if ticket.linked_ticket_id:
-            linked = self.store.ticket(ticket.linked_ticket_id)
+            linked = noted.linked or self.store.ticket(ticket.linked_ticket_id)
             if linked.resolved_at is not None:
                 previous = (ticket.linked_ticket_id, linked.resolved_at)
         if previous is None and ticket.customer:
-            previous = self.store.last_resolution(ticket.customer)
+            previous = noted.last_resolution if noted.customer_known else self.store.last_resolution(ticket.customer)
         if previous is None or previous[0] == ticket_id:
             return
         loaded = self.configs.current(self.clock())

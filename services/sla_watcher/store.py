@@ -15,7 +15,8 @@ Keys (this class is their only owner):
 - ``ticket:<ticket>`` hash: what the clocks need of the ticket: classification facts (policy
   selection), assignee, whether an agent replied, the pause flag and the time it was set
   (the latest event wins, whatever order events arrive in), resolution time and window,
-  customer key and linked ticket (second contact); ``CLOCK_TTL_SECONDS`` after the last write;
+  customer key (and ``customer_ref``, its hash below) and linked ticket (second contact);
+  ``CLOCK_TTL_SECONDS`` after the last write;
 - ``customer:<sha256>`` hash: a customer's last resolved ticket (second contact), same TTL;
 - ``config:gen``, ``config:gens``: config generations (the newest loaded wins, see service.py);
   ``recompute``: the walk that carries open clocks to a new generation (owner, lease, cursor).
@@ -33,7 +34,7 @@ import hashlib
 import json
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 import redis
@@ -65,6 +66,39 @@ if ARGV[4] == '1' then redis.call('SADD', KEYS[3], ARGV[2]) else redis.call('SRE
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 if redis.call('TTL', KEYS[4]) < tonumber(ARGV[5]) then redis.call('EXPIRE', KEYS[4], ARGV[5]) end
 return rev
+"""
+
+# KEYS: due, open, then per clock: clock, ticket   ARGV: now, then per clock: expected rev, member,
+# score ('' = not scheduled), open ('1'/'0'), ttl, number of fields, field, value, ...
+# _PUT_CLOCK for several clocks in one round trip, each its own compare-and-set: returns each
+# one's new rev, or -1 for a clock that changed since it was read (only that one is not written).
+_PUT_CLOCKS = """
+local now = tonumber(ARGV[1])
+local out = {}
+local a = 2
+for k = 3, #KEYS, 2 do
+  local clock, ticket = KEYS[k], KEYS[k + 1]
+  local first, last = a + 6, a + 5 + 2 * tonumber(ARGV[a + 5])
+  local rev = tonumber(redis.call('HGET', clock, 'rev') or '0')
+  if rev ~= tonumber(ARGV[a]) then
+    out[#out + 1] = -1
+  else
+    rev = rev + 1
+    redis.call('HSET', clock, 'rev', rev, unpack(ARGV, first, last))
+    local mem, score = ARGV[a + 1], ARGV[a + 2]
+    if score == '' then
+      redis.call('ZREM', KEYS[1], mem)
+    elseif tonumber(redis.call('HGET', clock, 'lease') or '0') <= now then
+      redis.call('ZADD', KEYS[1], score, mem)
+    end  -- leased: the sweep holding it schedules it again from this state when it commits
+    if ARGV[a + 3] == '1' then redis.call('SADD', KEYS[2], mem) else redis.call('SREM', KEYS[2], mem) end
+    redis.call('EXPIRE', clock, ARGV[a + 4])
+    if redis.call('TTL', ticket) < tonumber(ARGV[a + 4]) then redis.call('EXPIRE', ticket, ARGV[a + 4]) end
+    out[#out + 1] = rev
+  end
+  a = last + 1
+end
+return out
 """
 
 # KEYS: due   ARGV: now, lease_until, limit, owner, lease_now
@@ -153,16 +187,31 @@ end
 return 2
 """
 
-# KEYS: ticket   ARGV: ttl, flag field, field, value, ...
-# Returns 1 exactly once: for the write that completes both halves (received + classified).
+# KEYS: ticket, clock, ...   ARGV: ttl, flag field, field, value, ...
+# Returns {complete, the ticket's fields, each clock's fields, the linked ticket's fields, the
+# customer's fields} (flat field/value lists): complete is 1 exactly once, for the write that
+# completes both halves (received + classified), and only then are the last two read (what the
+# second-contact check needs; the customer's only when the ticket names its hash). The ticket
+# and clocks come back with the write so the handler reads nothing more before deciding.
 _NOTE_TICKET = """
-for i = 3, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', KEYS[1], ARGV[2], '1')
+redis.call('HSET', KEYS[1], ARGV[2], '1', unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+local complete = 0
 if redis.call('HEXISTS', KEYS[1], 'received_seen') == 1 and redis.call('HEXISTS', KEYS[1], 'classified_seen') == 1 then
-  return redis.call('HSETNX', KEYS[1], 'contact_checked', '1')
+  complete = redis.call('HSETNX', KEYS[1], 'contact_checked', '1')
 end
-return 0
+local out = {complete}
+for i = 1, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[i]) end
+local linked, customer = {}, {}
+if complete == 1 then
+  local id = redis.call('HGET', KEYS[1], 'linked_ticket_id') or ''
+  if id ~= '' then linked = redis.call('HGETALL', '""" + PREFIX + """ticket:' .. id) end
+  local ref = redis.call('HGET', KEYS[1], 'customer_ref') or ''
+  if ref ~= '' then customer = redis.call('HGETALL', '""" + PREFIX + """customer:' .. ref) end
+end
+out[#out + 1] = linked
+out[#out + 1] = customer
+return out
 """
 
 # KEYS: ticket   ARGV: paused ('1'/'0'), at, ttl   Returns the pause flag in force.
@@ -231,6 +280,22 @@ for i = 1, #items do redis.call('ZADD', KEYS[1], 'XX', ARGV[1], items[i]) end
 return #items
 """
 
+# KEYS: open, tidy cursor   ARGV: count
+# One page of the tidy walk (see the module docstring) in one round trip: the members from the
+# stored cursor whose clock expired leave the open set, the cursor moves on. The number dropped.
+_TIDY_OPEN = """
+local page = redis.call('SSCAN', KEYS[1], redis.call('GET', KEYS[2]) or '0', 'COUNT', ARGV[1])
+local gone = 0
+for _, m in ipairs(page[2]) do
+  if redis.call('EXISTS', '""" + PREFIX + """clock:' .. m) == 0 then
+    redis.call('SREM', KEYS[1], m)
+    gone = gone + 1
+  end
+end
+redis.call('SET', KEYS[2], page[1])
+return gone
+"""
+
 # KEYS: gen counter, gens hash   ARGV: digest
 # A digest that is already the newest keeps its generation; any other (new, or an older file
 # put back) becomes the newest: the last config loaded anywhere wins.
@@ -289,6 +354,20 @@ class TicketRecord:
 
 
 @dataclass(frozen=True)
+class Noted:
+    """What a ticket note returns: whether it completed the ticket, and the state it left. On
+    completion also what the second-contact check reads: the linked ticket's record, and the
+    customer's last resolution when ``customer_known`` (a record from before ``customer_ref``
+    names none: the check reads it itself)."""
+    complete: bool
+    ticket: TicketRecord
+    clocks: list[Clock | None]
+    linked: TicketRecord | None = None
+    last_resolution: tuple[str, float] | None = None
+    customer_known: bool = False
+
+
+@dataclass(frozen=True)
 class Claimed:
     member: str
     due_at: float
@@ -330,7 +409,8 @@ class SlaStore:
 
     def __init__(self, client: redis.Redis):
         self.client = client
-        self._put = client.register_script(_PUT_CLOCK)
+        self._put = client.register_script(_PUT_CLOCK)  # bench.sla_sweep seeds clocks with it
+        self._put_clocks = client.register_script(_PUT_CLOCKS)
         self._claim_due = client.register_script(_CLAIM_DUE)
         self._commit = client.register_script(_COMMIT)
         self._extend = client.register_script(_EXTEND)
@@ -345,7 +425,11 @@ class SlaStore:
         self._register = client.register_script(_REGISTER_CONFIG)
         self._take_recompute = client.register_script(_TAKE_RECOMPUTE)
         self._rescore_due = client.register_script(_RESCORE_DUE)
+        self._tidy_open = client.register_script(_TIDY_OPEN)
         self._plans: dict[str, tuple[PlanItem, ...]] = {}  # content-addressed: never stale
+        # A plan's digest by the plan (a few policies: a few plans); a JSON dump and a sha256
+        # per write otherwise.
+        self._digests: dict[tuple[PlanItem, ...], str] = {}
 
     @staticmethod
     def clock_key(ticket_id: str, clock: str) -> str:
@@ -373,13 +457,34 @@ class SlaStore:
     def put_clock(self, clock: Clock, *, due: float | None, now: float) -> int | None:
         """Write ``clock`` if nobody wrote it since it was read (``clock.rev``); schedule its next
         item at ``due`` (None: nothing to fire). The new rev, or None on a conflict."""
+        return self.put_clocks([(clock, due)], now=now)[0]
+
+    def put_clocks(self, clocks: list[tuple[Clock, float | None]], *, now: float) -> list[int | None]:
+        """put_clock for each (clock, due) in one round trip; each is its own compare-and-set
+        (a conflict on one leaves the others written): the new revs, None where it conflicted."""
+        keys: list[str] = [self.due_key, self.open_key]
+        args: list = [repr(now)]
+        for clock, due in clocks:
+            fields = self._clock_fields(clock)
+            keys += [self.clock_key(clock.ticket_id, clock.name), self.ticket_key(clock.ticket_id)]
+            args += [clock.rev, member(clock.ticket_id, clock.name), "" if due is None else repr(due),
+                     "1" if clock.is_open else "0", clock_ttl(clock, now), len(fields)]
+            for name, value in fields.items():
+                args += [name, value]
+        return [None if int(rev) < 0 else int(rev) for rev in self._put_clocks(keys=keys, args=args)]
+
+    def _clock_fields(self, clock: Clock) -> dict:
         digest = ""
         if clock.plan:
-            digest = plan_digest(clock.plan)
-            if digest not in self._plans:
-                self.client.hsetnx(self.plans_key, digest, plan_json(clock.plan))
-                self._plans[digest] = clock.plan
-        fields = {
+            digest = self._digests.get(clock.plan, "")
+            if not digest:
+                digest = plan_digest(clock.plan)
+                if digest not in self._plans:
+                    self.client.hsetnx(self.plans_key, digest, plan_json(clock.plan))
+                    self._plans[digest] = clock.plan
+                if len(self._digests) < 10_000:  # bounded, whatever the policies
+                    self._digests[clock.plan] = digest
+        return {
             "cycle": clock.cycle, "state": clock.state, "policy": clock.policy, "calendar": clock.calendar,
             "target": repr(clock.target), "plan": digest,
             "segments": json.dumps(clock.segments, separators=(",", ":")),
@@ -388,13 +493,15 @@ class SlaStore:
             "finished_at": "" if clock.finished_at is None else repr(clock.finished_at), "gen": clock.config_gen,
             "used": repr(clock.used), "breach_at": "" if clock.breach_at is None else repr(clock.breach_at),
         }
-        args: list = [clock.rev, member(clock.ticket_id, clock.name), "" if due is None else repr(due),
-                      "1" if clock.is_open else "0", clock_ttl(clock, now), repr(now)]
-        for name, value in fields.items():
-            args += [name, value]
-        rev = self._put(keys=[self.clock_key(clock.ticket_id, clock.name), self.due_key, self.open_key,
-                              self.ticket_key(clock.ticket_id)], args=args)
-        return None if int(rev) < 0 else int(rev)
+
+    def ticket_and_clocks(self, ticket_id: str, names: list[str]) -> tuple[TicketRecord, list[Clock | None]]:
+        """The ticket's record and its clocks ``names``, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.ticket_key(ticket_id))
+        for name in names:
+            pipe.hgetall(self.clock_key(ticket_id, name))
+        ticket, *found = pipe.execute()
+        return _ticket(ticket_id, ticket), [self._parse_clock(ticket_id, n, f) for n, f in zip(names, found)]
 
     def _plan(self, digest: str) -> tuple[PlanItem, ...]:
         if not digest:
@@ -486,24 +593,38 @@ class SlaStore:
         return _ticket(ticket_id, self.client.hgetall(self.ticket_key(ticket_id)))
 
     def note_classified(self, ticket_id: str, *, trace_id: str, channel: str, priority: str, customer_tier: str,
-                        category: str | None, received_at: float) -> bool:
-        """Keep what policy selection needs; True once both this and the intake's ticket_received
-        are in (the second-contact check runs then, exactly once)."""
+                        category: str | None, received_at: float, clocks: tuple[str, ...] = ()) -> Noted:
+        """Keep what policy selection needs; complete once both this and the intake's
+        ticket_received are in (the second-contact check runs then, exactly once). The ticket
+        and its ``clocks`` as they are after the write come back with it."""
         return self._note_ticket(ticket_id, "classified_seen", {
             "trace_id": trace_id, "channel": channel, "priority": priority, "customer_tier": customer_tier,
-            "category": category or "", "received_at": repr(received_at)})
+            "category": category or "", "received_at": repr(received_at)}, clocks)
 
     def note_received(self, ticket_id: str, *, trace_id: str, customer: str | None, linked_ticket_id: str | None,
-                      received_at: float) -> bool:
+                      received_at: float) -> Noted:
         return self._note_ticket(ticket_id, "received_seen", {
             "customer": customer or "", "linked_ticket_id": linked_ticket_id or "", "received_at": repr(received_at),
-            "trace_id": trace_id})
+            "trace_id": trace_id,
+            # The customer's hash key, which Lua cannot compute: the note completing the ticket
+            # reads their last resolution in the same script.
+            "customer_ref": customer_hash(customer) if customer else ""})
 
-    def _note_ticket(self, ticket_id: str, flag: str, fields: dict[str, str]) -> bool:
+    def _note_ticket(self, ticket_id: str, flag: str, fields: dict[str, str], clocks: tuple[str, ...] = ()) -> Noted:
         args: list = [CLOCK_TTL_SECONDS, flag]
         for name, value in fields.items():
             args += [name, value]
-        return bool(self._note(keys=[self.ticket_key(ticket_id)], args=args))
+        complete, raw_ticket, *found, linked, customer = self._note(
+            keys=[self.ticket_key(ticket_id), *(self.clock_key(ticket_id, name) for name in clocks)], args=args)
+        ticket = _ticket(ticket_id, fields := _pairs(raw_ticket))
+        noted = Noted(bool(complete), ticket,
+                      [self._parse_clock(ticket_id, name, _pairs(f)) for name, f in zip(clocks, found)])
+        if not complete:
+            return noted
+        linked_id = ticket.linked_ticket_id
+        return replace(noted, linked=_ticket(linked_id, _pairs(linked)) if linked_id else None,
+                       last_resolution=_last_resolution(_pairs(customer)),
+                       customer_known=bool(ticket.customer and fields.get("customer_ref")))
 
     def set_agent(self, ticket_id: str, agent_id: str, at: float, attempt: int = 1) -> bool:
         """``agent_id`` holds the ticket as of ``at`` (``attempt`` breaks a tie), unless a newer
@@ -551,10 +672,7 @@ class SlaStore:
         self._note_pending_reopen(keys=[self.ticket_key(ticket_id)], args=[repr(at), event_id, CLOCK_TTL_SECONDS])
 
     def last_resolution(self, customer: str) -> tuple[str, float] | None:
-        fields = self.client.hgetall(self.customer_key(customer))
-        if not fields.get("resolved_at"):
-            return None
-        return fields["ticket_id"], float(fields["resolved_at"])
+        return _last_resolution(self.client.hgetall(self.customer_key(customer)))
 
     # -- config generations and the recompute walk ---------------------------------------
 
@@ -593,24 +711,23 @@ class SlaStore:
         return False
 
     def recompute_done(self, gen: int) -> bool:
-        fields = self.client.hgetall(self.recompute_key)
-        return int(fields.get("gen") or -1) > gen or (int(fields.get("gen") or -1) == gen and fields.get("done") == "1")
+        return _walk_done(self.client.hgetall(self.recompute_key), gen)
+
+    def walk_state(self, gen: int) -> tuple[int, bool]:
+        """The newest config generation and whether the walk for ``gen`` is done, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.gen_key)
+        pipe.hgetall(self.recompute_key)
+        current, walk = pipe.execute()
+        return int(current or 0), _walk_done(walk, gen)
 
     def open_page(self, cursor: int, count: int) -> tuple[int, list[tuple[str, str]]]:
         cursor, members = self.client.sscan(self.open_key, cursor, count=count)
         return int(cursor), [split_member(m) for m in members]
 
-    def clocks_exist(self, keys: list[tuple[str, str]]) -> list[bool]:
-        pipe = self.client.pipeline(transaction=False)
-        for ticket_id, name in keys:
-            pipe.exists(self.clock_key(ticket_id, name))
-        return [bool(n) for n in pipe.execute()]
-
-    def tidy_cursor(self) -> int:
-        return int(self.client.get(self.tidy_key) or 0)
-
-    def set_tidy_cursor(self, cursor: int) -> None:
-        self.client.set(self.tidy_key, cursor)
+    def tidy_open(self, count: int) -> int:
+        """One page of the slow walk that drops members whose clock expired; the number dropped."""
+        return int(self._tidy_open(keys=[self.open_key, self.tidy_key], args=[count]))
 
     def forget_open(self, keys: list[tuple[str, str]]) -> None:
         """Clocks whose record expired (a clock paused for longer than its TTL) leave the open set."""
@@ -619,6 +736,21 @@ class SlaStore:
 
     def open_count(self) -> int:
         return int(self.client.scard(self.open_key))
+
+
+def _walk_done(fields: dict[str, str], gen: int) -> bool:
+    return int(fields.get("gen") or -1) > gen or (int(fields.get("gen") or -1) == gen and fields.get("done") == "1")
+
+
+def _last_resolution(fields: dict[str, str]) -> tuple[str, float] | None:
+    if not fields.get("resolved_at"):
+        return None
+    return fields["ticket_id"], float(fields["resolved_at"])
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A Lua HGETALL (field, value, field, value, ...) as a dict."""
+    return dict(zip(flat[::2], flat[1::2]))
 
 
 def _float(value: str | None) -> float | None:

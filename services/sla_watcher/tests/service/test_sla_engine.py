@@ -7,8 +7,9 @@ import pytest
 from services.sla_watcher import clocks as c
 from services.sla_watcher.engine import ConfigBehind, SlaEngine
 from services.sla_watcher.store import SlaStore
-from services.sla_watcher.tests.service.support import (Recorder, StaticConfig, _meta, at, classified, reopened,
-                                                        resolved, status, tiny_policies, write_policies)
+from services.sla_watcher.tests.service.support import (Recorder, StaticConfig, _meta, at, classified, received,
+                                                        reopened, replied, resolved, status, tiny_policies,
+                                                        write_policies)
 from shared import events as ev
 from shared.business_calendar import ALWAYS
 
@@ -293,3 +294,67 @@ def test_a_clock_outlives_its_breach_time(store, tmp_path, redis_client):
     sla.ticket_classified(_parse(classified("TM-8", t0), ev.DISPATCHER, ev.TICKET_CLASSIFIED))
     clock = store.clock("TM-8", c.RESOLUTION)
     assert redis_client.ttl(store.clock_key("TM-8", c.RESOLUTION)) >= clock.breach_at - t0
+
+
+def _second_contacts(recorder):
+    return [(b["ticket_id"], b["reason"]) for t, b in recorder.events
+            if t == ev.TICKET_ESCALATED and b["trigger"] == "second_contact"]
+
+
+def test_a_contact_linked_to_a_ticket_resolved_soon_before_is_a_second_contact(store, tmp_path):
+    """The intake links the new contact to the resolved ticket (another address: only the link
+    tells). The note completing the new ticket reads the linked one in the same script."""
+    sla, recorder = engine(store, _policy(tmp_path, reopen_escalation_hours=2))
+    t0 = time.time()
+    sla.ticket_received(_parse(received("TM-20", t0 - 3600, email="a@example.com"), ev.INTAKE_EMAIL,
+                               ev.TICKET_RECEIVED))
+    sla.ticket_classified(_parse(classified("TM-20", t0 - 3600), ev.DISPATCHER, ev.TICKET_CLASSIFIED))
+    sla.ticket_resolved(_parse(resolved("TM-20", t0 - 1800), ev.AGENT_DESK, ev.TICKET_RESOLVED))
+    # Classified first this time: the received note completes the ticket.
+    sla.ticket_classified(_parse(classified("TM-21", t0), ev.DISPATCHER, ev.TICKET_CLASSIFIED))
+    sla.ticket_received(_parse(received("TM-21", t0, email="b@example.com", linked="TM-20"), ev.INTAKE_EMAIL,
+                               ev.TICKET_RECEIVED))
+    assert [(ticket_id, "TM-20" in reason) for ticket_id, reason in _second_contacts(recorder)] == [("TM-21", True)]
+
+
+def test_a_ticket_noted_before_customer_ref_existed_still_finds_the_customers_last_resolution(store, tmp_path,
+                                                                                           redis_client):
+    """A ticket record written by the previous version (no ``customer_ref``): the check reads
+    the customer's last resolution itself."""
+    sla, recorder = engine(store, _policy(tmp_path, reopen_escalation_hours=2))
+    t0 = time.time()
+    for ticket_id, received_at in (("TM-30", t0 - 3600), ("TM-31", t0)):
+        sla.ticket_received(_parse(received(ticket_id, received_at), ev.INTAKE_EMAIL, ev.TICKET_RECEIVED))
+        if ticket_id == "TM-30":
+            sla.ticket_classified(_parse(classified(ticket_id, received_at), ev.DISPATCHER, ev.TICKET_CLASSIFIED))
+            sla.ticket_resolved(_parse(resolved(ticket_id, t0 - 1800), ev.AGENT_DESK, ev.TICKET_RESOLVED))
+    redis_client.hdel(store.ticket_key("TM-31"), "customer_ref")
+    sla.ticket_classified(_parse(classified("TM-31", t0), ev.DISPATCHER, ev.TICKET_CLASSIFIED))
+    assert [(ticket_id, "TM-30" in reason) for ticket_id, reason in _second_contacts(recorder)] == [("TM-31", True)]
+
+
+def test_a_clock_written_between_the_read_and_the_write_is_decided_again_alone(store, redis_client, tmp_path):
+    """Replica A starts both clocks in one write; replica B handles the agent's reply between
+    A's read and A's write (first response becomes a tombstone). A's write keeps resolution
+    and loses first response, which A then reads again: the tombstone stays."""
+    policy = _policy(tmp_path)
+    store_a = SlaStore(redis_client)
+    sla_a, rec_a = engine(store_a, policy)
+    sla_b, _ = engine(store, policy)
+    t0 = time.time()
+    put, writes = store_a.put_clocks, []
+
+    def racing_put(clocks, *, now):
+        if not writes:
+            sla_b.agent_replied(_parse(replied("TM-40", t0 - 5), ev.AGENT_DESK, ev.AGENT_REPLIED))
+        writes.append([clock.name for clock, _ in clocks])
+        return put(clocks, now=now)
+
+    store_a.put_clocks = racing_put
+    sla_a.ticket_classified(_parse(classified("TM-40", t0 - 10), ev.DISPATCHER, ev.TICKET_CLASSIFIED))
+    assert writes == [[c.FIRST_RESPONSE, c.RESOLUTION]]   # the tombstone read again: nothing left to write
+    assert store.clock("TM-40", c.FIRST_RESPONSE).state == c.FULFILLED
+    resolution = store.clock("TM-40", c.RESOLUTION)
+    assert (resolution.state, resolution.rev) == (c.RUNNING, 1)
+    assert [(b["clock"], b["change"]) for t, b in rec_a.events if t == ev.SLA_CLOCK_CHANGED] == [
+        (c.FIRST_RESPONSE, "activated"), (c.RESOLUTION, "activated")]

@@ -1,5 +1,6 @@
-"""Replicas racing on due clocks, catch-up after downtime, and a config change recomputing open
-clocks: nameko containers on a real RabbitMQ vhost and Redis database."""
+"""Replicas racing on due clocks (two engines, their interleaving replayed step by step),
+catch-up after downtime, and a config change recomputing open clocks (nameko containers on a
+real RabbitMQ vhost and Redis database)."""
 import time
 from datetime import datetime
 
@@ -7,9 +8,10 @@ import pytest
 from nameko.standalone.events import event_dispatcher
 
 from services.sla_watcher import clocks as c
+from services.sla_watcher.engine import SlaEngine
 from services.sla_watcher.store import SlaStore
-from services.sla_watcher.tests.service.support import (breached, classified, collect, of, start_watcher,
-                                                        tiny_policies, write_policies)
+from services.sla_watcher.tests.service.support import (Recorder, StaticConfig, breached, classified, collect, of,
+                                                        start_watcher, tiny_policies, write_policies)
 from shared import events as ev
 from shared.business_calendar import ALWAYS
 from shared.sla_policy import load_sla_config
@@ -36,26 +38,45 @@ def generation(store, policy_file):
     return store.register_config(load_sla_config(policy_file).digest)
 
 
-def test_two_replicas_racing_on_the_same_due_clocks_fire_each_item_exactly_once(service_container, tmp_path, store,
-                                                                               event_listener):
+def test_two_replicas_racing_on_the_same_due_clocks_fire_each_item_exactly_once(tmp_path, store, redis_client):
+    """Replicas A and B sweep the same due set, interleaved at every step A takes (as the
+    dispatcher's race tests replay theirs: no timer, no scheduling): after each item A fires, B
+    sweeps. While A holds its claim B finds nothing of it; once the later clocks fall due B
+    takes those, and only those. Each item fires once, by one replica."""
     policy_file = tiny_policies(tmp_path)
     gen = generation(store, policy_file)
-    listener = event_listener(ev.SLA_WATCHER, list(KINDS))
-    now = time.time()
-    tickets = [f"TM-{n}" for n in range(40)]
-    # Every clock falls due within the same few milliseconds, after both replicas are up.
-    for ticket_id in tickets:
-        put_running(store, ticket_id, now + 1.5, 1, [0.5], gen=gen)
-    put_running(store, "TM-marker", now + 3.0, 1, [0.5], gen=gen)
-    start_watcher(service_container, policy_file)
-    start_watcher(service_container, policy_file)
+    t0 = time.time() - 100
+    early, late = [f"TM-{n}" for n in range(20)], [f"TM-{n}" for n in range(20, 40)]
+    for ticket_id in early:
+        put_running(store, ticket_id, t0, 1, [0.5], gen=gen)       # due from t0 + 0.5
+    for ticket_id in late:
+        put_running(store, ticket_id, t0 + 10, 1, [0.5], gen=gen)  # due from t0 + 10.5
+    now = [t0 + 5]  # both replicas' clock: no lease runs out
+    rec_a, rec_b = Recorder(), Recorder()
+    replica_a = SlaEngine(SlaStore(redis_client), StaticConfig(policy_file, store), rec_a, clock=lambda: now[0])
+    replica_b = SlaEngine(SlaStore(redis_client), StaticConfig(policy_file, store), rec_b, clock=lambda: now[0])
+    b_claimed = []
 
-    seen = collect(listener, breached("TM-marker"), timeout=20)
-    fired = [(b["ticket_id"], t) for t, b, _ in seen if b["ticket_id"] != "TM-marker"]
-    assert len(fired) == 3 * len(tickets)
-    assert set(fired) == {(t, kind) for t in tickets for kind in KINDS}
-    assert len({b["event_id"] for _, b, _ in seen}) == len(seen)
-    poll_until(lambda: store.due_members() == [], what="nothing left to fire")
+    def a_emits(event_type, /, **fields):
+        body = rec_a(event_type, **fields)
+        # B's sweeps between A's items: first up to A's horizon, then a catch-up far past the
+        # late clocks' items and past A's lease score (the claim itself must keep B off A's).
+        b_claimed.append(replica_b.sweep_once(t0 + 5 if len(rec_a.events) < 30 else t0 + 100))
+        return body
+
+    replica_a.emit = a_emits
+    assert replica_a.sweep_once(t0 + 5) == len(early)
+    assert b_claimed[:29] == [0] * 29 and sum(b_claimed) == len(late)
+    assert replica_a.sweep_once(t0 + 100) == 0 and replica_b.sweep_once(t0 + 100) == 0
+
+    def fired(recorder):
+        return [(b["ticket_id"], t) for t, b in recorder.events if t in KINDS]
+
+    assert sorted(fired(rec_a)) == sorted((t, kind) for t in early for kind in KINDS)
+    assert sorted(fired(rec_b)) == sorted((t, kind) for t in late for kind in KINDS)
+    bodies = [b for _, b in rec_a.events + rec_b.events]
+    assert len({b["event_id"] for b in bodies}) == len(bodies)
+    assert store.due_members() == []
 
 
 def test_after_downtime_everything_due_fires_once_in_due_order(service_container, tmp_path, store, event_listener):
