@@ -15,6 +15,7 @@ from services.sla_watcher.tests.service.support import (assigned, breached, chan
 from shared import events as ev
 
 FIRE_TOLERANCE_SECONDS = 1.0
+SLOW_TARGET = 8  # seconds: room for a loaded machine to handle a test's events before the clock is due
 
 
 @pytest.fixture
@@ -66,7 +67,9 @@ def test_warning_then_breach_fire_on_time_once_naming_the_assignee(service_conta
 
 
 def test_reply_or_resolution_before_due_fires_nothing(service_container, tmp_path, publish, store, event_listener):
-    container = start_watcher(service_container, tiny_policies(tmp_path, resolution=1))
+    # Targets of a few seconds, not one: the reply and the resolution must be handled before the
+    # first warning (half the target) even on a loaded machine, or the test races the sweep.
+    container = start_watcher(service_container, tiny_policies(tmp_path, target=SLOW_TARGET, resolution=SLOW_TARGET))
     listener = event_listener(ev.SLA_WATCHER)
     received_at = time.time()
     for ticket_id in ("TM-replied", "TM-resolved"):
@@ -77,7 +80,7 @@ def test_reply_or_resolution_before_due_fires_nothing(service_container, tmp_pat
     # A marker falling due after both: everything they could fire would arrive before it.
     publish(ev.DISPATCHER, ev.TICKET_CLASSIFIED, classified("TM-marker", received_at + 0.1))
 
-    seen = collect(listener, breached("TM-marker"))
+    seen = collect(listener, breached("TM-marker"), timeout=SLOW_TARGET + 10)
     # TM-replied's resolution clock still runs (and breaches); its first response fired nothing.
     assert [b["clock"] for _, b in of(seen, "TM-replied", ev.SLA_WARNING, ev.SLA_BREACHED)] == [RESOLUTION] * 2
     assert not of(seen, "TM-resolved", ev.SLA_WARNING, ev.SLA_BREACHED, ev.TICKET_ESCALATED)
@@ -183,7 +186,9 @@ def test_waiting_on_the_customer_pauses_resolution_and_their_message_resumes_it(
 
 def test_next_response_runs_from_a_customer_message_after_a_reply_to_the_next_reply(service_container, tmp_path,
                                                                                      publish, store, event_listener):
-    policy = write_policies(tmp_path / "sla.yaml", {"name": "nr", "first_response": 3600, "next_response": 1,
+    # Cycle 1 falls due SLOW_TARGET - 2 s after the test starts: its reply is handled before that
+    # even on a loaded machine (a due time already past would race the sweep); cycle 2 then breaches.
+    policy = write_policies(tmp_path / "sla.yaml", {"name": "nr", "first_response": 3600, "next_response": SLOW_TARGET,
                                                     "warn_at": [], "escalate_on_breach": False})
     container = start_watcher(service_container, policy)
     listener = event_listener(ev.SLA_WATCHER)
@@ -196,24 +201,24 @@ def test_next_response_runs_from_a_customer_message_after_a_reply_to_the_next_re
     assert store.clock("TM-1", NEXT_RESPONSE) is None
     handled(container, publish, "handle_agent_replied", ev.AGENT_DESK, ev.AGENT_REPLIED, replied("TM-1", t0 - 50))
     handled(container, publish, "handle_email_message_received", ev.INTAKE_EMAIL, ev.MESSAGE_RECEIVED,
-            message("TM-1", t0 - 40, "m1"))
+            message("TM-1", t0 - 2, "m1"))
     assert store.clock("TM-1", NEXT_RESPONSE).cycle == 1
     handled(container, publish, "handle_agent_replied", ev.AGENT_DESK, ev.AGENT_REPLIED,
-            replied("TM-1", t0 - 39.5, "r2"))
+            replied("TM-1", t0 - 1.5, "r2"))
     assert store.clock("TM-1", NEXT_RESPONSE).state == "fulfilled"
     # Answered already: its redelivery starts nothing. A new message starts cycle 2, unanswered.
     handled(container, publish, "handle_email_message_received", ev.INTAKE_EMAIL, ev.MESSAGE_RECEIVED,
-            message("TM-1", t0 - 40, "m1"))
+            message("TM-1", t0 - 2, "m1"))
     assert store.clock("TM-1", NEXT_RESPONSE).state == "fulfilled"
     handled(container, publish, "handle_email_message_received", ev.INTAKE_EMAIL, ev.MESSAGE_RECEIVED,
-            message("TM-1", t0, "m2"))
+            message("TM-1", t0 - 1, "m2"))
 
-    seen = collect(listener, clock_breached("TM-1"))
+    seen = collect(listener, clock_breached("TM-1"), timeout=SLOW_TARGET + 10)
     assert changes(seen, "TM-1", NEXT_RESPONSE) == [(NEXT_RESPONSE, "activated"), (NEXT_RESPONSE, "fulfilled"),
                                                     (NEXT_RESPONSE, "activated"), (NEXT_RESPONSE, "breached")]
     (_, breach), = of(seen, "TM-1", ev.SLA_BREACHED)
     assert breach["clock"] == NEXT_RESPONSE
-    assert datetime.fromisoformat(breach["due_at"]).timestamp() == pytest.approx(t0 + 1, abs=1e-3)
+    assert datetime.fromisoformat(breach["due_at"]).timestamp() == pytest.approx(t0 - 1 + SLOW_TARGET, abs=1e-3)
     assert store.clock("TM-1", NEXT_RESPONSE).cycle == 2
 
 
