@@ -61,6 +61,7 @@ from shared.customer_identity import (
 )
 from shared.errors import TransientError
 from shared.intake_ledger import natural_key_hash
+from shared.redis_store import execute_with_scripts
 
 PREFIX = "tm:customers:"
 HISTORY_TTL_SECONDS = 90 * 24 * 3600     # a customer's history is forgotten this long after the last ticket
@@ -560,21 +561,11 @@ class CustomerStore:
         return ContactContext(resolution, history, _contact(contact_raw) if pid else None, extra)
 
     def _execute_with_scripts(self, queue_commands: Callable[[Any], None], scripts: Sequence[Any] = ()) -> list:
-        """One round trip for a pipeline calling ``_CREATE_OR_READ`` (and ``scripts``) by EVALSHA;
-        if Redis lost its scripts (a restart) they are loaded and the pipeline sent again. A script
-        that met NOSCRIPT did not run; ``_CREATE_OR_READ`` run twice finds its own creation the
-        second time (the customer resolves as found, not created)."""
-        def send() -> list:
-            pipe = self.client.pipeline(transaction=False)
-            queue_commands(pipe)
-            return pipe.execute()
-
-        try:
-            return send()
-        except redis.exceptions.NoScriptError:
-            for script in (self._create_or_read, *scripts):
-                self.client.script_load(script.script)
-            return send()
+        """One round trip for a pipeline calling ``_CREATE_OR_READ`` (and ``scripts``) by EVALSHA,
+        loading them again if Redis lost them. A script that met NOSCRIPT did not run;
+        ``_CREATE_OR_READ`` run twice finds its own creation the second time (the customer
+        resolves as found, not created)."""
+        return execute_with_scripts(self.client, queue_commands, (self._create_or_read, *scripts))
 
     @staticmethod
     def _merged_attributes(plan: Plan, snap: _Snapshot) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any, Callable, Iterable
 
 import redis
 import redis.asyncio
@@ -42,9 +43,8 @@ def async_client(url: str) -> redis.asyncio.Redis:
 # KEYS: the value's key, then the key of each op that names one, in order
 # ARGV: sha1 of the value read ('' when absent), new value, TTL seconds, ops as a JSON list of
 #       [command, 1 if it names a key else 0, arguments...] (all strings)
-_SET_IF_UNCHANGED = """
-if redis.sha1hex(redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+# The writes that go with a value (ARGV[4], KEYS from 2): Lua shared by every script of this protocol.
+APPLY_OPS_LUA = """
 local k = 1
 for _, op in ipairs(cjson.decode(ARGV[4])) do
   local call = {op[1]}
@@ -52,6 +52,11 @@ for _, op in ipairs(cjson.decode(ARGV[4])) do
   for i = 3, #op do call[#call + 1] = op[i] end
   redis.call(unpack(call))
 end
+"""
+_SET_IF_UNCHANGED = """
+if redis.sha1hex(redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+""" + APPLY_OPS_LUA + """
 return 1
 """
 
@@ -98,3 +103,21 @@ class ValueChanger:
         seen = hashlib.sha1((before or "").encode()).hexdigest()
         return bool(await self._script(keys=[key, *writes.keys],
                                        args=[seen, after, int(ttl), json.dumps(writes.ops, ensure_ascii=False)]))
+
+
+def execute_with_scripts(client: Any, queue_commands: Callable[[Any], None], scripts: Iterable[Any]) -> list:
+    """One round trip for a pipeline that calls scripts by EVALSHA (a Script object in a pipeline
+    costs a SCRIPT EXISTS round trip first). If Redis lost its scripts (a restart) ``scripts``
+    are loaded and the pipeline is sent again: only for pipelines that are safe to repeat (a
+    script that met NOSCRIPT did not run). Sync client."""
+    def send() -> list:
+        pipe = client.pipeline(transaction=False)
+        queue_commands(pipe)
+        return pipe.execute()
+
+    try:
+        return send()
+    except redis.exceptions.NoScriptError:
+        for script in scripts:
+            client.script_load(script.script)
+        return send()

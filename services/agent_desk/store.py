@@ -41,7 +41,7 @@ from services.agent_desk.tickets import (DecisionRecord, TicketNotStored, Ticket
                                         sla_state)
 from shared.errors import TransientError
 from shared.intake_ledger import natural_key_hash
-from shared.redis_store import Writes
+from shared.redis_store import APPLY_OPS_LUA, Writes
 
 VIEW_TTL_SECONDS = 30 * 24 * 3600       # long enough for a ticket's whole life at the desk
 PRESENCE_TTL_SECONDS = 30 * 24 * 3600   # forgotten presence reads as offline
@@ -62,13 +62,7 @@ local current = redis.call('GET', KEYS[1])
 if not current then return {0} end
 if redis.sha1hex(current) ~= ARGV[1] then return {0, current} end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-local k = 1
-for _, op in ipairs(cjson.decode(ARGV[4])) do
-  local call = {op[1]}
-  if op[2] == 1 then k = k + 1; call[2] = KEYS[k] end
-  for i = 3, #op do call[#call + 1] = op[i] end
-  redis.call(unpack(call))
-end
+""" + APPLY_OPS_LUA + """
 return {1}
 """
 

@@ -57,6 +57,7 @@ from services.dispatcher.routing import AgentSnapshot, TicketNeeds, new_snapshot
 from shared.customer_identity import ContactIdentifiers
 from shared.customer_store import HISTORY_READS, ContactOutcome, CustomerStore, ProfileHistory, Resolution
 from shared.errors import TransientError
+from shared.redis_store import execute_with_scripts
 from shared.roster import AgentProfile
 
 PREFIX = "tm:dispatcher:"
@@ -1215,23 +1216,11 @@ class DispatchStore:
                 self._execute_with_scripts(end)
 
     def _execute_with_scripts(self, queue_commands: Callable[[redis.client.Pipeline], None]) -> list:
-        """One round trip for a pipeline that calls scripts by EVALSHA (a Script object in a
-        pipeline costs a SCRIPT EXISTS round trip first). If Redis lost its scripts (a restart),
-        they are loaded and the pipeline sent again: every such pipeline here is safe to repeat,
-        and a script that met NOSCRIPT did not run.
-        """
-        def send() -> list:
-            pipe = self.client.pipeline(transaction=False)
-            queue_commands(pipe)
-            return pipe.execute()
-
-        try:
-            return send()
-        except redis.exceptions.NoScriptError:
-            for script in (self._begin_routing, self._release, self._index_page, self._take_lease, self._register,
-                           self._claim, self._enqueue, self.customers.note_ticket_script):
-                self.client.script_load(script.script)
-            return send()
+        """One round trip for a pipeline of this store's scripts (shared.redis_store.execute_with_scripts:
+        every such pipeline here is safe to repeat)."""
+        return execute_with_scripts(self.client, queue_commands, (
+            self._begin_routing, self._release, self._index_page, self._take_lease, self._register, self._claim,
+            self._enqueue, self.customers.note_ticket_script))
 
     def ticket(self, ticket_id: str) -> TicketRecord | None:
         return _record(self.client.hgetall(self.ticket_key(ticket_id)))

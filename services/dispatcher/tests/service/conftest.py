@@ -25,3 +25,19 @@ def publish(amqp_uri):
 @pytest.fixture
 def store(redis_client):
     return DispatchStore(redis_client)
+
+
+@pytest.fixture
+def round_trips(monkeypatch):
+    """Commands (or pipelines) sent to Redis, counted as they are written."""
+    from redis.connection import AbstractConnection
+
+    sent = []
+    original = AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sent.append(command)
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    return sent

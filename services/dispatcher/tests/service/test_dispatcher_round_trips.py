@@ -3,7 +3,6 @@ on loopback costs the dispatcher about as much CPU as the rest of the ticket's P
 from datetime import datetime, timezone
 
 import pytest
-from redis.connection import AbstractConnection
 
 from services.dispatcher.assigner import Assigner
 from services.dispatcher.policy import RoutingPolicy
@@ -16,18 +15,6 @@ from shared.roster import AgentProfile
 T0 = 1_900_000_000.0
 NOW = datetime.fromtimestamp(T0, timezone.utc)
 
-
-@pytest.fixture
-def round_trips(monkeypatch):
-    sent = []
-    original = AbstractConnection.send_packed_command
-
-    def counting(self, command, check_health=True):
-        sent.append(command)
-        return original(self, command, check_health)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
-    return sent
 
 
 def route(store, ticket_id, visitor, events):
