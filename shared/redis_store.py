@@ -3,7 +3,7 @@
 Stores (one class per service, owning its keys) take one of these clients; a command that
 meets a dropped connection is retried with backoff before the error reaches the caller, and a
 consumer treats what remains as transient (the message goes back to its queue).
-:class:`ValueChanger` changes one value and its indexes optimistically in one round trip.
+:data:`CHANGE_VALUE_LUA` changes one value and its indexes optimistically in one round trip.
 """
 from __future__ import annotations
 
@@ -36,15 +36,16 @@ def async_client(url: str) -> redis.asyncio.Redis:
     )
 
 
-# Optimistic change of one value without WATCH: the caller read ``before`` (one round trip),
-# computed the new value, and this script writes it, with the writes that go with it, only if
-# the value is still what was read (compared by SHA-1: no need to send it back). One round trip
-# instead of WATCH, GET and MULTI/EXEC's three, and no connection held between them.
+# Optimistic change of one value without WATCH: the caller computed the new value from the one
+# it believes is stored (read earlier, or last written by this replica), and this script writes
+# it, with the writes that go with it, only if the value is still that one (compared by SHA-1: no
+# need to send it back). On a mismatch it answers what is stored, so the caller re-applies its
+# change without another GET. One round trip instead of WATCH, GET and MULTI/EXEC's three.
 # KEYS: the value's key, then the key of each op that names one, in order
-# ARGV: sha1 of the value read ('' when absent), new value, TTL seconds, ops as a JSON list of
+# ARGV: sha1 of the value expected ('' when absent), new value, TTL seconds, ops as a JSON list of
 #       [command, 1 if it names a key else 0, arguments...] (all strings)
-# The writes that go with a value (ARGV[4], KEYS from 2): Lua shared by every script of this protocol.
-APPLY_OPS_LUA = """
+# Returns {1} when written; {0, stored value} on a mismatch; {0} when absent and not expected so.
+_APPLY_OPS_LUA = """
 local k = 1
 for _, op in ipairs(cjson.decode(ARGV[4])) do
   local call = {op[1]}
@@ -53,12 +54,23 @@ for _, op in ipairs(cjson.decode(ARGV[4])) do
   redis.call(unpack(call))
 end
 """
-_SET_IF_UNCHANGED = """
-if redis.sha1hex(redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+CHANGE_VALUE_LUA = """
+local current = redis.call('GET', KEYS[1])
+if redis.sha1hex(current or '') ~= ARGV[1] then
+  if current then return {0, current} end
+  return {0}
+end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-""" + APPLY_OPS_LUA + """
-return 1
+""" + _APPLY_OPS_LUA + """
+return {1}
 """
+
+
+def change_value_call(key: str, expected: str | None, after: str, ttl: int, writes: "Writes") -> tuple[list[str], list[str]]:
+    """KEYS and ARGV of :data:`CHANGE_VALUE_LUA` (``expected`` None: the key should be absent)."""
+    return ([key, *writes.keys],
+            [hashlib.sha1((expected or "").encode()).hexdigest(), after, str(int(ttl)),
+             json.dumps(writes.ops, ensure_ascii=False)])
 
 
 def _arg(value: object) -> str:
@@ -67,7 +79,7 @@ def _arg(value: object) -> str:
 
 class Writes:
     """The pipeline methods stores use for the writes that go with a value (``zadd``, ``zrem``,
-    ``expire``, ``publish``), collected for :meth:`ValueChanger.set_if_unchanged`."""
+    ``expire``, ``publish``), collected for :data:`CHANGE_VALUE_LUA`."""
 
     def __init__(self) -> None:
         self.keys: list[str] = []
@@ -89,20 +101,6 @@ class Writes:
 
     def publish(self, channel: str, message: str) -> None:
         self.ops.append(["PUBLISH", 0, channel, message])
-
-
-class ValueChanger:
-    """Compare-and-set of one string value plus its companion writes, atomically (a Lua script)."""
-
-    def __init__(self, client: redis.asyncio.Redis):
-        self._script = client.register_script(_SET_IF_UNCHANGED)
-
-    async def set_if_unchanged(self, key: str, before: str | None, after: str, ttl: int, writes: Writes) -> bool:
-        """Write ``after`` (and ``writes``) if ``key`` still holds ``before`` (None: absent);
-        False if it changed meanwhile (read again and re-apply)."""
-        seen = hashlib.sha1((before or "").encode()).hexdigest()
-        return bool(await self._script(keys=[key, *writes.keys],
-                                       args=[seen, after, int(ttl), json.dumps(writes.ops, ensure_ascii=False)]))
 
 
 def execute_with_scripts(client: Any, queue_commands: Callable[[Any], None], scripts: Iterable[Any]) -> list:

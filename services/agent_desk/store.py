@@ -27,7 +27,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,7 +40,7 @@ from services.agent_desk.tickets import (DecisionRecord, TicketNotStored, Ticket
                                         sla_state)
 from shared.errors import TransientError
 from shared.intake_ledger import natural_key_hash
-from shared.redis_store import APPLY_OPS_LUA, Writes
+from shared.redis_store import CHANGE_VALUE_LUA, Writes, change_value_call
 
 VIEW_TTL_SECONDS = 30 * 24 * 3600       # long enough for a ticket's whole life at the desk
 PRESENCE_TTL_SECONDS = 30 * 24 * 3600   # forgotten presence reads as offline
@@ -53,18 +52,6 @@ BOARD_TICKETS_READ = 1000               # queued / at-risk tickets a supervisor 
 OFFLINE_CLAIM_TTL_SECONDS = 30          # one replica announces a lost agent; a crashed one's claim lapses
 _MAX_CHANGE_RETRIES = 20
 VIEWS_REMEMBERED = 512                  # views last written here, kept as the next change's guess
-
-# Compare-and-set of a view plus its index writes (shared.redis_store's protocol: KEYS the view's
-# key then one per keyed op; ARGV sha1 of the view expected, new view, TTL, ops as JSON). Unlike
-# ValueChanger's it answers a mismatch with the stored view, so a wrong guess costs no extra read.
-_CHANGE_VIEW = """
-local current = redis.call('GET', KEYS[1])
-if not current then return {0} end
-if redis.sha1hex(current) ~= ARGV[1] then return {0, current} end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-""" + APPLY_OPS_LUA + """
-return {1}
-"""
 
 # A new view (only if absent) and its customer-history entries (written again on a redelivery).
 # KEYS: the view's key, then each customer key; ARGV: view, TTL, received_at, ticket id.
@@ -111,7 +98,7 @@ class _ViewWrites(Writes):
 class DeskStore:
     def __init__(self, client: redis.asyncio.Redis):
         self._client = client
-        self._change_view = client.register_script(_CHANGE_VIEW)
+        self._change_view = client.register_script(CHANGE_VALUE_LUA)  # the view's compare-and-set
         self._add_view = client.register_script(_ADD_VIEW)
         # ticket id -> (JSON, view) as this replica last wrote it: a guess, checked by the script.
         self._written: dict[str, tuple[str, TicketView]] = {}
@@ -272,9 +259,7 @@ class DeskStore:
             if decision is not None:
                 self._decision(writes, ticket_id, decision)
             value = after.model_dump_json()
-            cas = ScriptCall(self._change_view, [key, *writes.keys],
-                             [hashlib.sha1(raw.encode()).hexdigest(), value, str(VIEW_TTL_SECONDS),
-                              json.dumps(writes.ops, ensure_ascii=False)])
+            cas = ScriptCall(self._change_view, *change_value_call(key, raw, value, VIEW_TTL_SECONDS, writes))
             results = await self._run([*pending, cas])
             if pending:
                 first_result, pending = results[0], []
